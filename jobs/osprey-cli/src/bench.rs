@@ -1,0 +1,168 @@
+//! `osprey bench …`: measured, never asserted, speed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+use clap::Subcommand;
+use osprey_index::{Gallery, bytes_per_template_estimate, set_num_threads};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::vectors::{read_vectors, write_npy};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Search speed and recall of a FAISS index against exact search.
+    Search(SearchBench),
+    /// Generate clustered unit vectors (a stand-in for face embeddings) as `.npy`.
+    Gen(GenArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SearchBench {
+    /// Gallery vectors: `.npy` float32 (n × d) or Parquet with `embedding`.
+    #[arg(long)]
+    gallery_file: PathBuf,
+    /// Query vectors, same formats.
+    #[arg(long)]
+    query_file: PathBuf,
+    /// FAISS index factory string.
+    #[arg(long, default_value = "Flat")]
+    index: String,
+    /// IVF lists probed per query.
+    #[arg(long)]
+    nprobe: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// FAISS (OpenMP) threads; default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed repetitions of the whole query batch; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct GenArgs {
+    /// Vectors to generate.
+    #[arg(long)]
+    n: usize,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Number of clusters ("subjects"); vectors are spread around them.
+    #[arg(long, default_value_t = 1000)]
+    clusters: usize,
+    /// Spread of each cluster relative to the distance between clusters.
+    #[arg(long, default_value_t = 0.5)]
+    spread: f32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output `.npy`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the cluster of each vector as a subjects text file.
+    #[arg(long)]
+    subjects_out: Option<PathBuf>,
+    /// Seed of the cluster centres, so that queries share a gallery's clusters.
+    #[arg(long, default_value_t = 7)]
+    centre_seed: u64,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Search(args) => search(args),
+        BenchCommand::Gen(args) => gen_vectors(args),
+    }
+}
+
+/// A standard normal sample (Box–Muller).
+fn normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+fn gen_vectors(args: GenArgs) -> anyhow::Result<()> {
+    if args.n == 0 || args.dim == 0 || args.clusters == 0 {
+        bail!("--n, --dim and --clusters must be positive");
+    }
+    let mut centre_rng = StdRng::seed_from_u64(args.centre_seed);
+    let centres: Vec<f32> = (0..args.clusters * args.dim).map(|_| normal(&mut centre_rng)).collect();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut data = Vec::with_capacity(args.n * args.dim);
+    let mut labels = Vec::with_capacity(args.n);
+    for _ in 0..args.n {
+        let c = rng.random_range(0..args.clusters);
+        let mut v: Vec<f32> =
+            centres[c * args.dim..(c + 1) * args.dim].iter().map(|x| x + args.spread * normal(&mut rng)).collect();
+        osprey_core::l2_normalize(&mut v);
+        data.extend_from_slice(&v);
+        labels.push(c);
+    }
+    write_npy(&args.out, &data, args.dim)?;
+    if let Some(path) = args.subjects_out {
+        let text: String = labels.iter().map(|c| format!("subject-{c:05}\n")).collect();
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+fn search(args: SearchBench) -> anyhow::Result<()> {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    set_num_threads(threads);
+    let g = read_vectors(&args.gallery_file)?;
+    let q = read_vectors(&args.query_file)?;
+    if g.dim != q.dim {
+        bail!("gallery vectors are {}-d, queries {}-d", g.dim, q.dim);
+    }
+    let ids = |n: usize| (0..n).map(|i| (i.to_string(), i.to_string())).collect::<Vec<_>>();
+
+    let started = Instant::now();
+    let mut index = Gallery::build("bench", "bench", g.dim, Some(&args.index), ids(g.len()), &g.data)?;
+    let build_s = started.elapsed().as_secs_f64();
+    if let Some(nprobe) = args.nprobe {
+        index.set_nprobe(nprobe)?;
+    }
+    let mut best = f64::INFINITY;
+    let mut found = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        found = index.search_templates(&q.data, args.k)?.1;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let qps = q.len() as f64 / best;
+
+    // Ground truth: exact inner-product search on the same vectors.
+    let mut exact = Gallery::build("exact", "bench", g.dim, Some("Flat"), ids(g.len()), &g.data)?;
+    let truth = exact.search_templates(&q.data, args.k)?.1;
+    let mut hits = 0usize;
+    for (f, t) in found.chunks(args.k).zip(truth.chunks(args.k)) {
+        hits += f.iter().filter(|id| **id >= 0 && t.contains(id)).count();
+    }
+    let recall = hits as f64 / (q.len() * args.k) as f64;
+    let bytes_per_vector = index.index_bytes()? as f64 / g.len() as f64;
+    let report = serde_json::json!({
+        "index": args.index,
+        "nprobe": index.manifest().nprobe,
+        "n": g.len(),
+        "nq": q.len(),
+        "dim": g.dim,
+        "k": args.k,
+        "threads": threads,
+        "recall_at_k": recall,
+        "qps": qps,
+        "build_s": build_s,
+        "bytes_per_vector": bytes_per_vector,
+        "bytes_per_vector_estimate": bytes_per_template_estimate(&args.index, g.dim),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `osprey`: the command-line front of the Osprey identification platform.
+//!
+//! Every command works on a root URL (`--root` or `OSPREY_ROOT`): a local
+//! folder, `memory://`, or `s3://bucket/prefix`.
+
+mod bench;
+mod gallery;
+mod vectors;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use osprey_core::ErrorKind;
+use osprey_sql::{OutputFormat, SqlSession, format_batches};
+use osprey_store::Root;
+
+#[derive(Parser)]
+#[command(
+    name = "osprey",
+    version,
+    about = "Batch identification over video and images: templates, galleries, open-set search, SQL"
+)]
+struct Cli {
+    /// Log filter (e.g. `info`, `osprey=debug`); also `RUST_LOG`.
+    #[arg(long, global = true, env = "OSPREY_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, inspect and change galleries.
+    #[command(subcommand)]
+    Gallery(gallery::GalleryCommand),
+    /// Search probe embeddings against a gallery (open-set) and store the results.
+    Search(gallery::SearchArgs),
+    /// Run a read-only SQL query over templates, results and galleries.
+    Sql(SqlArgs),
+    /// Benchmarks and benchmark data.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Print or check the table schemas in `schemas/`.
+    Schema(SchemaArgs),
+}
+
+/// Output format of tabular commands.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Table => OutputFormat::Table,
+            Format::Json => OutputFormat::Json,
+            Format::Csv => OutputFormat::Csv,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SqlArgs {
+    /// Root URL: a folder, file:///…, memory://NAME or s3://bucket/prefix.
+    #[arg(long, env = "OSPREY_ROOT")]
+    root: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// The query, e.g. "SELECT subject_id, count(*) FROM templates GROUP BY 1".
+    query: String,
+}
+
+#[derive(clap::Args)]
+struct SchemaArgs {
+    /// Fail unless the JSON files in DIR match the code.
+    #[arg(long, value_name = "DIR", conflicts_with = "write")]
+    check: Option<std::path::PathBuf>,
+    /// Write the JSON files into DIR.
+    #[arg(long, value_name = "DIR")]
+    write: Option<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or(cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // 2: the request was wrong (bad input, unknown names); 1: Osprey or
+            // its storage failed.
+            let code = match e.downcast_ref::<osprey_core::Error>().map(|e| e.kind()) {
+                Some(ErrorKind::Internal | ErrorKind::Storage | ErrorKind::Corrupt) => 1,
+                _ => 2,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Gallery(cmd) => gallery::run(cmd).await,
+        Command::Search(args) => gallery::search(args).await,
+        Command::Sql(args) => {
+            let root = Root::open(&args.root)?;
+            let session = SqlSession::open(&root).await?;
+            let batches = session.query(&args.query).await?;
+            println!("{}", format_batches(&batches, args.format.into())?);
+            Ok(())
+        }
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Schema(args) => schema(args),
+    }
+}
+
+fn schema(args: SchemaArgs) -> anyhow::Result<()> {
+    let files = osprey_core::schema::all_descriptions();
+    for (stem, json) in files {
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        let name = format!("{stem}.schema.json");
+        if let Some(dir) = &args.write {
+            std::fs::write(dir.join(&name), &text)?;
+        } else if let Some(dir) = &args.check {
+            let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+            anyhow::ensure!(
+                on_disk == text,
+                "{} is stale: run `osprey schema --write {}`",
+                dir.join(&name).display(),
+                dir.display()
+            );
+        } else {
+            print!("{text}");
+        }
+    }
+    Ok(())
+}

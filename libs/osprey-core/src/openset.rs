@@ -1,0 +1,99 @@
+//! The open-set (1:N with rejection) decision and its operating point.
+//!
+//! Definitions follow NIST FRTE 1:N: a search *alarms* when its best candidate
+//! scores at or above the threshold. FPIR is the share of non-mated searches
+//! (the probe's subject is not enrolled) that alarm.
+
+/// The outcome of an open-set search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenSetDecision {
+    /// The best subject scored at or above the threshold.
+    Match,
+    /// Nobody in the gallery scored high enough: the probe is not enrolled.
+    Unknown,
+}
+
+impl OpenSetDecision {
+    /// `match` or `unknown`, as stored in the `decision` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenSetDecision::Match => "match",
+            OpenSetDecision::Unknown => "unknown",
+        }
+    }
+}
+
+/// `match` when `best_score >= threshold`, else `unknown`. A search with no
+/// candidates at all (`None`) is `unknown`.
+pub fn decide(best_score: Option<f32>, threshold: f32) -> OpenSetDecision {
+    match best_score {
+        Some(s) if s >= threshold => OpenSetDecision::Match,
+        _ => OpenSetDecision::Unknown,
+    }
+}
+
+/// FPIR at `threshold`: the share of non-mated searches whose best score is
+/// at or above it. `nonmated_best` holds each non-mated search's top score.
+pub fn fpir_at_threshold(nonmated_best: &[f32], threshold: f32) -> f64 {
+    if nonmated_best.is_empty() {
+        return 0.0;
+    }
+    let alarms = nonmated_best.iter().filter(|s| **s >= threshold).count();
+    alarms as f64 / nonmated_best.len() as f64
+}
+
+/// The lowest threshold whose FPIR on `nonmated_best` does not exceed
+/// `target_fpir`: at most `floor(target × n)` non-mated searches alarm.
+///
+/// Returns `None` when there are no non-mated scores to calibrate from. The
+/// result is the smallest `f32` strictly above the first score that must be
+/// rejected, so ties at that score are rejected too (FPIR can only come out
+/// below the target, never above).
+pub fn threshold_for_fpir(nonmated_best: &[f32], target_fpir: f64) -> Option<f32> {
+    let mut scores: Vec<f32> = nonmated_best.iter().copied().filter(|s| s.is_finite()).collect();
+    if scores.is_empty() {
+        return None;
+    }
+    scores.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (target_fpir.clamp(0.0, 1.0) * scores.len() as f64 + 1e-9).floor() as usize;
+    if allowed >= scores.len() {
+        // Every non-mated search may alarm: accept everything we have seen.
+        return Some(*scores.last().unwrap());
+    }
+    Some(scores[allowed].next_up())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_is_inclusive_at_threshold() {
+        assert_eq!(decide(Some(0.5), 0.5), OpenSetDecision::Match);
+        assert_eq!(decide(Some(0.4999), 0.5), OpenSetDecision::Unknown);
+        assert_eq!(decide(None, -1.0), OpenSetDecision::Unknown);
+    }
+
+    #[test]
+    fn calibrated_threshold_meets_target_fpir() {
+        let scores: Vec<f32> = (0..1000).map(|i| i as f32 / 1000.0).collect();
+        for target in [0.0, 0.001, 0.01, 0.1, 0.5] {
+            let t = threshold_for_fpir(&scores, target).unwrap();
+            let fpir = fpir_at_threshold(&scores, t);
+            assert!(fpir <= target + 1e-12, "target {target}: fpir {fpir} at {t}");
+            // One step lower would exceed the target (the threshold is tight).
+            let lower = fpir_at_threshold(&scores, t.next_down());
+            assert!(lower > target || t <= 0.0, "target {target}: not tight");
+        }
+        assert_eq!(fpir_at_threshold(&scores, threshold_for_fpir(&scores, 0.01).unwrap()), 0.01);
+    }
+
+    #[test]
+    fn ties_are_rejected_together() {
+        let scores = [0.9, 0.9, 0.9, 0.1];
+        let t = threshold_for_fpir(&scores, 0.25).unwrap();
+        assert_eq!(fpir_at_threshold(&scores, t), 0.0);
+        assert!(threshold_for_fpir(&[], 0.1).is_none());
+    }
+}

@@ -1,0 +1,190 @@
+//! Arrow schemas of the tables Osprey writes, and their JSON description.
+//!
+//! `schemas/*.schema.json` in the repository are generated from these
+//! functions (`osprey schema --write`) and a test fails when they differ, so
+//! the files are what other engines (DuckDB, Spark, pandas) can rely on.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// The placeholder used for the embedding width in the JSON description.
+pub const DIM_PLACEHOLDER: &str = "D";
+
+/// Column names of the template table, in order.
+pub mod templates {
+    #![allow(missing_docs)]
+    pub const TEMPLATE_ID: &str = "template_id";
+    pub const GALLERY: &str = "gallery";
+    pub const SUBJECT_ID: &str = "subject_id";
+    pub const JOB_ID: &str = "job_id";
+    pub const TASK_ID: &str = "task_id";
+    pub const MEDIA_URI: &str = "media_uri";
+    pub const TRACK_ID: &str = "track_id";
+    pub const MODALITY: &str = "modality";
+    pub const MODEL: &str = "model";
+    pub const EMBEDDING: &str = "embedding";
+    pub const QUALITY: &str = "quality";
+    pub const FRAME_START: &str = "frame_start";
+    pub const FRAME_END: &str = "frame_end";
+    pub const T_START_MS: &str = "t_start_ms";
+    pub const T_END_MS: &str = "t_end_ms";
+    pub const NUM_FRAMES: &str = "num_frames";
+    pub const BBOX: &str = "bbox";
+    pub const LANDMARKS: &str = "landmarks";
+    pub const THUMBNAIL_URI: &str = "thumbnail_uri";
+    pub const ERROR: &str = "error";
+    pub const CREATED_AT: &str = "created_at";
+}
+
+fn utc_ms() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// The embedding column type: `FixedSizeList<Float32, dim>`, unit norm.
+pub fn embedding_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(Arc::new(Field::new_list_field(DataType::Float32, false)), dim as i32)
+}
+
+/// The `bbox` struct: pixel coordinates of the representative frame's box.
+pub fn bbox_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("x", DataType::Float32, false),
+        Field::new("y", DataType::Float32, false),
+        Field::new("w", DataType::Float32, false),
+        Field::new("h", DataType::Float32, false),
+    ])
+}
+
+/// One row per template (enrolled or probe) with embeddings `dim` wide.
+///
+/// `embedding` is null only for rows that record a failure (`error` set), so
+/// that an unreadable input is visible in SQL instead of silently missing.
+pub fn template_schema(dim: usize) -> SchemaRef {
+    use templates::*;
+    Arc::new(Schema::new(vec![
+        Field::new(TEMPLATE_ID, DataType::Utf8, false),
+        Field::new(GALLERY, DataType::Utf8, true),
+        Field::new(SUBJECT_ID, DataType::Utf8, true),
+        Field::new(JOB_ID, DataType::Utf8, true),
+        Field::new(TASK_ID, DataType::Utf8, true),
+        Field::new(MEDIA_URI, DataType::Utf8, true),
+        Field::new(TRACK_ID, DataType::Int64, true),
+        Field::new(MODALITY, DataType::Utf8, false),
+        Field::new(MODEL, DataType::Utf8, false),
+        Field::new(EMBEDDING, embedding_type(dim), true),
+        Field::new(QUALITY, DataType::Float32, true),
+        Field::new(FRAME_START, DataType::Int64, true),
+        Field::new(FRAME_END, DataType::Int64, true),
+        Field::new(T_START_MS, DataType::Int64, true),
+        Field::new(T_END_MS, DataType::Int64, true),
+        Field::new(NUM_FRAMES, DataType::Int32, true),
+        Field::new(BBOX, DataType::Struct(bbox_fields()), true),
+        Field::new(LANDMARKS, DataType::List(Arc::new(Field::new_list_field(DataType::Float32, false))), true),
+        Field::new(THUMBNAIL_URI, DataType::Utf8, true),
+        Field::new(ERROR, DataType::Utf8, true),
+        Field::new(CREATED_AT, utc_ms(), false),
+    ]))
+}
+
+/// One row per (probe template, rank) of a search.
+pub fn result_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("job_id", DataType::Utf8, false),
+        Field::new("probe_template_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("subject_id", DataType::Utf8, true),
+        Field::new("gallery_template_id", DataType::Utf8, true),
+        Field::new("score", DataType::Float32, true),
+        Field::new("decision", DataType::Utf8, false),
+        Field::new("threshold", DataType::Float32, false),
+    ]))
+}
+
+/// One row per gallery, from the gallery manifests.
+pub fn gallery_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("dim", DataType::Int32, false),
+        Field::new("index_factory", DataType::Utf8, false),
+        Field::new("num_subjects", DataType::Int64, false),
+        Field::new("num_templates", DataType::Int64, false),
+        Field::new("threshold", DataType::Float32, true),
+        Field::new("threshold_fpir", DataType::Float64, true),
+        Field::new("created_at", utc_ms(), false),
+        Field::new("updated_at", utc_ms(), false),
+    ]))
+}
+
+/// Renders an Arrow type the way the JSON schema files spell it.
+pub fn type_name(dt: &DataType) -> String {
+    match dt {
+        DataType::FixedSizeList(f, n) => {
+            let n =
+                if f.data_type() == &DataType::Float32 && *n < 0 { DIM_PLACEHOLDER.to_string() } else { n.to_string() };
+            format!("FixedSizeList<{}, {n}>", type_name(f.data_type()))
+        }
+        DataType::List(f) => format!("List<{}>", type_name(f.data_type())),
+        DataType::Struct(fields) => format!(
+            "Struct<{}>",
+            fields.iter().map(|f| format!("{}: {}", f.name(), type_name(f.data_type()))).collect::<Vec<_>>().join(", ")
+        ),
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                TimeUnit::Second => "s",
+                TimeUnit::Millisecond => "ms",
+                TimeUnit::Microsecond => "us",
+                TimeUnit::Nanosecond => "ns",
+            };
+            match tz {
+                Some(tz) => format!("Timestamp<{unit}, {tz}>"),
+                None => format!("Timestamp<{unit}>"),
+            }
+        }
+        other => format!("{other}"),
+    }
+}
+
+/// The JSON description of `schema` (`{"table", "columns": [{name, type, nullable}]}`)
+/// with the embedding width written as `D`.
+pub fn describe(table: &str, schema: &Schema, description: &str) -> serde_json::Value {
+    let columns: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut ty = type_name(f.data_type());
+            if f.name() == templates::EMBEDDING {
+                ty = format!("FixedSizeList<Float32, {DIM_PLACEHOLDER}>");
+            }
+            serde_json::json!({"name": f.name(), "type": ty, "nullable": f.is_nullable()})
+        })
+        .collect();
+    serde_json::json!({"table": table, "description": description, "columns": columns})
+}
+
+/// Every table schema Osprey writes, as `(file stem, JSON description)`.
+pub fn all_descriptions() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        (
+            "templates",
+            describe(
+                "templates",
+                &template_schema(1),
+                "One row per template. Parquet (zstd) under templates/model=<model>/; one embedding width D per model; embeddings are unit L2 norm so inner product is cosine similarity.",
+            ),
+        ),
+        (
+            "results",
+            describe(
+                "results",
+                &result_schema(),
+                "One row per probe template and rank of a search job, under results/job=<job_id>/.",
+            ),
+        ),
+        (
+            "galleries",
+            describe("galleries", &gallery_schema(), "One row per gallery, read from galleries/<name>/manifest.json."),
+        ),
+    ]
+}

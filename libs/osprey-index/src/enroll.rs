@@ -1,0 +1,107 @@
+//! Enrolment: templates in, a committed gallery out.
+
+use osprey_core::{Error, ErrorKind, Result};
+use osprey_store::{PutOutcome, Root, Template, layout, write_templates};
+
+use crate::Gallery;
+
+/// How to build or extend a gallery from templates.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollOptions {
+    /// FAISS factory string; `None` picks one by gallery size.
+    pub index_factory: Option<String>,
+    /// IVF lists to probe; `None` keeps the default for the index.
+    pub nprobe: Option<usize>,
+    /// Calibrate the threshold for this FPIR from the gallery's own
+    /// non-mated scores (needs at least two subjects).
+    pub calibrate_fpir: Option<f64>,
+}
+
+/// Enrols `templates` (all of one model and width, each with a subject) into
+/// gallery `name`, creating it if it does not exist.
+///
+/// Order of writes: the template Parquet file (put-if-absent, keyed by
+/// `batch`), then the index snapshot, then the manifest. Nothing is written
+/// before every template is validated, and the template file is removed
+/// again if building the index fails, so a failed import leaves no trace.
+pub async fn enroll(
+    root: &Root,
+    name: &str,
+    batch: &str,
+    templates: Vec<Template>,
+    opts: &EnrollOptions,
+) -> Result<Gallery> {
+    layout::check_name("gallery", name)?;
+    layout::check_name("batch", batch)?;
+    let first = templates.first().ok_or_else(|| Error::invalid("nothing to enrol: no templates"))?;
+    let model = first.model.clone();
+    layout::check_name("model", &model)?;
+    let dim = first.embedding.as_ref().map(Vec::len).ok_or_else(|| Error::invalid("template 0 has no embedding"))?;
+    let mut vectors = Vec::with_capacity(templates.len() * dim);
+    let mut ids = Vec::with_capacity(templates.len());
+    for (i, t) in templates.iter().enumerate() {
+        let what = format!("template {i} (`{}`)", t.template_id);
+        if t.model != model {
+            return Err(Error::invalid(format!("{what} is of model `{}`, the batch is `{model}`", t.model)));
+        }
+        let subject = t
+            .subject_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::invalid(format!("{what} has no subject_id")))?;
+        if t.gallery.as_deref() != Some(name) {
+            return Err(Error::invalid(format!("{what} is not marked for gallery `{name}`")));
+        }
+        let e = t.embedding.as_ref().ok_or_else(|| Error::invalid(format!("{what} has no embedding")))?;
+        osprey_core::validate_embedding(e, dim, &what)?;
+        vectors.extend_from_slice(e);
+        ids.push((t.template_id.clone(), subject));
+    }
+
+    let existing = match Gallery::load(root, name).await {
+        Ok(g) => Some(g),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(g) = &existing {
+        let m = g.manifest();
+        if m.model != model || m.dim != dim {
+            return Err(Error::invalid(format!(
+                "gallery `{name}` holds {}-d `{}` templates; these are {dim}-d `{model}`",
+                m.dim, m.model
+            )));
+        }
+    }
+
+    let key = layout::template_file(&model, batch);
+    if write_templates(root, &key, &templates, dim, true).await? == PutOutcome::AlreadyExists {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("template batch `{}` was already written; enrol it under a new batch id", root.url_of(&key)),
+        ));
+    }
+    let built = async {
+        let mut gallery = match existing {
+            Some(mut g) => {
+                g.add(ids, &vectors)?;
+                g
+            }
+            None => Gallery::build(name, &model, dim, opts.index_factory.as_deref(), ids, &vectors)?,
+        };
+        if let Some(nprobe) = opts.nprobe {
+            gallery.set_nprobe(nprobe)?;
+        }
+        if let Some(fpir) = opts.calibrate_fpir {
+            if gallery.manifest().num_subjects >= 2 {
+                gallery.calibrate(fpir, 20_000)?;
+            }
+        }
+        gallery.save(root).await?;
+        Ok::<_, Error>(gallery)
+    }
+    .await;
+    if built.is_err() {
+        root.delete(&key).await.ok();
+    }
+    built
+}

@@ -1,0 +1,443 @@
+use std::collections::{HashMap, HashSet};
+
+use faiss::index::IndexImpl;
+use faiss::index::autotune::ParameterSpace;
+use faiss::selector::IdSelector;
+use faiss::{Idx, Index, MetricType, index_factory};
+use osprey_core::{Error, ErrorKind, OpenSetDecision, Result, decide, threshold_for_fpir};
+
+use crate::choice::{auto_factory, default_nprobe, ivf_lists};
+
+unsafe extern "C" {
+    fn omp_set_num_threads(n: std::ffi::c_int);
+}
+
+/// Sets how many threads FAISS (OpenMP) uses for training, adding and
+/// batched search. Call once at start-up.
+pub fn set_num_threads(n: usize) {
+    // SAFETY: plain setter of libgomp's global thread count, linked by faiss-sys.
+    unsafe { omp_set_num_threads(n.max(1) as std::ffi::c_int) }
+}
+
+/// What a gallery is, as stored in `galleries/<name>/manifest.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GalleryManifest {
+    /// Gallery name (a single path segment).
+    pub name: String,
+    /// Embedding model id of every template in it.
+    pub model: String,
+    /// Embedding width.
+    pub dim: usize,
+    /// FAISS index factory string.
+    pub index_factory: String,
+    /// IVF lists probed per search (IVF indexes only).
+    pub nprobe: Option<usize>,
+    /// Operating threshold on cosine similarity.
+    pub threshold: Option<f32>,
+    /// The FPIR the threshold was calibrated for.
+    pub threshold_fpir: Option<f64>,
+    /// Distinct enrolled subjects.
+    pub num_subjects: usize,
+    /// Enrolled templates.
+    pub num_templates: usize,
+    /// Snapshot version the manifest points at.
+    pub snapshot: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// One subject in a search answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SubjectCandidate {
+    /// Enrolled subject.
+    pub subject_id: String,
+    /// Cosine similarity of the subject's best template.
+    pub score: f32,
+    /// That best template.
+    pub template_id: String,
+}
+
+/// How a subject's templates were removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed from the index in place.
+    Removed(usize),
+    /// The index type cannot remove (HNSW): the templates are hidden from
+    /// every search now and [`Gallery::rebuild`] drops them for good.
+    Hidden(usize),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub template_id: String,
+    pub subject_id: String,
+}
+
+/// An open-set gallery over a FAISS index.
+pub struct Gallery {
+    pub(crate) manifest: GalleryManifest,
+    pub(crate) index: IndexImpl,
+    /// FAISS id → template; ids are assigned here and never reused.
+    pub(crate) entries: HashMap<i64, Entry>,
+    pub(crate) by_subject: HashMap<String, Vec<i64>>,
+    /// Removed ids the index still holds (index types without remove).
+    pub(crate) hidden: HashSet<i64>,
+    pub(crate) next_id: i64,
+}
+
+impl std::fmt::Debug for Gallery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gallery").field("manifest", &self.manifest).finish_non_exhaustive()
+    }
+}
+
+fn faiss_err(what: &str) -> impl Fn(faiss::error::Error) -> Error + '_ {
+    move |e| Error::internal(format!("FAISS {what} failed: {e}"))
+}
+
+/// IVF indexes keep the ids they are given; the others need FAISS's id map
+/// (`IDMap2`, which can also reconstruct vectors by id for rebuilds).
+fn native_ids(factory: &str) -> bool {
+    factory.contains("IVF")
+}
+
+pub(crate) fn new_index(factory: &str, dim: usize) -> Result<IndexImpl> {
+    let description = if native_ids(factory) || factory.starts_with("IDMap") {
+        factory.to_string()
+    } else {
+        format!("IDMap2,{factory}")
+    };
+    index_factory(dim as u32, &description, MetricType::InnerProduct)
+        .map_err(|e| Error::invalid(format!("invalid index factory `{factory}` for {dim}-d vectors: {e}")))
+}
+
+impl Gallery {
+    /// Builds a gallery from templates: `vectors` holds `ids.len()` unit-norm
+    /// rows of `dim` floats, `ids` the (template, subject) of each row.
+    /// `factory` picks the FAISS index; `None` chooses by size.
+    pub fn build(
+        name: &str,
+        model: &str,
+        dim: usize,
+        factory: Option<&str>,
+        ids: Vec<(String, String)>,
+        vectors: &[f32],
+    ) -> Result<Gallery> {
+        if dim == 0 {
+            return Err(Error::invalid("embedding width must be positive"));
+        }
+        let factory = factory.map(str::to_string).unwrap_or_else(|| auto_factory(ids.len(), dim));
+        let index = new_index(&factory, dim)?;
+        let now = chrono_now_ms();
+        let manifest = GalleryManifest {
+            name: name.to_string(),
+            model: model.to_string(),
+            dim,
+            nprobe: default_nprobe(&factory),
+            index_factory: factory,
+            threshold: None,
+            threshold_fpir: None,
+            num_subjects: 0,
+            num_templates: 0,
+            snapshot: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let mut gallery = Gallery {
+            manifest,
+            index,
+            entries: HashMap::new(),
+            by_subject: HashMap::new(),
+            hidden: HashSet::new(),
+            next_id: 0,
+        };
+        gallery.apply_search_params()?;
+        if !ids.is_empty() {
+            gallery.add(ids, vectors)?;
+        }
+        Ok(gallery)
+    }
+
+    /// The manifest (counts, index type, operating point).
+    pub fn manifest(&self) -> &GalleryManifest {
+        &self.manifest
+    }
+
+    /// Number of live templates.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the gallery has no live templates.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Ids of the enrolled subjects.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.by_subject.keys().map(String::as_str)
+    }
+
+    /// Sets IVF `nprobe` (recall against speed).
+    pub fn set_nprobe(&mut self, nprobe: usize) -> Result<()> {
+        if ivf_lists(&self.manifest.index_factory).is_none() {
+            return Err(Error::invalid(format!(
+                "index `{}` has no nprobe (not an IVF index)",
+                self.manifest.index_factory
+            )));
+        }
+        self.manifest.nprobe = Some(nprobe.max(1));
+        self.apply_search_params()
+    }
+
+    pub(crate) fn apply_search_params(&mut self) -> Result<()> {
+        if let Some(nprobe) = self.manifest.nprobe {
+            let ps = ParameterSpace::new().map_err(faiss_err("parameter space"))?;
+            ps.set_index_parameter(&self.index, "nprobe", nprobe as f64).map_err(faiss_err("setting nprobe"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds templates. The index is trained on the first batch if it needs
+    /// training (IVF, PQ); that batch must then hold enough vectors.
+    pub fn add(&mut self, ids: Vec<(String, String)>, vectors: &[f32]) -> Result<()> {
+        let dim = self.manifest.dim;
+        if vectors.len() != ids.len() * dim {
+            return Err(Error::invalid(format!(
+                "{} vectors of width {dim} expected, got {} floats",
+                ids.len(),
+                vectors.len()
+            )));
+        }
+        for (i, row) in vectors.chunks_exact(dim).enumerate() {
+            osprey_core::validate_embedding(row, dim, &format!("template `{}`", ids[i].0))?;
+        }
+        if !self.index.is_trained() {
+            if let Some(nlist) = ivf_lists(&self.manifest.index_factory) {
+                if ids.len() < nlist {
+                    return Err(Error::invalid(format!(
+                        "index `{}` needs at least {nlist} templates to train, got {} (use `Flat` or fewer lists)",
+                        self.manifest.index_factory,
+                        ids.len()
+                    )));
+                }
+            }
+            self.index.train(vectors).map_err(faiss_err("training"))?;
+        }
+        let first = self.next_id;
+        let xids: Vec<Idx> = (0..ids.len() as i64).map(|i| Idx::new((first + i) as u64)).collect();
+        self.index.add_with_ids(vectors, &xids).map_err(faiss_err("add"))?;
+        for (i, (template_id, subject_id)) in ids.into_iter().enumerate() {
+            let id = first + i as i64;
+            self.by_subject.entry(subject_id.clone()).or_default().push(id);
+            self.entries.insert(id, Entry { template_id, subject_id });
+        }
+        self.next_id = first + xids.len() as i64;
+        self.refresh_counts();
+        Ok(())
+    }
+
+    fn refresh_counts(&mut self) {
+        self.manifest.num_templates = self.entries.len();
+        self.manifest.num_subjects = self.by_subject.len();
+        self.manifest.updated_at_ms = chrono_now_ms();
+    }
+
+    /// Removes every template of `subject_id` (right to erasure).
+    pub fn remove_subject(&mut self, subject_id: &str) -> Result<Removal> {
+        let Some(ids) = self.by_subject.remove(subject_id) else {
+            return Err(Error::not_found(format!(
+                "subject `{subject_id}` is not enrolled in gallery `{}`",
+                self.manifest.name
+            )));
+        };
+        let idxs: Vec<Idx> = ids.iter().map(|i| Idx::new(*i as u64)).collect();
+        let selector = IdSelector::batch(&idxs).map_err(faiss_err("id selector"))?;
+        let removal = match self.index.remove_ids(&selector) {
+            Ok(_) => Removal::Removed(ids.len()),
+            Err(_) => {
+                self.hidden.extend(ids.iter().copied());
+                Removal::Hidden(ids.len())
+            }
+        };
+        for id in &ids {
+            self.entries.remove(id);
+        }
+        self.refresh_counts();
+        Ok(removal)
+    }
+
+    /// Whether removed templates are still inside the index (see [`Removal::Hidden`]).
+    pub fn needs_rebuild(&self) -> bool {
+        !self.hidden.is_empty()
+    }
+
+    /// Rebuilds the index from its own live vectors, dropping hidden ones.
+    pub fn rebuild(&mut self) -> Result<()> {
+        let dim = self.manifest.dim;
+        let mut live: Vec<i64> = self.entries.keys().copied().collect();
+        live.sort_unstable();
+        let mut vectors = vec![0f32; live.len() * dim];
+        for (i, id) in live.iter().enumerate() {
+            self.index
+                .reconstruct(Idx::new(*id as u64), &mut vectors[i * dim..(i + 1) * dim])
+                .map_err(faiss_err("reconstruct"))?;
+        }
+        let mut index = new_index(&self.manifest.index_factory, dim)?;
+        if !index.is_trained() && !live.is_empty() {
+            index.train(&vectors).map_err(faiss_err("training"))?;
+        }
+        let xids: Vec<Idx> = live.iter().map(|i| Idx::new(*i as u64)).collect();
+        index.add_with_ids(&vectors, &xids).map_err(faiss_err("add"))?;
+        self.index = index;
+        self.hidden.clear();
+        self.apply_search_params()
+    }
+
+    /// Top-`k` subjects for each query row (`queries.len() / dim` of them),
+    /// a subject scoring the maximum over its templates, best first.
+    pub fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<SubjectCandidate>>> {
+        let dim = self.manifest.dim;
+        if queries.is_empty() || queries.len() % dim != 0 {
+            return Err(Error::invalid(format!(
+                "query has {} values; expected a non-empty multiple of the gallery's width {dim}",
+                queries.len()
+            )));
+        }
+        if k == 0 {
+            return Err(Error::invalid("k must be at least 1"));
+        }
+        let nq = queries.len() / dim;
+        let total = self.index.ntotal() as usize;
+        if total == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        let want = k.min(self.by_subject.len());
+        // Fetch more templates than subjects wanted: a subject may own several
+        // of the nearest templates. Grow until every query has enough subjects.
+        let mut fetch = (k * 4 + self.hidden.len()).min(total);
+        loop {
+            let res = self.index.search(queries, fetch).map_err(faiss_err("search"))?;
+            let mut out = Vec::with_capacity(nq);
+            let mut short = false;
+            for q in 0..nq {
+                let labels = &res.labels[q * fetch..(q + 1) * fetch];
+                let scores = &res.distances[q * fetch..(q + 1) * fetch];
+                let mut seen = HashSet::new();
+                let mut cands = Vec::with_capacity(want);
+                for (label, score) in labels.iter().zip(scores) {
+                    let Some(id) = label.get() else { continue };
+                    let Some(entry) = self.entries.get(&(id as i64)) else { continue };
+                    if seen.insert(entry.subject_id.as_str()) {
+                        cands.push(SubjectCandidate {
+                            subject_id: entry.subject_id.clone(),
+                            score: *score,
+                            template_id: entry.template_id.clone(),
+                        });
+                        if cands.len() == want {
+                            break;
+                        }
+                    }
+                }
+                short |= cands.len() < want;
+                out.push(cands);
+            }
+            if !short || fetch >= total {
+                return Ok(out);
+            }
+            fetch = (fetch * 4).min(total);
+        }
+    }
+
+    /// The operating threshold: the calibrated one, else `default`.
+    pub fn threshold_or(&self, default: f32) -> f32 {
+        self.manifest.threshold.unwrap_or(default)
+    }
+
+    /// The open-set decision for one query's candidates.
+    pub fn decide(candidates: &[SubjectCandidate], threshold: f32) -> OpenSetDecision {
+        decide(candidates.first().map(|c| c.score), threshold)
+    }
+
+    /// Non-mated scores from the gallery itself: each sampled template is
+    /// searched and its best score against *other* subjects kept. These are
+    /// the scores an unenrolled look-alike would get.
+    pub fn nonmated_scores(&mut self, max_probes: usize) -> Result<Vec<f32>> {
+        if self.by_subject.len() < 2 {
+            return Err(Error::invalid(format!(
+                "gallery `{}` needs at least 2 subjects to calibrate a threshold, it has {}",
+                self.manifest.name,
+                self.by_subject.len()
+            )));
+        }
+        let dim = self.manifest.dim;
+        let mut ids: Vec<i64> = self.entries.keys().copied().collect();
+        ids.sort_unstable();
+        let step = ids.len().div_ceil(max_probes.max(1)).max(1);
+        let probes: Vec<i64> = ids.into_iter().step_by(step).collect();
+        let mut vectors = vec![0f32; probes.len() * dim];
+        for (i, id) in probes.iter().enumerate() {
+            self.index.reconstruct(Idx::new(*id as u64), &mut vectors[i * dim..(i + 1) * dim]).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "index `{}` cannot reconstruct templates for calibration: {e}",
+                        self.manifest.index_factory
+                    ),
+                )
+            })?;
+        }
+        let results = self.search(&vectors, 2)?;
+        Ok(probes
+            .iter()
+            .zip(results)
+            .filter_map(|(id, cands)| {
+                let own = &self.entries[id].subject_id;
+                cands.into_iter().find(|c| &c.subject_id != own).map(|c| c.score)
+            })
+            .collect())
+    }
+
+    /// Calibrates and stores the threshold for `target_fpir` from the
+    /// gallery's own non-mated scores (see [`Gallery::nonmated_scores`]).
+    pub fn calibrate(&mut self, target_fpir: f64, max_probes: usize) -> Result<f32> {
+        let scores = self.nonmated_scores(max_probes)?;
+        let threshold = threshold_for_fpir(&scores, target_fpir)
+            .ok_or_else(|| Error::invalid("no non-mated scores to calibrate from"))?;
+        self.manifest.threshold = Some(threshold);
+        self.manifest.threshold_fpir = Some(target_fpir);
+        Ok(threshold)
+    }
+
+    /// Sets the operating threshold directly (e.g. a model's known one).
+    pub fn set_threshold(&mut self, threshold: f32, fpir: Option<f64>) {
+        self.manifest.threshold = Some(threshold);
+        self.manifest.threshold_fpir = fpir;
+    }
+}
+
+pub(crate) fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Gallery {
+    /// Raw template-level search: for each query the `k` nearest FAISS ids
+    /// and their inner products, `-1` where fewer exist. No subject grouping;
+    /// this is what benchmarks compare with FAISS itself.
+    pub fn search_templates(&mut self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        let res = self.index.search(queries, k).map_err(faiss_err("search"))?;
+        let ids = res.labels.iter().map(|l| l.get().map(|v| v as i64).unwrap_or(-1)).collect();
+        Ok((res.distances, ids))
+    }
+
+    /// Bytes of the serialized FAISS index (what a snapshot stores).
+    pub fn index_bytes(&self) -> Result<usize> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
+        let path = dir.path().join("index.faiss");
+        faiss::write_index(&self.index, path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?)
+            .map_err(faiss_err("write"))?;
+        Ok(std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0))
+    }
+}

@@ -1,0 +1,21 @@
+//! Galleries: FAISS indexes of enrolled templates, searched open-set.
+//!
+//! A [`Gallery`] maps FAISS ids to (template, subject), answers top-k searches
+//! at the *subject* level (a subject scores the maximum over its templates),
+//! decides `match`/`unknown` against a threshold calibrated for a target FPIR,
+//! removes a subject's templates for the right to erasure, and snapshots
+//! itself to the object store. Embeddings are unit norm, so FAISS inner
+//! product is cosine similarity.
+#![warn(missing_docs)]
+
+mod choice;
+mod enroll;
+mod erase;
+mod gallery;
+mod snapshot;
+
+pub use choice::{auto_factory, bytes_per_template_estimate, default_nprobe};
+pub use enroll::{EnrollOptions, enroll};
+pub use erase::{Erasure, erase_subject};
+pub use gallery::{Gallery, GalleryManifest, Removal, SubjectCandidate, set_num_threads};
+pub use snapshot::list_galleries;

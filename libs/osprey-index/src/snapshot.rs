@@ -1,0 +1,151 @@
+//! Gallery snapshots on the object store: the FAISS index, its id map and the
+//! manifest. The manifest is written last and names the snapshot version, so
+//! a reader never sees a half-written gallery.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use bytes::Bytes;
+use osprey_core::{Error, ErrorKind, Result};
+use osprey_store::{Root, decode_parquet, encode_parquet, layout};
+
+use crate::gallery::{Entry, Gallery, GalleryManifest, chrono_now_ms};
+
+fn index_key(gallery: &str, version: &str) -> String {
+    format!("{}/index/{version}.faiss", layout::gallery_dir(gallery))
+}
+
+fn ids_key(gallery: &str, version: &str) -> String {
+    format!("{}/index/{version}.ids.parquet", layout::gallery_dir(gallery))
+}
+
+fn ids_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("faiss_id", DataType::Int64, false),
+        Field::new("template_id", DataType::Utf8, true),
+        Field::new("subject_id", DataType::Utf8, true),
+        Field::new("hidden", DataType::Boolean, false),
+    ]))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("gallery snapshot `{what}` is unreadable: {e}"))
+}
+
+impl Gallery {
+    /// Writes the index, its id map and then the manifest under the root,
+    /// and removes the snapshot the manifest pointed at before.
+    pub async fn save(&mut self, root: &Root) -> Result<()> {
+        let name = self.manifest.name.clone();
+        let version = format!("{:013}-{:08x}", chrono_now_ms(), rand_u32());
+        let index_bytes = {
+            let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
+            let path = dir.path().join("index.faiss");
+            let path_str = path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?;
+            faiss::write_index(&self.index, path_str)
+                .map_err(|e| Error::internal(format!("FAISS write failed: {e}")))?;
+            Bytes::from(std::fs::read(&path).map_err(|e| Error::internal(format!("cannot read FAISS snapshot: {e}")))?)
+        };
+        root.put(&index_key(&name, &version), index_bytes).await?;
+
+        let mut ids: Vec<i64> = self.entries.keys().chain(self.hidden.iter()).copied().collect();
+        ids.sort_unstable();
+        let entry = |id: &i64| self.entries.get(id);
+        let batch = RecordBatch::try_new(
+            ids_schema(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(ids.iter().map(|i| entry(i).map(|e| e.template_id.as_str())).collect::<StringArray>()),
+                Arc::new(ids.iter().map(|i| entry(i).map(|e| e.subject_id.as_str())).collect::<StringArray>()),
+                Arc::new(ids.iter().map(|i| Some(self.hidden.contains(i))).collect::<BooleanArray>()),
+            ],
+        )
+        .map_err(|e| Error::internal(format!("cannot build id map: {e}")))?;
+        root.put(&ids_key(&name, &version), encode_parquet(ids_schema(), &[batch])?).await?;
+
+        let previous = self.manifest.snapshot.replace(version);
+        let manifest = serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes");
+        root.put(&layout::gallery_manifest(&name), Bytes::from(manifest)).await?;
+        if let Some(old) = previous {
+            root.delete(&index_key(&name, &old)).await?;
+            root.delete(&ids_key(&name, &old)).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads gallery `name` from the root.
+    pub async fn load(root: &Root, name: &str) -> Result<Gallery> {
+        layout::check_name("gallery", name)?;
+        let manifest = read_manifest(root, name).await?;
+        let Some(version) = manifest.snapshot.clone() else {
+            return Err(corrupt(name, "manifest names no snapshot"));
+        };
+        let index_bytes = root.get(&index_key(name, &version)).await?;
+        let index = {
+            let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
+            let path = dir.path().join("index.faiss");
+            std::fs::write(&path, &index_bytes)
+                .map_err(|e| Error::internal(format!("cannot stage FAISS snapshot: {e}")))?;
+            faiss::read_index(path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?)
+                .map_err(|e| corrupt(&index_key(name, &version), e))?
+        };
+        let ids_name = ids_key(name, &version);
+        let (_, batches) = decode_parquet(root.get(&ids_name).await?, &root.url_of(&ids_name))?;
+        let mut entries = HashMap::new();
+        let mut by_subject: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut hidden = HashSet::new();
+        let mut next_id = 0;
+        for b in &batches {
+            if b.num_columns() != 4 {
+                return Err(corrupt(&ids_name, "unexpected columns"));
+            }
+            let fid = b.column(0).as_primitive::<Int64Type>();
+            let tid = b.column(1).as_string::<i32>();
+            let sid = b.column(2).as_string::<i32>();
+            let hid = b.column(3).as_boolean();
+            for r in 0..b.num_rows() {
+                let id = fid.value(r);
+                next_id = next_id.max(id + 1);
+                if hid.value(r) {
+                    hidden.insert(id);
+                } else if tid.is_valid(r) && sid.is_valid(r) {
+                    by_subject.entry(sid.value(r).to_string()).or_default().push(id);
+                    entries.insert(
+                        id,
+                        Entry { template_id: tid.value(r).to_string(), subject_id: sid.value(r).to_string() },
+                    );
+                }
+            }
+        }
+        let mut gallery = Gallery { manifest, index, entries, by_subject, hidden, next_id };
+        gallery.apply_search_params()?;
+        Ok(gallery)
+    }
+}
+
+async fn read_manifest(root: &Root, name: &str) -> Result<GalleryManifest> {
+    let key = layout::gallery_manifest(name);
+    let bytes = root.get(&key).await.map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::not_found(format!("gallery `{name}` does not exist under `{}`", root.url())),
+        _ => e,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))
+}
+
+/// Every gallery's manifest under the root, by name.
+pub async fn list_galleries(root: &Root) -> Result<Vec<GalleryManifest>> {
+    let mut out = Vec::new();
+    for obj in root.glob(&format!("{}/*/manifest.json", layout::GALLERIES)).await? {
+        let bytes = root.get(&obj.key).await?;
+        out.push(serde_json::from_slice(&bytes).map_err(|e| corrupt(&obj.key, e))?);
+    }
+    out.sort_by(|a: &GalleryManifest, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}

@@ -1,0 +1,152 @@
+//! Galleries on real FAISS: every index type Osprey offers goes through the
+//! same checks (search, subject scores, erasure, snapshots, calibration).
+
+use osprey_core::{ErrorKind, OpenSetDecision, fpir_at_threshold};
+use osprey_index::{Gallery, Removal};
+use osprey_store::Root;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const DIM: usize = 64;
+
+/// `subjects × per_subject` unit vectors clustered by subject, like face
+/// embeddings of several photos of each person.
+fn clustered(subjects: usize, per_subject: usize, seed: u64) -> (Vec<(String, String)>, Vec<f32>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let centres: Vec<Vec<f32>> =
+        (0..subjects).map(|_| (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+    let mut ids = Vec::new();
+    let mut data = Vec::new();
+    for (s, c) in centres.iter().enumerate() {
+        for t in 0..per_subject {
+            let mut v: Vec<f32> = c.iter().map(|x| x + rng.random_range(-0.25..0.25)).collect();
+            osprey_core::l2_normalize(&mut v);
+            data.extend_from_slice(&v);
+            ids.push((format!("s{s}-t{t}"), format!("s{s}")));
+        }
+    }
+    (ids, data)
+}
+
+fn row(data: &[f32], i: usize) -> &[f32] {
+    &data[i * DIM..(i + 1) * DIM]
+}
+
+fn conformance(factory: &str) {
+    let (ids, data) = clustered(300, 4, 1);
+    let mut g = Gallery::build("g", "m", DIM, Some(factory), ids.clone(), &data).unwrap();
+    assert_eq!((g.manifest().num_subjects, g.manifest().num_templates), (300, 1200));
+
+    // A gallery template finds its own subject first, scored ~1 (cosine).
+    let res = g.search(row(&data, 40), 5).unwrap();
+    assert_eq!(res[0].len(), 5);
+    assert_eq!(res[0][0].subject_id, "s10", "{factory}");
+    assert!(res[0][0].score > 0.9, "{factory}: {}", res[0][0].score);
+    // Subjects are distinct and sorted by score (max over their templates).
+    let subjects: std::collections::HashSet<_> = res[0].iter().map(|c| &c.subject_id).collect();
+    assert_eq!(subjects.len(), 5);
+    assert!(res[0].windows(2).all(|w| w[0].score >= w[1].score));
+
+    // Erasure: the subject never comes back, whatever the index type.
+    let removal = g.remove_subject("s10").unwrap();
+    assert!(matches!(removal, Removal::Removed(4) | Removal::Hidden(4)), "{removal:?}");
+    let res = g.search(row(&data, 40), 5).unwrap();
+    assert!(res[0].iter().all(|c| c.subject_id != "s10"), "{factory}: erased subject returned");
+    assert_eq!(g.manifest().num_subjects, 299);
+    assert_eq!(g.remove_subject("s10").unwrap_err().kind(), ErrorKind::NotFound);
+    if g.needs_rebuild() {
+        g.rebuild().unwrap();
+        assert!(!g.needs_rebuild());
+        let res = g.search(row(&data, 40), 5).unwrap();
+        assert!(res[0].iter().all(|c| c.subject_id != "s10"));
+    }
+    // Wrong widths are refused.
+    assert_eq!(g.search(&[0.5; 3], 5).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn flat() {
+    conformance("Flat");
+}
+
+#[test]
+fn ivf_flat() {
+    conformance("IVF32,Flat");
+}
+
+#[test]
+fn hnsw() {
+    conformance("HNSW16");
+}
+
+#[test]
+fn ivf_pq() {
+    conformance("IVF16,PQ16");
+}
+
+#[test]
+fn rejects_bad_input() {
+    let (ids, data) = clustered(3, 2, 2);
+    let e = Gallery::build("g", "m", DIM, Some("NoSuchIndex"), ids.clone(), &data).unwrap_err();
+    assert!(e.message().contains("NoSuchIndex"), "{e}");
+    let e = Gallery::build("g", "m", DIM, Some("IVF4096,Flat"), ids.clone(), &data).unwrap_err();
+    assert!(e.message().contains("needs at least 4096"), "{e}");
+    let mut nan = data.clone();
+    nan[5] = f32::NAN;
+    assert!(Gallery::build("g", "m", DIM, Some("Flat"), ids.clone(), &nan).unwrap_err().message().contains("NaN"));
+    assert!(Gallery::build("g", "m", DIM, Some("Flat"), ids, &data[..DIM]).is_err());
+}
+
+#[test]
+fn open_set_decision_and_calibration() {
+    // Enrol 200 subjects; search with fresh samples of enrolled subjects
+    // (mated) and of 200 others (non-mated).
+    let (ids, data) = clustered(400, 3, 3);
+    let enrolled = 200 * 3;
+    let mut g = Gallery::build("g", "m", DIM, Some("Flat"), ids[..enrolled].to_vec(), &data[..enrolled * DIM]).unwrap();
+    let t = g.calibrate(0.01, 10_000).unwrap();
+    assert_eq!(g.manifest().threshold, Some(t));
+    assert_eq!(g.manifest().threshold_fpir, Some(0.01));
+
+    let probes = &data[enrolled * DIM..];
+    let answers = g.search(probes, 1).unwrap();
+    let nonmated_best: Vec<f32> = answers.iter().map(|c| c[0].score).collect();
+    let fpir = fpir_at_threshold(&nonmated_best, t);
+    // Calibrated on gallery-internal non-mated pairs, the FPIR on new
+    // non-mated people stays near the target.
+    assert!(fpir <= 0.05, "FPIR {fpir} at threshold {t}");
+
+    // Mated probes: another sample of an enrolled subject's cluster.
+    let (_, fresh) = clustered(400, 4, 3);
+    let mated: Vec<f32> = (0..200).flat_map(|s| row(&fresh, s * 4 + 3).to_vec()).collect();
+    let answers = g.search(&mated, 1).unwrap();
+    let matched = answers.iter().filter(|c| Gallery::decide(c, t) == OpenSetDecision::Match).count();
+    assert!(matched >= 190, "only {matched}/200 mated probes matched");
+}
+
+#[tokio::test]
+async fn snapshot_round_trip() {
+    let root = Root::open("memory://index-snapshots").unwrap();
+    let (ids, data) = clustered(50, 3, 4);
+    let mut g = Gallery::build("faces", "m", DIM, Some("HNSW16"), ids, &data).unwrap();
+    g.remove_subject("s7").unwrap(); // hidden in HNSW: survives the snapshot as hidden
+    g.set_threshold(0.42, Some(0.001));
+    g.save(&root).await.unwrap();
+    let first = g.manifest().snapshot.clone().unwrap();
+    g.save(&root).await.unwrap();
+    // The previous snapshot is gone; only the current one remains.
+    let keys: Vec<String> = root.list("galleries/faces/index").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains(&first)));
+
+    let mut back = Gallery::load(&root, "faces").await.unwrap();
+    assert_eq!(back.manifest(), g.manifest());
+    let q = row(&data, 7 * 3);
+    assert_eq!(back.search(q, 3).unwrap(), g.search(q, 3).unwrap());
+    assert!(back.search(q, 10).unwrap()[0].iter().all(|c| c.subject_id != "s7"));
+    assert!(back.needs_rebuild());
+
+    assert_eq!(Gallery::load(&root, "nope").await.unwrap_err().kind(), ErrorKind::NotFound);
+    root.put("galleries/broken/manifest.json", bytes::Bytes::from_static(b"{not json")).await.unwrap();
+    assert_eq!(Gallery::load(&root, "broken").await.unwrap_err().kind(), ErrorKind::Corrupt);
+}

@@ -1,0 +1,74 @@
+//! Where things live under a root. Every key is relative to the root.
+//!
+//! ```text
+//! templates/model=<model>/<batch>.parquet     template tables (one width per model)
+//! results/job=<job_id>/<part>.parquet         search results
+//! galleries/<name>/manifest.json              gallery metadata (the commit point)
+//! galleries/<name>/index/<version>.faiss      FAISS snapshot + its id map
+//! ```
+
+use osprey_core::{Error, Result};
+
+/// Prefix of the template tables.
+pub const TEMPLATES: &str = "templates";
+/// Prefix of the search results.
+pub const RESULTS: &str = "results";
+/// Prefix of the gallery manifests and snapshots.
+pub const GALLERIES: &str = "galleries";
+
+/// Checks that `name` can be used as a single path segment: a gallery, model,
+/// job or subject name. Allowed: ASCII letters, digits, `.`, `_`, `-`, not
+/// starting with `.`, at most 128 bytes.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid {kind} name `{name}`: use 1-128 ASCII letters, digits, `.`, `_` or `-`, not starting with `.`"
+        )))
+    }
+}
+
+/// The folder of one model's template files.
+pub fn model_dir(model: &str) -> String {
+    format!("{TEMPLATES}/model={model}")
+}
+
+/// The key of one template file.
+pub fn template_file(model: &str, batch: &str) -> String {
+    format!("{}/{batch}.parquet", model_dir(model))
+}
+
+/// The key of one result file.
+pub fn result_file(job_id: &str, part: &str) -> String {
+    format!("{RESULTS}/job={job_id}/{part}.parquet")
+}
+
+/// The folder of one gallery.
+pub fn gallery_dir(gallery: &str) -> String {
+    format!("{GALLERIES}/{gallery}")
+}
+
+/// The key of a gallery's manifest.
+pub fn gallery_manifest(gallery: &str) -> String {
+    format!("{}/manifest.json", gallery_dir(gallery))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_safe_segments() {
+        for ok in ["faces", "dlib-resnet-v1", "g_2.v3"] {
+            assert!(check_name("gallery", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", ".hidden", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert!(check_name("gallery", bad).is_err(), "{bad}");
+        }
+    }
+}

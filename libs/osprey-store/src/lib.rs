@@ -1,0 +1,22 @@
+//! Osprey's storage layer: one root URL on object storage holds every
+//! template table, search result, gallery snapshot and manifest.
+//!
+//! [`Root`] opens `file://` (or a plain path), `memory://NAME` and `s3://`
+//! roots behind one interface, so that the rest of Osprey never asks where its
+//! data lives. Template tables are Parquet (zstd) with a fixed-width
+//! `embedding` column, one embedding width per file, partitioned by model
+//! ([`layout`]). Task outputs are written with put-if-absent so that a
+//! retried task can never duplicate templates.
+#![warn(missing_docs)]
+
+mod error;
+pub mod layout;
+mod parquet_io;
+mod results;
+mod root;
+mod templates;
+
+pub use parquet_io::{decode_parquet, encode_parquet};
+pub use results::{SearchResultRow, results_to_batch};
+pub use root::{ObjectInfo, PutOutcome, Root};
+pub use templates::{BBox, Template, read_templates, templates_from_batch, templates_to_batch, write_templates};

@@ -1,0 +1,234 @@
+//! One conformance suite for every kind of root: `memory://`, `file://` and a
+//! real S3-compatible server (s3s-fs, installed by infra/scripts/setup.sh).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use osprey_core::{ErrorKind, Modality};
+use osprey_store::{BBox, PutOutcome, Root, Template, read_templates, templates_to_batch, write_templates};
+
+fn unit(dim: usize, seed: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim).map(|i| ((i * 31 + seed * 17) % 13) as f32 - 6.0).collect();
+    if v.iter().all(|x| *x == 0.0) {
+        v[0] = 1.0;
+    }
+    osprey_core::l2_normalize(&mut v);
+    v
+}
+
+fn sample_templates(dim: usize) -> Vec<Template> {
+    vec![
+        Template {
+            template_id: "t-1".into(),
+            gallery: Some("g".into()),
+            subject_id: Some("alice".into()),
+            job_id: Some("job-1".into()),
+            task_id: Some("task-1".into()),
+            media_uri: Some("s3://bucket/a.mp4".into()),
+            track_id: Some(3),
+            modality: Some(Modality::Face),
+            model: "m".into(),
+            embedding: Some(unit(dim, 1)),
+            quality: Some(0.75),
+            frame_start: Some(10),
+            frame_end: Some(42),
+            t_start_ms: Some(400),
+            t_end_ms: Some(1680),
+            num_frames: Some(33),
+            bbox: Some(BBox { x: 1.0, y: 2.0, w: 30.0, h: 40.0 }),
+            landmarks: Some(vec![1.0, 2.0, 3.0, 4.0]),
+            thumbnail_uri: Some("thumbs/t-1.jpg".into()),
+            error: None,
+            created_at_ms: 1_700_000_000_000,
+        },
+        Template {
+            template_id: "t-2".into(),
+            modality: Some(Modality::Body),
+            model: "m".into(),
+            embedding: None,
+            error: Some("no face found".into()),
+            media_uri: Some("b.jpg".into()),
+            created_at_ms: 1_700_000_000_001,
+            ..Default::default()
+        },
+    ]
+}
+
+async fn suite(root: Root) {
+    // Plain objects.
+    assert_eq!(root.get("missing/key").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!root.exists("a/b.txt").await.unwrap());
+    root.put("a/b.txt", Bytes::from_static(b"hello")).await.unwrap();
+    assert_eq!(root.get("a/b.txt").await.unwrap(), Bytes::from_static(b"hello"));
+    assert!(root.exists("a/b.txt").await.unwrap());
+
+    // Put-if-absent keeps the first write.
+    assert_eq!(root.put_if_absent("a/once", Bytes::from_static(b"first")).await.unwrap(), PutOutcome::Created);
+    assert_eq!(root.put_if_absent("a/once", Bytes::from_static(b"second")).await.unwrap(), PutOutcome::AlreadyExists);
+    assert_eq!(root.get("a/once").await.unwrap(), Bytes::from_static(b"first"));
+
+    // Listing and globbing, relative to the root.
+    root.put("templates/model=m/x.parquet", Bytes::from_static(b"1")).await.unwrap();
+    root.put("templates/model=m/sub/y.parquet", Bytes::from_static(b"22")).await.unwrap();
+    root.put("templates/model=n/z.txt", Bytes::from_static(b"3")).await.unwrap();
+    let keys: Vec<String> = root.list("templates").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, ["templates/model=m/sub/y.parquet", "templates/model=m/x.parquet", "templates/model=n/z.txt"]);
+    let sizes: Vec<u64> = root.list("templates/model=m").await.unwrap().into_iter().map(|o| o.size).collect();
+    assert_eq!(sizes, [2, 1]);
+    let glob = |p: &'static str| {
+        let root = root.clone();
+        async move { root.glob(p).await.unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>() }
+    };
+    assert_eq!(
+        glob("templates/**/*.parquet").await,
+        ["templates/model=m/sub/y.parquet", "templates/model=m/x.parquet"]
+    );
+    assert_eq!(glob("templates/*/*.parquet").await, ["templates/model=m/x.parquet"]);
+    assert!(glob("nothing/**").await.is_empty());
+    for key in ["templates/model=m/x.parquet", "templates/model=m/sub/y.parquet", "templates/model=n/z.txt"] {
+        root.delete(key).await.unwrap();
+    }
+    root.delete("templates/never-existed").await.unwrap();
+    assert!(root.list("templates").await.unwrap().is_empty());
+
+    // Template tables round-trip through Parquet, nulls and failures included.
+    let dim = 128;
+    let templates = sample_templates(dim);
+    let key = "templates/model=m/batch-1.parquet";
+    assert_eq!(write_templates(&root, key, &templates, dim, true).await.unwrap(), PutOutcome::Created);
+    assert_eq!(write_templates(&root, key, &templates[..1], dim, true).await.unwrap(), PutOutcome::AlreadyExists);
+    let back = read_templates(&root, key).await.unwrap();
+    assert_eq!(back, templates);
+
+    // The file is zstd-compressed with a fixed-width embedding column.
+    let bytes = root.get(key).await.unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    let emb_col =
+        meta.row_group(0).columns().iter().find(|c| c.column_path().string().starts_with("embedding")).unwrap();
+    assert_eq!(emb_col.compression(), parquet::basic::Compression::ZSTD(Default::default()));
+    let (schema, _) = osprey_store::decode_parquet(root.get(key).await.unwrap(), key).unwrap();
+    assert_eq!(schema.field_with_name("embedding").unwrap().data_type(), &osprey_core::schema::embedding_type(dim));
+
+    // Corrupt bytes are reported with the object's name.
+    root.put("templates/model=m/bad.parquet", Bytes::from_static(b"PAR1 not really")).await.unwrap();
+    let err = read_templates(&root, "templates/model=m/bad.parquet").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.message().contains("bad.parquet"), "{err}");
+}
+
+#[tokio::test]
+async fn memory_root() {
+    suite(Root::open("memory://conformance").unwrap()).await;
+}
+
+#[tokio::test]
+async fn file_root() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(Root::open(&format!("file://{}", dir.path().display())).unwrap()).await;
+    // A plain path works too, and names its folder.
+    let plain = dir.path().join("plain");
+    let root = Root::open(plain.to_str().unwrap()).unwrap();
+    root.put("k", Bytes::from_static(b"v")).await.unwrap();
+    assert!(plain.join("k").exists());
+}
+
+/// An s3s-fs server on a free loopback port, killed on drop.
+struct S3Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn s3_server_binary() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("OSPREY_S3FS_BIN") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = std::path::Path::new(&home).join(".cache/osprey/tools/bin/s3s-fs");
+    if cached.exists() { cached } else { "s3s-fs".into() }
+}
+
+fn start_s3(bucket: &str) -> S3Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(bucket)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bin = s3_server_binary();
+    let child = Command::new(&bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            "osprey",
+            "--secret-key",
+            "osprey-secret",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start the S3 test server `{}` ({e}); run infra/scripts/setup.sh", bin.display())
+        });
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return S3Server { child, port, _dir: dir };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("S3 test server did not listen on port {port}");
+}
+
+#[tokio::test]
+async fn s3_root() {
+    let server = start_s3("osprey-test");
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let opts = [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_access_key_id", "osprey"),
+        ("aws_secret_access_key", "osprey-secret"),
+        ("aws_allow_http", "true"),
+    ];
+    suite(Root::open_with("s3://osprey-test/some/prefix", &opts).unwrap()).await;
+    // A wrong secret is an error, not silence.
+    let bad = Root::open_with(
+        "s3://osprey-test/p",
+        &[
+            ("aws_endpoint", endpoint.as_str()),
+            ("aws_access_key_id", "osprey"),
+            ("aws_secret_access_key", "wrong"),
+            ("aws_allow_http", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(bad.put("k", Bytes::from_static(b"v")).await.unwrap_err().kind(), ErrorKind::Storage);
+}
+
+#[test]
+fn rejects_invalid_templates() {
+    let mut t = sample_templates(4);
+    assert!(templates_to_batch(&t, 4).is_ok());
+    t[0].embedding = Some(vec![1.0, 0.0, 0.0]);
+    assert!(templates_to_batch(&t, 4).unwrap_err().message().contains("3 dimensions"));
+    t[0].embedding = Some(vec![1.0, 1.0, 0.0, 0.0]);
+    assert!(templates_to_batch(&t, 4).unwrap_err().message().contains("unit norm"));
+    t[0].embedding = Some(vec![f32::NAN, 1.0, 0.0, 0.0]);
+    assert!(templates_to_batch(&t, 4).unwrap_err().message().contains("NaN"));
+    t[0].embedding = None;
+    t[0].error = None;
+    assert!(templates_to_batch(&t, 4).unwrap_err().message().contains("neither"));
+    assert!(Root::open("ftp://x").unwrap_err().message().contains("unsupported"));
+    assert!(Root::open("s3:///nobucket").is_err());
+}
