@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use osprey_core::{Modality, l2_normalize};
-use osprey_index::{EnrollOptions, Gallery, enroll, erase_subject, list_galleries};
+use osprey_index::{EnrollOptions, Gallery, calibrate, enroll, erase_subject, list_galleries};
 use osprey_sql::format_batches;
 use osprey_store::{Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, templates_to_batch};
 
@@ -242,12 +242,12 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     }
     let (threshold, source) = match (args.threshold, args.fpir, gallery.manifest().threshold) {
         (Some(t), _, _) => (t, "given".to_string()),
-        (None, Some(f), _) => (gallery.calibrate(f, 20_000)?, format!("calibrated now for FPIR {f}")),
+        (None, Some(f), _) => (calibrate(&root, &mut gallery, f).await?, format!("calibrated now for FPIR {f}")),
         (None, None, Some(t)) => {
             (t, format!("gallery's, calibrated for FPIR {}", gallery.manifest().threshold_fpir.unwrap_or(f64::NAN)))
         }
         (None, None, None) => {
-            (gallery.calibrate(0.01, 20_000)?, "calibrated now for the default FPIR 0.01".to_string())
+            (calibrate(&root, &mut gallery, 0.01).await?, "calibrated now for the default FPIR 0.01".to_string())
         }
     };
     eprintln!("operating threshold {threshold:.4} ({source})");
@@ -327,7 +327,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let matches =
         answers.iter().filter(|c| Gallery::decide(c, threshold) == osprey_core::OpenSetDecision::Match).count();
     let top: Vec<_> = rows.iter().filter(|r| r.rank == 1).cloned().collect();
-    println!("{}", format_batches(&[results_to_batch(&top)?], args.format.into())?);
+    crate::print_text(&format_batches(&[results_to_batch(&top)?], args.format.into())?);
     eprintln!(
         "job {job_id}: {} probes, {matches} match, {} unknown; results under {}",
         probes.len(),

@@ -114,12 +114,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let root = Root::open(&args.root)?;
             let session = SqlSession::open(&root).await?;
             let batches = session.query(&args.query).await?;
-            println!("{}", format_batches(&batches, args.format.into())?);
+            print_text(&format_batches(&batches, args.format.into())?);
             Ok(())
         }
         Command::Bench(cmd) => bench::run(cmd),
         Command::Schema(args) => schema(args),
     }
+}
+
+/// Prints `text` followed by exactly one newline.
+pub fn print_text(text: &str) {
+    println!("{}", text.trim_end_matches('\n'));
 }
 
 fn schema(args: SchemaArgs) -> anyhow::Result<()> {

@@ -297,6 +297,22 @@ fn import_search_sql_and_erase() {
         "SELECT count(*) FROM results r JOIN templates t ON t.template_id = r.probe_template_id WHERE r.rank = 1",
     ]);
     assert_eq!(joined.lines().nth(1), Some("400"));
+    // An IVF index cannot reconstruct its vectors: calibration reads them back from the template table.
+    let out = osprey(&[
+        "search",
+        "--root",
+        rs,
+        "--gallery",
+        "copy",
+        "--input",
+        &p("q.npy"),
+        "--fpir",
+        "0.01",
+        "--job-id",
+        "job-2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("calibrated now for FPIR 0.01"));
     fails(&["search", "--root", rs, "--gallery", "nobody", "--input", &p("q.npy")], "does not exist");
     fails(&["search", "--root", rs, "--gallery", "people", "--input", &p("wide.npy")], "64-d");
 

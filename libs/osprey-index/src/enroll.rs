@@ -39,6 +39,7 @@ pub async fn enroll(
     let dim = first.embedding.as_ref().map(Vec::len).ok_or_else(|| Error::invalid("template 0 has no embedding"))?;
     let mut vectors = Vec::with_capacity(templates.len() * dim);
     let mut ids = Vec::with_capacity(templates.len());
+    let mut subjects = Vec::with_capacity(templates.len());
     for (i, t) in templates.iter().enumerate() {
         let what = format!("template {i} (`{}`)", t.template_id);
         if t.model != model {
@@ -55,6 +56,7 @@ pub async fn enroll(
         let e = t.embedding.as_ref().ok_or_else(|| Error::invalid(format!("{what} has no embedding")))?;
         osprey_core::validate_embedding(e, dim, &what)?;
         vectors.extend_from_slice(e);
+        subjects.push(subject.clone());
         ids.push((t.template_id.clone(), subject));
     }
 
@@ -93,7 +95,9 @@ pub async fn enroll(
         }
         if let Some(fpir) = opts.calibrate_fpir {
             if gallery.manifest().num_subjects >= 2 {
-                gallery.calibrate(fpir, 20_000)?;
+                let (sample, subjects) = sample_rows(&vectors, &subjects, dim, CALIBRATION_PROBES);
+                let scores = gallery.nonmated_scores_of(&sample, &subjects)?;
+                gallery.set_calibrated(&scores, fpir)?;
             }
         }
         gallery.save(root).await?;
@@ -104,4 +108,42 @@ pub async fn enroll(
         root.delete(&key).await.ok();
     }
     built
+}
+
+/// How many enrolled templates calibration searches at most.
+const CALIBRATION_PROBES: usize = 20_000;
+
+/// An evenly spaced sample of at most `max` rows and their subjects.
+fn sample_rows(vectors: &[f32], subjects: &[String], dim: usize, max: usize) -> (Vec<f32>, Vec<String>) {
+    let step = subjects.len().div_ceil(max.max(1)).max(1);
+    let rows: Vec<usize> = (0..subjects.len()).step_by(step).collect();
+    let sample = rows.iter().flat_map(|r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
+    (sample, rows.iter().map(|r| subjects[*r].clone()).collect())
+}
+
+/// Calibrates `gallery`'s threshold for `target_fpir` from its own
+/// non-mated scores, reading enrolled embeddings back from the template
+/// tables when the index cannot reconstruct them (IVF, PQ).
+pub async fn calibrate(root: &Root, gallery: &mut Gallery, target_fpir: f64) -> Result<f32> {
+    match gallery.calibrate(target_fpir, CALIBRATION_PROBES) {
+        Err(e) if e.message().contains("cannot reconstruct") => {}
+        other => return other,
+    }
+    let name = gallery.manifest().name.clone();
+    let dim = gallery.manifest().dim;
+    let live: std::collections::HashSet<String> = gallery.template_ids().map(str::to_string).collect();
+    let (mut vectors, mut subjects) = (Vec::new(), Vec::new());
+    for obj in root.glob(&format!("{}/**/*.parquet", layout::model_dir(&gallery.manifest().model))).await? {
+        for t in osprey_store::read_templates(root, &obj.key).await? {
+            if t.gallery.as_deref() == Some(name.as_str()) && live.contains(&t.template_id) {
+                if let (Some(e), Some(s)) = (t.embedding, t.subject_id) {
+                    vectors.extend_from_slice(&e);
+                    subjects.push(s);
+                }
+            }
+        }
+    }
+    let (sample, subjects) = sample_rows(&vectors, &subjects, dim, CALIBRATION_PROBES);
+    let scores = gallery.nonmated_scores_of(&sample, &subjects)?;
+    gallery.set_calibrated(&scores, target_fpir)
 }

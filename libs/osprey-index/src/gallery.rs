@@ -175,6 +175,11 @@ impl Gallery {
         self.entries.is_empty()
     }
 
+    /// Ids of the live templates.
+    pub fn template_ids(&self) -> impl Iterator<Item = &str> {
+        self.entries.values().map(|e| e.template_id.as_str())
+    }
+
     /// Ids of the enrolled subjects.
     pub fn subjects(&self) -> impl Iterator<Item = &str> {
         self.by_subject.keys().map(String::as_str)
@@ -363,15 +368,10 @@ impl Gallery {
 
     /// Non-mated scores from the gallery itself: each sampled template is
     /// searched and its best score against *other* subjects kept. These are
-    /// the scores an unenrolled look-alike would get.
+    /// the scores an unenrolled look-alike would get. Needs an index that can
+    /// reconstruct its vectors (Flat, HNSW); otherwise use
+    /// [`Gallery::nonmated_scores_of`] with the templates' embeddings.
     pub fn nonmated_scores(&mut self, max_probes: usize) -> Result<Vec<f32>> {
-        if self.by_subject.len() < 2 {
-            return Err(Error::invalid(format!(
-                "gallery `{}` needs at least 2 subjects to calibrate a threshold, it has {}",
-                self.manifest.name,
-                self.by_subject.len()
-            )));
-        }
         let dim = self.manifest.dim;
         let mut ids: Vec<i64> = self.entries.keys().copied().collect();
         ids.sort_unstable();
@@ -389,14 +389,28 @@ impl Gallery {
                 )
             })?;
         }
-        let results = self.search(&vectors, 2)?;
-        Ok(probes
+        let subjects: Vec<String> = probes.iter().map(|id| self.entries[id].subject_id.clone()).collect();
+        self.nonmated_scores_of(&vectors, &subjects)
+    }
+
+    /// Non-mated scores of enrolled templates given by value: `vectors` rows
+    /// of subjects `subjects`, each searched for its best *other* subject.
+    pub fn nonmated_scores_of(&mut self, vectors: &[f32], subjects: &[String]) -> Result<Vec<f32>> {
+        if self.by_subject.len() < 2 {
+            return Err(Error::invalid(format!(
+                "gallery `{}` needs at least 2 subjects to calibrate a threshold, it has {}",
+                self.manifest.name,
+                self.by_subject.len()
+            )));
+        }
+        if subjects.is_empty() || vectors.len() != subjects.len() * self.manifest.dim {
+            return Err(Error::invalid("calibration needs one subject per vector"));
+        }
+        let results = self.search(vectors, 2)?;
+        Ok(subjects
             .iter()
             .zip(results)
-            .filter_map(|(id, cands)| {
-                let own = &self.entries[id].subject_id;
-                cands.into_iter().find(|c| &c.subject_id != own).map(|c| c.score)
-            })
+            .filter_map(|(own, cands)| cands.into_iter().find(|c| &c.subject_id != own).map(|c| c.score))
             .collect())
     }
 
@@ -404,7 +418,12 @@ impl Gallery {
     /// gallery's own non-mated scores (see [`Gallery::nonmated_scores`]).
     pub fn calibrate(&mut self, target_fpir: f64, max_probes: usize) -> Result<f32> {
         let scores = self.nonmated_scores(max_probes)?;
-        let threshold = threshold_for_fpir(&scores, target_fpir)
+        self.set_calibrated(&scores, target_fpir)
+    }
+
+    /// Stores the threshold that gives `target_fpir` on non-mated `scores`.
+    pub fn set_calibrated(&mut self, scores: &[f32], target_fpir: f64) -> Result<f32> {
+        let threshold = threshold_for_fpir(scores, target_fpir)
             .ok_or_else(|| Error::invalid("no non-mated scores to calibrate from"))?;
         self.manifest.threshold = Some(threshold);
         self.manifest.threshold_fpir = Some(target_fpir);

@@ -15,7 +15,7 @@ mod gallery;
 mod snapshot;
 
 pub use choice::{auto_factory, bytes_per_template_estimate, default_nprobe};
-pub use enroll::{EnrollOptions, enroll};
+pub use enroll::{EnrollOptions, calibrate, enroll};
 pub use erase::{Erasure, erase_subject};
 pub use gallery::{Gallery, GalleryManifest, Removal, SubjectCandidate, set_num_threads};
 pub use snapshot::list_galleries;
