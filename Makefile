@@ -6,6 +6,17 @@ export OSPREY_PYTHON ?= $(HOME)/.cache/osprey/venv/bin/python
 export OSPREY_S3FS_BIN ?= $(HOME)/.cache/osprey/tools/bin/s3s-fs
 OSPREY := $(CARGO_TARGET_DIR)/release/osprey
 
+# FAISS's SIMD level. AVX2/FMA/F16C always (.cargo/config.toml); when the
+# build machine also has AVX-512 (F, CD, VL, DQ, BW), the flags of FAISS's own
+# `avx512` level, as faiss-cpu's loader picks at run time. The binary then
+# needs such a CPU: set OSPREY_FAISS_SIMD=avx2 to build a portable one.
+# faiss-sys does not watch these flags: after changing the level, run
+# `cargo clean --release -p faiss-sys` so FAISS is compiled again.
+OSPREY_FAISS_SIMD ?= $(shell infra/scripts/faiss-simd.sh)
+ifeq ($(OSPREY_FAISS_SIMD),avx512)
+export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
+endif
+
 .PHONY: setup build test demo bench schemas fmt
 
 setup:

@@ -15,7 +15,7 @@ p.add_argument("--index", default="Flat")
 p.add_argument("--nprobe", type=int)
 p.add_argument("--k", type=int, default=10)
 p.add_argument("--threads", type=int, default=1)
-p.add_argument("--repeat", type=int, default=3)
+p.add_argument("--repeat", type=int, default=5)
 a = p.parse_args()
 
 faiss.omp_set_num_threads(a.threads)

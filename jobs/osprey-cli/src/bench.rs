@@ -39,7 +39,7 @@ pub struct SearchBench {
     #[arg(long)]
     threads: Option<usize>,
     /// Timed repetitions of the whole query batch; the best is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Print one JSON line instead of text.
     #[arg(long)]
