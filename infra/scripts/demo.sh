@@ -29,13 +29,15 @@ echo "== searching 1,000 probes (first 10 shown)"
 head -11 "$out/top1.csv" | column -s, -t
 
 echo "== scoring against the truth"
+# A probe is "enrolled" when its true subject has templates in the gallery.
 paste -d, <(tail -n +2 "$out/top1.csv") "$out/probe-truth.txt" | awk -F, '
-  { enrolled = (substr($NF, 9) + 0) < 2000; d = $7; s = $4 }
+  NR == FNR { gallery[$1] = 1; next }
+  { enrolled = ($NF in gallery); d = $7; s = $4 }
   enrolled && d == "match" && s == $NF { tp++ }
   enrolled && (d != "match" || s != $NF) { fn++ }
   !enrolled && d == "match" { fp++ }
   !enrolled && d != "match" { tn++ }
-  END { printf "enrolled probes: %d matched correctly, %d missed; strangers: %d rejected as unknown, %d false matches\n", tp, fn, tn, fp }'
+  END { printf "enrolled probes: %d matched correctly, %d missed; strangers: %d rejected as unknown, %d false matches\n", tp, fn, tn, fp }' "$out/gallery-subjects.txt" -
 
 echo "== SQL over the root"
 "$osprey" sql --root "$root" "SELECT decision, count(*) AS probes, round(avg(score), 3) AS mean_score FROM results WHERE rank = 1 GROUP BY decision ORDER BY decision"
