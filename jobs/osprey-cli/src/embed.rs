@@ -1,0 +1,249 @@
+//! `osprey embed`: faces in still images → template-schema Parquet.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use osprey_core::{Error, Modality};
+use osprey_media::{decode_image, is_image_path};
+use osprey_models::{FaceModels, FaceOptions, FaceSelection, MODEL_NAME, default_device, model_dir};
+use osprey_store::{BBox, Root, Template, encode_parquet, templates_to_batch};
+use rayon::prelude::*;
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// Embedding model.
+    #[arg(long, default_value = MODEL_NAME)]
+    pub model: String,
+    /// Keep only the largest face of each image (enrolment photos).
+    #[arg(long, conflicts_with = "all_faces")]
+    pub largest_face: bool,
+    /// Keep every face found (the default).
+    #[arg(long)]
+    pub all_faces: bool,
+    /// Image doublings before detection: 0 finds faces from ~80 px, 1 from ~40 px, 2 from ~20 px.
+    #[arg(long, default_value_t = 1)]
+    pub upsample: u32,
+    /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
+    #[arg(long, env = "OSPREY_MODELS")]
+    pub models: Option<PathBuf>,
+    /// Output Parquet file (template schema).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Image files, folders (searched recursively), `@list.txt` files (one
+    /// input per line) or object URLs (s3://…, file://…).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+}
+
+/// Expands files, folders and `@lists` into the image inputs, in order.
+pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if let Some(list) = input.strip_prefix('@') {
+            let text = std::fs::read_to_string(list).with_context(|| format!("cannot read input list {list}"))?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect();
+            out.extend(expand_inputs(&lines)?);
+        } else if input.contains("://") && !input.starts_with("file://") {
+            out.push(input.clone());
+        } else {
+            let path = PathBuf::from(input.strip_prefix("file://").unwrap_or(input));
+            if path.is_dir() {
+                let mut found: Vec<String> = walk(&path)?
+                    .into_iter()
+                    .filter(|p| is_image_path(p))
+                    .map(|p| p.display().to_string())
+                    .collect();
+                found.sort();
+                if found.is_empty() {
+                    eprintln!("warning: no images under {}", path.display());
+                }
+                out.extend(found);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one input's bytes: a local path, or an object URL (through `rt`,
+/// from a thread outside the async runtime).
+pub fn read_input(input: &str, rt: &tokio::runtime::Handle) -> osprey_core::Result<Vec<u8>> {
+    if input.contains("://") {
+        let (parent, key) = input.rsplit_once('/').ok_or_else(|| Error::invalid(format!("{input}: not an object URL")))?;
+        let root = Root::open(parent)?;
+        return Ok(rt.block_on(root.get(key))?.to_vec());
+    }
+    std::fs::read(input).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            osprey_core::ErrorKind::NotFound
+        } else {
+            osprey_core::ErrorKind::InvalidInput
+        };
+        Error::new(kind, format!("{input}: {e}"))
+    })
+}
+
+/// A progress bar on a terminal; on other outputs, a log line every tenth.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+    what: &'static str,
+}
+
+impl Progress {
+    pub fn new(total: u64, what: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed_precise}, {per_sec}, ETA {eta}]")
+                    .expect("valid template"),
+            );
+            b.set_message(what);
+            b
+        });
+        Self { bar, total, done: 0.into(), what }
+    }
+    pub fn inc(&self) {
+        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        match &self.bar {
+            Some(b) => b.inc(1),
+            None => {
+                let step = (self.total / 10).max(1);
+                if done % step == 0 || done == self.total {
+                    eprintln!("{done}/{} {}", self.total, self.what);
+                }
+            }
+        }
+    }
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    if args.model != MODEL_NAME {
+        bail!(Error::invalid(format!("unknown model `{}`; available: {MODEL_NAME}", args.model)));
+    }
+    let inputs = expand_inputs(&args.inputs)?;
+    if inputs.is_empty() {
+        bail!(Error::invalid("no input images"));
+    }
+    let started = Instant::now();
+    let models = FaceModels::load(&model_dir(args.models.as_deref()), &default_device())?;
+    let options = FaceOptions {
+        upsample: args.upsample,
+        selection: if args.largest_face { FaceSelection::Largest } else { FaceSelection::All },
+    };
+    let progress = Progress::new(inputs.len() as u64, "images");
+    let runtime = tokio::runtime::Handle::current();
+    // Images in parallel; the networks also use every core within an image.
+    let work = std::sync::Arc::new((inputs.clone(), models, options, progress));
+    let shared = work.clone();
+    let per_image: Vec<Vec<Template>> = tokio::task::spawn_blocking(move || {
+        let (inputs, models, options, progress) = &*shared;
+        inputs
+            .par_iter()
+            .map(|input| {
+                let rows = match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
+                    Ok(decoded) => match models.analyze(&decoded.image, options) {
+                        Ok(faces) if faces.is_empty() => vec![failure(input, "no face found")],
+                        Ok(faces) => faces.iter().enumerate().map(|(i, f)| face_template(input, i, f)).collect(),
+                        Err(e) => vec![failure(input, e.message())],
+                    },
+                    Err(e) => vec![failure(input, e.message())],
+                };
+                progress.inc();
+                rows
+            })
+            .collect()
+    })
+    .await?;
+    let progress = &work.3;
+    progress.finish();
+    let rows: Vec<Template> = per_image.into_iter().flatten().collect();
+    let faces = rows.iter().filter(|t| t.embedding.is_some()).count();
+    let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
+    let batch = templates_to_batch(&rows, osprey_models::dlib::resnet::DESCRIPTOR_DIM)?;
+    let bytes = encode_parquet(batch.schema(), &[batch])?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    for f in failed.iter().take(20) {
+        eprintln!("  {}: {}", f.media_uri.as_deref().unwrap_or("?"), f.error.as_deref().unwrap_or("?"));
+    }
+    if failed.len() > 20 {
+        eprintln!("  … and {} more (see the `error` column)", failed.len() - 20);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{faces} faces from {} images ({} without a face or unreadable) in {secs:.1}s ({:.1} images/s) → {}",
+        inputs.len(),
+        failed.len(),
+        inputs.len() as f64 / secs,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn template_id(input: &str, face: usize) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("{input}#face{face}/{MODEL_NAME}").as_bytes()).to_string()
+}
+
+fn face_template(input: &str, i: usize, f: &osprey_models::Face) -> Template {
+    Template {
+        template_id: template_id(input, i),
+        media_uri: Some(input.to_string()),
+        modality: Some(Modality::Face),
+        model: MODEL_NAME.to_string(),
+        embedding: Some(f.embedding.clone()),
+        quality: Some(f.confidence),
+        num_frames: Some(1),
+        bbox: Some(BBox {
+            x: f.rect.left as f32,
+            y: f.rect.top as f32,
+            w: f.rect.width() as f32,
+            h: f.rect.height() as f32,
+        }),
+        landmarks: Some(f.landmarks.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect()),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}
+
+fn failure(input: &str, why: &str) -> Template {
+    Template {
+        template_id: template_id(input, usize::MAX),
+        media_uri: Some(input.to_string()),
+        modality: Some(Modality::Face),
+        model: MODEL_NAME.to_string(),
+        error: Some(why.to_string()),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}

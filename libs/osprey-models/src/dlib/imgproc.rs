@@ -1,0 +1,272 @@
+//! Image resampling exactly as dlib does it (image_transforms/interpolation.h
+//! and image_pyramid.h), because the detector and the descriptor were
+//! trained on images made this way: bilinear resizing (with dlib's float
+//! SIMD arithmetic for RGB and float planes), the 5-tap `pyramid_down<2>`,
+//! and the affine chip sampler.
+
+use super::geom::{Affine, DRect};
+use image::RgbImage;
+
+/// dlib's `resize_image(in, out)` for RGB images (the SSE path): the column
+/// position accumulates in f32, weights are f32, results are truncated.
+pub fn resize_rgb(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+    let (in_w, in_h) = (src.width() as usize, src.height() as usize);
+    let mut out = RgbImage::new(out_w as u32, out_h as u32);
+    if out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
+        return out;
+    }
+    let s = src.as_raw();
+    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
+    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
+    let o = out.as_mut();
+    let mut y = -y_scale;
+    for r in 0..out_h {
+        y += y_scale;
+        let top = y.floor() as usize;
+        let bottom = (top + 1).min(in_h - 1);
+        let tb = y - top as f64;
+        let (tbf, itbf) = (tb as f32, (1.0 - tb) as f32);
+        let row = &mut o[r * out_w * 3..(r + 1) * out_w * 3];
+        let x0 = -4.0 * x_scale;
+        let mut xs = [x0 as f32, (x0 + x_scale) as f32, (x0 + 2.0 * x_scale) as f32, (x0 + 3.0 * x_scale) as f32];
+        let step = (4.0 * x_scale) as f32;
+        let mut c = 0usize;
+        loop {
+            for x in &mut xs {
+                *x += step;
+            }
+            let left = xs.map(|x| x as i32);
+            if left[3] + 1 >= in_w as i32 || c + 4 > out_w {
+                break;
+            }
+            for k in 0..4 {
+                let lr = xs[k] - left[k] as f32;
+                let ilr = 1.0 - lr;
+                let (tlf, trf, blf, brf) = (itbf * ilr, itbf * lr, tbf * ilr, tbf * lr);
+                let (l, rr) = (left[k] as usize, left[k] as usize + 1);
+                for ch in 0..3 {
+                    let tl = s[(top * in_w + l) * 3 + ch] as f32;
+                    let tr = s[(top * in_w + rr) * 3 + ch] as f32;
+                    let bl = s[(bottom * in_w + l) * 3 + ch] as f32;
+                    let br = s[(bottom * in_w + rr) * 3 + ch] as f32;
+                    let v = tlf * tl + trf * tr + blf * bl + brf * br;
+                    row[(c + k) * 3 + ch] = v as i32 as u8;
+                }
+            }
+            c += 4;
+        }
+        let mut x = -x_scale + c as f64 * x_scale;
+        while c < out_w {
+            x += x_scale;
+            let left = x.floor() as usize;
+            let right = (left + 1).min(in_w - 1);
+            let lr = x - left as f64;
+            for ch in 0..3 {
+                let tl = s[(top * in_w + left) * 3 + ch] as f64;
+                let tr = s[(top * in_w + right) * 3 + ch] as f64;
+                let bl = s[(bottom * in_w + left) * 3 + ch] as f64;
+                let br = s[(bottom * in_w + right) * 3 + ch] as f64;
+                let v = (1.0 - tb) * ((1.0 - lr) * tl + lr * tr) + tb * ((1.0 - lr) * bl + lr * br);
+                row[c * 3 + ch] = v as u8;
+            }
+            c += 1;
+        }
+    }
+    out
+}
+
+/// dlib's `pyramid_up(img, pyramid_down<2>)`: the image doubled (the output
+/// size follows from mapping the corners through `pyramid_down<2>`).
+pub fn pyramid_up2(src: &RgbImage) -> RgbImage {
+    let (w, h) = (src.width() as f64, src.height() as f64);
+    // rect_up of (0, 0, w−1, h−1): point_up(p) = (p + (1.25, 0.75))·2, then lround.
+    let right = (((w - 1.0) + 1.25) * 2.0).round() as usize;
+    let bottom = (((h - 1.0) + 0.75) * 2.0).round() as usize;
+    resize_rgb(src, right + 1, bottom + 1)
+}
+
+/// Maps a rectangle in a `pyramid_up2`'d image back to the original
+/// (`pyramid_down<2>::rect_down`, applied `levels` times).
+pub fn rect_down2(r: DRect, levels: u32) -> DRect {
+    let mut r = r;
+    for _ in 0..levels {
+        r = DRect::new(r.l / 2.0 - 1.25, r.t / 2.0 - 0.75, r.r / 2.0 - 1.25, r.b / 2.0 - 0.75);
+    }
+    r
+}
+
+/// dlib's `pyramid_down<2>` on an RGB image (a sub-image given by `x0, y0,
+/// w, h` of `src`): a separable [1 4 6 4 1] filter, every other row and column,
+/// 16-bit integer sums, divided by 256.
+pub fn pyramid_down2(src: &RgbImage, x0: usize, y0: usize, w: usize, h: usize) -> RgbImage {
+    if w <= 8 || h <= 8 {
+        return RgbImage::new(0, 0);
+    }
+    let (ow, oh) = ((w - 3) / 2, (h - 3) / 2);
+    let stride = src.width() as usize;
+    let s = src.as_raw();
+    // Row filter over every input row.
+    let mut tmp = vec![0u16; h * ow * 3];
+    for r in 0..h {
+        let base = ((y0 + r) * stride + x0) * 3;
+        for c in 0..ow {
+            let p = base + 2 * c * 3;
+            for ch in 0..3 {
+                let px = |k: usize| s[p + k * 3 + ch] as u16;
+                tmp[(r * ow + c) * 3 + ch] = px(0) + px(1) * 4 + px(2) * 6 + px(3) * 4 + px(4);
+            }
+        }
+    }
+    let mut out = RgbImage::new(ow as u32, oh as u32);
+    let o = out.as_mut();
+    let mut dr = 0;
+    let mut r = 2;
+    while r + 2 < h && dr < oh {
+        for c in 0..ow {
+            for ch in 0..3 {
+                let t = |rr: usize| tmp[(rr * ow + c) * 3 + ch];
+                let v = t(r - 2)
+                    .wrapping_add(t(r - 1).wrapping_mul(4))
+                    .wrapping_add(t(r).wrapping_mul(6))
+                    .wrapping_add(t(r + 1).wrapping_mul(4))
+                    .wrapping_add(t(r + 2));
+                o[(dr * ow + c) * 3 + ch] = (v / 256) as u8;
+            }
+        }
+        dr += 1;
+        r += 2;
+    }
+    out
+}
+
+/// `pyramid_down<2>::rect_down` for a single level.
+pub fn rect_down2_once(r: DRect) -> DRect {
+    rect_down2(r, 1)
+}
+
+/// Fills `out` (w × h) by sampling `src` at `map(x, y)` with dlib's
+/// `interpolate_bilinear` (double arithmetic, truncated); points without all
+/// four neighbours inside `src` are black.
+pub fn transform_bilinear(src: &RgbImage, out: &mut RgbImage, map: &Affine) {
+    let (sw, sh) = (src.width() as i64, src.height() as i64);
+    let s = src.as_raw();
+    let ow = out.width() as usize;
+    let oh = out.height() as usize;
+    let o = out.as_mut();
+    for r in 0..oh {
+        for c in 0..ow {
+            let p = map.apply([c as f64, r as f64]);
+            let left = p[0].floor() as i64;
+            let top = p[1].floor() as i64;
+            let dst = &mut o[(r * ow + c) * 3..][..3];
+            if !(left >= 0 && top >= 0 && left + 1 < sw && top + 1 < sh) {
+                dst.copy_from_slice(&[0, 0, 0]);
+                continue;
+            }
+            let lr = p[0] - left as f64;
+            let tb = p[1] - top as f64;
+            let i = |x: i64, y: i64, ch: usize| s[((y * sw + x) * 3) as usize + ch] as f64;
+            for (ch, d) in dst.iter_mut().enumerate() {
+                let v = (1.0 - tb) * ((1.0 - lr) * i(left, top, ch) + lr * i(left + 1, top, ch))
+                    + tb * ((1.0 - lr) * i(left, top + 1, ch) + lr * i(left + 1, top + 1, ch));
+                *d = v as u8;
+            }
+        }
+    }
+}
+
+/// dlib's float-plane `resize_image` (the grayscale SSE path), used to build
+/// the detector's tiled pyramid: resizes `src` (w × h, row stride
+/// `src_stride`) into `dst` (dw × dh, row stride `dst_stride`).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_plane(
+    src: &[f32],
+    src_stride: usize,
+    w: usize,
+    h: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    dw: usize,
+    dh: usize,
+) {
+    if w == 0 || h == 0 || dw == 0 || dh == 0 {
+        return;
+    }
+    let x_scale = (w - 1) as f64 / (dw.max(2) - 1) as f64;
+    let y_scale = (h - 1) as f64 / (dh.max(2) - 1) as f64;
+    let mut y = -y_scale;
+    for r in 0..dh {
+        y += y_scale;
+        let top = y.floor() as usize;
+        let bottom = (top + 1).min(h - 1);
+        let tb = y - top as f64;
+        let (tbf, itbf) = (tb as f32, (1.0 - tb) as f32);
+        let srow_t = &src[top * src_stride..];
+        let srow_b = &src[bottom * src_stride..];
+        let drow = &mut dst[r * dst_stride..r * dst_stride + dw];
+        let x0 = -4.0 * x_scale;
+        let mut xs = [x0 as f32, (x0 + x_scale) as f32, (x0 + 2.0 * x_scale) as f32, (x0 + 3.0 * x_scale) as f32];
+        let step = (4.0 * x_scale) as f32;
+        let mut c = 0usize;
+        loop {
+            for x in &mut xs {
+                *x += step;
+            }
+            let left = xs.map(|x| x as i32);
+            if left[3] + 1 >= w as i32 || c + 4 > dw {
+                break;
+            }
+            for k in 0..4 {
+                let lr = xs[k] - left[k] as f32;
+                let ilr = 1.0 - lr;
+                let l = left[k] as usize;
+                drow[c + k] = itbf * ilr * srow_t[l]
+                    + itbf * lr * srow_t[l + 1]
+                    + tbf * ilr * srow_b[l]
+                    + tbf * lr * srow_b[l + 1];
+            }
+            c += 4;
+        }
+        let mut x = -x_scale + c as f64 * x_scale;
+        while c < dw {
+            x += x_scale;
+            let left = x.floor() as usize;
+            let right = (left + 1).min(w - 1);
+            let lr = (x - left as f64) as f32;
+            let v = (1.0 - tb) * ((1.0 - lr) * srow_t[left] + lr * srow_t[right]) as f64
+                + tb * ((1.0 - lr) * srow_b[left] + lr * srow_b[right]) as f64;
+            drow[c] = v as f32;
+            c += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_up_matches_dlibs_size_rule() {
+        let img = RgbImage::new(100, 60);
+        let up = pyramid_up2(&img);
+        assert_eq!((up.width(), up.height()), (202, 121));
+    }
+
+    #[test]
+    fn pyramid_down_of_a_flat_image_is_flat() {
+        let img = RgbImage::from_pixel(20, 16, image::Rgb([200, 100, 7]));
+        let d = pyramid_down2(&img, 0, 0, 20, 16);
+        assert_eq!((d.width(), d.height()), (8, 6));
+        assert!(d.pixels().all(|p| p.0 == [200, 100, 7]));
+    }
+
+    #[test]
+    fn resize_keeps_corners() {
+        let mut img = RgbImage::new(7, 5);
+        img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+        img.put_pixel(6, 4, image::Rgb([0, 0, 255]));
+        let r = resize_rgb(&img, 13, 9);
+        assert_eq!(r.get_pixel(0, 0).0, [255, 0, 0]);
+        assert_eq!(r.get_pixel(12, 8).0, [0, 0, 255]);
+    }
+}
