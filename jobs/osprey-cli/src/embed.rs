@@ -29,6 +29,10 @@ pub struct EmbedArgs {
     /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
     #[arg(long, env = "OSPREY_MODELS")]
     pub models: Option<PathBuf>,
+    /// Set `subject_id` to the name of each image's folder (one folder per
+    /// person), ready for `osprey gallery import`.
+    #[arg(long)]
+    pub subject_from_parent: bool,
     /// Output Parquet file (template schema).
     #[arg(long)]
     pub out: PathBuf,
@@ -162,6 +166,7 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let progress = Progress::new(inputs.len() as u64, "images");
     let runtime = tokio::runtime::Handle::current();
     // Images in parallel; the networks also use every core within an image.
+    let subject_from_parent = args.subject_from_parent;
     let work = std::sync::Arc::new((inputs.clone(), models, options, progress));
     let shared = work.clone();
     let per_image: Vec<Vec<Template>> = tokio::task::spawn_blocking(move || {
@@ -172,7 +177,14 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
                 let rows = match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
                     Ok(decoded) => match models.analyze(&decoded.image, options) {
                         Ok(faces) if faces.is_empty() => vec![failure(input, "no face found")],
-                        Ok(faces) => faces.iter().enumerate().map(|(i, f)| face_template(input, i, f)).collect(),
+                        Ok(faces) => faces
+                            .iter()
+                            .enumerate()
+                            .map(|(i, f)| Template {
+                                subject_id: subject_from_parent.then(|| parent_name(input)).flatten(),
+                                ..face_template(input, i, f)
+                            })
+                            .collect(),
                         Err(e) => vec![failure(input, e.message())],
                     },
                     Err(e) => vec![failure(input, e.message())],
@@ -209,6 +221,11 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+fn parent_name(input: &str) -> Option<String> {
+    let parent = input.trim_end_matches('/').rsplit_once('/')?.0;
+    Some(parent.rsplit('/').next()?.to_string()).filter(|s| !s.is_empty())
 }
 
 fn template_id(input: &str, face: usize) -> String {

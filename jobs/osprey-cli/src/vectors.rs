@@ -16,6 +16,9 @@ pub struct Vectors {
     pub subject_ids: Option<Vec<Option<String>>>,
     pub template_ids: Option<Vec<Option<String>>>,
     pub media_uris: Option<Vec<Option<String>>>,
+    /// Template-schema rows without an embedding that say why in `error`
+    /// (an unreadable image, no face): left out, and counted here.
+    pub failed_rows: usize,
 }
 
 impl Vectors {
@@ -117,7 +120,13 @@ fn read_parquet(bytes: Bytes, name: &str) -> Result<Vectors> {
         };
         for (i, v) in values.into_iter().enumerate() {
             let row = out.len();
-            let v = v.ok_or_else(|| bad(format!("row {row} has a null embedding")))?;
+            let Some(v) = v else {
+                if batch.column_by_name("error").is_some_and(|e| e.is_valid(i)) {
+                    out.failed_rows += 1;
+                    continue;
+                }
+                return Err(bad(format!("row {row} has a null embedding")));
+            };
             let floats: Vec<f32> = match v.data_type() {
                 DataType::Float32 => v.as_primitive::<Float32Type>().values().to_vec(),
                 DataType::Float64 => v.as_primitive::<Float64Type>().values().iter().map(|x| *x as f32).collect(),

@@ -119,11 +119,19 @@ fn descriptors_match_dlib() {
     assert!(median >= 0.99999 && cosines[0] >= 0.9999);
 }
 
+/// The detector costs a few seconds per megapixel searched, so the suite
+/// checks the images up to 1 MP after upsampling plus `bald_guys.jpg` (24
+/// faces); `OSPREY_FULL_PARITY=1` checks all of them (about 150 MP).
+fn detection_subset(r: &RefImage, img: &image::RgbImage) -> bool {
+    let searched = img.width() as u64 * img.height() as u64 * 4u64.pow(r.upsample);
+    std::env::var_os("OSPREY_FULL_PARITY").is_some() || searched <= 1_000_000 || r.path.ends_with("bald_guys.jpg")
+}
+
 #[test]
 fn detections_match_dlib() {
     let m = models();
     let (mut matched, mut total, mut max_conf) = (0, 0, 0f32);
-    for (r, img) in same_pixels() {
+    for (r, img) in same_pixels().into_iter().filter(|(r, img)| detection_subset(r, img)) {
         let got = m.detect(&img, r.upsample).unwrap();
         total += r.detections.len();
         let mut unmatched: Vec<_> = got.iter().collect();

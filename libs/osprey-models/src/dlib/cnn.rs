@@ -16,6 +16,10 @@ pub(crate) fn cerr(e: candle_core::Error) -> Error {
 pub(crate) struct Conv {
     weight: Tensor,
     bias: Tensor,
+    /// Host copies for the direct path (few output channels, stride 1),
+    /// where im2col + GEMM would spend its time building a huge matrix for
+    /// a one-column product.
+    host: Option<(Vec<f32>, Vec<f32>)>,
     stride: usize,
     pad: usize,
     pub(crate) kernel: usize,
@@ -49,9 +53,10 @@ impl Conv {
                 b[c] = b[c] * gamma[c] + beta[c];
             }
         }
+        let host = (o <= DIRECT_MAX_OUT && stride[0] == 1 && device.is_cpu()).then(|| (w.clone(), b.clone()));
         let weight = Tensor::from_vec(w, (o, i, kh, kw), device).map_err(cerr)?;
         let bias = Tensor::from_vec(b, (1, o, 1, 1), device).map_err(cerr)?;
-        Ok(Conv { weight, bias, stride: stride[0], pad: pad[0], kernel: kh })
+        Ok(Conv { weight, bias, host, stride: stride[0], pad: pad[0], kernel: kh })
     }
 
     pub(crate) fn stride(&self) -> usize {
@@ -62,6 +67,9 @@ impl Conv {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some((w, b)) = &self.host {
+            return direct_conv(x, w, b, self.kernel, self.pad);
+        }
         x.conv2d(&self.weight, self.pad, self.stride, 1, 1).and_then(|y| y.broadcast_add(&self.bias)).map_err(cerr)
     }
 }
@@ -90,4 +98,66 @@ pub(crate) fn add_zero_filled(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Global average over the spatial dimensions: (N, C, H, W) → (N, C).
 pub(crate) fn global_avg(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2).and_then(|t| t.mean(D::Minus1)).map_err(cerr)
+}
+
+/// Output channels up to which a stride-1 convolution runs directly.
+const DIRECT_MAX_OUT: usize = 4;
+
+/// A stride-1 convolution computed as shifted multiply-adds over zero-padded
+/// planes (vectorised along rows, parallel over output rows).
+fn direct_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (n, c, h, wd) = x.dims4().map_err(cerr)?;
+    let o = b.len();
+    let (oh, ow) = ((h + 2 * pad + 1).saturating_sub(k), (wd + 2 * pad + 1).saturating_sub(k));
+    let (ph, pw) = (h + 2 * pad, wd + 2 * pad);
+    let input: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
+    let mut out = vec![0f32; n * o * oh * ow];
+    for s in 0..n {
+        // Zero-padded copy of this sample's planes.
+        let mut padded = vec![0f32; c * ph * pw];
+        for ch in 0..c {
+            for y in 0..h {
+                let src = &input[((s * c + ch) * h + y) * wd..][..wd];
+                padded[(ch * ph + y + pad) * pw + pad..][..wd].copy_from_slice(src);
+            }
+        }
+        let sample = &mut out[s * o * oh * ow..(s + 1) * o * oh * ow];
+        sample.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
+            let (oc, y) = (row / oh, row % oh);
+            dst.fill(b[oc]);
+            for ch in 0..c {
+                for ky in 0..k {
+                    let src = &padded[(ch * ph + y + ky) * pw..][..pw];
+                    let taps = &w[((oc * c + ch) * k + ky) * k..][..k];
+                    for (kx, &t) in taps.iter().enumerate() {
+                        for (d, v) in dst.iter_mut().zip(&src[kx..kx + ow]) {
+                            *d += t * v;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_convolution_matches_candles() {
+        let dev = Device::Cpu;
+        let (c, k, pad) = (3, 5, 2);
+        let x: Vec<f32> = (0..2 * c * 9 * 11).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
+        let w: Vec<f32> = (0..c * k * k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 10.0).collect();
+        let xt = Tensor::from_vec(x, (2, c, 9, 11), &dev).unwrap();
+        let wt = Tensor::from_vec(w.clone(), (1, c, k, k), &dev).unwrap();
+        let want = xt.conv2d(&wt, pad, 1, 1, 1).unwrap().affine(1.0, 0.25).unwrap();
+        let got = direct_conv(&xt, &w, &[0.25], k, pad).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "max difference {diff}");
+    }
 }
