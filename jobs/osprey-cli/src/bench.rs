@@ -201,7 +201,8 @@ fn faces(args: FacesBench) -> anyhow::Result<()> {
         .map(|p| osprey_media::read_image(std::path::Path::new(p)).map(|d| d.image))
         .collect::<osprey_core::Result<Vec<_>>>()?;
     let models = FaceModels::load(&model_dir(args.models.as_deref()), &default_device())?;
-    let options = FaceOptions { upsample: args.upsample, ..Default::default() };
+    // The same search as dlib: no pixel budget.
+    let options = FaceOptions { upsample: args.upsample, max_detect_pixels: u64::MAX, ..Default::default() };
     let threads: usize = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     // Whole images, one after another (each uses every inference thread).
     let mut whole_s = f64::INFINITY;

@@ -26,6 +26,10 @@ pub struct EmbedArgs {
     /// Image doublings before detection: 0 finds faces from ~80 px, 1 from ~40 px, 2 from ~20 px.
     #[arg(long, default_value_t = 1)]
     pub upsample: u32,
+    /// Most megapixels the detector searches per image (after upsampling);
+    /// bigger images are upsampled less, then searched at a reduced size.
+    #[arg(long, default_value_t = 16.0)]
+    pub max_detect_megapixels: f64,
     /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
     #[arg(long, env = "OSPREY_MODELS")]
     pub models: Option<PathBuf>,
@@ -162,6 +166,7 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let options = FaceOptions {
         upsample: args.upsample,
         selection: if args.largest_face { FaceSelection::Largest } else { FaceSelection::All },
+        max_detect_pixels: (args.max_detect_megapixels * 1e6) as u64,
     };
     let progress = Progress::new(inputs.len() as u64, "images");
     let runtime = tokio::runtime::Handle::current();

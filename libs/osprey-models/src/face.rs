@@ -49,11 +49,19 @@ pub struct FaceOptions {
     /// 1 (the default, as dlib's and face_recognition's) ~40 px, 2 ~20 px.
     pub upsample: u32,
     pub selection: FaceSelection,
+    /// Most pixels the detector may search (after upsampling). A larger image
+    /// is upsampled fewer times, then, if still too large, searched at a
+    /// reduced size; landmarks and descriptors always use the full image.
+    /// This bounds time and memory on big photos (about 1 GB at 16 MP).
+    pub max_detect_pixels: u64,
 }
+
+/// Default bound on the pixels the detector searches.
+pub const MAX_DETECT_PIXELS: u64 = 16_000_000;
 
 impl Default for FaceOptions {
     fn default() -> Self {
-        Self { upsample: 1, selection: FaceSelection::All }
+        Self { upsample: 1, selection: FaceSelection::All, max_detect_pixels: MAX_DETECT_PIXELS }
     }
 }
 
@@ -132,9 +140,41 @@ impl FaceModels {
         self.descriptor.describe(chips)
     }
 
+    /// Faces in `img` within the pixel budget of `options` (see
+    /// [`FaceOptions::max_detect_pixels`]); boxes are in `img`'s coordinates.
+    pub fn detect_bounded(&self, img: &RgbImage, options: &FaceOptions) -> Result<Vec<Detection>> {
+        let pixels = img.width() as u64 * img.height() as u64;
+        let budget = options.max_detect_pixels.max(1);
+        let mut upsample = options.upsample;
+        while upsample > 0 && pixels << (2 * upsample) > budget {
+            upsample -= 1;
+        }
+        if pixels <= budget {
+            return self.detect(img, upsample);
+        }
+        let scale = (budget as f64 / pixels as f64).sqrt();
+        let (w, h) = ((img.width() as f64 * scale) as usize, (img.height() as f64 * scale) as usize);
+        let small = crate::dlib::imgproc::resize_rgb(img, w.max(1), h.max(1));
+        let (sx, sy) = (img.width() as f64 / w.max(1) as f64, img.height() as f64 / h.max(1) as f64);
+        Ok(self
+            .detect(&small, 0)?
+            .into_iter()
+            .map(|d| {
+                let r = d.rect;
+                let rect = Rect::new(
+                    (r.left as f64 * sx).round() as i64,
+                    (r.top as f64 * sy).round() as i64,
+                    (r.right as f64 * sx).round() as i64,
+                    (r.bottom as f64 * sy).round() as i64,
+                );
+                Detection { rect, confidence: d.confidence }
+            })
+            .collect())
+    }
+
     /// Detect, align and describe every selected face of `img`.
     pub fn analyze(&self, img: &RgbImage, options: &FaceOptions) -> Result<Vec<Face>> {
-        let mut dets = self.detect(img, options.upsample)?;
+        let mut dets = self.detect_bounded(img, options)?;
         if options.selection == FaceSelection::Largest {
             dets.sort_by_key(|d| std::cmp::Reverse(d.rect.area()));
             dets.truncate(1);

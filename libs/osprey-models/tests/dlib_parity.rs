@@ -205,3 +205,20 @@ fn whole_pipeline_finds_the_same_faces_as_dlib() {
         assert!((norm - 1.0).abs() < 1e-5);
     }
 }
+
+#[test]
+fn large_images_are_searched_within_the_pixel_budget() {
+    // A 1080p photo with a 0.5 MP budget: no upsampling, then a reduced copy
+    // is searched; the face is still found where dlib finds it.
+    let m = models();
+    let r = reference().images.iter().find(|r| r.path.ends_with("obama-1080p.jpg")).expect("in reference");
+    let img = read_image(&data_dir().join(&r.path)).unwrap().image;
+    let opts = osprey_models::FaceOptions { max_detect_pixels: 500_000, ..Default::default() };
+    let got = m.detect_bounded(&img, &opts).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let want = &r.detections[0];
+    let want = Rect::new(want.left, want.top, want.right, want.bottom);
+    let iou = got[0].rect.intersect(&want).area() as f64
+        / (got[0].rect.area() + want.area() - got[0].rect.intersect(&want).area()) as f64;
+    assert!(iou > 0.6, "box {:?} vs dlib's {want:?} (IoU {iou:.2})", got[0].rect);
+}

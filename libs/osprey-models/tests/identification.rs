@@ -56,7 +56,7 @@ fn face_api() -> Vec<Person> {
                 .map(|i| {
                     let path = root.join(format!("{name}/{name}{i}.png"));
                     let img = read_image(&path).unwrap().image;
-                    let opts = FaceOptions { upsample: 1, selection: FaceSelection::Largest };
+                    let opts = FaceOptions { upsample: 1, selection: FaceSelection::Largest, ..Default::default() };
                     let faces = m.analyze(&img, &opts).unwrap();
                     faces.first().unwrap_or_else(|| panic!("no face found in {}", path.display())).embedding.clone()
                 })
