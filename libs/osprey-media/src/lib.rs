@@ -123,4 +123,40 @@ mod tests {
         let d = decode_image(&png, "a.png").unwrap();
         assert_eq!(d.image.get_pixel(0, 0).0, [10, 20, 30]);
     }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // 16×8: left half red, right half blue; EXIF orientation 6 (rotate 90° clockwise).
+        let img = RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([230, 20, 20]) } else { image::Rgb([20, 20, 230]) });
+        let tiff: Vec<u8> = [
+            &b"II*\0"[..],
+            &[8, 0, 0, 0, 1, 0],
+            &[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0],
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let mut jpeg = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
+        image::ImageEncoder::set_exif_metadata(&mut enc, tiff).unwrap();
+        enc.encode_image(&img).unwrap();
+        let d = decode_image(&jpeg, "rotated.jpg").unwrap();
+        assert_eq!(d.exif_orientation, 6);
+        assert_eq!((d.image.width(), d.image.height()), (8, 16));
+        assert!(d.image.get_pixel(4, 2).0[0] > 180, "top should be the former left (red)");
+        assert!(d.image.get_pixel(4, 13).0[2] > 180, "bottom should be the former right (blue)");
+    }
+
+    #[test]
+    fn real_pgm_gif_and_png_files_decode() {
+        let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+        let pgm = read_image(&data.join("att_faces_orl/s2/1.pgm")).unwrap().image;
+        assert_eq!((pgm.width(), pgm.height()), (92, 112));
+        assert!(pgm.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
+        let gif = read_image(&data.join("yalefaces-leecarraher/yalefaces/subject02.happy")).unwrap().image;
+        assert_eq!((gif.width(), gif.height()), (320, 243));
+        let png = read_image(&data.join("face_recognition/tests/test_images/32bit.png")).unwrap().image;
+        assert!(png.width() > 0);
+        let e = read_image(&data.join("does/not/exist.jpg")).err().unwrap();
+        assert_eq!(e.kind(), osprey_core::ErrorKind::NotFound);
+    }
 }
