@@ -7,8 +7,60 @@
 use super::geom::{Affine, DRect};
 use image::RgbImage;
 
-/// dlib's `resize_image(in, out)` for RGB images (the SSE path): the column
-/// position accumulates in f32, weights are f32, results are truncated.
+/// One output column of dlib's bilinear `resize_image`: the source columns
+/// and the weight of the right one. dlib computes the columns in groups of
+/// four with SSE, accumulating the position in f32 (`simd`), and the
+/// remainder in f64; the arithmetic differs, so both are kept.
+struct Column {
+    left: usize,
+    right: usize,
+    lr32: f32,
+    lr64: f64,
+    simd: bool,
+}
+
+fn dlib_columns(in_w: usize, out_w: usize) -> Vec<Column> {
+    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
+    let mut cols = Vec::with_capacity(out_w);
+    let x0 = -4.0 * x_scale;
+    let mut xs = [x0 as f32, (x0 + x_scale) as f32, (x0 + 2.0 * x_scale) as f32, (x0 + 3.0 * x_scale) as f32];
+    let step = (4.0 * x_scale) as f32;
+    loop {
+        for x in &mut xs {
+            *x += step;
+        }
+        let left = xs.map(|x| x as i32);
+        if left[3] + 1 >= in_w as i32 || cols.len() + 4 > out_w {
+            break;
+        }
+        for k in 0..4 {
+            let l = left[k] as usize;
+            cols.push(Column { left: l, right: l + 1, lr32: xs[k] - left[k] as f32, lr64: 0.0, simd: true });
+        }
+    }
+    let mut x = -x_scale + cols.len() as f64 * x_scale;
+    while cols.len() < out_w {
+        x += x_scale;
+        let left = x.floor() as usize;
+        let lr64 = x - left as f64;
+        cols.push(Column { left, right: (left + 1).min(in_w - 1), lr32: lr64 as f32, lr64, simd: false });
+    }
+    cols
+}
+
+/// dlib's bilinear row positions: the source rows and the weight of the lower one.
+fn dlib_rows(in_h: usize, out_h: usize) -> impl Iterator<Item = (usize, usize, f64)> {
+    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
+    let mut y = -y_scale;
+    (0..out_h).map(move |_| {
+        y += y_scale;
+        let top = y.floor() as usize;
+        (top, (top + 1).min(in_h - 1), y - top as f64)
+    })
+}
+
+/// dlib's `resize_image(in, out)` for RGB images: SSE groups in f32 with
+/// truncation, the remainder in f64.
 pub fn resize_rgb(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     let (in_w, in_h) = (src.width() as usize, src.height() as usize);
     let mut out = RgbImage::new(out_w as u32, out_h as u32);
@@ -16,60 +68,25 @@ pub fn resize_rgb(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
         return out;
     }
     let s = src.as_raw();
-    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
-    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
-    let o = out.as_mut();
-    let mut y = -y_scale;
-    for r in 0..out_h {
-        y += y_scale;
-        let top = y.floor() as usize;
-        let bottom = (top + 1).min(in_h - 1);
-        let tb = y - top as f64;
+    let cols = dlib_columns(in_w, out_w);
+    for ((top, bottom, tb), row) in dlib_rows(in_h, out_h).zip(out.as_mut().chunks_exact_mut(out_w * 3)) {
         let (tbf, itbf) = (tb as f32, (1.0 - tb) as f32);
-        let row = &mut o[r * out_w * 3..(r + 1) * out_w * 3];
-        let x0 = -4.0 * x_scale;
-        let mut xs = [x0 as f32, (x0 + x_scale) as f32, (x0 + 2.0 * x_scale) as f32, (x0 + 3.0 * x_scale) as f32];
-        let step = (4.0 * x_scale) as f32;
-        let mut c = 0usize;
-        loop {
-            for x in &mut xs {
-                *x += step;
-            }
-            let left = xs.map(|x| x as i32);
-            if left[3] + 1 >= in_w as i32 || c + 4 > out_w {
-                break;
-            }
-            for k in 0..4 {
-                let lr = xs[k] - left[k] as f32;
-                let ilr = 1.0 - lr;
-                let (tlf, trf, blf, brf) = (itbf * ilr, itbf * lr, tbf * ilr, tbf * lr);
-                let (l, rr) = (left[k] as usize, left[k] as usize + 1);
-                for ch in 0..3 {
-                    let tl = s[(top * in_w + l) * 3 + ch] as f32;
-                    let tr = s[(top * in_w + rr) * 3 + ch] as f32;
-                    let bl = s[(bottom * in_w + l) * 3 + ch] as f32;
-                    let br = s[(bottom * in_w + rr) * 3 + ch] as f32;
-                    let v = tlf * tl + trf * tr + blf * bl + brf * br;
-                    row[(c + k) * 3 + ch] = v as i32 as u8;
-                }
-            }
-            c += 4;
-        }
-        let mut x = -x_scale + c as f64 * x_scale;
-        while c < out_w {
-            x += x_scale;
-            let left = x.floor() as usize;
-            let right = (left + 1).min(in_w - 1);
-            let lr = x - left as f64;
+        let (t, b) = (&s[top * in_w * 3..], &s[bottom * in_w * 3..]);
+        for (c, col) in cols.iter().enumerate() {
+            let (l, r) = (col.left * 3, col.right * 3);
             for ch in 0..3 {
-                let tl = s[(top * in_w + left) * 3 + ch] as f64;
-                let tr = s[(top * in_w + right) * 3 + ch] as f64;
-                let bl = s[(bottom * in_w + left) * 3 + ch] as f64;
-                let br = s[(bottom * in_w + right) * 3 + ch] as f64;
-                let v = (1.0 - tb) * ((1.0 - lr) * tl + lr * tr) + tb * ((1.0 - lr) * bl + lr * br);
-                row[c * 3 + ch] = v as u8;
+                let (tl, tr, bl, br) = (t[l + ch], t[r + ch], b[l + ch], b[r + ch]);
+                row[c * 3 + ch] = if col.simd {
+                    let (lr, ilr) = (col.lr32, 1.0 - col.lr32);
+                    let v = itbf * ilr * tl as f32 + itbf * lr * tr as f32 + tbf * ilr * bl as f32 + tbf * lr * br as f32;
+                    v as i32 as u8
+                } else {
+                    let lr = col.lr64;
+                    let v = (1.0 - tb) * ((1.0 - lr) * tl as f64 + lr * tr as f64)
+                        + tb * ((1.0 - lr) * bl as f64 + lr * br as f64);
+                    v as u8
+                };
             }
-            c += 1;
         }
     }
     out
@@ -192,51 +209,20 @@ pub fn resize_plane(
     if w == 0 || h == 0 || dw == 0 || dh == 0 {
         return;
     }
-    let x_scale = (w - 1) as f64 / (dw.max(2) - 1) as f64;
-    let y_scale = (h - 1) as f64 / (dh.max(2) - 1) as f64;
-    let mut y = -y_scale;
-    for r in 0..dh {
-        y += y_scale;
-        let top = y.floor() as usize;
-        let bottom = (top + 1).min(h - 1);
-        let tb = y - top as f64;
+    let cols = dlib_columns(w, dw);
+    for (r, (top, bottom, tb)) in dlib_rows(h, dh).enumerate() {
         let (tbf, itbf) = (tb as f32, (1.0 - tb) as f32);
-        let srow_t = &src[top * src_stride..];
-        let srow_b = &src[bottom * src_stride..];
+        let (t, b) = (&src[top * src_stride..], &src[bottom * src_stride..]);
         let drow = &mut dst[r * dst_stride..r * dst_stride + dw];
-        let x0 = -4.0 * x_scale;
-        let mut xs = [x0 as f32, (x0 + x_scale) as f32, (x0 + 2.0 * x_scale) as f32, (x0 + 3.0 * x_scale) as f32];
-        let step = (4.0 * x_scale) as f32;
-        let mut c = 0usize;
-        loop {
-            for x in &mut xs {
-                *x += step;
-            }
-            let left = xs.map(|x| x as i32);
-            if left[3] + 1 >= w as i32 || c + 4 > dw {
-                break;
-            }
-            for k in 0..4 {
-                let lr = xs[k] - left[k] as f32;
+        for (d, col) in drow.iter_mut().zip(&cols) {
+            let (tl, tr, bl, br) = (t[col.left], t[col.right], b[col.left], b[col.right]);
+            let lr = col.lr32;
+            *d = if col.simd {
                 let ilr = 1.0 - lr;
-                let l = left[k] as usize;
-                drow[c + k] = itbf * ilr * srow_t[l]
-                    + itbf * lr * srow_t[l + 1]
-                    + tbf * ilr * srow_b[l]
-                    + tbf * lr * srow_b[l + 1];
-            }
-            c += 4;
-        }
-        let mut x = -x_scale + c as f64 * x_scale;
-        while c < dw {
-            x += x_scale;
-            let left = x.floor() as usize;
-            let right = (left + 1).min(w - 1);
-            let lr = (x - left as f64) as f32;
-            let v = (1.0 - tb) * ((1.0 - lr) * srow_t[left] + lr * srow_t[right]) as f64
-                + tb * ((1.0 - lr) * srow_b[left] + lr * srow_b[right]) as f64;
-            drow[c] = v as f32;
-            c += 1;
+                itbf * ilr * tl + itbf * lr * tr + tbf * ilr * bl + tbf * lr * br
+            } else {
+                ((1.0 - tb) * ((1.0 - lr) * tl + lr * tr) as f64 + tb * ((1.0 - lr) * bl + lr * br) as f64) as f32
+            };
         }
     }
 }
