@@ -13,5 +13,7 @@ pub mod schema;
 mod types;
 
 pub use error::{Error, ErrorKind, Result};
-pub use openset::{OpenSetDecision, decide, fpir_at_threshold, threshold_for_fpir};
+pub use openset::{
+    OpenSetDecision, decide, fpir_at_threshold, model_operating_threshold, operating_threshold, threshold_for_fpir,
+};
 pub use types::{Modality, l2_normalize, validate_embedding};

@@ -64,8 +64,52 @@ pub fn threshold_for_fpir(nonmated_best: &[f32], target_fpir: f64) -> Option<f32
     Some(scores[allowed].next_up())
 }
 
+/// A model's own operating threshold (cosine similarity of unit
+/// embeddings), used when a gallery is too small to calibrate from its own
+/// non-mated scores.
+///
+/// `dlib-resnet-v1`: dlib's rule is a Euclidean distance below 0.6 between
+/// raw descriptors, whose norms are 1.31–1.60 (median 1.44); at the median
+/// norm that is cosine 0.905. 0.91 gave FMR 0.17 % and FNMR 0.6 % over 1,400
+/// pairs of the labelled faces in dlib's `johns` and face-api.js's examples.
+pub fn model_operating_threshold(model: &str) -> Option<f32> {
+    match model {
+        "dlib-resnet-v1" => Some(0.91),
+        _ => None,
+    }
+}
+
+/// Non-mated scores needed per unit of 1/FPIR before a calibrated threshold
+/// is trusted on its own: the quantile rests on at least this many alarms.
+pub const MIN_ALARMS_FOR_CALIBRATION: f64 = 10.0;
+
+/// The threshold for `target_fpir` from `nonmated_best`, raised to the
+/// model's own operating threshold when there are too few scores to place
+/// the quantile (fewer than 10/FPIR). Returns the threshold and whether the
+/// model's threshold was used.
+pub fn operating_threshold(model: &str, nonmated_best: &[f32], target_fpir: f64) -> Option<(f32, bool)> {
+    let calibrated = threshold_for_fpir(nonmated_best, target_fpir);
+    let enough = nonmated_best.len() as f64 * target_fpir.max(1e-12) >= MIN_ALARMS_FOR_CALIBRATION;
+    match (calibrated, model_operating_threshold(model)) {
+        (Some(t), Some(floor)) if !enough && floor > t => Some((floor, true)),
+        (None, Some(floor)) => Some((floor, true)),
+        (t, _) => t.map(|t| (t, false)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn small_galleries_fall_back_to_the_models_threshold() {
+        let few = [0.5f32, 0.6, 0.85];
+        assert_eq!(operating_threshold("dlib-resnet-v1", &few, 0.01), Some((0.91, true)));
+        assert_eq!(operating_threshold("unknown-model", &few, 0.01).map(|t| t.1), Some(false));
+        // Enough scores: the calibration stands even below the model's threshold.
+        let many: Vec<f32> = (0..2000).map(|i| i as f32 / 2500.0).collect();
+        let (t, floor) = operating_threshold("dlib-resnet-v1", &many, 0.01).unwrap();
+        assert!(!floor && t < 0.91);
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,7 @@ use faiss::index::IndexImpl;
 use faiss::index::autotune::ParameterSpace;
 use faiss::selector::IdSelector;
 use faiss::{Idx, Index, MetricType, index_factory};
-use osprey_core::{Error, ErrorKind, OpenSetDecision, Result, decide, threshold_for_fpir};
+use osprey_core::{Error, ErrorKind, OpenSetDecision, Result, decide, operating_threshold};
 
 use crate::choice::{auto_factory, default_nprobe, ivf_lists};
 
@@ -422,9 +422,18 @@ impl Gallery {
     }
 
     /// Stores the threshold that gives `target_fpir` on non-mated `scores`.
+    /// With too few scores to place the FPIR quantile, the model's own
+    /// operating threshold (if it has one) is the floor.
     pub fn set_calibrated(&mut self, scores: &[f32], target_fpir: f64) -> Result<f32> {
-        let threshold = threshold_for_fpir(scores, target_fpir)
+        let (threshold, floored) = operating_threshold(&self.manifest.model, scores, target_fpir)
             .ok_or_else(|| Error::invalid("no non-mated scores to calibrate from"))?;
+        if floored {
+            tracing::warn!(
+                model = %self.manifest.model,
+                scores = scores.len(),
+                "too few non-mated scores for FPIR {target_fpir}; using the model's operating threshold {threshold}"
+            );
+        }
         self.manifest.threshold = Some(threshold);
         self.manifest.threshold_fpir = Some(target_fpir);
         Ok(threshold)
