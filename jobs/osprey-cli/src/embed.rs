@@ -10,7 +10,6 @@ use osprey_core::{Error, Modality};
 use osprey_media::{decode_image, is_image_path};
 use osprey_models::{FaceModels, FaceOptions, FaceSelection, MODEL_NAME, default_device, model_dir};
 use osprey_store::{BBox, Root, Template, encode_parquet, templates_to_batch};
-use rayon::prelude::*;
 
 #[derive(clap::Args)]
 pub struct EmbedArgs {
@@ -45,6 +44,9 @@ pub struct EmbedArgs {
     #[arg(required = true)]
     pub inputs: Vec<String>,
 }
+
+/// Images decoded and searched at the same time.
+const MAX_IMAGES_IN_FLIGHT: usize = 4;
 
 /// Expands files, folders and `@lists` into the image inputs, in order.
 pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
@@ -170,38 +172,53 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
     };
     let progress = Progress::new(inputs.len() as u64, "images");
     let runtime = tokio::runtime::Handle::current();
-    // Images in parallel; the networks also use every core within an image.
     let subject_from_parent = args.subject_from_parent;
-    let work = std::sync::Arc::new((inputs.clone(), models, options, progress));
-    let shared = work.clone();
-    let per_image: Vec<Vec<Template>> = tokio::task::spawn_blocking(move || {
-        let (inputs, models, options, progress) = &*shared;
-        inputs
-            .par_iter()
-            .map(|input| {
-                let rows = match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
-                    Ok(decoded) => match models.analyze(&decoded.image, options) {
-                        Ok(faces) if faces.is_empty() => vec![failure(input, "no face found")],
-                        Ok(faces) => faces
-                            .iter()
-                            .enumerate()
-                            .map(|(i, f)| Template {
-                                subject_id: subject_from_parent.then(|| parent_name(input)).flatten(),
-                                ..face_template(input, i, f)
-                            })
-                            .collect(),
-                        Err(e) => vec![failure(input, e.message())],
-                    },
-                    Err(e) => vec![failure(input, e.message())],
-                };
-                progress.inc();
-                rows
-            })
-            .collect()
-    })
-    .await?;
-    let progress = &work.3;
+    let embed_one = |input: &str| -> Vec<Template> {
+        let rows = match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
+            Ok(decoded) => match models.analyze(&decoded.image, &options) {
+                Ok(faces) if faces.is_empty() => vec![failure(input, "no face found")],
+                Ok(faces) => faces
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Template {
+                        subject_id: subject_from_parent.then(|| parent_name(input)).flatten(),
+                        ..face_template(input, i, f)
+                    })
+                    .collect(),
+                Err(e) => vec![failure(input, e.message())],
+            },
+            Err(e) => vec![failure(input, e.message())],
+        };
+        progress.inc();
+        rows
+    };
+    // A few images at a time (each holds its decoded pixels and detector
+    // activations, up to about 1 GB); the networks use every core within an
+    // image through candle's thread pool.
+    let workers = rayon::current_num_threads().clamp(1, MAX_IMAGES_IN_FLIGHT).min(inputs.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let per_image: Vec<(usize, Vec<Template>)> = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(input) = inputs.get(i) else { break };
+                            done.push((i, embed_one(input)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("embedding worker panicked")).collect()
+        })
+    });
     progress.finish();
+    let mut per_image = per_image;
+    per_image.sort_by_key(|(i, _)| *i);
+    let per_image = per_image.into_iter().map(|(_, rows)| rows);
     let rows: Vec<Template> = per_image.into_iter().flatten().collect();
     let faces = rows.iter().filter(|t| t.embedding.is_some()).count();
     let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
