@@ -53,7 +53,8 @@ impl Conv {
                 b[c] = b[c] * gamma[c] + beta[c];
             }
         }
-        let host = (o <= DIRECT_MAX_OUT && stride[0] == 1 && device.is_cpu()).then(|| (w.clone(), b.clone()));
+        let direct = (o <= DIRECT_MAX_OUT && stride[0] == 1) || (i <= POLYPHASE_MAX_IN && stride[0] == 2);
+        let host = (direct && device.is_cpu()).then(|| (w.clone(), b.clone()));
         let weight = Tensor::from_vec(w, (o, i, kh, kw), device).map_err(cerr)?;
         let bias = Tensor::from_vec(b, (1, o, 1, 1), device).map_err(cerr)?;
         Ok(Conv { weight, bias, host, stride: stride[0], pad: pad[0], kernel: kh })
@@ -68,7 +69,11 @@ impl Conv {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some((w, b)) = &self.host {
-            return direct_conv(x, w, b, self.kernel, self.pad);
+            return if self.stride == 2 {
+                polyphase_conv(x, w, b, self.kernel, self.pad)
+            } else {
+                direct_conv(x, w, b, self.kernel, self.pad)
+            };
         }
         x.conv2d(&self.weight, self.pad, self.stride, 1, 1).and_then(|y| y.broadcast_add(&self.bias)).map_err(cerr)
     }
@@ -102,6 +107,78 @@ pub(crate) fn global_avg(x: &Tensor) -> Result<Tensor> {
 
 /// Output channels up to which a stride-1 convolution runs directly.
 const DIRECT_MAX_OUT: usize = 4;
+/// Input channels up to which a stride-2 convolution runs as polyphase
+/// stride-1 products (im2col is poorly shaped for the 3-channel first layer).
+const POLYPHASE_MAX_IN: usize = 4;
+
+/// `dst += a · src`, with FMA where the CPU has it.
+#[inline]
+fn axpy(dst: &mut [f32], src: &[f32], a: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        unsafe { axpy_fma(dst, src, a) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += a * s;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_fma(dst: &mut [f32], src: &[f32], a: f32) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.mul_add(a, *d);
+    }
+}
+
+/// A stride-2 convolution as a sum of stride-1 products over the four
+/// polyphase components (even/odd rows × even/odd columns) of the padded
+/// input: tap (ky, kx) reads component (ky mod 2, kx mod 2) shifted by
+/// (ky/2, kx/2), so every multiply-add runs along a contiguous row.
+fn polyphase_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (n, c, h, wd) = x.dims4().map_err(cerr)?;
+    let o = b.len();
+    let (ph, pw) = (h + 2 * pad, wd + 2 * pad);
+    if ph < k || pw < k {
+        return Err(Error::invalid(format!("{h}x{wd} input is smaller than the {k}x{k} kernel")));
+    }
+    let (oh, ow) = ((ph - k) / 2 + 1, (pw - k) / 2 + 1);
+    let (hh, hw) = (ph.div_ceil(2), pw.div_ceil(2));
+    let input: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
+    let mut out = vec![0f32; n * o * oh * ow];
+    for s in 0..n {
+        // phases[((ch * 2 + p) * 2 + q)] is rows p, p+2, … and columns q, q+2, … of the padded plane.
+        let mut phases = vec![0f32; c * 4 * hh * hw];
+        for ch in 0..c {
+            for y in 0..h {
+                let row = &input[((s * c + ch) * h + y) * wd..][..wd];
+                let py = y + pad;
+                for (xi, v) in row.iter().enumerate() {
+                    let px = xi + pad;
+                    phases[(((ch * 2 + py % 2) * 2 + px % 2) * hh + py / 2) * hw + px / 2] = *v;
+                }
+            }
+        }
+        let sample = &mut out[s * o * oh * ow..(s + 1) * o * oh * ow];
+        sample.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
+            let (oc, y) = (row / oh, row % oh);
+            dst.fill(b[oc]);
+            for ch in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let plane = ((ch * 2 + ky % 2) * 2 + kx % 2) * hh * hw;
+                        let src = &phases[plane + (y + ky / 2) * hw + kx / 2..][..ow];
+                        axpy(dst, src, w[((oc * c + ch) * k + ky) * k + kx]);
+                    }
+                }
+            }
+        });
+    }
+    Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr)
+}
 
 /// A stride-1 convolution computed as shifted multiply-adds over zero-padded
 /// planes (vectorised along rows, parallel over output rows).
@@ -131,9 +208,7 @@ fn direct_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize) -> Result
                     let src = &padded[(ch * ph + y + ky) * pw..][..pw];
                     let taps = &w[((oc * c + ch) * k + ky) * k..][..k];
                     for (kx, &t) in taps.iter().enumerate() {
-                        for (d, v) in dst.iter_mut().zip(&src[kx..kx + ow]) {
-                            *d += t * v;
-                        }
+                        axpy(dst, &src[kx..kx + ow], t);
                     }
                 }
             }
@@ -159,5 +234,24 @@ mod tests {
         assert_eq!(got.dims(), want.dims());
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    #[test]
+    fn polyphase_convolution_matches_candles() {
+        let dev = Device::Cpu;
+        let (c, o, k) = (3, 4, 5);
+        for (h, w, pad) in [(17, 23, 0), (16, 12, 0), (15, 14, 2)] {
+            let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
+            let wt: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 10.0).collect();
+            let b = [0.5, -0.25, 0.0, 1.0];
+            let xt = Tensor::from_vec(x, (1, c, h, w), &dev).unwrap();
+            let wten = Tensor::from_vec(wt.clone(), (o, c, k, k), &dev).unwrap();
+            let bias = Tensor::from_vec(b.to_vec(), (1, o, 1, 1), &dev).unwrap();
+            let want = xt.conv2d(&wten, pad, 2, 1, 1).unwrap().broadcast_add(&bias).unwrap();
+            let got = polyphase_conv(&xt, &wt, &b, k, pad).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{h}x{w} pad {pad}");
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "{h}x{w} pad {pad}: max difference {diff}");
+        }
     }
 }
