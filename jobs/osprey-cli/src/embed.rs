@@ -66,11 +66,8 @@ pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
         } else {
             let path = PathBuf::from(input.strip_prefix("file://").unwrap_or(input));
             if path.is_dir() {
-                let mut found: Vec<String> = walk(&path)?
-                    .into_iter()
-                    .filter(|p| is_image_path(p))
-                    .map(|p| p.display().to_string())
-                    .collect();
+                let mut found: Vec<String> =
+                    walk(&path)?.into_iter().filter(|p| is_image_path(p)).map(|p| p.display().to_string()).collect();
                 found.sort();
                 if found.is_empty() {
                     eprintln!("warning: no images under {}", path.display());
@@ -101,7 +98,8 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// from a thread outside the async runtime).
 pub fn read_input(input: &str, rt: &tokio::runtime::Handle) -> osprey_core::Result<Vec<u8>> {
     if input.contains("://") {
-        let (parent, key) = input.rsplit_once('/').ok_or_else(|| Error::invalid(format!("{input}: not an object URL")))?;
+        let (parent, key) =
+            input.rsplit_once('/').ok_or_else(|| Error::invalid(format!("{input}: not an object URL")))?;
         let root = Root::open(parent)?;
         return Ok(rt.block_on(root.get(key))?.to_vec());
     }

@@ -133,9 +133,6 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let modality: Modality = args.modality.parse()?;
     let input_bytes = std::fs::read(&args.input).with_context(|| format!("cannot read `{}`", args.input.display()))?;
     let vectors = read_vectors(&args.input)?;
-    if vectors.failed_rows > 0 {
-        eprintln!("skipping {} rows without an embedding (their `error` column says why)", vectors.failed_rows);
-    }
     if vectors.len() == 0 {
         bail!("`{}` holds no embeddings", args.input.display());
     }
@@ -236,9 +233,6 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
     let mut gallery = Gallery::load(&root, &args.gallery).await?;
     let vectors: Vectors = read_vectors(&args.input)?;
-    if vectors.failed_rows > 0 {
-        eprintln!("skipping {} rows without an embedding (their `error` column says why)", vectors.failed_rows);
-    }
     let dim = gallery.manifest().dim;
     if vectors.len() == 0 {
         bail!("`{}` holds no embeddings", args.input.display());

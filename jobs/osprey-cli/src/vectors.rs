@@ -16,9 +16,6 @@ pub struct Vectors {
     pub subject_ids: Option<Vec<Option<String>>>,
     pub template_ids: Option<Vec<Option<String>>>,
     pub media_uris: Option<Vec<Option<String>>>,
-    /// Template-schema rows without an embedding that say why in `error`
-    /// (an unreadable image, no face): left out, and counted here.
-    pub failed_rows: usize,
 }
 
 impl Vectors {
@@ -101,6 +98,7 @@ fn read_parquet(bytes: Bytes, name: &str) -> Result<Vectors> {
     let mut out = Vectors::default();
     let column = |col: &str| schema.field_with_name(col).is_ok().then(Vec::new);
     let (mut subjects, mut templates, mut media) = (column("subject_id"), column("template_id"), column("media_uri"));
+    let mut failed_rows = 0;
     for batch in &batches {
         let emb = batch.column_by_name("embedding").unwrap();
         let values = match emb.data_type() {
@@ -121,8 +119,10 @@ fn read_parquet(bytes: Bytes, name: &str) -> Result<Vectors> {
         for (i, v) in values.into_iter().enumerate() {
             let row = out.len();
             let Some(v) = v else {
+                // A template-schema row that records why it has no embedding
+                // (an unreadable image, no face) is left out.
                 if batch.column_by_name("error").is_some_and(|e| e.is_valid(i)) {
-                    out.failed_rows += 1;
+                    failed_rows += 1;
                     continue;
                 }
                 return Err(bad(format!("row {row} has a null embedding")));
@@ -151,6 +151,9 @@ fn read_parquet(bytes: Bytes, name: &str) -> Result<Vectors> {
                 }
             }
         }
+    }
+    if failed_rows > 0 {
+        eprintln!("`{name}`: skipping {failed_rows} rows without an embedding (their `error` column says why)");
     }
     out.subject_ids = subjects;
     out.template_ids = templates;

@@ -53,7 +53,18 @@ fn embed_enrol_and_search_real_faces() {
     args.extend(people.iter().map(|p| s(p)));
     let (_, log) = ok(&args);
     assert!(log.contains("7 faces from 7 images"), "{log}");
-    ok(&["gallery", "import", "--root", s(&root), "--gallery", "people", "--input", s(&gallery), "--model", "dlib-resnet-v1"]);
+    ok(&[
+        "gallery",
+        "import",
+        "--root",
+        s(&root),
+        "--gallery",
+        "people",
+        "--input",
+        s(&gallery),
+        "--model",
+        "dlib-resnet-v1",
+    ]);
 
     // Probes: the test photos, the stranger, and inputs that must fail cleanly.
     let corrupt = tmp.path().join("corrupt.jpg");

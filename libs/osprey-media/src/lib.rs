@@ -38,7 +38,9 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Decoded> {
         .with_guessed_format()
         .map_err(|e| Error::invalid(format!("{name}: cannot read: {e}")))?;
     if reader.format().is_none() {
-        return Err(Error::invalid(format!("{name}: not an image in a supported format (JPEG, PNG, GIF, BMP, PNM, TIFF, WebP)")));
+        return Err(Error::invalid(format!(
+            "{name}: not an image in a supported format (JPEG, PNG, GIF, BMP, PNM, TIFF, WebP)"
+        )));
     }
     let format = reader.format();
     let mut reader = reader;
@@ -57,7 +59,9 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Decoded> {
     let turbo = (format == Some(image::ImageFormat::Jpeg)).then(|| decode_jpeg_turbo(bytes)).flatten();
     let mut img = match turbo {
         Some(rgb) => DynamicImage::ImageRgb8(rgb),
-        None => DynamicImage::from_decoder(decoder).map_err(|e| Error::invalid(format!("{name}: cannot decode: {e}")))?,
+        None => {
+            DynamicImage::from_decoder(decoder).map_err(|e| Error::invalid(format!("{name}: cannot decode: {e}")))?
+        }
     };
     img.apply_orientation(orientation);
     let exif_orientation = orientation.to_exif();
@@ -127,14 +131,10 @@ mod tests {
     #[test]
     fn exif_orientation_is_applied() {
         // 16×8: left half red, right half blue; EXIF orientation 6 (rotate 90° clockwise).
-        let img = RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([230, 20, 20]) } else { image::Rgb([20, 20, 230]) });
-        let tiff: Vec<u8> = [
-            &b"II*\0"[..],
-            &[8, 0, 0, 0, 1, 0],
-            &[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0],
-            &[0, 0, 0, 0],
-        ]
-        .concat();
+        let img =
+            RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([230, 20, 20]) } else { image::Rgb([20, 20, 230]) });
+        let tiff: Vec<u8> =
+            [&b"II*\0"[..], &[8, 0, 0, 0, 1, 0], &[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0], &[0, 0, 0, 0]].concat();
         let mut jpeg = Vec::new();
         let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
         image::ImageEncoder::set_exif_metadata(&mut enc, tiff).unwrap();

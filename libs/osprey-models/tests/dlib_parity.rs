@@ -82,11 +82,7 @@ fn descriptors_match_dlib() {
     let mut cosines = Vec::new();
     let mut worst = (0f32, String::new());
     for (r, img) in same_pixels() {
-        let chips: Vec<_> = r
-            .faces
-            .iter()
-            .map(|f| m.chip(&img, &f.landmarks.clone().try_into().unwrap()))
-            .collect();
+        let chips: Vec<_> = r.faces.iter().map(|f| m.chip(&img, &f.landmarks.clone().try_into().unwrap())).collect();
         let got = m.describe(&chips).unwrap();
         for (g, f) in got.iter().zip(&r.faces) {
             let d = l2(g, &f.descriptor);
@@ -194,7 +190,8 @@ fn truncated_and_foreign_model_files_are_clear_errors() {
 fn whole_pipeline_finds_the_same_faces_as_dlib() {
     // One multi-face photo end to end: detect → landmarks → chip → descriptor.
     let m = models();
-    let r = reference().images.iter().find(|r| r.path.ends_with("two_people.jpg")).expect("two_people.jpg in reference");
+    let r =
+        reference().images.iter().find(|r| r.path.ends_with("two_people.jpg")).expect("two_people.jpg in reference");
     let img = read_image(&data_dir().join(&r.path)).unwrap().image;
     let faces = m.analyze(&img, &osprey_models::FaceOptions::default()).unwrap();
     assert_eq!(faces.len(), r.faces.len());

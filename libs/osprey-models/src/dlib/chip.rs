@@ -5,7 +5,7 @@
 //! is much larger than the chip.
 
 use super::geom::{Affine, DRect, Rect, rotate};
-use super::imgproc::{pyramid_down2, rect_down2_once, transform_bilinear};
+use super::imgproc::{pyramid_down2, rect_down2, transform_bilinear};
 use image::RgbImage;
 
 /// Where a chip comes from: a rotated rectangle in the image and the chip size.
@@ -54,9 +54,9 @@ pub fn extract_chip(img: &RgbImage, chip: &ChipDetails) -> RgbImage {
     // The region of the image the pyramid levels need: 2 px of border, more
     // for every level below the first.
     let mut grow = 2.0;
-    let mut r = rect_down2_once(chip.rect);
+    let mut r = rect_down2(chip.rect, 1);
     while r.area() > size {
-        r = rect_down2_once(r);
+        r = rect_down2(r, 1);
         grow = grow * 2.0 + 2.0;
     }
     let centre = chip.rect.center();
@@ -88,9 +88,9 @@ pub fn extract_chip(img: &RgbImage, chip: &ChipDetails) -> RgbImage {
     let (bw, bh) = (bbox.width() as usize, bbox.height() as usize);
     let mut level: i32 = -1;
     let mut rect = chip.rect.translate(-(bbox.left as f64), -(bbox.top as f64));
-    while rect_down2_once(rect).area() > size {
+    while rect_down2(rect, 1).area() > size {
         level += 1;
-        rect = rect_down2_once(rect);
+        rect = rect_down2(rect, 1);
     }
     let source = if level < 0 {
         crop(img, bx, by, bw, bh)

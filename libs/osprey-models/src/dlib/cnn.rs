@@ -16,9 +16,9 @@ pub(crate) fn cerr(e: candle_core::Error) -> Error {
 pub(crate) struct Conv {
     weight: Tensor,
     bias: Tensor,
-    /// Host copies for the direct path (few output channels, stride 1),
-    /// where im2col + GEMM would spend its time building a huge matrix for
-    /// a one-column product.
+    /// Host copies for the direct path (see [`phased_conv`]): few output
+    /// channels at stride 1, where im2col + GEMM would build a huge matrix
+    /// for a one-column product, or few input channels at stride 2.
     host: Option<(Vec<f32>, Vec<f32>)>,
     stride: usize,
     pad: usize,
@@ -69,11 +69,7 @@ impl Conv {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some((w, b)) = &self.host {
-            return if self.stride == 2 {
-                polyphase_conv(x, w, b, self.kernel, self.pad)
-            } else {
-                direct_conv(x, w, b, self.kernel, self.pad)
-            };
+            return phased_conv(x, w, b, self.kernel, self.pad, self.stride);
         }
         x.conv2d(&self.weight, self.pad, self.stride, 1, 1).and_then(|y| y.broadcast_add(&self.bias)).map_err(cerr)
     }
@@ -133,32 +129,33 @@ unsafe fn axpy_fma(dst: &mut [f32], src: &[f32], a: f32) {
     }
 }
 
-/// A stride-2 convolution as a sum of stride-1 products over the four
-/// polyphase components (even/odd rows × even/odd columns) of the padded
-/// input: tap (ky, kx) reads component (ky mod 2, kx mod 2) shifted by
-/// (ky/2, kx/2), so every multiply-add runs along a contiguous row.
-fn polyphase_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize) -> Result<Tensor> {
+/// A convolution computed as multiply-adds along contiguous rows, parallel
+/// over output rows. The zero-padded input is split into its stride²
+/// polyphase components (for stride 2: even/odd rows × even/odd columns; for
+/// stride 1 the single component is the padded plane), so tap (ky, kx) reads
+/// component (ky mod s, kx mod s) shifted by (ky/s, kx/s).
+fn phased_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize, stride: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (n, c, h, wd) = x.dims4().map_err(cerr)?;
-    let o = b.len();
+    let (o, st) = (b.len(), stride);
     let (ph, pw) = (h + 2 * pad, wd + 2 * pad);
     if ph < k || pw < k {
         return Err(Error::invalid(format!("{h}x{wd} input is smaller than the {k}x{k} kernel")));
     }
-    let (oh, ow) = ((ph - k) / 2 + 1, (pw - k) / 2 + 1);
-    let (hh, hw) = (ph.div_ceil(2), pw.div_ceil(2));
+    let (oh, ow) = ((ph - k) / st + 1, (pw - k) / st + 1);
+    let (hh, hw) = (ph.div_ceil(st), pw.div_ceil(st));
+    let phase = |ch: usize, p: usize, q: usize| ((ch * st + p) * st + q) * hh * hw;
     let input: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
     let mut out = vec![0f32; n * o * oh * ow];
     for s in 0..n {
-        // phases[((ch * 2 + p) * 2 + q)] is rows p, p+2, … and columns q, q+2, … of the padded plane.
-        let mut phases = vec![0f32; c * 4 * hh * hw];
+        let mut phases = vec![0f32; c * st * st * hh * hw];
         for ch in 0..c {
             for y in 0..h {
                 let row = &input[((s * c + ch) * h + y) * wd..][..wd];
                 let py = y + pad;
                 for (xi, v) in row.iter().enumerate() {
                     let px = xi + pad;
-                    phases[(((ch * 2 + py % 2) * 2 + px % 2) * hh + py / 2) * hw + px / 2] = *v;
+                    phases[phase(ch, py % st, px % st) + (py / st) * hw + px / st] = *v;
                 }
             }
         }
@@ -169,46 +166,8 @@ fn polyphase_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize) -> Res
             for ch in 0..c {
                 for ky in 0..k {
                     for kx in 0..k {
-                        let plane = ((ch * 2 + ky % 2) * 2 + kx % 2) * hh * hw;
-                        let src = &phases[plane + (y + ky / 2) * hw + kx / 2..][..ow];
+                        let src = &phases[phase(ch, ky % st, kx % st) + (y + ky / st) * hw + kx / st..][..ow];
                         axpy(dst, src, w[((oc * c + ch) * k + ky) * k + kx]);
-                    }
-                }
-            }
-        });
-    }
-    Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr)
-}
-
-/// A stride-1 convolution computed as shifted multiply-adds over zero-padded
-/// planes (vectorised along rows, parallel over output rows).
-fn direct_conv(x: &Tensor, w: &[f32], b: &[f32], k: usize, pad: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let (n, c, h, wd) = x.dims4().map_err(cerr)?;
-    let o = b.len();
-    let (oh, ow) = ((h + 2 * pad + 1).saturating_sub(k), (wd + 2 * pad + 1).saturating_sub(k));
-    let (ph, pw) = (h + 2 * pad, wd + 2 * pad);
-    let input: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
-    let mut out = vec![0f32; n * o * oh * ow];
-    for s in 0..n {
-        // Zero-padded copy of this sample's planes.
-        let mut padded = vec![0f32; c * ph * pw];
-        for ch in 0..c {
-            for y in 0..h {
-                let src = &input[((s * c + ch) * h + y) * wd..][..wd];
-                padded[(ch * ph + y + pad) * pw + pad..][..wd].copy_from_slice(src);
-            }
-        }
-        let sample = &mut out[s * o * oh * ow..(s + 1) * o * oh * ow];
-        sample.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
-            let (oc, y) = (row / oh, row % oh);
-            dst.fill(b[oc]);
-            for ch in 0..c {
-                for ky in 0..k {
-                    let src = &padded[(ch * ph + y + ky) * pw..][..pw];
-                    let taps = &w[((oc * c + ch) * k + ky) * k..][..k];
-                    for (kx, &t) in taps.iter().enumerate() {
-                        axpy(dst, &src[kx..kx + ow], t);
                     }
                 }
             }
@@ -230,7 +189,7 @@ mod tests {
         let xt = Tensor::from_vec(x, (2, c, 9, 11), &dev).unwrap();
         let wt = Tensor::from_vec(w.clone(), (1, c, k, k), &dev).unwrap();
         let want = xt.conv2d(&wt, pad, 1, 1, 1).unwrap().affine(1.0, 0.25).unwrap();
-        let got = direct_conv(&xt, &w, &[0.25], k, pad).unwrap();
+        let got = phased_conv(&xt, &w, &[0.25], k, pad, 1).unwrap();
         assert_eq!(got.dims(), want.dims());
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "max difference {diff}");
@@ -248,7 +207,7 @@ mod tests {
             let wten = Tensor::from_vec(wt.clone(), (o, c, k, k), &dev).unwrap();
             let bias = Tensor::from_vec(b.to_vec(), (1, o, 1, 1), &dev).unwrap();
             let want = xt.conv2d(&wten, pad, 2, 1, 1).unwrap().broadcast_add(&bias).unwrap();
-            let got = polyphase_conv(&xt, &wt, &b, k, pad).unwrap();
+            let got = phased_conv(&xt, &wt, &b, k, pad, 2).unwrap();
             assert_eq!(got.dims(), want.dims(), "{h}x{w} pad {pad}");
             let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-4, "{h}x{w} pad {pad}: max difference {diff}");

@@ -78,7 +78,8 @@ pub fn resize_rgb(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
                 let (tl, tr, bl, br) = (t[l + ch], t[r + ch], b[l + ch], b[r + ch]);
                 row[c * 3 + ch] = if col.simd {
                     let (lr, ilr) = (col.lr32, 1.0 - col.lr32);
-                    let v = itbf * ilr * tl as f32 + itbf * lr * tr as f32 + tbf * ilr * bl as f32 + tbf * lr * br as f32;
+                    let v =
+                        itbf * ilr * tl as f32 + itbf * lr * tr as f32 + tbf * ilr * bl as f32 + tbf * lr * br as f32;
                     v as i32 as u8
                 } else {
                     let lr = col.lr64;
@@ -154,11 +155,6 @@ pub fn pyramid_down2(src: &RgbImage, x0: usize, y0: usize, w: usize, h: usize) -
         r += 2;
     }
     out
-}
-
-/// `pyramid_down<2>::rect_down` for a single level.
-pub fn rect_down2_once(r: DRect) -> DRect {
-    rect_down2(r, 1)
 }
 
 /// Fills `out` (w × h) by sampling `src` at `map(x, y)` with dlib's

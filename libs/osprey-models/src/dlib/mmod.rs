@@ -237,7 +237,8 @@ impl Tiling {
                 let src_off = s.top as usize * cols + s.left as usize;
                 let dst_off = d.top as usize * cols + d.left as usize;
                 // The destination never overlaps its source level.
-                let src: Vec<f32> = p[src_off..src_off + (s.height() as usize - 1) * cols + s.width() as usize].to_vec();
+                let src: Vec<f32> =
+                    p[src_off..src_off + (s.height() as usize - 1) * cols + s.width() as usize].to_vec();
                 resize_plane(
                     &src,
                     cols,

@@ -14,17 +14,38 @@ use osprey_core::Result;
 #[derive(Debug, Clone)]
 pub enum Layer {
     /// Cross-correlation; `filters` is OIHW.
-    Conv { filters: Tensor, bias: Option<Vec<f32>>, stride: [usize; 2], pad: [usize; 2] },
+    Conv {
+        filters: Tensor,
+        bias: Option<Vec<f32>>,
+        stride: [usize; 2],
+        pad: [usize; 2],
+    },
     /// y = x·gamma + beta per channel (batch norm is folded into this at load).
-    Affine { gamma: Vec<f32>, beta: Vec<f32> },
+    Affine {
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+    },
     Relu,
-    MaxPool { size: [usize; 2], stride: [usize; 2], pad: [usize; 2] },
+    MaxPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    },
     /// `size == [0, 0]` averages over the whole plane.
-    AvgPool { size: [usize; 2], stride: [usize; 2], pad: [usize; 2] },
+    AvgPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    },
     /// Adds a tagged earlier output; shapes may differ (missing values count as 0).
     AddPrev,
     /// out = in · W (+ bias); `weights` is row-major inputs × outputs.
-    Fc { inputs: usize, outputs: usize, weights: Vec<f32>, bias: Option<Vec<f32>> },
+    Fc {
+        inputs: usize,
+        outputs: usize,
+        weights: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 impl Layer {
@@ -117,21 +138,16 @@ impl NetFile {
         let mut layers = Vec::with_capacity(computational);
         for i in 0..computational {
             layers.push(read_layer(&mut r).map_err(|e| e.context(format!("layer {i}")))?);
+            // The trailer: three bools and three (empty) tensors; the layer
+            // next to the input (version 3) adds its sample expansion factor.
+            for _ in 0..3 {
+                r.boolean()?;
+            }
+            for _ in 0..3 {
+                r.tensor()?;
+            }
             if i == 0 && last == 3 {
-                for _ in 0..3 {
-                    r.boolean()?;
-                }
-                for _ in 0..3 {
-                    r.tensor()?;
-                }
-                r.int()?; // sample_expansion_factor
-            } else {
-                for _ in 0..3 {
-                    r.boolean()?;
-                }
-                for _ in 0..3 {
-                    r.tensor()?;
-                }
+                r.int()?;
             }
         }
         if !r.at_end() {
@@ -219,8 +235,20 @@ fn window(r: &mut Reader<'_>) -> Result<([usize; 2], [usize; 2], [usize; 2])> {
 fn read_layer(r: &mut Reader<'_>) -> Result<Layer> {
     let tag = r.tag(
         &[
-            "con_4", "con_5", "con_6", "fc_2", "fc_3", "bn_con2", "bn_fc2", "affine_", "affine_2", "relu_", "relu_2",
-            "max_pool_2", "avg_pool_2", "add_prev_",
+            "con_4",
+            "con_5",
+            "con_6",
+            "fc_2",
+            "fc_3",
+            "bn_con2",
+            "bn_fc2",
+            "affine_",
+            "affine_2",
+            "relu_",
+            "relu_2",
+            "max_pool_2",
+            "avg_pool_2",
+            "add_prev_",
         ],
         "layer",
     )?;

@@ -39,7 +39,7 @@ const PLAN: [bool; 14] = [
     true, false, false, false, // 64
     true, false, false, // 128
     true, false, false, // 256
-    true, // 256, down
+    true,  // 256, down
 ];
 
 impl FaceDescriptor {

@@ -221,7 +221,8 @@ impl<'a> Reader<'a> {
         for d in &mut shape {
             *d = self.size("tensor dimension", 1 << 31)?;
         }
-        let n = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| self.error("tensor too large"))?;
+        let n =
+            shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| self.error("tensor too large"))?;
         let raw = self.take(n.checked_mul(4).ok_or_else(|| self.error("tensor too large"))?, "tensor data")?;
         let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok(Tensor { shape, data })

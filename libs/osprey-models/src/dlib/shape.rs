@@ -141,7 +141,11 @@ impl ShapePredictor {
                 let mut i = 0usize;
                 while i < t.splits.len() {
                     let s = &t.splits[i];
-                    i = if features[s.idx1 as usize] - features[s.idx2 as usize] > s.thresh { 2 * i + 1 } else { 2 * i + 2 };
+                    i = if features[s.idx1 as usize] - features[s.idx2 as usize] > s.thresh {
+                        2 * i + 1
+                    } else {
+                        2 * i + 2
+                    };
                 }
                 let leaf = &t.leaves[(i - t.splits.len()) * rows..][..rows];
                 for (s, l) in shape.iter_mut().zip(leaf) {
@@ -164,7 +168,12 @@ struct BoxMap {
 
 impl BoxMap {
     fn new(r: Rect) -> Self {
-        Self { left: r.left as f64, top: r.top as f64, width: (r.right - r.left) as f64, height: (r.bottom - r.top) as f64 }
+        Self {
+            left: r.left as f64,
+            top: r.top as f64,
+            width: (r.right - r.left) as f64,
+            height: (r.bottom - r.top) as f64,
+        }
     }
     fn apply(&self, u: f64, v: f64) -> [i64; 2] {
         let x = self.width * u + self.left;
