@@ -2,6 +2,11 @@
 //! WebP, decoded to 8-bit RGB with the EXIF orientation applied, greyscale
 //! replicated to three channels and alpha dropped (the pixels under a
 //! transparent area are used as they are, as dlib and face_recognition do).
+//! Video: [`video`], through FFmpeg.
+
+pub mod video;
+
+pub use video::{Sampling, Segment, VideoFrame, VideoInfo, VideoReader, is_video_path};
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use osprey_core::{Error, Result};

@@ -1,0 +1,91 @@
+//! One segment of one video → per-track templates. Decoding runs on its own
+//! thread a few frames ahead of inference, so the two overlap.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use osprey_core::{Error, Result};
+use osprey_media::video::{DecodeStats, Sampling, Segment, VideoFrame, VideoInfo, VideoReader};
+
+use crate::{FrameAnalyzer, MediaTemplate, Tracker};
+
+/// Frames decoded ahead of inference.
+const DECODE_AHEAD: usize = 4;
+
+/// How to process a video.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoOptions {
+    pub sampling: Sampling,
+    pub segment: Segment,
+}
+
+/// What one segment gave.
+#[derive(Debug)]
+pub struct VideoOutput {
+    pub info: VideoInfo,
+    pub segment: Segment,
+    pub templates: Vec<MediaTemplate>,
+    pub decode: DecodeStats,
+    /// Observations over all sampled frames.
+    pub observations: usize,
+}
+
+/// Progress of one sampled frame: its time and the objects found in it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameDone {
+    pub t_ms: i64,
+    pub found: usize,
+}
+
+enum Msg {
+    Info(VideoInfo),
+    Frame(VideoFrame),
+}
+
+/// Decodes `options.segment` of the video at `path` (named `name` in errors)
+/// and tracks what `analyzer` finds; `on_frame` is called after each sampled
+/// frame (for progress).
+pub fn process_video(
+    analyzer: &dyn FrameAnalyzer,
+    path: &Path,
+    name: &str,
+    options: VideoOptions,
+    on_frame: &(dyn Fn(FrameDone) + Sync),
+) -> Result<VideoOutput> {
+    let (tx, rx) = mpsc::sync_channel::<Msg>(DECODE_AHEAD);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || -> Result<DecodeStats> {
+            let mut reader = VideoReader::open(path, name)?;
+            if tx.send(Msg::Info(reader.info().clone())).is_err() {
+                return Ok(DecodeStats::default());
+            }
+            // A closed channel means inference stopped (it failed): stop too.
+            reader.decode(options.segment, options.sampling, |frame| Ok(tx.send(Msg::Frame(frame)).is_ok()))
+        });
+        let inference = (|| -> Result<(VideoInfo, Vec<MediaTemplate>, usize)> {
+            let Ok(Msg::Info(info)) = rx.recv() else {
+                // The decoder failed to open the file; its error is reported below.
+                return Err(Error::internal("decoder stopped"));
+            };
+            let mut tracker = Tracker::new(analyzer.tracker_config());
+            let mut observations = 0;
+            for msg in rx.iter() {
+                let Msg::Frame(frame) = msg else { continue };
+                let found = analyzer
+                    .analyze(&frame.image)
+                    .map_err(|e| e.context(format!("{name}: frame {} ({} ms)", frame.index, frame.t_ms)))?;
+                observations += found.len();
+                tracker.update(frame.index, frame.t_ms, &frame.image, &found);
+                on_frame(FrameDone { t_ms: frame.t_ms, found: found.len() });
+            }
+            Ok((info, tracker.finish()?, observations))
+        })();
+        // Unblocks the decoder if inference stopped early.
+        drop(rx);
+        let decoded = decoder.join().map_err(|_| Error::internal(format!("{name}: the decoder thread panicked")))?;
+        // A decode error explains an inference that saw no frames; report it first.
+        let decode = decoded?;
+        let (info, templates, observations) = inference?;
+        Ok(VideoOutput { info, segment: options.segment, templates, decode, observations })
+    })
+}
