@@ -46,7 +46,7 @@ pub struct EmbedArgs {
 }
 
 /// Images decoded and searched at the same time.
-const MAX_IMAGES_IN_FLIGHT: usize = 4;
+pub const MAX_IMAGES_IN_FLIGHT: usize = 4;
 
 /// Expands files, folders and `@lists` into the image inputs, in order.
 pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {

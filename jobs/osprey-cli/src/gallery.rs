@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use osprey_core::{Modality, l2_normalize};
-use osprey_index::{EnrollOptions, Gallery, calibrate, enroll, erase_subject, list_galleries};
+use osprey_index::{
+    EnrollOptions, Gallery, count_decisions, enroll, erase_subject, list_galleries, operating_point, search_probes,
+    store_search,
+};
 use osprey_sql::format_batches;
-use osprey_store::{Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, templates_to_batch};
+use osprey_store::{Root, Template, layout, results_to_batch};
 
 use crate::Format;
 use crate::vectors::{Vectors, read_vectors};
@@ -240,28 +243,18 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     if vectors.dim != dim {
         bail!("probes in `{}` are {}-d; gallery `{}` is {dim}-d", args.input.display(), vectors.dim, args.gallery);
     }
-    let (threshold, source) = match (args.threshold, args.fpir, gallery.manifest().threshold) {
-        (Some(t), _, _) => (t, "given".to_string()),
-        (None, Some(f), _) => (calibrate(&root, &mut gallery, f).await?, format!("calibrated now for FPIR {f}")),
-        (None, None, Some(t)) => {
-            (t, format!("gallery's, calibrated for FPIR {}", gallery.manifest().threshold_fpir.unwrap_or(f64::NAN)))
-        }
-        (None, None, None) => {
-            (calibrate(&root, &mut gallery, 0.01).await?, "calibrated now for the default FPIR 0.01".to_string())
-        }
-    };
-    eprintln!("operating threshold {threshold:.4} ({source})");
+    let op = operating_point(&root, &mut gallery, args.threshold, args.fpir).await?;
+    let threshold = op.threshold;
+    eprintln!("operating threshold {threshold:.4} ({})", op.source);
 
     let job_id = args.job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     layout::check_name("job", &job_id)?;
     let created = now_ms();
     let mut probes = Vec::with_capacity(vectors.len());
-    let mut queries = Vec::with_capacity(vectors.len() * dim);
     for i in 0..vectors.len() {
         let mut e = vectors.row(i).to_vec();
         osprey_core::validate_embedding(&e, dim, &format!("probe {i}"))?;
         l2_normalize(&mut e);
-        queries.extend_from_slice(&e);
         probes.push(Template {
             template_id: vectors
                 .template_ids
@@ -281,57 +274,15 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
             ..Default::default()
         });
     }
-    let answers = gallery.search(&queries, args.top_k)?;
-    let mut rows = Vec::new();
-    for (probe, cands) in probes.iter().zip(&answers) {
-        let decision = Gallery::decide(cands, threshold);
-        if cands.is_empty() {
-            rows.push(SearchResultRow {
-                job_id: job_id.clone(),
-                probe_template_id: probe.template_id.clone(),
-                rank: 1,
-                subject_id: None,
-                gallery_template_id: None,
-                score: None,
-                decision,
-                threshold,
-            });
-        }
-        for (r, c) in cands.iter().enumerate() {
-            rows.push(SearchResultRow {
-                job_id: job_id.clone(),
-                probe_template_id: probe.template_id.clone(),
-                rank: r as i32 + 1,
-                subject_id: Some(c.subject_id.clone()),
-                gallery_template_id: Some(c.template_id.clone()),
-                score: Some(c.score),
-                decision,
-                threshold,
-            });
-        }
-    }
-    let probe_batch = templates_to_batch(&probes, dim)?;
     let model = gallery.manifest().model.clone();
-    root.put_if_absent(
-        &layout::template_file(&model, &format!("probes-{job_id}")),
-        encode_parquet(probe_batch.schema(), &[probe_batch])?,
-    )
-    .await?;
-    let result_batch = results_to_batch(&rows)?;
-    root.put_if_absent(
-        &layout::result_file(&job_id, "part-0"),
-        encode_parquet(result_batch.schema(), &[result_batch.clone()])?,
-    )
-    .await?;
-
-    let matches =
-        answers.iter().filter(|c| Gallery::decide(c, threshold) == osprey_core::OpenSetDecision::Match).count();
+    let rows = search_probes(&mut gallery, &job_id, &probes.iter().collect::<Vec<_>>(), args.top_k, threshold)?;
+    store_search(&root, &job_id, "part-0", &model, dim, &probes, &rows).await?;
+    let (matches, unknown) = count_decisions(&rows);
     let top: Vec<_> = rows.iter().filter(|r| r.rank == 1).cloned().collect();
     crate::print_text(&format_batches(&[results_to_batch(&top)?], args.format.into())?);
     eprintln!(
-        "job {job_id}: {} probes, {matches} match, {} unknown; results under {}",
+        "job {job_id}: {} probes, {matches} match, {unknown} unknown; results under {}",
         probes.len(),
-        probes.len() - matches,
         root.url_of(&format!("{}/job={job_id}/", layout::RESULTS))
     );
     Ok(())

@@ -6,6 +6,7 @@
 mod bench;
 mod embed;
 mod gallery;
+mod run;
 mod vectors;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Search probe embeddings against a gallery (open-set) and store the results.
     Search(gallery::SearchArgs),
+    /// Embedded batch jobs: enrol from folders, search images and videos.
+    #[command(subcommand)]
+    Run(run::RunCommand),
     /// Run a read-only SQL query over templates, results and galleries.
     Sql(SqlArgs),
     /// Benchmarks and benchmark data.
@@ -123,6 +127,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Gallery(cmd) => gallery::run(cmd).await,
         Command::Embed(args) => embed::run(args).await,
         Command::Search(args) => gallery::search(args).await,
+        Command::Run(cmd) => run::run(cmd).await,
         Command::Sql(args) => {
             let root = Root::open(&args.root)?;
             let session = SqlSession::open(&root).await?;

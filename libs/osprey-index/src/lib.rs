@@ -12,10 +12,12 @@ mod choice;
 mod enroll;
 mod erase;
 mod gallery;
+mod search;
 mod snapshot;
 
 pub use choice::{auto_factory, bytes_per_template_estimate, default_nprobe};
 pub use enroll::{EnrollOptions, calibrate, enroll};
 pub use erase::{Erasure, erase_subject};
 pub use gallery::{Gallery, GalleryManifest, Removal, SubjectCandidate, set_num_threads};
+pub use search::{DEFAULT_FPIR, OperatingPoint, count_decisions, operating_point, search_probes, store_search};
 pub use snapshot::list_galleries;

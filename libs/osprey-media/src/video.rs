@@ -119,10 +119,7 @@ pub fn segments(duration_ms: Option<i64>, segment_ms: i64) -> Vec<Segment> {
     let (Some(d), true) = (duration_ms, segment_ms > 0) else { return vec![open] };
     let n = ((d + segment_ms - 1) / segment_ms).max(1);
     (0..n)
-        .map(|i| Segment {
-            start_ms: i * segment_ms,
-            end_ms: if i + 1 == n { i64::MAX } else { (i + 1) * segment_ms },
-        })
+        .map(|i| Segment { start_ms: i * segment_ms, end_ms: if i + 1 == n { i64::MAX } else { (i + 1) * segment_ms } })
         .collect()
 }
 
@@ -151,10 +148,8 @@ fn rotation_of(matrix: &[u8]) -> u32 {
     if matrix.len() < 36 {
         return 0;
     }
-    let m: Vec<f64> = matrix[..36]
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 / 65536.0)
-        .collect();
+    let m: Vec<f64> =
+        matrix[..36].chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 / 65536.0).collect();
     let (s0, s1) = (m[0].hypot(m[3]), m[1].hypot(m[4]));
     if s0 == 0.0 || s1 == 0.0 {
         return 0;
@@ -185,10 +180,8 @@ impl VideoReader {
         let input = ffmpeg::format::input(&path).map_err(|e| {
             invalid(name, format!("cannot open as video (corrupt, truncated or not a video): {}", describe(e)))
         })?;
-        let stream = input
-            .streams()
-            .best(ffmpeg::media::Type::Video)
-            .ok_or_else(|| invalid(name, "no video stream"))?;
+        let stream =
+            input.streams().best(ffmpeg::media::Type::Video).ok_or_else(|| invalid(name, "no video stream"))?;
         let stream_index = stream.index();
         let tb = stream.time_base();
         let time_base = if tb.denominator() != 0 { f64::from(tb) } else { 1.0 / ffmpeg::ffi::AV_TIME_BASE as f64 };
@@ -259,7 +252,9 @@ impl VideoReader {
             // Seek to the last keyframe at or before the segment; the frames
             // before its start are decoded and dropped.
             let ts = segment.start_ms * 1000;
-            self.input.seek(ts, ..ts).map_err(|e| invalid(&name, format!("cannot seek to {ts} µs: {}", describe(e))))?;
+            self.input
+                .seek(ts, ..ts)
+                .map_err(|e| invalid(&name, format!("cannot seek to {ts} µs: {}", describe(e))))?;
         }
         let mut state = SegmentState {
             segment,
@@ -331,7 +326,10 @@ impl VideoReader {
             }
         }
         if let Some(e) = read_error {
-            return Err(invalid(&name, format!("read error after {} ms: {}", stats.last_t_ms.unwrap_or(0), describe(e))));
+            return Err(invalid(
+                &name,
+                format!("read error after {} ms: {}", stats.last_t_ms.unwrap_or(0), describe(e)),
+            ));
         }
         Ok(stats)
     }

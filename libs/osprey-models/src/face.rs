@@ -50,8 +50,8 @@ pub struct FaceOptions {
     pub upsample: u32,
     pub selection: FaceSelection,
     /// Most pixels the detector may search (after upsampling). A larger image
-    /// is upsampled fewer times, then, if still too large, searched at a
-    /// reduced size; landmarks and descriptors always use the full image.
+    /// is searched at the largest size within the budget (upsampled by less,
+    /// or reduced); landmarks and descriptors always use the full image.
     /// This bounds time and memory on big photos (about 1 GB at 16 MP).
     pub max_detect_pixels: u64,
 }
@@ -142,22 +142,29 @@ impl FaceModels {
 
     /// Faces in `img` within the pixel budget of `options` (see
     /// [`FaceOptions::max_detect_pixels`]); boxes are in `img`'s coordinates.
+    ///
+    /// Within the budget the image is upsampled `options.upsample` times as
+    /// dlib does; beyond it, the image is searched at the largest size the
+    /// budget allows (a fractional upsampling, or a reduction).
     pub fn detect_bounded(&self, img: &RgbImage, options: &FaceOptions) -> Result<Vec<Detection>> {
         let pixels = img.width() as u64 * img.height() as u64;
         let budget = options.max_detect_pixels.max(1);
         let mut upsample = options.upsample;
+        if pixels << (2 * upsample) <= budget {
+            return self.detect(img, upsample);
+        }
         while upsample > 0 && pixels << (2 * upsample) > budget {
             upsample -= 1;
         }
-        if pixels <= budget {
+        let scale = (budget as f64 / (pixels << (2 * upsample)) as f64).sqrt();
+        if (0.97..=1.03).contains(&scale) {
             return self.detect(img, upsample);
         }
-        let scale = (budget as f64 / pixels as f64).sqrt();
         let (w, h) = ((img.width() as f64 * scale) as usize, (img.height() as f64 * scale) as usize);
-        let small = crate::dlib::imgproc::resize_rgb(img, w.max(1), h.max(1));
+        let resized = crate::dlib::imgproc::resize_rgb(img, w.max(1), h.max(1));
         let (sx, sy) = (img.width() as f64 / w.max(1) as f64, img.height() as f64 / h.max(1) as f64);
         Ok(self
-            .detect(&small, 0)?
+            .detect(&resized, upsample)?
             .into_iter()
             .map(|d| {
                 let r = d.rect;

@@ -10,6 +10,7 @@
 
 pub mod face;
 pub mod quality;
+pub mod scene;
 pub mod track;
 pub mod video;
 
@@ -111,8 +112,13 @@ pub fn image_templates(analyzer: &dyn FrameAnalyzer, image: &RgbImage) -> Result
         .into_iter()
         .enumerate()
         .map(|(i, o)| {
-            let point =
-                track::TrackPoint { frame: 0, t_ms: 0, bbox: o.bbox, quality: o.quality, embedding: o.embedding.clone() };
+            let point = track::TrackPoint {
+                frame: 0,
+                t_ms: 0,
+                bbox: o.bbox,
+                quality: o.quality,
+                embedding: o.embedding.clone(),
+            };
             Ok(MediaTemplate {
                 track_id: i as i64,
                 thumbnail_jpeg: quality::thumbnail_jpeg(image, &o.bbox)?,

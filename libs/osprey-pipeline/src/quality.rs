@@ -29,10 +29,8 @@ pub fn sharpness(img: &RgbImage) -> f32 {
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let luma: Vec<f32> = img
-        .pixels()
-        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
-        .collect();
+    let luma: Vec<f32> =
+        img.pixels().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
     let (mut sum, mut sum2, mut n) = (0f64, 0f64, 0f64);
     for y in 1..h - 1 {
         for x in 1..w - 1 {
@@ -111,7 +109,8 @@ pub fn thumbnail(img: &RgbImage, bbox: &BoxF) -> RgbImage {
         return crop;
     }
     let s = THUMBNAIL_SIZE as f32 / longer as f32;
-    let (w, h) = (((crop.width() as f32 * s).round() as u32).max(1), ((crop.height() as f32 * s).round() as u32).max(1));
+    let (w, h) =
+        (((crop.width() as f32 * s).round() as u32).max(1), ((crop.height() as f32 * s).round() as u32).max(1));
     imageops::resize(&crop, w, h, imageops::FilterType::Triangle)
 }
 

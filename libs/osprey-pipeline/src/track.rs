@@ -11,7 +11,7 @@
 
 use image::RgbImage;
 
-use crate::quality::{Aggregate, thumbnail, encode_jpeg};
+use crate::quality::{Aggregate, encode_jpeg, thumbnail};
 use crate::{BoxF, MediaTemplate, Observation};
 
 /// Tracker settings; the model supplies its appearance gates.
@@ -27,6 +27,9 @@ pub struct TrackerConfig {
     pub near_distance: f32,
     /// Beyond this many box heights no association is made.
     pub max_distance: f32,
+    /// Largest change of box height between prediction and detection
+    /// (a factor either way).
+    pub max_scale_change: f32,
     /// Least cosine similarity to associate a near detection.
     pub appearance_gate_near: f32,
     /// Least cosine similarity to associate a detection away from the prediction.
@@ -41,6 +44,7 @@ impl Default for TrackerConfig {
             iou_gate: 0.2,
             near_distance: 0.75,
             max_distance: 6.0,
+            max_scale_change: 1.6,
             appearance_gate_near: 0.5,
             appearance_gate_far: 0.8,
         }
@@ -248,7 +252,11 @@ impl Tracker {
             for (oi, o) in observations.iter().enumerate() {
                 let iou = pred.iou(&o.bbox);
                 let (pc, oc) = (pred.center(), o.bbox.center());
-                let scale = pred.h.max(o.bbox.h).max(1.0);
+                let scale = pred.h.min(o.bbox.h).max(1.0);
+                let growth = o.bbox.h.max(1.0) / pred.h.max(1.0);
+                if growth > cfg.max_scale_change || growth < 1.0 / cfg.max_scale_change {
+                    continue;
+                }
                 let dist = ((pc.0 - oc.0).powi(2) + (pc.1 - oc.1).powi(2)).sqrt() / scale;
                 let cos = cosine(&t.appearance, &o.embedding);
                 let near = iou >= cfg.iou_gate || dist <= cfg.near_distance;
@@ -273,16 +281,24 @@ impl Tracker {
             let track = &mut self.live[ti];
             track.observe(frame, t_ms, image, &observations[oi]);
             assigned[oi] = Some(track.id);
+            let b = observations[oi].bbox;
+            tracing::debug!(frame, t_ms, track = track.id, x = b.x, y = b.y, h = b.h, "continued");
         }
         for (oi, o) in observations.iter().enumerate() {
             if assigned[oi].is_none() {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.live.push(Track::new(id, frame, t_ms, image, o));
+                tracing::debug!(frame, t_ms, track = id, x = o.bbox.x, y = o.bbox.y, h = o.bbox.h, "new track");
                 assigned[oi] = Some(id);
             }
         }
         assigned.into_iter().map(|a| a.expect("every observation assigned")).collect()
+    }
+
+    /// Ends every live track (at a shot cut: nobody continues across it).
+    pub fn cut(&mut self) {
+        self.finished.append(&mut self.live);
     }
 
     /// Ends every track; returns the templates of those with enough
@@ -370,6 +386,19 @@ mod tests {
         tracker.update(51, 5100, &img, &[obs(14.0, 10.0, 30.0, [1.0, 0.0]), obs(150.0, 150.0, 20.0, [0.0, 1.0])]);
         let templates = tracker.finish().unwrap();
         assert_eq!(templates.iter().map(|t| t.track_id).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_much_larger_face_around_a_track_starts_a_new_track() {
+        let img = RgbImage::new(600, 400);
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        tracker.update(0, 0, &img, &[obs(500.0, 50.0, 48.0, [1.0, 0.0])]);
+        // A close-up after a cut: same look (the gate alone would pass), 5x the size.
+        let ids = tracker.update(1, 200, &img, &[obs(300.0, 30.0, 245.0, [1.0, 0.05])]);
+        assert_eq!(ids, vec![1]);
+        tracker.cut();
+        let ids = tracker.update(2, 400, &img, &[obs(300.0, 30.0, 245.0, [1.0, 0.05])]);
+        assert_eq!(ids, vec![2], "nothing continues across a cut");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use osprey_core::{Error, Result};
 use osprey_media::video::{DecodeStats, Sampling, Segment, VideoFrame, VideoInfo, VideoReader};
 
+use crate::scene::Signature;
 use crate::{FrameAnalyzer, MediaTemplate, Tracker};
 
 /// Frames decoded ahead of inference.
@@ -69,8 +70,15 @@ pub fn process_video(
             };
             let mut tracker = Tracker::new(analyzer.tracker_config());
             let mut observations = 0;
+            let mut last_signature: Option<Signature> = None;
             for msg in rx.iter() {
                 let Msg::Frame(frame) = msg else { continue };
+                let signature = Signature::of(&frame.image);
+                if last_signature.as_ref().is_some_and(|s| s.is_cut(&signature)) {
+                    tracing::debug!(frame = frame.index, t_ms = frame.t_ms, "shot cut");
+                    tracker.cut();
+                }
+                last_signature = Some(signature);
                 let found = analyzer
                     .analyze(&frame.image)
                     .map_err(|e| e.context(format!("{name}: frame {} ({} ms)", frame.index, frame.t_ms)))?;

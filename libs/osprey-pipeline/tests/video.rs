@@ -110,7 +110,18 @@ fn rotation_metadata_is_applied() {
     let src = data_dir().join("face_recognition/examples/short_hamilton_clip.mp4");
     let rotated = dir.path().join("rotated.mp4");
     let src_s = src.to_str().unwrap();
-    ffmpeg(&["-i", src_s, "-frames:v", "15", "-an", "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated.to_str().unwrap()]);
+    ffmpeg(&[
+        "-i",
+        src_s,
+        "-frames:v",
+        "15",
+        "-an",
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        rotated.to_str().unwrap(),
+    ]);
     let mut turned = VideoReader::open(&rotated, "rotated").unwrap();
     // The display matrix asks for a quarter turn; ffmpeg's autorotate (what
     // players show) turns these frames counter-clockwise.
@@ -216,7 +227,13 @@ fn walking_people_tracks_are_stable() {
         for b in &out.templates[i + 1..] {
             for p in &a.points {
                 if let Some(q) = b.points.iter().find(|q| q.frame == p.frame) {
-                    assert!(p.bbox.iou(&q.bbox) < 0.3, "tracks {} and {} share frame {}", a.track_id, b.track_id, p.frame);
+                    assert!(
+                        p.bbox.iou(&q.bbox) < 0.3,
+                        "tracks {} and {} share frame {}",
+                        a.track_id,
+                        b.track_id,
+                        p.frame
+                    );
                 }
             }
         }

@@ -15,6 +15,8 @@ pub const TEMPLATES: &str = "templates";
 pub const RESULTS: &str = "results";
 /// Prefix of the gallery manifests and snapshots.
 pub const GALLERIES: &str = "galleries";
+/// Folder of template thumbnails (`<template_id>.jpg`).
+pub const THUMBNAILS: &str = "thumbnails";
 
 /// Checks that `name` can be used as a single path segment: a gallery, model,
 /// job or subject name. Allowed: ASCII letters, digits, `.`, `_`, `-`, not

@@ -1,0 +1,130 @@
+//! Open-set search of probe templates, shared by `osprey search`, the
+//! embedded batch jobs and (later) the coordinator.
+
+use osprey_core::{Error, OpenSetDecision, Result};
+use osprey_store::{Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, templates_to_batch};
+
+use crate::{Gallery, calibrate};
+
+/// The FPIR a gallery is calibrated for when nothing else is asked.
+pub const DEFAULT_FPIR: f64 = 0.01;
+
+/// The decision threshold for a search and where it came from (printed to
+/// users, so that every result can be explained).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatingPoint {
+    /// Cosine similarity at or above which the best subject is a match.
+    pub threshold: f32,
+    /// E.g. "given", "gallery's, calibrated for FPIR 0.01".
+    pub source: String,
+}
+
+/// The threshold to use: `threshold` if given, else calibrated now for
+/// `fpir`, else the gallery's own calibrated one, else calibrated now for
+/// [`DEFAULT_FPIR`]. Calibration falls back to the model's known operating
+/// point when the gallery has too few subjects to measure the FPIR.
+pub async fn operating_point(
+    root: &Root,
+    gallery: &mut Gallery,
+    threshold: Option<f32>,
+    fpir: Option<f64>,
+) -> Result<OperatingPoint> {
+    if let Some(t) = threshold {
+        if !t.is_finite() {
+            return Err(Error::invalid(format!("threshold {t} is not a number")));
+        }
+        return Ok(OperatingPoint { threshold: t, source: "given".into() });
+    }
+    if let Some(f) = fpir {
+        if !(f > 0.0 && f < 1.0) {
+            return Err(Error::invalid(format!("FPIR {f} must be between 0 and 1")));
+        }
+        let t = calibrate(root, gallery, f).await?;
+        return Ok(OperatingPoint { threshold: t, source: format!("calibrated now for FPIR {f}") });
+    }
+    if let Some(t) = gallery.manifest().threshold {
+        let f = gallery.manifest().threshold_fpir.unwrap_or(f64::NAN);
+        return Ok(OperatingPoint { threshold: t, source: format!("gallery's, calibrated for FPIR {f}") });
+    }
+    let t = calibrate(root, gallery, DEFAULT_FPIR).await?;
+    Ok(OperatingPoint { threshold: t, source: format!("calibrated now for the default FPIR {DEFAULT_FPIR}") })
+}
+
+/// Searches every probe (templates with an embedding) and returns the result
+/// rows: `top_k` ranked subjects per probe, each row carrying the probe's
+/// decision and the threshold; a probe without candidates gets one
+/// `unknown` row.
+pub fn search_probes(
+    gallery: &mut Gallery,
+    job_id: &str,
+    probes: &[&Template],
+    top_k: usize,
+    threshold: f32,
+) -> Result<Vec<SearchResultRow>> {
+    let dim = gallery.manifest().dim;
+    let mut queries = Vec::with_capacity(probes.len() * dim);
+    for p in probes {
+        let e = p
+            .embedding
+            .as_ref()
+            .ok_or_else(|| Error::invalid(format!("probe `{}` has no embedding", p.template_id)))?;
+        osprey_core::validate_embedding(e, dim, &format!("probe `{}`", p.template_id))?;
+        queries.extend_from_slice(e);
+    }
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let answers = gallery.search(&queries, top_k.max(1))?;
+    let mut rows = Vec::new();
+    for (probe, candidates) in probes.iter().zip(&answers) {
+        let decision = Gallery::decide(candidates, threshold);
+        let row = |rank: usize, c: Option<&crate::SubjectCandidate>| SearchResultRow {
+            job_id: job_id.to_string(),
+            probe_template_id: probe.template_id.clone(),
+            rank: rank as i32,
+            subject_id: c.map(|c| c.subject_id.clone()),
+            gallery_template_id: c.map(|c| c.template_id.clone()),
+            score: c.map(|c| c.score),
+            decision,
+            threshold,
+        };
+        if candidates.is_empty() {
+            rows.push(row(1, None));
+        }
+        rows.extend(candidates.iter().enumerate().map(|(r, c)| row(r + 1, Some(c))));
+    }
+    Ok(rows)
+}
+
+/// Writes a search's probe templates (all of them, failures included) to
+/// the template table and its result rows to `results/job=<job_id>/`;
+/// both put-if-absent under keys derived from the job (and `part`), so a
+/// rerun of the same job never duplicates rows.
+pub async fn store_search(
+    root: &Root,
+    job_id: &str,
+    part: &str,
+    model: &str,
+    dim: usize,
+    probes: &[Template],
+    rows: &[SearchResultRow],
+) -> Result<()> {
+    layout::check_name("job", job_id)?;
+    let probe_batch = templates_to_batch(probes, dim)?;
+    root.put_if_absent(
+        &layout::template_file(model, &format!("probes-{job_id}-{part}")),
+        encode_parquet(probe_batch.schema(), &[probe_batch])?,
+    )
+    .await?;
+    let result_batch = results_to_batch(rows)?;
+    root.put_if_absent(&layout::result_file(job_id, part), encode_parquet(result_batch.schema(), &[result_batch])?)
+        .await?;
+    Ok(())
+}
+
+/// Counts (matches, unknowns) among the probes of `rows`.
+pub fn count_decisions(rows: &[SearchResultRow]) -> (usize, usize) {
+    let top = rows.iter().filter(|r| r.rank == 1);
+    let matches = top.clone().filter(|r| r.decision == OpenSetDecision::Match).count();
+    (matches, top.count() - matches)
+}
