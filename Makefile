@@ -19,7 +19,7 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup models build test demo bench bench-faces schemas fmt
+.PHONY: setup models build test demo bench bench-faces bench-video schemas fmt
 
 setup:
 	infra/scripts/setup.sh
@@ -51,6 +51,10 @@ bench: setup
 bench-faces: setup models
 	cargo build --release -p osprey-cli
 	OSPREY=$(OSPREY) infra/scripts/bench-faces.sh
+
+bench-video: setup models
+	cargo build --release -p osprey-cli
+	OSPREY=$(OSPREY) infra/scripts/bench-video.sh
 
 schemas:
 	cargo run --release -q -p osprey-cli -- schema --write schemas

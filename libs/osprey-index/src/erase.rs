@@ -19,6 +19,8 @@ pub struct Erasure {
     pub template_rows: usize,
     /// Search result rows naming the subject that were removed.
     pub result_rows: usize,
+    /// Thumbnails (face crops) of the removed templates deleted.
+    pub thumbnails: usize,
     /// Parquet files rewritten.
     pub files_rewritten: usize,
 }
@@ -39,14 +41,21 @@ pub async fn erase_subject(root: &Root, gallery: &str, subject_id: &str) -> Resu
     let mut erasure = Erasure { index_templates: removed, ..Default::default() };
 
     for obj in root.glob(&format!("{}/**/*.parquet", layout::TEMPLATES)).await? {
-        let n =
+        let ids =
             rewrite_without(root, &obj.key, |b| rows_matching(b, &[("gallery", gallery), ("subject_id", subject_id)]))
                 .await?;
-        erasure.template_rows += n;
-        erasure.files_rewritten += usize::from(n > 0);
+        erasure.template_rows += ids.len();
+        erasure.files_rewritten += usize::from(!ids.is_empty());
+        for id in ids.iter().flatten() {
+            let key = format!("{}/{id}.jpg", layout::THUMBNAILS);
+            if root.exists(&key).await? {
+                root.delete(&key).await?;
+                erasure.thumbnails += 1;
+            }
+        }
     }
     for obj in root.glob(&format!("{}/**/*.parquet", layout::RESULTS)).await? {
-        let n = rewrite_without(root, &obj.key, |b| rows_matching(b, &[("subject_id", subject_id)])).await?;
+        let n = rewrite_without(root, &obj.key, |b| rows_matching(b, &[("subject_id", subject_id)])).await?.len();
         erasure.result_rows += n;
         erasure.files_rewritten += usize::from(n > 0);
     }
@@ -67,19 +76,27 @@ fn rows_matching(batch: &RecordBatch, equal: &[(&str, &str)]) -> Vec<bool> {
 }
 
 /// Rewrites the Parquet file at `key` without the rows `matching` selects;
-/// returns how many rows were dropped (0: the file is left untouched).
-async fn rewrite_without(root: &Root, key: &str, matching: impl Fn(&RecordBatch) -> Vec<bool>) -> Result<usize> {
+/// returns the `template_id` of each dropped row (`None` where the table has
+/// none); nothing dropped leaves the file untouched.
+async fn rewrite_without(
+    root: &Root,
+    key: &str,
+    matching: impl Fn(&RecordBatch) -> Vec<bool>,
+) -> Result<Vec<Option<String>>> {
     let (schema, batches) = decode_parquet(root.get(key).await?, &root.url_of(key))?;
-    let mut dropped = 0;
+    let mut dropped = Vec::new();
     let mut kept = Vec::with_capacity(batches.len());
     for b in &batches {
         let drop = matching(b);
-        dropped += drop.iter().filter(|d| **d).count();
+        let ids = b.column_by_name("template_id").map(|a| a.as_string::<i32>().clone());
+        for (r, _) in drop.iter().enumerate().filter(|(_, d)| **d) {
+            dropped.push(ids.as_ref().filter(|a| a.is_valid(r)).map(|a| a.value(r).to_string()));
+        }
         let keep = BooleanArray::from(drop.iter().map(|d| !d).collect::<Vec<_>>());
         kept.push(filter_record_batch(b, &keep).map_err(|e| Error::internal(format!("cannot filter `{key}`: {e}")))?);
     }
-    if dropped == 0 {
-        return Ok(0);
+    if dropped.is_empty() {
+        return Ok(dropped);
     }
     if kept.iter().all(|b| b.num_rows() == 0) {
         root.delete(key).await?;

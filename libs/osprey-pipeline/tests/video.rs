@@ -24,7 +24,8 @@ fn analyzer() -> &'static FaceAnalyzer {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
         let models = FaceModels::load(&dir, &candle_core::Device::Cpu).expect("dlib models (run fetch-models.sh)");
-        FaceAnalyzer::new(models, FaceOptions::default())
+        // The detection budget `osprey run` uses.
+        FaceAnalyzer::new(models, FaceOptions { max_detect_pixels: 4_000_000, ..FaceOptions::default() })
     })
 }
 
@@ -197,7 +198,7 @@ fn walking_people_tracks_are_stable() {
         analyzer(),
         &path,
         "video.mp4",
-        VideoOptions { sampling: Sampling::Fps(5.0), segment: ALL },
+        VideoOptions { sampling: Sampling::Fps(2.5), segment: ALL },
         &|_| {},
     )
     .unwrap();

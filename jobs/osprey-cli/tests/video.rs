@@ -1,0 +1,195 @@
+//! Video end to end through the binary, on face_recognition's Hamilton clip:
+//! `osprey run enroll` from a folder per subject, then `osprey run search`
+//! over the clip (plus a photo and a corrupt video), checked against what
+//! face_recognition's own video example finds in the same frames
+//! (`tests/data/hamilton_reference.json`, made by
+//! `infra/scripts/hamilton_reference.py` with dlib-bin 20.0.1).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn data() -> PathBuf {
+    let dir = std::env::var_os("OSPREY_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
+    assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
+    dir
+}
+
+fn osprey(args: &[&str]) -> Output {
+    let models = std::env::var_os("OSPREY_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
+    Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(args)
+        .env_remove("OSPREY_ROOT")
+        .env("OSPREY_MODELS", models)
+        .output()
+        .expect("osprey runs")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let out = osprey(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "osprey {args:?} failed:\n{stderr}");
+    (String::from_utf8(out.stdout).unwrap(), stderr)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    frames: Vec<RefFrame>,
+}
+
+#[derive(Deserialize)]
+struct RefFrame {
+    t_ms: i64,
+    faces: Vec<RefFace>,
+}
+
+#[derive(Deserialize)]
+struct RefFace {
+    name: Option<String>,
+    /// To lin-manuel-miranda and alex-lacamoire.
+    distances: [f64; 2],
+}
+
+#[derive(Deserialize, Debug)]
+struct Appearance {
+    media: String,
+    t_start_s: Option<f64>,
+    t_end_s: Option<f64>,
+    decision: String,
+    subject: String,
+}
+
+#[test]
+fn hamilton_clip_who_appears_when() {
+    let examples = data().join("face_recognition/examples");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    // One folder per subject, linking to the photos in ../shared/data.
+    let subjects = dir.path().join("subjects");
+    for person in ["lin-manuel-miranda", "alex-lacamoire"] {
+        std::fs::create_dir_all(subjects.join(person)).unwrap();
+        std::os::unix::fs::symlink(examples.join(format!("{person}.png")), subjects.join(person).join("photo.png"))
+            .unwrap();
+    }
+    let (_, err) =
+        ok(&["run", "enroll", "--root", s(&root), "--gallery", "hamilton", "--subjects-from-dirs", s(&subjects)]);
+    assert!(err.contains("enrolled 2 templates of 2 subjects"), "{err}");
+    // Enrolling the same folders again adds nothing.
+    let (_, err) =
+        ok(&["run", "enroll", "--root", s(&root), "--gallery", "hamilton", "--subjects-from-dirs", s(&subjects)]);
+    assert!(err.contains("already enrolled"), "{err}");
+
+    let corrupt = dir.path().join("corrupt.mp4");
+    let clip = std::fs::read(examples.join("short_hamilton_clip.mp4")).unwrap();
+    std::fs::write(&corrupt, &clip[..clip.len() / 3]).unwrap();
+    let (out, err) = ok(&[
+        "run",
+        "search",
+        "--root",
+        s(&root),
+        "--gallery",
+        "hamilton",
+        "--job-id",
+        "hamilton-1",
+        "--format",
+        "json",
+        s(&examples.join("short_hamilton_clip.mp4")),
+        s(&examples.join("biden.jpg")),
+        s(&corrupt),
+    ]);
+    assert!(err.contains("operating threshold 0.9100"), "the default operating point is printed: {err}");
+    assert!(err.contains("failed") && err.contains("corrupt.mp4"), "{err}");
+    let found: Vec<Appearance> = serde_json::from_str(&out).unwrap();
+    for a in &found {
+        eprintln!("{a:?}");
+    }
+    let tracks: Vec<&Appearance> = found.iter().filter(|a| a.media.ends_with(".mp4")).collect();
+    assert!(tracks.len() >= 3, "{tracks:?}");
+    let biden: Vec<&Appearance> = found.iter().filter(|a| a.media.ends_with("biden.jpg")).collect();
+    assert_eq!(biden.len(), 1);
+    assert_eq!(biden[0].decision, "unknown", "Biden is not enrolled");
+
+    let reference: Reference = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("jobs/osprey-cli/tests/data/hamilton_reference.json")).unwrap(),
+    )
+    .unwrap();
+    // Tracks are sampled at 5 fps: a frame belongs to a track within one sampling step of its ends.
+    let covers = |a: &Appearance, t_ms: i64| {
+        let t = t_ms as f64 / 1000.0;
+        a.t_start_s.unwrap() - 0.21 <= t && t <= a.t_end_s.unwrap() + 0.21
+    };
+    let named = |f: &RefFrame, who: &str| f.faces.iter().any(|x| x.name.as_deref() == Some(who));
+    // Every frame face_recognition labels Lin-Manuel Miranda lies in a track matched to him.
+    let mut checked = 0;
+    for f in reference.frames.iter().filter(|f| named(f, "lin-manuel-miranda")) {
+        let hit = tracks.iter().any(|a| a.subject == "lin-manuel-miranda" && covers(a, f.t_ms));
+        assert!(hit, "frame at {} ms is Lin-Manuel Miranda in the reference; no matching track covers it", f.t_ms);
+        checked += 1;
+    }
+    assert_eq!(checked, 78);
+    for a in &tracks {
+        let in_track: Vec<&RefFrame> = reference.frames.iter().filter(|f| covers(a, f.t_ms)).collect();
+        // A track matched to Alex Lacamoire never spans frames the reference gives to Lin-Manuel Miranda.
+        if a.subject == "alex-lacamoire" {
+            assert!(!in_track.iter().any(|f| named(f, "lin-manuel-miranda")), "{a:?}");
+        }
+        // Tracks of the people the reference finds far from both (distance > 0.75) are unknown.
+        let strangers = in_track.iter().any(|f| f.faces.iter().any(|x| x.distances.iter().all(|d| *d > 0.75)));
+        if strangers && !in_track.iter().any(|f| named(f, "lin-manuel-miranda")) {
+            assert_eq!(a.decision, "unknown", "{a:?}");
+        }
+    }
+
+    // Who appears when, by SQL over the stored results and templates.
+    let (out, _) = ok(&[
+        "sql",
+        "--root",
+        s(&root),
+        "--format",
+        "csv",
+        "SELECT r.subject_id, min(t.t_start_ms) AS first_ms, count(*) AS tracks, max(t.thumbnail_uri) AS thumb \
+         FROM results r JOIN templates t ON r.probe_template_id = t.template_id \
+         WHERE r.job_id = 'hamilton-1' AND r.rank = 1 AND r.decision = 'match' GROUP BY 1 ORDER BY 1",
+    ]);
+    let lmm = out.lines().find(|l| l.starts_with("lin-manuel-miranda,")).unwrap_or_else(|| panic!("{out}"));
+    let thumb = lmm.rsplit(',').next().unwrap();
+    let thumb = PathBuf::from(thumb.strip_prefix("file://").unwrap());
+    assert_eq!(&std::fs::read(&thumb).unwrap()[..2], &[0xff, 0xd8], "thumbnail is a JPEG");
+    // The corrupt video is a failure row with its error, visible in SQL.
+    let (out, _) = ok(&[
+        "sql",
+        "--root",
+        s(&root),
+        "--format",
+        "csv",
+        "SELECT error FROM templates WHERE job_id = 'hamilton-1' AND error IS NOT NULL",
+    ]);
+    assert!(out.contains("corrupt.mp4") && out.contains("cannot open as video"), "{out}");
+
+    // Erasing a subject removes their enrolled template, its thumbnail and
+    // every result naming them.
+    let (out, _) =
+        ok(&["gallery", "delete-subject", "--root", s(&root), "--gallery", "hamilton", "--subject", "alex-lacamoire"]);
+    let erasure: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(erasure["index_templates"], 1, "{out}");
+    assert_eq!(erasure["thumbnails"], 1, "{out}");
+    let (out, _) = ok(&[
+        "sql",
+        "--root",
+        s(&root),
+        "--format",
+        "csv",
+        "SELECT (SELECT count(*) FROM templates WHERE subject_id = 'alex-lacamoire') + \
+         (SELECT count(*) FROM results WHERE subject_id = 'alex-lacamoire') AS n",
+    ]);
+    assert_eq!(out.lines().nth(1), Some("0"), "{out}");
+}
