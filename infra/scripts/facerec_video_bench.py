@@ -36,7 +36,7 @@ from hamilton_reference import frames, probe, tool_versions  # noqa: E402
 DEFAULT_VIDEO = "../shared/data/facenet-pytorch/examples/video.mp4"
 
 
-def run_pass(video, width, height, max_frames, step, detect, upsample):
+def run_pass(video, width, height, max_frames, step, detect, upsample, detector="hog"):
     """One pass: decodes the video (up to max_frames), runs detection and
     encoding on every step-th frame when detect is set. Returns the mode's
     numbers."""
@@ -49,7 +49,7 @@ def run_pass(video, width, height, max_frames, step, detect, upsample):
         for index, rgb in enumerate(gen):
             decoded += 1
             if detect and index % step == 0:
-                locations = face_recognition.face_locations(rgb, number_of_times_to_upsample=upsample, model="hog")
+                locations = face_recognition.face_locations(rgb, number_of_times_to_upsample=upsample, model=detector)
                 face_recognition.face_encodings(rgb, locations)
                 processed += 1
                 faces += len(locations)
@@ -73,6 +73,9 @@ def main():
     ap.add_argument("--max-frames", type=int, help="decode at most N frames in each pass")
     ap.add_argument("--sample-fps", type=float, default=5.0, help="rate of the sampled pass (default 5)")
     ap.add_argument("--upsample", type=int, default=1, help="HOG detector upsamples (default 1)")
+    ap.add_argument("--detector", choices=["hog", "cnn"], default="hog",
+                    help="face_recognition's detector: hog (the video example's) or cnn (dlib's MMOD, as Osprey)")
+    ap.add_argument("--modes", default="decode,full,sampled", help="passes to run (default decode,full,sampled)")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     args = ap.parse_args()
     if args.max_frames is not None and args.max_frames < 1:
@@ -85,10 +88,14 @@ def main():
     step = max(1, round(fps / args.sample_fps))
 
     total0 = time.perf_counter()
+    passes = {"decode": (1, False), "full": (1, True), "sampled": (step, True)}
+    wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in wanted:
+        if m not in passes:
+            ap.error(f"unknown mode {m!r}; choose from {', '.join(passes)}")
     modes = {
-        "decode": run_pass(args.video, width, height, args.max_frames, 1, False, args.upsample),
-        "full": run_pass(args.video, width, height, args.max_frames, 1, True, args.upsample),
-        "sampled": run_pass(args.video, width, height, args.max_frames, step, True, args.upsample),
+        m: run_pass(args.video, width, height, args.max_frames, passes[m][0], passes[m][1], args.upsample, args.detector)
+        for m in wanted
     }
     total = time.perf_counter() - total0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -99,7 +106,7 @@ def main():
         "fps": fps,
         "nb_frames": nb_frames,
         "max_frames": args.max_frames,
-        "detector": "hog",
+        "detector": args.detector,
         "upsample": args.upsample,
         "sample_fps": args.sample_fps,
         "sample_step": step,

@@ -102,7 +102,8 @@ fn hamilton_clip_who_appears_when() {
         "hamilton-1",
         "--format",
         "json",
-        s(&examples.join("short_hamilton_clip.mp4")),
+        // A glob (expanded by Osprey, not the shell) and a plain path.
+        &format!("{}/short_hamilton_*.mp4", s(&examples)),
         s(&examples.join("biden.jpg")),
         s(&corrupt),
     ]);
