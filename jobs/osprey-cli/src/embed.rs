@@ -81,7 +81,8 @@ pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = entry?.path();

@@ -15,11 +15,13 @@ use osprey_index::{EnrollOptions, Gallery, enroll, operating_point, search_probe
 use osprey_media::video::{Sampling, VideoReader, segments};
 use osprey_media::{decode_image, is_image_path, is_video_path};
 use osprey_models::{FaceModels, FaceOptions, MODEL_NAME, default_device, model_dir};
-use osprey_pipeline::{FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, process_video};
+use osprey_pipeline::{
+    FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, process_video, still_templates,
+};
 use osprey_store::{BBox, Root, SearchResultRow, Template, layout};
 
 use crate::Format;
-use crate::embed::read_input;
+use crate::embed::{read_input, walk};
 use crate::gallery::RootArg;
 
 #[derive(clap::Subcommand)]
@@ -189,19 +191,6 @@ fn join_url(base: &str, key: &str) -> String {
     if base.ends_with('/') { format!("{base}{key}") } else { format!("{base}/{key}") }
 }
 
-fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?);
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
 // ---------------------------------------------------------------- progress
 
 /// Frames done out of an estimate: a bar with frames/s and ETA on a
@@ -284,7 +273,7 @@ struct Analysis {
 impl Analysis {
     fn load(args: &MediaArgs) -> anyhow::Result<Analysis> {
         let sampling = Sampling::parse(&args.sample_fps)?;
-        if !(args.max_detect_megapixels > 0.0) {
+        if !args.max_detect_megapixels.is_finite() || args.max_detect_megapixels <= 0.0 {
             bail!(Error::invalid("--max-detect-megapixels must be positive"));
         }
         if args.segment_seconds == 0 {
@@ -348,9 +337,7 @@ impl Analysis {
         let bytes = read_input(input, rt)?;
         let image = decode_image(&bytes, input)?.image;
         let templates = if largest_only {
-            let options = self.analyzer.largest_only();
-            let obs = self.analyzer.analyze_with(&image, &options)?;
-            obs.into_iter().map(|o| image_template_of(&image, o)).collect::<osprey_core::Result<Vec<_>>>()?
+            still_templates(&image, self.analyzer.analyze_with(&image, &self.analyzer.largest_only())?)?
         } else {
             image_templates(&self.analyzer, &image)?
         };
@@ -406,31 +393,6 @@ impl Analysis {
         result.frames = frames.load(Ordering::Relaxed) as u64;
         Ok(())
     }
-}
-
-fn image_template_of(image: &image::RgbImage, o: osprey_pipeline::Observation) -> osprey_core::Result<MediaTemplate> {
-    let point = osprey_pipeline::track::TrackPoint {
-        frame: 0,
-        t_ms: 0,
-        bbox: o.bbox,
-        quality: o.quality,
-        embedding: o.embedding.clone(),
-    };
-    Ok(MediaTemplate {
-        track_id: 0,
-        thumbnail_jpeg: osprey_pipeline::quality::thumbnail_jpeg(image, &o.bbox)?,
-        embedding: o.embedding,
-        quality: o.quality,
-        bbox: o.bbox,
-        landmarks: o.landmarks,
-        frame_start: 0,
-        frame_end: 0,
-        t_start_ms: 0,
-        t_end_ms: 0,
-        num_frames: 1,
-        best_frame: 0,
-        points: vec![point],
-    })
 }
 
 /// Runs `analysis` over `inputs` on a few threads (each network uses every
@@ -568,10 +530,8 @@ async fn subject_inputs(dir: &str) -> anyhow::Result<Vec<(String, String)>> {
         let base = if dir.ends_with('/') { dir.to_string() } else { format!("{dir}/") };
         let root = Root::open(&base)?;
         for o in root.list("").await? {
-            if let Some((subject, _)) = o.key.split_once('/') {
-                if is_media(&o.key) {
-                    out.push((subject.to_string(), join_url(&base, &o.key)));
-                }
+            if let Some((subject, _)) = o.key.split_once('/').filter(|_| is_media(&o.key)) {
+                out.push((subject.to_string(), join_url(&base, &o.key)));
             }
         }
     } else {

@@ -5,41 +5,12 @@
 //! (`tests/data/hamilton_reference.json`, made by
 //! `infra/scripts/hamilton_reference.py` with dlib-bin 20.0.1).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{data, ok, repo, s};
 use serde::Deserialize;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn data() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
-    assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
-    dir
-}
-
-fn osprey(args: &[&str]) -> Output {
-    let models = std::env::var_os("OSPREY_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
-    Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(args)
-        .env_remove("OSPREY_ROOT")
-        .env("OSPREY_MODELS", models)
-        .output()
-        .expect("osprey runs")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = osprey(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "osprey {args:?} failed:\n{stderr}");
-    (String::from_utf8(out.stdout).unwrap(), stderr)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[derive(Deserialize)]
 struct Reference {

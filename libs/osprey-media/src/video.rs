@@ -392,7 +392,7 @@ impl SegmentState {
         if !keep {
             return Ok(());
         }
-        let image = self.to_rgb(frame, name)?;
+        let image = self.convert(frame, name)?;
         self.stats.sampled += 1;
         if !on_frame(VideoFrame { index, t_ms, image })? {
             self.done = true;
@@ -400,7 +400,7 @@ impl SegmentState {
         Ok(())
     }
 
-    fn to_rgb(&mut self, frame: &ffmpeg::frame::Video, name: &str) -> Result<RgbImage> {
+    fn convert(&mut self, frame: &ffmpeg::frame::Video, name: &str) -> Result<RgbImage> {
         let (w, h, format) = (frame.width(), frame.height(), frame.format());
         if w == 0 || h == 0 {
             return Err(invalid(name, "decoded a frame without pixels"));

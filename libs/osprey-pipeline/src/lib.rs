@@ -104,37 +104,41 @@ pub struct MediaTemplate {
     pub points: Vec<track::TrackPoint>,
 }
 
+impl MediaTemplate {
+    /// The template of one observation in a still image.
+    pub fn from_still(image: &RgbImage, o: Observation) -> Result<MediaTemplate> {
+        let point =
+            track::TrackPoint { frame: 0, t_ms: 0, bbox: o.bbox, quality: o.quality, embedding: o.embedding.clone() };
+        Ok(MediaTemplate {
+            track_id: 0,
+            thumbnail_jpeg: quality::thumbnail_jpeg(image, &o.bbox)?,
+            embedding: o.embedding,
+            quality: o.quality,
+            bbox: o.bbox,
+            landmarks: o.landmarks,
+            frame_start: 0,
+            frame_end: 0,
+            t_start_ms: 0,
+            t_end_ms: 0,
+            num_frames: 1,
+            best_frame: 0,
+            points: vec![point],
+        })
+    }
+}
+
 /// Templates for every object in a still image, one per observation, in the
-/// analyzer's order.
+/// analyzer's order (`track_id` numbers them).
 pub fn image_templates(analyzer: &dyn FrameAnalyzer, image: &RgbImage) -> Result<Vec<MediaTemplate>> {
-    let observations = analyzer.analyze(image)?;
+    still_templates(image, analyzer.analyze(image)?)
+}
+
+/// Templates of observations already made in a still image.
+pub fn still_templates(image: &RgbImage, observations: Vec<Observation>) -> Result<Vec<MediaTemplate>> {
     observations
         .into_iter()
         .enumerate()
-        .map(|(i, o)| {
-            let point = track::TrackPoint {
-                frame: 0,
-                t_ms: 0,
-                bbox: o.bbox,
-                quality: o.quality,
-                embedding: o.embedding.clone(),
-            };
-            Ok(MediaTemplate {
-                track_id: i as i64,
-                thumbnail_jpeg: quality::thumbnail_jpeg(image, &o.bbox)?,
-                embedding: o.embedding,
-                quality: o.quality,
-                bbox: o.bbox,
-                landmarks: o.landmarks,
-                frame_start: 0,
-                frame_end: 0,
-                t_start_ms: 0,
-                t_end_ms: 0,
-                num_frames: 1,
-                best_frame: 0,
-                points: vec![point],
-            })
-        })
+        .map(|(i, o)| Ok(MediaTemplate { track_id: i as i64, ..MediaTemplate::from_still(image, o)? }))
         .collect()
 }
 
