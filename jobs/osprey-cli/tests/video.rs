@@ -165,3 +165,72 @@ fn hamilton_clip_who_appears_when() {
     ]);
     assert_eq!(out.lines().nth(1), Some("0"), "{out}");
 }
+
+#[path = "../../../libs/osprey-store/tests/support/s3_server.rs"]
+mod s3_server;
+
+/// The same jobs with the media and the root on an S3-compatible server
+/// (s3s-fs over loopback): subjects listed from a URL prefix, videos matched
+/// by a glob on the bucket, copied to a temporary file for FFmpeg and the
+/// file removed afterwards.
+#[test]
+fn enrol_and_search_video_on_s3() {
+    let examples = data().join("face_recognition/examples");
+    let server = s3_server::start_s3("media");
+    let bucket = server.dir.path().join("media");
+    let put = |key: &str, from: &std::path::Path| {
+        let to = bucket.join(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    };
+    put("subjects/lin-manuel-miranda/photo.png", &examples.join("lin-manuel-miranda.png"));
+    put("subjects/alex-lacamoire/photo.png", &examples.join("alex-lacamoire.png"));
+    put("clips/hamilton.mp4", &examples.join("short_hamilton_clip.mp4"));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let models = std::env::var_os("OSPREY_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_osprey"))
+            .args(args)
+            .env_remove("OSPREY_ROOT")
+            .env("OSPREY_MODELS", models)
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", server.port))
+            .env("AWS_ACCESS_KEY_ID", "osprey")
+            .env("AWS_SECRET_ACCESS_KEY", "osprey-secret")
+            .env("TMPDIR", tmp.path())
+            .output()
+            .expect("osprey runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "osprey {args:?} failed:\n{stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    };
+    let root = "s3://media/osprey";
+    let (_, err) =
+        run(&["run", "enroll", "--root", root, "--gallery", "g", "--subjects-from-dirs", "s3://media/subjects/"]);
+    assert!(err.contains("enrolled 2 templates of 2 subjects"), "{err}");
+    let (out, _) = run(&[
+        "run",
+        "search",
+        "--root",
+        root,
+        "--gallery",
+        "g",
+        "--sample-fps",
+        "1",
+        "--format",
+        "csv",
+        "s3://media/clips/*.mp4",
+    ]);
+    assert!(out.lines().any(|l| l.contains("hamilton.mp4") && l.contains(",match,lin-manuel-miranda,")), "{out}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the temporary copy is removed");
+    let (out, _) = run(&[
+        "sql",
+        "--root",
+        root,
+        "--format",
+        "csv",
+        "SELECT count(*) FROM templates WHERE media_uri = 's3://media/clips/hamilton.mp4' AND thumbnail_uri LIKE 's3://media/osprey/thumbnails/%'",
+    ]);
+    let n: usize = out.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(n >= 2, "{out}");
+    assert!(bucket.join("osprey/thumbnails").read_dir().unwrap().count() >= n + 2);
+}
