@@ -48,19 +48,19 @@ pub struct EmbedArgs {
 /// Images decoded and searched at the same time.
 pub const MAX_IMAGES_IN_FLIGHT: usize = 4;
 
+/// The inputs named in an `@list` file: one per line; blank lines and
+/// `#` comments skipped.
+pub fn read_input_list(list: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(list).with_context(|| format!("cannot read input list {list}"))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+}
+
 /// Expands files, folders and `@lists` into the image inputs, in order.
 pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
-            let text = std::fs::read_to_string(list).with_context(|| format!("cannot read input list {list}"))?;
-            let lines: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from)
-                .collect();
-            out.extend(expand_inputs(&lines)?);
+            out.extend(expand_inputs(&read_input_list(list)?)?);
         } else if input.contains("://") && !input.starts_with("file://") {
             out.push(input.clone());
         } else {

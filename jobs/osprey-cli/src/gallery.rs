@@ -210,44 +210,56 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
 pub struct SearchArgs {
     #[command(flatten)]
     root: RootArg,
-    /// Gallery to search.
-    #[arg(long)]
-    gallery: String,
     /// Probe embeddings: Parquet with `embedding` (optional `template_id`, `media_uri`) or `.npy`.
     #[arg(long)]
     input: PathBuf,
+    #[command(flatten)]
+    search: SearchOptions,
+}
+
+/// How a search is run and shown; shared by `osprey search` and `osprey run search`.
+#[derive(clap::Args)]
+pub struct SearchOptions {
+    /// Gallery to search.
+    #[arg(long)]
+    pub gallery: String,
     /// Subjects returned per probe.
     #[arg(long, default_value_t = 5)]
-    top_k: usize,
-    /// Decision threshold on cosine similarity.
+    pub top_k: usize,
+    /// Decision threshold on cosine similarity (default: the gallery's operating point).
     #[arg(long, conflicts_with = "fpir")]
-    threshold: Option<f32>,
+    pub threshold: Option<f32>,
     /// Calibrate the threshold for this FPIR from the gallery's non-mated scores.
     #[arg(long)]
-    fpir: Option<f64>,
-    /// Job id for the stored results (default: a new UUID).
+    pub fpir: Option<f64>,
+    /// Job id for the stored probe templates and results (default: a new UUID).
     #[arg(long)]
-    job_id: Option<String>,
+    pub job_id: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    pub format: Format,
 }
 
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
-    let mut gallery = Gallery::load(&root, &args.gallery).await?;
+    let mut gallery = Gallery::load(&root, &args.search.gallery).await?;
     let vectors: Vectors = read_vectors(&args.input)?;
     let dim = gallery.manifest().dim;
     if vectors.len() == 0 {
         bail!("`{}` holds no embeddings", args.input.display());
     }
     if vectors.dim != dim {
-        bail!("probes in `{}` are {}-d; gallery `{}` is {dim}-d", args.input.display(), vectors.dim, args.gallery);
+        bail!(
+            "probes in `{}` are {}-d; gallery `{}` is {dim}-d",
+            args.input.display(),
+            vectors.dim,
+            args.search.gallery
+        );
     }
-    let op = operating_point(&root, &mut gallery, args.threshold, args.fpir).await?;
+    let op = operating_point(&root, &mut gallery, args.search.threshold, args.search.fpir).await?;
     let threshold = op.threshold;
     eprintln!("operating threshold {threshold:.4} ({})", op.source);
 
-    let job_id = args.job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let job_id = args.search.job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     layout::check_name("job", &job_id)?;
     let created = now_ms();
     let mut probes = Vec::with_capacity(vectors.len());
@@ -275,11 +287,11 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         });
     }
     let model = gallery.manifest().model.clone();
-    let rows = search_probes(&mut gallery, &job_id, &probes.iter().collect::<Vec<_>>(), args.top_k, threshold)?;
+    let rows = search_probes(&mut gallery, &job_id, &probes.iter().collect::<Vec<_>>(), args.search.top_k, threshold)?;
     store_search(&root, &job_id, "part-0", &model, dim, &probes, &rows).await?;
     let (matches, unknown) = count_decisions(&rows);
     let top: Vec<_> = rows.iter().filter(|r| r.rank == 1).cloned().collect();
-    crate::print_text(&format_batches(&[results_to_batch(&top)?], args.format.into())?);
+    crate::print_text(&format_batches(&[results_to_batch(&top)?], args.search.format.into())?);
     eprintln!(
         "job {job_id}: {} probes, {matches} match, {unknown} unknown; results under {}",
         probes.len(),

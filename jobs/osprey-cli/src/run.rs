@@ -21,8 +21,8 @@ use osprey_pipeline::{
 use osprey_store::{BBox, Root, SearchResultRow, Template, layout};
 
 use crate::Format;
-use crate::embed::{read_input, walk};
-use crate::gallery::RootArg;
+use crate::embed::{read_input, read_input_list, walk};
+use crate::gallery::{RootArg, SearchOptions};
 
 #[derive(clap::Subcommand)]
 pub enum RunCommand {
@@ -79,23 +79,8 @@ pub struct EnrollArgs {
 pub struct SearchArgs {
     #[command(flatten)]
     root: RootArg,
-    /// Gallery to search.
-    #[arg(long)]
-    gallery: String,
-    /// Decision threshold on cosine similarity (default: the gallery's operating point).
-    #[arg(long, conflicts_with = "fpir")]
-    threshold: Option<f32>,
-    /// Calibrate the threshold for this FPIR from the gallery's non-mated scores.
-    #[arg(long)]
-    fpir: Option<f64>,
-    /// Subjects returned per probe.
-    #[arg(long, default_value_t = 5)]
-    top_k: usize,
-    /// Job id for the stored templates and results (default: a new UUID).
-    #[arg(long)]
-    job_id: Option<String>,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    #[command(flatten)]
+    search: SearchOptions,
     #[command(flatten)]
     media: MediaArgs,
     /// Images and videos: files, folders, globs (`clips/*.mp4`), `@list.txt`
@@ -123,58 +108,21 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// Expands files, folders, globs, `@lists` and object URLs (a folder URL
-/// ends in `/`) into media inputs, in order.
+/// ends in `/`) into media inputs, in order. A plain file or object URL is
+/// taken as given (its content decides what it is); folders and globs keep
+/// only names with an image or video extension.
 pub async fn expand_media(inputs: &[String]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
-            let text = std::fs::read_to_string(list).with_context(|| format!("cannot read input list {list}"))?;
-            let lines: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from)
-                .collect();
-            out.extend(Box::pin(expand_media(&lines)).await?);
+            out.extend(Box::pin(expand_media(&read_input_list(list)?)).await?);
             continue;
         }
         let is_url = input.contains("://");
-        if is_url || has_glob(input) {
-            // A glob or folder URL: list through the object store.
-            let literal_end = input.find(['*', '?', '[']).unwrap_or(input.len());
-            let split = input[..literal_end].rfind('/').map_or(0, |i| i + 1);
-            let (base, pattern) = input.split_at(split);
-            if !is_url && !has_glob(input) {
-                out.push(input.clone());
-                continue;
-            }
-            if is_url && pattern.is_empty() && !input.ends_with('/') {
-                out.push(input.clone());
-                continue;
-            }
-            let base_url = if is_url {
-                base.to_string()
-            } else {
-                let dir = if base.is_empty() { "." } else { base };
-                std::fs::canonicalize(dir).with_context(|| format!("no folder {dir}"))?.display().to_string()
-            };
-            let root = Root::open(&base_url)?;
-            let objects = if pattern.is_empty() { root.list("").await? } else { root.glob(pattern).await? };
-            let found: Vec<String> =
-                objects.into_iter().filter(|o| is_media(&o.key)).map(|o| join_url(&base_url, &o.key)).collect();
-            if found.is_empty() {
-                eprintln!("warning: no images or videos match {input}");
-            }
-            out.extend(found);
-        } else {
-            let path = PathBuf::from(input);
-            if path.is_dir() {
-                let mut found: Vec<String> = walk(&path)?
-                    .into_iter()
-                    .filter(|p| is_media(&p.to_string_lossy()))
-                    .map(|p| p.display().to_string())
-                    .collect();
-                found.sort();
+        if !has_glob(input) && !(is_url && input.ends_with('/')) {
+            let path = Path::new(input);
+            if !is_url && path.is_dir() {
+                let found = media_files_under(path)?;
                 if found.is_empty() {
                     eprintln!("warning: no images or videos under {}", path.display());
                 }
@@ -182,9 +130,36 @@ pub async fn expand_media(inputs: &[String]) -> anyhow::Result<Vec<String>> {
             } else {
                 out.push(input.clone());
             }
+            continue;
         }
+        // A glob or a folder URL: list through the object store, below the
+        // longest folder without glob characters.
+        let literal_end = input.find(['*', '?', '[']).unwrap_or(input.len());
+        let (base, pattern) = input.split_at(input[..literal_end].rfind('/').map_or(0, |i| i + 1));
+        let base_url = if is_url {
+            base.to_string()
+        } else {
+            let dir = if base.is_empty() { "." } else { base };
+            std::fs::canonicalize(dir).with_context(|| format!("no folder {dir}"))?.display().to_string()
+        };
+        let root = Root::open(&base_url)?;
+        let objects = if pattern.is_empty() { root.list("").await? } else { root.glob(pattern).await? };
+        let found: Vec<String> =
+            objects.into_iter().filter(|o| is_media(&o.key)).map(|o| join_url(&base_url, &o.key)).collect();
+        if found.is_empty() {
+            eprintln!("warning: no images or videos match {input}");
+        }
+        out.extend(found);
     }
     Ok(out)
+}
+
+/// The image and video files under a local folder (recursively), sorted.
+fn media_files_under(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut found: Vec<String> =
+        walk(dir)?.into_iter().filter(|p| is_media(&p.to_string_lossy())).map(|p| p.display().to_string()).collect();
+    found.sort();
+    Ok(found)
 }
 
 fn join_url(base: &str, key: &str) -> String {
@@ -544,12 +519,7 @@ async fn subject_inputs(dir: &str) -> anyhow::Result<Vec<(String, String)>> {
         subjects.sort();
         for s in subjects {
             let subject = s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let mut files: Vec<String> = walk(&s)?
-                .into_iter()
-                .filter(|p| is_media(&p.to_string_lossy()))
-                .map(|p| p.display().to_string())
-                .collect();
-            files.sort();
+            let files = media_files_under(&s)?;
             if files.is_empty() {
                 eprintln!("warning: subject folder {} holds no images or videos", s.display());
             }
@@ -652,17 +622,17 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
 
 async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
-    let mut gallery = Gallery::load(&root, &args.gallery).await?;
+    let mut gallery = Gallery::load(&root, &args.search.gallery).await?;
     if gallery.manifest().model != MODEL_NAME {
         bail!(Error::invalid(format!(
             "gallery `{}` holds `{}` templates; `osprey run` embeds with `{MODEL_NAME}`",
-            args.gallery,
+            args.search.gallery,
             gallery.manifest().model
         )));
     }
-    let job_id = args.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let job_id = args.search.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     layout::check_name("job", &job_id)?;
-    let op = operating_point(&root, &mut gallery, args.threshold, args.fpir).await?;
+    let op = operating_point(&root, &mut gallery, args.search.threshold, args.search.fpir).await?;
     eprintln!("operating threshold {:.4} ({})", op.threshold, op.source);
     let inputs = expand_media(&args.inputs).await?;
     if inputs.is_empty() {
@@ -691,12 +661,12 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         }
     }
     let searchable: Vec<&Template> = probes.iter().filter(|p| p.embedding.is_some()).collect();
-    let rows = search_probes(&mut gallery, &job_id, &searchable, args.top_k, op.threshold)?;
+    let rows = search_probes(&mut gallery, &job_id, &searchable, args.search.top_k, op.threshold)?;
     put_thumbnails(&root, thumbnails).await?;
     let dim = gallery.manifest().dim;
     store_search(&root, &job_id, "part-0", MODEL_NAME, dim, &probes, &rows).await?;
 
-    print_appearances(&probes, &rows, args.format)?;
+    print_appearances(&probes, &rows, args.search.format)?;
     let (matches, unknown) = osprey_index::count_decisions(&rows);
     eprintln!(
         "job {job_id}: {} inputs ({failed} failed), {frames} frames in {secs:.1}s ({:.2} frames/s); {} probe templates: {matches} match, {unknown} unknown",
@@ -721,27 +691,30 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
 fn print_appearances(probes: &[Template], rows: &[SearchResultRow], format: Format) -> anyhow::Result<()> {
     let top: std::collections::HashMap<&str, &SearchResultRow> =
         rows.iter().filter(|r| r.rank == 1).map(|r| (r.probe_template_id.as_str(), r)).collect();
-    let mut lines = Vec::new();
-    for p in probes.iter().filter(|p| p.embedding.is_some()) {
-        let Some(r) = top.get(p.template_id.as_str()) else { continue };
-        let subject = match r.decision {
-            OpenSetDecision::Match => r.subject_id.clone().unwrap_or_default(),
-            OpenSetDecision::Unknown => "unknown".to_string(),
-        };
-        lines.push(serde_json::json!({
-            "media": p.media_uri,
-            "track": p.track_id,
-            "t_start_s": p.t_start_ms.map(|t| t as f64 / 1000.0),
-            "t_end_s": p.t_end_ms.map(|t| t as f64 / 1000.0),
-            "frames": p.num_frames,
-            "decision": r.decision.as_str(),
-            "subject": subject,
-            "best_candidate": r.subject_id,
-            "score": r.score,
-            "quality": p.quality,
-            "template_id": p.template_id,
-        }));
-    }
+    let lines: Vec<serde_json::Value> = probes
+        .iter()
+        .filter_map(|p| Some((p, *top.get(p.template_id.as_str())?)))
+        .map(|(p, r)| {
+            let subject = match r.decision {
+                OpenSetDecision::Match => r.subject_id.clone().unwrap_or_default(),
+                OpenSetDecision::Unknown => "unknown".to_string(),
+            };
+            serde_json::json!({
+                "media": p.media_uri,
+                "track": p.track_id,
+                "t_start_s": p.t_start_ms.map(|t| t as f64 / 1000.0),
+                "t_end_s": p.t_end_ms.map(|t| t as f64 / 1000.0),
+                "frames": p.num_frames,
+                "decision": r.decision.as_str(),
+                "subject": subject,
+                "best_candidate": r.subject_id,
+                "score": r.score,
+                "quality": p.quality,
+                "template_id": p.template_id,
+            })
+        })
+        .collect();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&lines)?),
         Format::Csv => {
@@ -749,16 +722,16 @@ fn print_appearances(probes: &[Template], rows: &[SearchResultRow], format: Form
             for l in &lines {
                 println!(
                     "{},{},{},{},{},{},{},{},{},{}",
-                    l["media"].as_str().unwrap_or(""),
+                    text(&l["media"]),
                     l["track"],
                     l["t_start_s"],
                     l["t_end_s"],
                     l["frames"],
-                    l["decision"].as_str().unwrap_or(""),
-                    l["subject"].as_str().unwrap_or(""),
-                    l["best_candidate"].as_str().unwrap_or(""),
+                    text(&l["decision"]),
+                    text(&l["subject"]),
+                    text(&l["best_candidate"]),
                     l["score"],
-                    l["template_id"].as_str().unwrap_or("")
+                    text(&l["template_id"])
                 );
             }
         }
@@ -767,21 +740,22 @@ fn print_appearances(probes: &[Template], rows: &[SearchResultRow], format: Form
                 "{:<32} {:>5} {:>15} {:>6} {:<8} {:<24} {:>6} {:<24}",
                 "media", "track", "time (s)", "frames", "decision", "subject", "score", "best candidate"
             );
-            for (p, l) in probes.iter().filter(|p| top.contains_key(p.template_id.as_str())).zip(&lines) {
-                let time = match (p.t_start_ms, p.t_end_ms) {
-                    (Some(a), Some(b)) => format!("{:.2}-{:.2}", a as f64 / 1000.0, b as f64 / 1000.0),
+            let or_dash =
+                |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map(f).unwrap_or_else(|| "-".into());
+            for l in &lines {
+                let time = match (l["t_start_s"].as_f64(), l["t_end_s"].as_f64()) {
+                    (Some(a), Some(b)) => format!("{a:.2}-{b:.2}"),
                     _ => "-".into(),
                 };
-                let media = p.media_uri.as_deref().map(short_name).unwrap_or("?");
                 println!(
                     "{:<32} {:>5} {:>15} {:>6} {:<8} {:<24} {:>6} {:<24}",
-                    media,
-                    p.track_id.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                    short_name(&text(&l["media"])),
+                    or_dash(&l["track"], &|t| format!("{t}")),
                     time,
-                    p.num_frames.unwrap_or(0),
-                    l["decision"].as_str().unwrap_or(""),
-                    l["subject"].as_str().unwrap_or(""),
-                    l["score"].as_f64().map(|s| format!("{s:.3}")).unwrap_or_else(|| "-".into()),
+                    l["frames"].as_i64().unwrap_or(0),
+                    text(&l["decision"]),
+                    text(&l["subject"]),
+                    or_dash(&l["score"], &|s| format!("{s:.3}")),
                     l["best_candidate"].as_str().unwrap_or("-"),
                 );
             }

@@ -61,6 +61,9 @@ pub fn search_probes(
     top_k: usize,
     threshold: f32,
 ) -> Result<Vec<SearchResultRow>> {
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
     let dim = gallery.manifest().dim;
     let mut queries = Vec::with_capacity(probes.len() * dim);
     for p in probes {
@@ -70,9 +73,6 @@ pub fn search_probes(
             .ok_or_else(|| Error::invalid(format!("probe `{}` has no embedding", p.template_id)))?;
         osprey_core::validate_embedding(e, dim, &format!("probe `{}`", p.template_id))?;
         queries.extend_from_slice(e);
-    }
-    if probes.is_empty() {
-        return Ok(Vec::new());
     }
     let answers = gallery.search(&queries, top_k.max(1))?;
     let mut rows = Vec::new();
