@@ -1,7 +1,7 @@
 //! `osprey embed`: faces in still images → template-schema Parquet.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::{Error, Modality};
 use osprey_media::{decode_image, is_image_path};
 use osprey_models::{FaceModels, FaceOptions, FaceSelection, MODEL_NAME, default_device, model_dir};
-use osprey_store::{BBox, Root, Template, encode_parquet, templates_to_batch};
+use osprey_pipeline::media::{read_input, walk};
+use osprey_store::{BBox, Template, encode_parquet, templates_to_batch};
 
 #[derive(clap::Args)]
 pub struct EmbedArgs {
@@ -79,39 +80,6 @@ pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// Every file under `dir`, recursively.
-pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?);
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
-/// Reads one input's bytes: a local path, or an object URL (through `rt`,
-/// from a thread outside the async runtime).
-pub fn read_input(input: &str, rt: &tokio::runtime::Handle) -> osprey_core::Result<Vec<u8>> {
-    if input.contains("://") {
-        let (parent, key) =
-            input.rsplit_once('/').ok_or_else(|| Error::invalid(format!("{input}: not an object URL")))?;
-        let root = Root::open(parent)?;
-        return Ok(rt.block_on(root.get(key))?.to_vec());
-    }
-    std::fs::read(input).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound {
-            osprey_core::ErrorKind::NotFound
-        } else {
-            osprey_core::ErrorKind::InvalidInput
-        };
-        Error::new(kind, format!("{input}: {e}"))
-    })
 }
 
 /// A progress bar on a terminal; on other outputs, a log line every tenth.

@@ -7,6 +7,7 @@ mod bench;
 mod embed;
 mod gallery;
 mod run;
+mod serve;
 mod vectors;
 
 use std::process::ExitCode;
@@ -45,12 +46,18 @@ enum Command {
     /// Embedded batch jobs: enrol from folders, search images and videos.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Run the coordinator: REST API, job scheduling, search and SQL.
+    Coordinator(serve::CoordinatorArgs),
+    /// Run a worker: lease tasks from a coordinator and process them.
+    Worker(serve::WorkerArgs),
+    /// Run a coordinator with in-process workers over a local root (the embedded default).
+    Serve(serve::ServeArgs),
     /// Run a read-only SQL query over templates, results and galleries.
     Sql(SqlArgs),
     /// Benchmarks and benchmark data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Print or check the table schemas in `schemas/`.
+    /// Print or check the table schemas and the OpenAPI document in `schemas/`.
     Schema(SchemaArgs),
 }
 
@@ -135,6 +142,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print_text(&format_batches(&batches, args.format.into())?);
             Ok(())
         }
+        Command::Coordinator(args) => serve::coordinator(args).await,
+        Command::Worker(args) => serve::worker(args).await,
+        Command::Serve(args) => serve::serve(args).await,
         Command::Bench(cmd) => bench::run(cmd),
         Command::Schema(args) => schema(args),
     }
@@ -146,10 +156,12 @@ pub fn print_text(text: &str) {
 }
 
 fn schema(args: SchemaArgs) -> anyhow::Result<()> {
-    let files = osprey_core::schema::all_descriptions();
-    for (stem, json) in files {
-        let text = serde_json::to_string_pretty(&json)? + "\n";
-        let name = format!("{stem}.schema.json");
+    let mut files: Vec<(String, String)> = Vec::new();
+    for (stem, json) in osprey_core::schema::all_descriptions() {
+        files.push((format!("{stem}.schema.json"), serde_json::to_string_pretty(&json)? + "\n"));
+    }
+    files.push(("openapi.json".into(), osprey_coordinator::openapi_json()));
+    for (name, text) in files {
         if let Some(dir) = &args.write {
             std::fs::write(dir.join(&name), &text)?;
         } else if let Some(dir) = &args.check {

@@ -8,20 +8,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
-use osprey_core::{Error, Modality, OpenSetDecision};
+use osprey_core::{Error, OpenSetDecision};
 use osprey_index::{EnrollOptions, Gallery, enroll, operating_point, search_probes, store_search};
-use osprey_media::video::{Sampling, VideoReader, segments};
-use osprey_media::{decode_image, is_image_path, is_video_path};
-use osprey_models::{FaceModels, FaceOptions, MODEL_NAME, default_device, model_dir};
-use osprey_pipeline::{
-    FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, process_video, still_templates,
-};
-use osprey_store::{BBox, Root, SearchResultRow, Template, layout};
+use osprey_media::is_video_path;
+use osprey_models::MODEL_NAME;
+use osprey_pipeline::media::{self, failure_row, put_thumbnails, subject_tracks, template_id, template_row};
+use osprey_pipeline::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
+use osprey_store::{Root, SearchResultRow, Template, layout};
 
 use crate::Format;
-use crate::embed::{read_input, read_input_list, walk};
+use crate::embed::read_input_list;
 use crate::gallery::{RootArg, SearchOptions};
 
 #[derive(clap::Subcommand)]
@@ -98,72 +96,17 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- inputs
 
-fn is_media(name: &str) -> bool {
-    let p = Path::new(name);
-    is_image_path(p) || is_video_path(p)
-}
-
-fn has_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// Expands files, folders, globs, `@lists` and object URLs (a folder URL
-/// ends in `/`) into media inputs, in order. A plain file or object URL is
-/// taken as given (its content decides what it is); folders and globs keep
-/// only names with an image or video extension.
+/// Expands `@lists` (local files naming one input per line), then files,
+/// folders, globs and object URLs, into media inputs.
 pub async fn expand_media(inputs: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
+    let mut flat = Vec::new();
     for input in inputs {
-        if let Some(list) = input.strip_prefix('@') {
-            out.extend(Box::pin(expand_media(&read_input_list(list)?)).await?);
-            continue;
+        match input.strip_prefix('@') {
+            Some(list) => flat.extend(read_input_list(list)?),
+            None => flat.push(input.clone()),
         }
-        let is_url = input.contains("://");
-        if !has_glob(input) && !(is_url && input.ends_with('/')) {
-            let path = Path::new(input);
-            if !is_url && path.is_dir() {
-                let found = media_files_under(path)?;
-                if found.is_empty() {
-                    eprintln!("warning: no images or videos under {}", path.display());
-                }
-                out.extend(found);
-            } else {
-                out.push(input.clone());
-            }
-            continue;
-        }
-        // A glob or a folder URL: list through the object store, below the
-        // longest folder without glob characters.
-        let literal_end = input.find(['*', '?', '[']).unwrap_or(input.len());
-        let (base, pattern) = input.split_at(input[..literal_end].rfind('/').map_or(0, |i| i + 1));
-        let base_url = if is_url {
-            base.to_string()
-        } else {
-            let dir = if base.is_empty() { "." } else { base };
-            std::fs::canonicalize(dir).with_context(|| format!("no folder {dir}"))?.display().to_string()
-        };
-        let root = Root::open(&base_url)?;
-        let objects = if pattern.is_empty() { root.list("").await? } else { root.glob(pattern).await? };
-        let found: Vec<String> =
-            objects.into_iter().filter(|o| is_media(&o.key)).map(|o| join_url(&base_url, &o.key)).collect();
-        if found.is_empty() {
-            eprintln!("warning: no images or videos match {input}");
-        }
-        out.extend(found);
     }
-    Ok(out)
-}
-
-/// The image and video files under a local folder (recursively), sorted.
-fn media_files_under(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut found: Vec<String> =
-        walk(dir)?.into_iter().filter(|p| is_media(&p.to_string_lossy())).map(|p| p.display().to_string()).collect();
-    found.sort();
-    Ok(found)
-}
-
-fn join_url(base: &str, key: &str) -> String {
-    if base.ends_with('/') { format!("{base}{key}") } else { format!("{base}/{key}") }
+    Ok(media::expand_media(&flat, &|w| eprintln!("warning: {w}")).await?)
 }
 
 // ---------------------------------------------------------------- progress
@@ -230,149 +173,36 @@ fn short_name(input: &str) -> &str {
 
 // ---------------------------------------------------------------- media → templates
 
-/// What one input gave: templates (with the segment each came from) or an error.
-struct MediaResult {
+/// What one input gave: its templates, or why it failed.
+struct InputResult {
     input: String,
-    templates: Vec<(usize, MediaTemplate)>,
-    is_video: bool,
-    frames: u64,
-    error: Option<String>,
+    outcome: Result<MediaResult, Error>,
 }
 
-struct Analysis {
-    analyzer: FaceAnalyzer,
-    sampling: Sampling,
-    segment_ms: i64,
+impl InputResult {
+    fn error(&self) -> Option<&str> {
+        self.outcome.as_ref().err().map(|e| e.message())
+    }
 }
 
-impl Analysis {
-    fn load(args: &MediaArgs) -> anyhow::Result<Analysis> {
-        let sampling = Sampling::parse(&args.sample_fps)?;
-        if !args.max_detect_megapixels.is_finite() || args.max_detect_megapixels <= 0.0 {
-            bail!(Error::invalid("--max-detect-megapixels must be positive"));
-        }
-        if args.segment_seconds == 0 {
-            bail!(Error::invalid("--segment-seconds must be positive"));
-        }
-        let models = FaceModels::load(&model_dir(args.models.as_deref()), &default_device())?;
-        let options = FaceOptions {
-            upsample: args.upsample,
-            max_detect_pixels: (args.max_detect_megapixels * 1e6) as u64,
-            ..FaceOptions::default()
-        };
-        Ok(Analysis {
-            analyzer: FaceAnalyzer::new(models, options),
-            sampling,
-            segment_ms: args.segment_seconds as i64 * 1000,
-        })
-    }
-
-    /// Frames a video will yield at this sampling (for progress), if known.
-    fn estimate_frames(&self, path: &Path) -> Option<u64> {
-        let reader = VideoReader::open(path, "probe").ok()?;
-        let info = reader.info();
-        let total = info.num_frames.map(|n| n as f64).or(info.duration_ms.map(|d| d as f64 / 1000.0 * info.fps))?;
-        Some(match self.sampling {
-            Sampling::All => total,
-            Sampling::EveryNth(n) => total / n as f64,
-            Sampling::Fps(f) => total * (f / info.fps).min(1.0),
-        } as u64)
-    }
-
-    /// Templates of one input; `largest_only` keeps one face per image.
-    fn process(
-        &self,
-        input: &str,
-        largest_only: bool,
-        rt: &tokio::runtime::Handle,
-        progress: &FrameProgress,
-    ) -> MediaResult {
-        let mut result =
-            MediaResult { input: input.to_string(), templates: Vec::new(), is_video: false, frames: 0, error: None };
-        let outcome = if is_video_path(Path::new(input)) {
-            result.is_video = true;
-            self.process_video(input, rt, progress, &mut result)
-        } else {
-            self.process_image(input, largest_only, rt, progress, &mut result)
-        };
-        if let Err(e) = outcome {
-            result.error = Some(e.message().to_string());
-        }
-        result
-    }
-
-    fn process_image(
-        &self,
-        input: &str,
-        largest_only: bool,
-        rt: &tokio::runtime::Handle,
-        progress: &FrameProgress,
-        result: &mut MediaResult,
-    ) -> osprey_core::Result<()> {
-        let bytes = read_input(input, rt)?;
-        let image = decode_image(&bytes, input)?.image;
-        let templates = if largest_only {
-            still_templates(&image, self.analyzer.analyze_with(&image, &self.analyzer.largest_only())?)?
-        } else {
-            image_templates(&self.analyzer, &image)?
-        };
-        progress.frame();
-        result.frames = 1;
-        if templates.is_empty() {
-            return Err(Error::invalid(format!("{input}: no face found")));
-        }
-        result.templates = templates.into_iter().map(|t| (0, t)).collect();
-        Ok(())
-    }
-
-    fn process_video(
-        &self,
-        input: &str,
-        rt: &tokio::runtime::Handle,
-        progress: &FrameProgress,
-        result: &mut MediaResult,
-    ) -> osprey_core::Result<()> {
-        // A local file is read in place; an object is copied to a temporary
-        // file (removed when this returns) because FFmpeg seeks in it.
-        let temp;
-        let path = if input.contains("://") && !input.starts_with("file://") {
-            let bytes = read_input(input, rt)?;
-            let suffix = Path::new(input).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
-            temp = tempfile::Builder::new()
-                .prefix("osprey-video-")
-                .suffix(&suffix)
-                .tempfile()
-                .map_err(|e| Error::internal(format!("cannot create a temporary file: {e}")))?;
-            std::fs::write(temp.path(), &bytes)
-                .map_err(|e| Error::internal(format!("cannot write a temporary file: {e}")))?;
-            temp.path().to_path_buf()
-        } else {
-            PathBuf::from(input.strip_prefix("file://").unwrap_or(input))
-        };
-        let info = VideoReader::open(&path, input)?.info().clone();
-        let plan = segments(info.duration_ms, self.segment_ms);
-        let frames = AtomicUsize::new(0);
-        for (i, segment) in plan.iter().enumerate() {
-            let out = process_video(
-                &self.analyzer,
-                &path,
-                input,
-                VideoOptions { sampling: self.sampling, segment: *segment },
-                &|_| {
-                    frames.fetch_add(1, Ordering::Relaxed);
-                    progress.frame();
-                },
-            )?;
-            result.templates.extend(out.templates.into_iter().map(|t| (i, t)));
-        }
-        result.frames = frames.load(Ordering::Relaxed) as u64;
-        Ok(())
-    }
+fn load_analysis(args: &MediaArgs) -> anyhow::Result<(MediaAnalysis, MediaSettings)> {
+    let settings = MediaSettings {
+        sample_fps: args.sample_fps.clone(),
+        upsample: args.upsample,
+        max_detect_megapixels: args.max_detect_megapixels,
+        segment_seconds: args.segment_seconds,
+    };
+    Ok((MediaAnalysis::load(&settings, args.models.as_deref())?, settings))
 }
 
 /// Runs `analysis` over `inputs` on a few threads (each network uses every
 /// core within a frame); results come back in input order.
-fn process_all(analysis: &Analysis, inputs: &[String], largest_only: bool) -> (Vec<MediaResult>, usize, f64) {
+fn process_all(
+    analysis: &MediaAnalysis,
+    settings: &MediaSettings,
+    inputs: &[String],
+    largest_only: bool,
+) -> (Vec<InputResult>, usize, f64) {
     let estimate: u64 = inputs
         .iter()
         .map(|i| {
@@ -397,13 +227,15 @@ fn process_all(analysis: &Analysis, inputs: &[String], largest_only: bool) -> (V
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(input) = inputs.get(i) else { break };
                         progress.started_input(input);
-                        let r = analysis.process(input, largest_only, &rt, &progress);
+                        let plan = VideoPlan::Whole { segment_seconds: settings.segment_seconds };
+                        let outcome = analysis.process(input, largest_only, plan, &rt, &|| progress.frame());
                         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        let what = match &r.error {
-                            Some(e) => format!("failed: {e}"),
-                            None if r.is_video => format!("{} tracks from {} frames", r.templates.len(), r.frames),
-                            None => format!("{} faces", r.templates.len()),
+                        let what = match &outcome {
+                            Err(e) => format!("failed: {}", e.message()),
+                            Ok(r) if r.is_video => format!("{} tracks from {} frames", r.templates.len(), r.frames),
+                            Ok(r) => format!("{} faces", r.templates.len()),
                         };
+                        let r = InputResult { input: input.clone(), outcome };
                         progress.finished_input(n, inputs.len(), input, &what);
                         results.lock().expect("results lock").push((i, r));
                     }
@@ -417,147 +249,37 @@ fn process_all(analysis: &Analysis, inputs: &[String], largest_only: bool) -> (V
     (results.into_iter().map(|(_, r)| r).collect(), frames, secs)
 }
 
-// ---------------------------------------------------------------- templates
-
-fn template_id(scope: &str, input: &str, segment: usize, track: i64) -> String {
-    let name = format!("{scope}/{input}#s{segment}t{track}/{MODEL_NAME}");
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
-}
-
-fn thumbnail_key(template_id: &str) -> String {
-    format!("{}/{template_id}.jpg", layout::THUMBNAILS)
-}
-
-/// A template row for `t`; its thumbnail goes to `thumbnails` for writing.
-fn template_row(
-    root: &Root,
-    template_id: String,
-    input: &str,
-    segment: usize,
-    t: &MediaTemplate,
-    is_video: bool,
-    thumbnails: &mut Vec<(String, Vec<u8>)>,
-) -> Template {
-    let key = thumbnail_key(&template_id);
-    let thumbnail_uri = root.url_of(&key);
-    thumbnails.push((key, t.thumbnail_jpeg.clone()));
-    Template {
-        template_id,
-        task_id: Some(format!("segment-{segment}")),
-        media_uri: Some(input.to_string()),
-        track_id: is_video.then_some(t.track_id),
-        modality: Some(Modality::Face),
-        model: MODEL_NAME.to_string(),
-        embedding: Some(t.embedding.clone()),
-        quality: Some(t.quality),
-        frame_start: is_video.then_some(t.frame_start),
-        frame_end: is_video.then_some(t.frame_end),
-        t_start_ms: is_video.then_some(t.t_start_ms),
-        t_end_ms: is_video.then_some(t.t_end_ms),
-        num_frames: Some(t.num_frames as i32),
-        bbox: Some(BBox { x: t.bbox.x, y: t.bbox.y, w: t.bbox.w, h: t.bbox.h }),
-        landmarks: Some(t.landmarks.clone()),
-        thumbnail_uri: Some(thumbnail_uri),
-        created_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..Default::default()
-    }
-}
-
-fn failure_row(template_id: String, input: &str, error: &str) -> Template {
-    Template {
-        template_id,
-        media_uri: Some(input.to_string()),
-        modality: Some(Modality::Face),
-        model: MODEL_NAME.to_string(),
-        error: Some(error.to_string()),
-        created_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..Default::default()
-    }
-}
-
-async fn put_thumbnails(root: &Root, thumbnails: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
-    for (key, bytes) in thumbnails {
-        root.put(&key, bytes.into()).await?;
-    }
-    Ok(())
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The subject's own tracks in an enrolment video: the dominant one (most
-/// quality-weighted observations) and any other that looks like it.
-fn subject_tracks(templates: Vec<(usize, MediaTemplate)>, same_person: f32) -> Vec<(usize, MediaTemplate)> {
-    let weight = |t: &MediaTemplate| t.quality * t.num_frames as f32;
-    let Some(best) = templates.iter().max_by(|a, b| weight(&a.1).total_cmp(&weight(&b.1))) else {
-        return templates;
-    };
-    let anchor = best.1.embedding.clone();
-    templates.into_iter().filter(|(_, t)| cosine(&t.embedding, &anchor) >= same_person).collect()
-}
-
 // ---------------------------------------------------------------- enroll
-
-async fn subject_inputs(dir: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    if dir.contains("://") && !dir.starts_with("file://") {
-        let base = if dir.ends_with('/') { dir.to_string() } else { format!("{dir}/") };
-        let root = Root::open(&base)?;
-        for o in root.list("").await? {
-            if let Some((subject, _)) = o.key.split_once('/').filter(|_| is_media(&o.key)) {
-                out.push((subject.to_string(), join_url(&base, &o.key)));
-            }
-        }
-    } else {
-        let dir = PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir));
-        let mut subjects: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .with_context(|| format!("cannot list subjects folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        subjects.sort();
-        for s in subjects {
-            let subject = s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let files = media_files_under(&s)?;
-            if files.is_empty() {
-                eprintln!("warning: subject folder {} holds no images or videos", s.display());
-            }
-            out.extend(files.into_iter().map(|f| (subject.clone(), f)));
-        }
-    }
-    Ok(out)
-}
 
 async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
     layout::check_name("gallery", &args.gallery)?;
     let root = Root::open(&args.root.root)?;
-    let inputs = subject_inputs(&args.subjects_from_dirs).await?;
+    let inputs = media::subject_inputs(&args.subjects_from_dirs, &|w| eprintln!("warning: {w}")).await?;
     if inputs.is_empty() {
         bail!(Error::invalid(format!("no subject folders with images or videos under {}", args.subjects_from_dirs)));
-    }
-    for (subject, _) in &inputs {
-        layout::check_name("subject", subject).context("subject ids come from folder names")?;
     }
     let existing: std::collections::HashSet<String> = match Gallery::load(&root, &args.gallery).await {
         Ok(g) => g.template_ids().map(str::to_string).collect(),
         Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => Default::default(),
         Err(e) => return Err(e.into()),
     };
-    let analysis = Analysis::load(&args.media)?;
-    let same_person = analysis.analyzer.tracker_config().appearance_gate_far;
+    let (analysis, settings) = load_analysis(&args.media)?;
+    let same_person = analysis.same_person();
     let files: Vec<String> = inputs.iter().map(|(_, f)| f.clone()).collect();
-    let (results, frames, secs) = process_all(&analysis, &files, true);
+    let (results, frames, secs) = process_all(&analysis, &settings, &files, true);
 
     let mut templates = Vec::new();
     let mut thumbnails = Vec::new();
     let mut failed = Vec::new();
     let mut skipped = 0;
     for ((subject, _), r) in inputs.iter().zip(results) {
-        if let Some(e) = &r.error {
-            failed.push((r.input.clone(), e.clone()));
-            continue;
-        }
+        let r = match r.outcome {
+            Ok(r) => r,
+            Err(e) => {
+                failed.push((r.input, e.message().to_string()));
+                continue;
+            }
+        };
         let chosen = if r.is_video { subject_tracks(r.templates, same_person) } else { r.templates };
         for (segment, t) in chosen {
             let id = template_id(&format!("gallery={}", args.gallery), &r.input, segment, t.track_id);
@@ -638,21 +360,24 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     if inputs.is_empty() {
         bail!(Error::invalid("no input images or videos"));
     }
-    let analysis = Analysis::load(&args.media)?;
-    let (results, frames, secs) = process_all(&analysis, &inputs, false);
+    let (analysis, settings) = load_analysis(&args.media)?;
+    let (results, frames, secs) = process_all(&analysis, &settings, &inputs, false);
 
     let scope = format!("job={job_id}");
     let mut probes = Vec::new();
     let mut thumbnails = Vec::new();
     let mut failed = 0;
     for r in &results {
-        if let Some(e) = &r.error {
-            failed += 1;
-            let mut row = failure_row(template_id(&scope, &r.input, usize::MAX, -1), &r.input, e);
-            row.job_id = Some(job_id.clone());
-            probes.push(row);
-            continue;
-        }
+        let r = match &r.outcome {
+            Ok(r) => r,
+            Err(e) => {
+                failed += 1;
+                let mut row = failure_row(template_id(&scope, &r.input, usize::MAX, -1), &r.input, e.message());
+                row.job_id = Some(job_id.clone());
+                probes.push(row);
+                continue;
+            }
+        };
         for (segment, t) in &r.templates {
             let id = template_id(&scope, &r.input, *segment, t.track_id);
             let mut row = template_row(&root, id, &r.input, *segment, t, r.is_video, &mut thumbnails);
@@ -674,8 +399,10 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         frames as f64 / secs.max(1e-9),
         searchable.len()
     );
-    for r in results.iter().filter(|r| r.error.is_some()) {
-        eprintln!("  failed {}: {}", r.input, r.error.as_deref().unwrap_or_default());
+    for r in &results {
+        if let Some(e) = r.error() {
+            eprintln!("  failed {}: {e}", r.input);
+        }
     }
     eprintln!(
         "who appears when: osprey sql --root {} \"SELECT t.media_uri, t.t_start_ms, t.t_end_ms, r.subject_id, r.score FROM results r JOIN templates t ON r.probe_template_id = t.template_id WHERE r.job_id = '{job_id}' AND r.rank = 1 AND r.decision = 'match' ORDER BY 1, 2\"",

@@ -101,6 +101,23 @@ pub fn result_schema() -> SchemaRef {
     ]))
 }
 
+/// One row per search (REST or job probe): who searched what, and the answer.
+pub fn audit_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("at", utc_ms(), false),
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("job_id", DataType::Utf8, true),
+        Field::new("gallery", DataType::Utf8, false),
+        Field::new("probe", DataType::Utf8, false),
+        Field::new("top_subject_id", DataType::Utf8, true),
+        Field::new("top_score", DataType::Float32, true),
+        Field::new("decision", DataType::Utf8, false),
+        Field::new("threshold", DataType::Float32, false),
+    ]))
+}
+
 /// One row per gallery, from the gallery manifests.
 pub fn gallery_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -185,6 +202,14 @@ pub fn all_descriptions() -> Vec<(&'static str, serde_json::Value)> {
         (
             "galleries",
             describe("galleries", &gallery_schema(), "One row per gallery, read from galleries/<name>/manifest.json."),
+        ),
+        (
+            "audit",
+            describe(
+                "audit",
+                &audit_schema(),
+                "One row per search, from REST or a search job, under audit/; key_id is a digest of the API key, never the key. Only admins can query it.",
+            ),
         ),
     ]
 }

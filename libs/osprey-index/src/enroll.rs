@@ -32,6 +32,31 @@ pub async fn enroll(
     opts: &EnrollOptions,
 ) -> Result<Gallery> {
     layout::check_name("gallery", name)?;
+    let existing = match Gallery::load(root, name).await {
+        Ok(g) => Some(g),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (gallery, _) = enroll_into(root, existing, name, batch, templates, opts, false).await?;
+    Ok(gallery)
+}
+
+/// Enrols `templates` into `gallery` (already loaded; `None` builds gallery
+/// `name`), and returns it with the number of templates added. With
+/// `resume`, a batch whose template file already exists is not an error: only
+/// the templates the index lacks are added, so a retried enrolment (a
+/// coordinator restarted between the file and the snapshot) completes instead
+/// of failing or duplicating.
+pub async fn enroll_into(
+    root: &Root,
+    gallery: Option<Gallery>,
+    name: &str,
+    batch: &str,
+    templates: Vec<Template>,
+    opts: &EnrollOptions,
+    resume: bool,
+) -> Result<(Gallery, usize)> {
+    layout::check_name("gallery", name)?;
     layout::check_name("batch", batch)?;
     let first = templates.first().ok_or_else(|| Error::invalid("nothing to enrol: no templates"))?;
     let model = first.model.clone();
@@ -59,13 +84,7 @@ pub async fn enroll(
         subjects.push(subject.clone());
         ids.push((t.template_id.clone(), subject));
     }
-
-    let existing = match Gallery::load(root, name).await {
-        Ok(g) => Some(g),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    if let Some(g) = &existing {
+    if let Some(g) = &gallery {
         let m = g.manifest();
         if m.model != model || m.dim != dim {
             return Err(Error::invalid(format!(
@@ -76,19 +95,32 @@ pub async fn enroll(
     }
 
     let key = layout::template_file(&model, batch);
-    if write_templates(root, &key, &templates, dim, true).await? == PutOutcome::AlreadyExists {
+    let written = write_templates(root, &key, &templates, dim, true).await?;
+    if written == PutOutcome::AlreadyExists && !resume {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
             format!("template batch `{}` was already written; enrol it under a new batch id", root.url_of(&key)),
         ));
     }
+    // Only what the index lacks (a resumed batch may be partly in it).
+    let (mut new_ids, mut new_vectors) = (Vec::with_capacity(ids.len()), Vec::with_capacity(vectors.len()));
+    let present: std::collections::HashSet<&str> = gallery.iter().flat_map(|g| g.template_ids()).collect();
+    for (id, v) in ids.into_iter().zip(vectors.chunks(dim)) {
+        if !present.contains(id.0.as_str()) {
+            new_ids.push(id);
+            new_vectors.extend_from_slice(v);
+        }
+    }
+    drop(present);
+    let added = new_ids.len();
     let built = async {
-        let mut gallery = match existing {
+        let mut gallery = match gallery {
+            Some(g) if added == 0 => return Ok(g),
             Some(mut g) => {
-                g.add(ids, &vectors)?;
+                g.add(new_ids, &new_vectors)?;
                 g
             }
-            None => Gallery::build(name, &model, dim, opts.index_factory.as_deref(), ids, &vectors)?,
+            None => Gallery::build(name, &model, dim, opts.index_factory.as_deref(), new_ids, &new_vectors)?,
         };
         if let Some(nprobe) = opts.nprobe {
             gallery.set_nprobe(nprobe)?;
@@ -104,10 +136,10 @@ pub async fn enroll(
         Ok::<_, Error>(gallery)
     }
     .await;
-    if built.is_err() {
+    if built.is_err() && written == PutOutcome::Created {
         root.delete(&key).await.ok();
     }
-    built
+    Ok((built?, added))
 }
 
 /// How many enrolled templates calibration searches at most.

@@ -16,7 +16,7 @@ mod search;
 mod snapshot;
 
 pub use choice::{auto_factory, bytes_per_template_estimate, default_nprobe};
-pub use enroll::{EnrollOptions, calibrate, enroll};
+pub use enroll::{EnrollOptions, calibrate, enroll, enroll_into};
 pub use erase::{Erasure, erase_subject};
 pub use gallery::{Gallery, GalleryManifest, Removal, SubjectCandidate, set_num_threads};
 pub use search::{DEFAULT_FPIR, OperatingPoint, count_decisions, operating_point, search_probes, store_search};

@@ -1,5 +1,7 @@
 //! Faces: dlib's detector, landmarks and descriptor as a [`FrameAnalyzer`].
 
+use std::sync::Arc;
+
 use image::RgbImage;
 use osprey_core::{Modality, Result};
 use osprey_models::{FaceModels, FaceOptions, FaceSelection, MODEL_NAME};
@@ -9,13 +11,19 @@ use crate::{BoxF, FrameAnalyzer, Observation, TrackerConfig};
 
 /// dlib-resnet-v1 faces.
 pub struct FaceAnalyzer {
-    pub models: FaceModels,
+    /// Shared, so one loaded copy serves analyzers with different options.
+    pub models: Arc<FaceModels>,
     pub options: FaceOptions,
 }
 
 impl FaceAnalyzer {
     pub fn new(models: FaceModels, options: FaceOptions) -> Self {
-        Self { models, options }
+        Self { models: Arc::new(models), options }
+    }
+
+    /// The same models with other options.
+    pub fn with_options(&self, options: FaceOptions) -> Self {
+        Self { models: Arc::clone(&self.models), options }
     }
 
     /// The same models keeping only the largest face (enrolment photos).

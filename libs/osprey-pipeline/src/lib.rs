@@ -6,9 +6,12 @@
 //! [`track`] links observations across frames (Kalman motion, IoU and
 //! appearance), [`quality`] scores observations and aggregates a track's
 //! embeddings into one template, and [`video`] runs decode and inference
-//! side by side over one time segment.
+//! side by side over one time segment. [`media`] is the input end shared by
+//! the embedded jobs and the workers: files and object URLs in, template rows
+//! of the table out.
 
 pub mod face;
+pub mod media;
 pub mod quality;
 pub mod scene;
 pub mod track;
@@ -18,6 +21,7 @@ use image::RgbImage;
 use osprey_core::{Modality, Result};
 
 pub use face::FaceAnalyzer;
+pub use media::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 pub use track::{Tracker, TrackerConfig};
 pub use video::{VideoOptions, VideoOutput, process_video};
 

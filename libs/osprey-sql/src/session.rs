@@ -43,6 +43,12 @@ impl SqlSession {
     /// Opens a session over `root` with the `templates`, `results` and
     /// `galleries` tables registered.
     pub async fn open(root: &Root) -> Result<SqlSession> {
+        Self::open_with(root, false).await
+    }
+
+    /// Like [`SqlSession::open`]; with `audit`, the `audit` table (every
+    /// search run, for administrators) is registered too.
+    pub async fn open_with(root: &Root, audit: bool) -> Result<SqlSession> {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         let (base, store) = root.store();
@@ -54,6 +60,9 @@ impl SqlSession {
         session.register_templates().await?;
         session.register_parquet_or_empty("results", layout::RESULTS, schema::result_schema()).await?;
         session.register_galleries().await?;
+        if audit {
+            session.register_parquet_or_empty("audit", layout::AUDIT, schema::audit_schema()).await?;
+        }
         Ok(session)
     }
 

@@ -5,6 +5,13 @@
 //! results/job=<job_id>/<part>.parquet         search results
 //! galleries/<name>/manifest.json              gallery metadata (the commit point)
 //! galleries/<name>/index/<version>.faiss      FAISS snapshot + its id map
+//! thumbnails/<template_id>.jpg                face crops
+//! audit/<part>.parquet                        one row per search
+//! jobs/<job_id>/job.json                      a service job's spec (the commit point)
+//! jobs/<job_id>/tasks.json                    its tasks, once expanded
+//! jobs/<job_id>/outputs/<task_id>.parquet     a worker's templates for one task
+//! jobs/<job_id>/done/<task_id>.json           a task's completion or failure
+//! jobs/<job_id>/final.json                    the job's end state
 //! ```
 
 use osprey_core::{Error, Result};
@@ -17,6 +24,10 @@ pub const RESULTS: &str = "results";
 pub const GALLERIES: &str = "galleries";
 /// Folder of template thumbnails (`<template_id>.jpg`).
 pub const THUMBNAILS: &str = "thumbnails";
+/// Prefix of the audit table.
+pub const AUDIT: &str = "audit";
+/// Prefix of the service's job manifests and task outputs.
+pub const JOBS: &str = "jobs";
 
 /// Checks that `name` can be used as a single path segment: a gallery, model,
 /// job or subject name. Allowed: ASCII letters, digits, `.`, `_`, `-`, not
@@ -58,6 +69,11 @@ pub fn gallery_dir(gallery: &str) -> String {
 /// The key of a gallery's manifest.
 pub fn gallery_manifest(gallery: &str) -> String {
     format!("{}/manifest.json", gallery_dir(gallery))
+}
+
+/// A key inside one job's folder, e.g. `job_key(id, "done/t00001.json")`.
+pub fn job_key(job_id: &str, rest: &str) -> String {
+    format!("{JOBS}/{job_id}/{rest}")
 }
 
 #[cfg(test)]

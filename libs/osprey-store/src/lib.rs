@@ -9,6 +9,7 @@
 //! retried task can never duplicate templates.
 #![warn(missing_docs)]
 
+mod audit;
 mod error;
 pub mod layout;
 mod parquet_io;
@@ -16,6 +17,7 @@ mod results;
 mod root;
 mod templates;
 
+pub use audit::{AuditRow, audit_to_batch};
 pub use parquet_io::{decode_parquet, encode_parquet};
 pub use results::{SearchResultRow, results_to_batch};
 pub use root::{ObjectInfo, PutOutcome, Root};

@@ -102,6 +102,12 @@ impl FaceDetector {
         let (nr, nc) = (tiling.rows, tiling.cols);
         let mut x = Tensor::from_vec(canvas, (1, 3, nr, nc), &self.device).map_err(cerr)?;
         for (conv, relu) in &self.convs {
+            // An image smaller than the network's field of view holds no
+            // face (and an empty convolution output would fail in candle).
+            let (_, _, h, w) = x.dims4().map_err(cerr)?;
+            if h < conv.kernel || w < conv.kernel {
+                return Ok(Vec::new());
+            }
             x = conv.forward(&x)?;
             if *relu {
                 x = x.relu().map_err(cerr)?;

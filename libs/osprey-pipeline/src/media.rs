@@ -1,0 +1,462 @@
+//! Media inputs → template rows: what the embedded batch jobs and the
+//! workers share. An input is a local path or an object URL; the analysis
+//! turns an image (every face, or the largest) or a video (one template per
+//! track, segment by segment) into rows of the template table.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use osprey_core::{Error, ErrorKind, Modality, Result};
+use osprey_media::video::{Sampling, Segment, VideoReader, segments};
+use osprey_media::{decode_image, is_image_path, is_video_path};
+use osprey_models::{FaceModels, FaceOptions, MODEL_NAME, default_device, model_dir};
+use osprey_store::{BBox, Root, Template, layout};
+
+use crate::{
+    FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, process_video, still_templates,
+};
+
+/// How media are turned into templates (the same knobs as `osprey run`'s
+/// flags and a job's spec).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Video frames analysed: frames per second (`"5"`), `"every:N"` or `"all"`.
+    pub sample_fps: String,
+    /// Image doublings before detection: 0 finds faces from ~80 px, 1 from ~40 px.
+    pub upsample: u32,
+    /// Most megapixels the detector searches per frame (after upsampling).
+    pub max_detect_megapixels: f64,
+    /// Videos are processed in segments of this many seconds.
+    pub segment_seconds: u64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self { sample_fps: "5".into(), upsample: 1, max_detect_megapixels: 4.0, segment_seconds: 300 }
+    }
+}
+
+impl MediaSettings {
+    /// Checks every value; the error names the setting.
+    pub fn validate(&self) -> Result<Sampling> {
+        if !self.max_detect_megapixels.is_finite() || self.max_detect_megapixels <= 0.0 {
+            return Err(Error::invalid("max_detect_megapixels must be positive"));
+        }
+        if self.segment_seconds == 0 {
+            return Err(Error::invalid("segment_seconds must be positive"));
+        }
+        if self.upsample > 3 {
+            return Err(Error::invalid("upsample must be 0 to 3"));
+        }
+        Sampling::parse(&self.sample_fps)
+    }
+}
+
+/// The face models loaded once, with the settings they run at.
+pub struct MediaAnalysis {
+    analyzer: FaceAnalyzer,
+    sampling: Sampling,
+}
+
+/// What one input (or one segment of a video) gave.
+#[derive(Debug)]
+pub struct MediaResult {
+    pub input: String,
+    /// Templates with the segment index each came from.
+    pub templates: Vec<(usize, MediaTemplate)>,
+    pub is_video: bool,
+    pub frames: u64,
+}
+
+impl MediaAnalysis {
+    /// Loads the face models from `models` (default: `$OSPREY_MODELS`, else
+    /// `./models`).
+    pub fn load(settings: &MediaSettings, models: Option<&Path>) -> Result<MediaAnalysis> {
+        let sampling = settings.validate()?;
+        let models = FaceModels::load(&model_dir(models), &default_device())?;
+        Ok(MediaAnalysis { analyzer: FaceAnalyzer::new(models, face_options(settings)), sampling })
+    }
+
+    /// The same models at other settings (a job's own).
+    pub fn with_settings(&self, settings: &MediaSettings) -> Result<MediaAnalysis> {
+        let sampling = settings.validate()?;
+        Ok(MediaAnalysis { analyzer: self.analyzer.with_options(face_options(settings)), sampling })
+    }
+
+    pub fn analyzer(&self) -> &FaceAnalyzer {
+        &self.analyzer
+    }
+
+    /// Cosine at or above which two tracks are taken for the same person.
+    pub fn same_person(&self) -> f32 {
+        self.analyzer.tracker_config().appearance_gate_far
+    }
+
+    /// Frames a local video will yield at this sampling (for progress).
+    pub fn estimate_frames(&self, path: &Path) -> Option<u64> {
+        let reader = VideoReader::open(path, "probe").ok()?;
+        let info = reader.info();
+        let total = info.num_frames.map(|n| n as f64).or(info.duration_ms.map(|d| d as f64 / 1000.0 * info.fps))?;
+        Some(match self.sampling {
+            Sampling::All => total,
+            Sampling::EveryNth(n) => total / n as f64,
+            Sampling::Fps(f) => total * (f / info.fps).min(1.0),
+        } as u64)
+    }
+
+    /// Templates of one input. `largest_only` keeps one face per image;
+    /// `segments` picks which of the video's segments to process (`None`:
+    /// all); `on_frame` is called once per analysed frame. Call from outside
+    /// the async runtime: object reads block on `rt`.
+    pub fn process(
+        &self,
+        input: &str,
+        largest_only: bool,
+        plan: VideoPlan,
+        rt: &tokio::runtime::Handle,
+        on_frame: &(dyn Fn() + Sync),
+    ) -> Result<MediaResult> {
+        if is_video_path(Path::new(input)) {
+            self.process_video(input, plan, rt, on_frame)
+        } else {
+            self.process_image(input, largest_only, rt, on_frame)
+        }
+    }
+
+    fn process_image(
+        &self,
+        input: &str,
+        largest_only: bool,
+        rt: &tokio::runtime::Handle,
+        on_frame: &(dyn Fn() + Sync),
+    ) -> Result<MediaResult> {
+        let bytes = read_input(input, rt)?;
+        let image = decode_image(&bytes, input)?.image;
+        let templates = if largest_only {
+            still_templates(&image, self.analyzer.analyze_with(&image, &self.analyzer.largest_only())?)?
+        } else {
+            image_templates(&self.analyzer, &image)?
+        };
+        on_frame();
+        if templates.is_empty() {
+            return Err(Error::invalid(format!("{input}: no face found")));
+        }
+        let templates = templates.into_iter().map(|t| (0, t)).collect();
+        Ok(MediaResult { input: input.to_string(), templates, is_video: false, frames: 1 })
+    }
+
+    fn process_video(
+        &self,
+        input: &str,
+        plan: VideoPlan,
+        rt: &tokio::runtime::Handle,
+        on_frame: &(dyn Fn() + Sync),
+    ) -> Result<MediaResult> {
+        let local = LocalVideo::of(input, rt)?;
+        let chosen: Vec<(usize, Segment)> = match plan {
+            VideoPlan::Whole { segment_seconds } => {
+                let info = VideoReader::open(local.path(), input)?.info().clone();
+                segments(info.duration_ms, segment_seconds as i64 * 1000).into_iter().enumerate().collect()
+            }
+            VideoPlan::Segment { index, segment } => vec![(index, segment)],
+        };
+        let frames = AtomicUsize::new(0);
+        let mut templates = Vec::new();
+        for (i, segment) in chosen {
+            let out = process_video(
+                &self.analyzer,
+                local.path(),
+                input,
+                VideoOptions { sampling: self.sampling, segment },
+                &|_| {
+                    frames.fetch_add(1, Ordering::Relaxed);
+                    on_frame();
+                },
+            )?;
+            templates.extend(out.templates.into_iter().map(|t| (i, t)));
+        }
+        Ok(MediaResult { input: input.to_string(), templates, is_video: true, frames: frames.into_inner() as u64 })
+    }
+}
+
+fn face_options(settings: &MediaSettings) -> FaceOptions {
+    FaceOptions {
+        upsample: settings.upsample,
+        max_detect_pixels: (settings.max_detect_megapixels * 1e6) as u64,
+        ..FaceOptions::default()
+    }
+}
+
+/// Which part of a video to process.
+#[derive(Debug, Clone, Copy)]
+pub enum VideoPlan {
+    /// Every segment of `segment_seconds`, one after the other.
+    Whole { segment_seconds: u64 },
+    /// One segment (a distributed task), numbered `index` in the video.
+    Segment { index: usize, segment: Segment },
+}
+
+/// A video as a local file: a local path in place, an object copied to a
+/// temporary file (removed on drop) because FFmpeg seeks in it.
+pub struct LocalVideo {
+    path: PathBuf,
+    _temp: Option<tempfile::NamedTempFile>,
+}
+
+impl LocalVideo {
+    pub fn of(input: &str, rt: &tokio::runtime::Handle) -> Result<LocalVideo> {
+        if !is_remote(input) {
+            return Ok(LocalVideo { path: PathBuf::from(input.strip_prefix("file://").unwrap_or(input)), _temp: None });
+        }
+        let bytes = read_input(input, rt)?;
+        let suffix = Path::new(input).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix("osprey-video-")
+            .suffix(&suffix)
+            .tempfile()
+            .map_err(|e| Error::internal(format!("cannot create a temporary file: {e}")))?;
+        std::fs::write(temp.path(), &bytes)
+            .map_err(|e| Error::internal(format!("cannot write a temporary file: {e}")))?;
+        Ok(LocalVideo { path: temp.path().to_path_buf(), _temp: Some(temp) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The time segments of a video input (local or remote), for splitting it
+/// into tasks.
+pub fn video_segments(input: &str, segment_seconds: u64, rt: &tokio::runtime::Handle) -> Result<Vec<Segment>> {
+    let local = LocalVideo::of(input, rt)?;
+    let info = VideoReader::open(local.path(), input)?.info().clone();
+    Ok(segments(info.duration_ms, segment_seconds as i64 * 1000))
+}
+
+fn is_remote(input: &str) -> bool {
+    input.contains("://") && !input.starts_with("file://")
+}
+
+/// Reads one input's bytes: a local path, or an object URL (through `rt`,
+/// from a thread outside the async runtime).
+pub fn read_input(input: &str, rt: &tokio::runtime::Handle) -> Result<Vec<u8>> {
+    if input.contains("://") {
+        let (parent, key) =
+            input.rsplit_once('/').ok_or_else(|| Error::invalid(format!("{input}: not an object URL")))?;
+        let root = Root::open(parent)?;
+        return Ok(rt.block_on(root.get(key))?.to_vec());
+    }
+    std::fs::read(input).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::InvalidInput };
+        Error::new(kind, format!("{input}: {e}"))
+    })
+}
+
+// ---------------------------------------------------------------- inputs
+
+/// An image or video file name.
+pub fn is_media(name: &str) -> bool {
+    let p = Path::new(name);
+    is_image_path(p) || is_video_path(p)
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::internal(format!("cannot list {}: {e}", dir.display())))?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// The image and video files under a local folder (recursively), sorted.
+pub fn media_files_under(dir: &Path) -> Result<Vec<String>> {
+    let mut found: Vec<String> =
+        walk(dir)?.into_iter().filter(|p| is_media(&p.to_string_lossy())).map(|p| p.display().to_string()).collect();
+    found.sort();
+    Ok(found)
+}
+
+fn join_url(base: &str, key: &str) -> String {
+    if base.ends_with('/') { format!("{base}{key}") } else { format!("{base}/{key}") }
+}
+
+/// Expands files, folders, globs and object URLs (a folder URL ends in `/`)
+/// into media inputs, in order; `warn` hears about inputs that matched
+/// nothing. A plain file or object URL is taken as given (its content decides
+/// what it is); folders and globs keep only names with an image or video
+/// extension.
+pub async fn expand_media(inputs: &[String], warn: &(dyn Fn(String) + Sync)) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let is_url = input.contains("://");
+        if !has_glob(input) && !(is_url && input.ends_with('/')) {
+            let path = Path::new(input.strip_prefix("file://").unwrap_or(input));
+            if (!is_url || input.starts_with("file://")) && path.is_dir() {
+                let found = media_files_under(path)?;
+                if found.is_empty() {
+                    warn(format!("no images or videos under {}", path.display()));
+                }
+                out.extend(found);
+            } else {
+                out.push(input.clone());
+            }
+            continue;
+        }
+        // A glob or a folder URL: list through the object store, below the
+        // longest folder without glob characters.
+        let literal_end = input.find(['*', '?', '[']).unwrap_or(input.len());
+        let (base, pattern) = input.split_at(input[..literal_end].rfind('/').map_or(0, |i| i + 1));
+        let base_url = if is_url {
+            base.to_string()
+        } else {
+            let dir = if base.is_empty() { "." } else { base };
+            std::fs::canonicalize(dir)
+                .map_err(|e| Error::new(ErrorKind::NotFound, format!("no folder {dir}: {e}")))?
+                .display()
+                .to_string()
+        };
+        let root = Root::open(&base_url)?;
+        let objects = if pattern.is_empty() { root.list("").await? } else { root.glob(pattern).await? };
+        let found: Vec<String> =
+            objects.into_iter().filter(|o| is_media(&o.key)).map(|o| join_url(&base_url, &o.key)).collect();
+        if found.is_empty() {
+            warn(format!("no images or videos match {input}"));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// (subject id, input) for every image and video in a folder holding one
+/// folder per subject: a local folder or an object URL prefix.
+pub async fn subject_inputs(dir: &str, warn: &(dyn Fn(String) + Sync)) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if is_remote(dir) {
+        let base = if dir.ends_with('/') { dir.to_string() } else { format!("{dir}/") };
+        let root = Root::open(&base)?;
+        for o in root.list("").await? {
+            if let Some((subject, _)) = o.key.split_once('/').filter(|_| is_media(&o.key)) {
+                out.push((subject.to_string(), join_url(&base, &o.key)));
+            }
+        }
+    } else {
+        let dir = PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir));
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            Error::new(ErrorKind::NotFound, format!("cannot list subjects folder {}: {e}", dir.display()))
+        })?;
+        let mut subjects: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+        subjects.sort();
+        for s in subjects {
+            let subject = s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let files = media_files_under(&s)?;
+            if files.is_empty() {
+                warn(format!("subject folder {} holds no images or videos", s.display()));
+            }
+            out.extend(files.into_iter().map(|f| (subject.clone(), f)));
+        }
+    }
+    for (subject, _) in &out {
+        layout::check_name("subject", subject).map_err(|e| e.context("subject ids come from folder names"))?;
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- template rows
+
+/// A template id stable across reruns: derived from where the template was
+/// made (`scope`: a gallery or a job), the input, segment and track.
+pub fn template_id(scope: &str, input: &str, segment: usize, track: i64) -> String {
+    let name = format!("{scope}/{input}#s{segment}t{track}/{MODEL_NAME}");
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+}
+
+/// Where a template's thumbnail is stored under the root.
+pub fn thumbnail_key(template_id: &str) -> String {
+    format!("{}/{template_id}.jpg", layout::THUMBNAILS)
+}
+
+/// A template row for `t`; its thumbnail goes to `thumbnails` for writing.
+pub fn template_row(
+    root: &Root,
+    template_id: String,
+    input: &str,
+    segment: usize,
+    t: &MediaTemplate,
+    is_video: bool,
+    thumbnails: &mut Vec<(String, Vec<u8>)>,
+) -> Template {
+    let key = thumbnail_key(&template_id);
+    let thumbnail_uri = root.url_of(&key);
+    thumbnails.push((key, t.thumbnail_jpeg.clone()));
+    Template {
+        template_id,
+        task_id: Some(format!("segment-{segment}")),
+        media_uri: Some(input.to_string()),
+        track_id: is_video.then_some(t.track_id),
+        modality: Some(Modality::Face),
+        model: MODEL_NAME.to_string(),
+        embedding: Some(t.embedding.clone()),
+        quality: Some(t.quality),
+        frame_start: is_video.then_some(t.frame_start),
+        frame_end: is_video.then_some(t.frame_end),
+        t_start_ms: is_video.then_some(t.t_start_ms),
+        t_end_ms: is_video.then_some(t.t_end_ms),
+        num_frames: Some(t.num_frames as i32),
+        bbox: Some(BBox { x: t.bbox.x, y: t.bbox.y, w: t.bbox.w, h: t.bbox.h }),
+        landmarks: Some(t.landmarks.clone()),
+        thumbnail_uri: Some(thumbnail_uri),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}
+
+/// The row recording that `input` gave no template, with why.
+pub fn failure_row(template_id: String, input: &str, error: &str) -> Template {
+    Template {
+        template_id,
+        media_uri: Some(input.to_string()),
+        modality: Some(Modality::Face),
+        model: MODEL_NAME.to_string(),
+        error: Some(error.to_string()),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}
+
+/// Writes thumbnails (from [`template_row`]) under the root.
+pub async fn put_thumbnails(root: &Root, thumbnails: Vec<(String, Vec<u8>)>) -> Result<()> {
+    for (key, bytes) in thumbnails {
+        root.put(&key, bytes.into()).await?;
+    }
+    Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The subject's own tracks in an enrolment video: the dominant one (most
+/// quality-weighted observations) and any other that looks like it
+/// (`same_person`: cosine); bystanders are dropped.
+pub fn subject_tracks(templates: Vec<(usize, MediaTemplate)>, same_person: f32) -> Vec<(usize, MediaTemplate)> {
+    let weight = |t: &MediaTemplate| t.quality * t.num_frames as f32;
+    let Some(best) = templates.iter().max_by(|a, b| weight(&a.1).total_cmp(&weight(&b.1))) else {
+        return templates;
+    };
+    let anchor = best.1.embedding.clone();
+    templates.into_iter().filter(|(_, t)| cosine(&t.embedding, &anchor) >= same_person).collect()
+}

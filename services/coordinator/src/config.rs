@@ -1,0 +1,131 @@
+//! Coordinator configuration: a TOML file, overridden by the environment
+//! (`OSPREY_ROOT`, `OSPREY_LISTEN`, `OSPREY_API_KEYS`,
+//! `OSPREY_ALLOWED_PREFIXES`), overridden by flags.
+
+use std::path::{Path, PathBuf};
+
+use osprey_api::Role;
+use osprey_core::{Error, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Everything the coordinator needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Root URL: a folder, `file:///…` or `s3://bucket/prefix`.
+    pub root: String,
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// `role:key` pairs; roles are `admin`, `operator` and `reader`.
+    pub api_keys: Vec<String>,
+    /// Inputs may be under the root or one of these URL or path prefixes.
+    pub allowed_prefixes: Vec<String>,
+    /// A leased task not heard from for this long goes back to the queue.
+    pub lease_seconds: u64,
+    /// Attempts before a task fails for good.
+    pub max_attempts: u32,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest image upload to `POST /v1/search`.
+    pub max_upload_bytes: usize,
+    /// Folder with the face models (for image searches; default `$OSPREY_MODELS`).
+    pub models: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: String::new(),
+            listen: "127.0.0.1:8080".into(),
+            api_keys: Vec::new(),
+            allowed_prefixes: Vec::new(),
+            lease_seconds: 30,
+            max_attempts: 3,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 20 << 20,
+            models: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (if given), then the environment on top.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut config = match file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| Error::invalid(format!("cannot read config file {}: {e}", f.display())))?;
+                toml::from_str(&text).map_err(|e| Error::invalid(format!("config file {}: {e}", f.display())))?
+            }
+            None => Config::default(),
+        };
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var("OSPREY_ROOT") {
+            config.root = v;
+        }
+        if let Some(v) = var("OSPREY_LISTEN") {
+            config.listen = v;
+        }
+        if let Some(v) = var("OSPREY_API_KEYS") {
+            config.api_keys = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = var("OSPREY_ALLOWED_PREFIXES") {
+            config.allowed_prefixes = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        Ok(config)
+    }
+
+    /// The API keys, checked: each `role:key` with a known role and a key of
+    /// at least 8 characters.
+    pub fn keys(&self) -> Result<Vec<ApiKey>> {
+        if self.api_keys.is_empty() {
+            return Err(Error::invalid(
+                "no API keys: set OSPREY_API_KEYS to comma-separated role:key pairs (roles: admin, operator, reader)",
+            ));
+        }
+        self.api_keys
+            .iter()
+            .map(|pair| {
+                let (role, key) = pair
+                    .split_once(':')
+                    .ok_or_else(|| Error::invalid("API keys are role:key pairs, e.g. admin:s3cret-key".to_string()))?;
+                let role = Role::parse(role).ok_or_else(|| {
+                    Error::invalid(format!("unknown role `{role}` in OSPREY_API_KEYS: use admin, operator or reader"))
+                })?;
+                if key.len() < 8 {
+                    return Err(Error::invalid(format!("the {} API key is shorter than 8 characters", role.as_str())));
+                }
+                Ok(ApiKey::new(role, key))
+            })
+            .collect()
+    }
+}
+
+/// One API key: its role and a digest that names it in logs and the audit
+/// table (the key itself is never stored).
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub role: Role,
+    pub key_id: String,
+    digest: [u8; 32],
+}
+
+impl ApiKey {
+    pub fn new(role: Role, key: &str) -> ApiKey {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let key_id = format!("{}-{}", role.as_str(), hex(&digest[..4]));
+        ApiKey { role, key_id, digest }
+    }
+
+    /// Whether `presented` is this key (compared by digest, in constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        d.iter().zip(&self.digest).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,510 @@
+//! The job table: jobs, their tasks and leases, in memory, with every change
+//! that matters written to the object store first, so a coordinator started
+//! again over the same root picks up where the last one stopped.
+//!
+//! Records under `jobs/<job_id>/` (see `osprey_store::layout`): `job.json`
+//! (written at submission), `tasks.json` (once the inputs are listed),
+//! `done/<task>.json` (a task's end, after its output was ingested),
+//! `final.json` (the job's end). Leases and attempt counts live only in
+//! memory: after a restart every unfinished task is simply queued again, and
+//! a retried task's output is written put-if-absent under a key derived from
+//! the task, so nothing is duplicated.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use osprey_api::{
+    JobError, JobKind, JobSpec, JobState, JobStatus, Lease, MediaSpec, Role, TaskCounts, TaskSegment, TaskSpec,
+};
+use osprey_index::OperatingPoint;
+use serde::{Deserialize, Serialize};
+
+/// `jobs/<id>/job.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub spec: JobSpec,
+    /// Who submitted it (key digest) and with what role.
+    pub key_id: String,
+    pub role: Role,
+    pub created_at_ms: i64,
+}
+
+/// `jobs/<id>/done/<task>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub frames: u64,
+    pub templates: u64,
+    pub attempts: u32,
+}
+
+/// `jobs/<id>/final.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalRecord {
+    pub state: JobState,
+    pub finished_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+enum TaskState {
+    Queued,
+    Leased {
+        lease_id: String,
+        worker: String,
+        deadline: Instant,
+    },
+    /// Completed by a worker; its output is being ingested.
+    Ingesting,
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+struct Task {
+    spec: TaskSpec,
+    state: TaskState,
+    attempts: u32,
+    frames: u64,
+    templates: u64,
+    error: Option<String>,
+}
+
+/// One job in memory.
+#[derive(Debug)]
+pub struct Job {
+    pub record: JobRecord,
+    tasks: Option<Vec<Task>>,
+    errors: Vec<JobError>,
+    cancelled: bool,
+    finished: Option<FinalRecord>,
+    finalizing: bool,
+    /// A search job's threshold, fixed at its first ingest.
+    pub operating_point: Option<OperatingPoint>,
+}
+
+/// What the caller must do after a task ended for good.
+#[derive(Debug)]
+pub enum TaskEnd {
+    /// Nothing more.
+    Nothing,
+    /// Every task of the job ended: finish it.
+    FinishJob(String),
+}
+
+/// A task whose lease ran out for the last time.
+#[derive(Debug)]
+pub struct Expired {
+    pub spec: TaskSpec,
+    pub attempts: u32,
+}
+
+/// The lease check's answer.
+pub enum LeaseCheck {
+    Ok { cancelled: bool },
+    UnknownTask,
+    Lost,
+}
+
+/// Every job, in submission order.
+#[derive(Debug, Default)]
+pub struct JobTable {
+    jobs: Vec<Job>,
+    by_id: HashMap<String, usize>,
+}
+
+/// A task id: `<job_id>.<n>`; unique across jobs.
+pub fn task_id(job_id: &str, n: usize) -> String {
+    format!("{job_id}.{n:05}")
+}
+
+/// The job of a task id.
+pub fn job_of_task(task_id: &str) -> Option<&str> {
+    task_id.rsplit_once('.').map(|(j, _)| j)
+}
+
+/// The task's display name in errors: its input, `#segment N` for a part of a video.
+pub fn input_name(spec: &TaskSpec) -> String {
+    match spec.segment {
+        Some(s) => format!("{}#segment{}", spec.input, s.index),
+        None => spec.input.clone(),
+    }
+}
+
+impl JobTable {
+    /// Adds a job (new, or recovered with its tasks and ends).
+    pub fn insert(
+        &mut self,
+        record: JobRecord,
+        tasks: Option<Vec<TaskSpec>>,
+        ended: &HashMap<String, TaskRecord>,
+        cancelled: bool,
+        finished: Option<FinalRecord>,
+    ) {
+        let id = record.job_id.clone();
+        let mut job = Job {
+            record,
+            tasks: None,
+            errors: Vec::new(),
+            cancelled,
+            finished,
+            finalizing: false,
+            operating_point: None,
+        };
+        if let Some(tasks) = tasks {
+            job.set_tasks(tasks, ended);
+        }
+        self.by_id.insert(id, self.jobs.len());
+        self.jobs.push(job);
+    }
+
+    pub fn get(&self, job_id: &str) -> Option<&Job> {
+        self.by_id.get(job_id).map(|i| &self.jobs[*i])
+    }
+
+    pub fn get_mut(&mut self, job_id: &str) -> Option<&mut Job> {
+        self.by_id.get(job_id).map(|i| &mut self.jobs[*i])
+    }
+
+    /// Every job, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.iter()
+    }
+
+    /// Leases the oldest queued task of the oldest job that has one.
+    pub fn lease(&mut self, worker: &str, lease: Duration, root: &str) -> Option<Lease> {
+        for job in self.jobs.iter_mut().filter(|j| j.finished.is_none() && !j.cancelled) {
+            let Some(tasks) = job.tasks.as_mut() else { continue };
+            if let Some(task) = tasks.iter_mut().find(|t| matches!(t.state, TaskState::Queued)) {
+                task.attempts += 1;
+                let lease_id = uuid::Uuid::new_v4().simple().to_string();
+                task.state = TaskState::Leased {
+                    lease_id: lease_id.clone(),
+                    worker: worker.to_string(),
+                    deadline: Instant::now() + lease,
+                };
+                return Some(Lease {
+                    lease_id,
+                    lease_seconds: lease.as_secs(),
+                    attempt: task.attempts,
+                    root: root.to_string(),
+                    output_key: output_key(&task.spec),
+                    task: task.spec.clone(),
+                });
+            }
+        }
+        None
+    }
+
+    fn task_mut(&mut self, task_id: &str) -> Option<(&mut Task, bool)> {
+        let job = self.get_mut(job_of_task(task_id)?)?;
+        let cancelled = job.cancelled || job.finished.is_some();
+        let task = job.tasks.as_mut()?.iter_mut().find(|t| t.spec.task_id == task_id)?;
+        Some((task, cancelled))
+    }
+
+    /// Checks that `lease_id` holds `task_id` now; a heartbeat (`extend`)
+    /// moves its deadline.
+    pub fn check_lease(&mut self, task_id: &str, lease_id: &str, extend: Option<Duration>) -> LeaseCheck {
+        let Some((task, cancelled)) = self.task_mut(task_id) else { return LeaseCheck::UnknownTask };
+        match &mut task.state {
+            TaskState::Leased { lease_id: held, deadline, .. } if *held == lease_id => {
+                if let Some(d) = extend {
+                    *deadline = Instant::now() + d;
+                }
+                LeaseCheck::Ok { cancelled }
+            }
+            _ => LeaseCheck::Lost,
+        }
+    }
+
+    /// Marks a leased task as being ingested (so its lease cannot expire
+    /// meanwhile) and returns its spec.
+    pub fn start_ingest(&mut self, task_id: &str, lease_id: &str) -> Result<TaskSpec, LeaseCheck> {
+        match self.check_lease(task_id, lease_id, None) {
+            LeaseCheck::Ok { .. } => {}
+            other => return Err(other),
+        }
+        let (task, _) = self.task_mut(task_id).expect("checked above");
+        task.state = TaskState::Ingesting;
+        Ok(task.spec.clone())
+    }
+
+    /// Records a task's end (its record already written).
+    pub fn end_task(&mut self, task_id: &str, record: &TaskRecord) -> TaskEnd {
+        let Some((task, _)) = self.task_mut(task_id) else { return TaskEnd::Nothing };
+        task.state = if record.ok { TaskState::Done } else { TaskState::Failed };
+        task.frames = record.frames;
+        task.templates = record.templates;
+        task.error = record.error.clone();
+        let input = input_name(&task.spec);
+        let job_id = job_of_task(task_id).unwrap_or_default().to_string();
+        let job = self.get_mut(&job_id).expect("task's job");
+        if let Some(e) = &record.error {
+            job.errors.push(JobError { input, message: e.clone() });
+        }
+        job.end_if_done()
+    }
+
+    /// Puts a task back in the queue (a retryable failure); `false` when it
+    /// used its attempts and must fail for good instead.
+    pub fn requeue(&mut self, task_id: &str, max_attempts: u32) -> bool {
+        let Some((task, _)) = self.task_mut(task_id) else { return true };
+        if task.attempts >= max_attempts {
+            return false;
+        }
+        task.state = TaskState::Queued;
+        true
+    }
+
+    /// The attempts a task has had.
+    pub fn attempts(&mut self, task_id: &str) -> u32 {
+        self.task_mut(task_id).map_or(0, |(t, _)| t.attempts)
+    }
+
+    /// Leases past their deadline: requeued, or returned when out of attempts
+    /// (marked ingesting meanwhile, so they are not leased again).
+    pub fn expire(&mut self, now: Instant, max_attempts: u32) -> Vec<Expired> {
+        let mut out = Vec::new();
+        for job in &mut self.jobs {
+            for task in job.tasks.iter_mut().flatten() {
+                if let TaskState::Leased { deadline, worker, .. } = &task.state {
+                    if *deadline <= now {
+                        tracing::warn!(
+                            "task {} ({}): lease of worker {worker} expired (attempt {})",
+                            task.spec.task_id,
+                            input_name(&task.spec),
+                            task.attempts
+                        );
+                        if task.attempts >= max_attempts {
+                            task.state = TaskState::Ingesting;
+                            out.push(Expired { spec: task.spec.clone(), attempts: task.attempts });
+                        } else {
+                            task.state = TaskState::Queued;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Jobs with every task ended that still need finishing (after a restart).
+    pub fn unfinished_but_done(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for job in &mut self.jobs {
+            if let TaskEnd::FinishJob(id) = job.end_if_done() {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// Jobs whose inputs were never listed.
+    pub fn unexpanded(&self) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|j| j.tasks.is_none() && j.finished.is_none() && !j.cancelled)
+            .map(|j| j.record.job_id.clone())
+            .collect()
+    }
+}
+
+impl Job {
+    /// Sets the job's tasks; those with an end record are ended already.
+    pub fn set_tasks(&mut self, specs: Vec<TaskSpec>, ended: &HashMap<String, TaskRecord>) {
+        let mut tasks = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let mut task = Task { spec, state: TaskState::Queued, attempts: 0, frames: 0, templates: 0, error: None };
+            if let Some(r) = ended.get(&task.spec.task_id) {
+                task.state = if r.ok { TaskState::Done } else { TaskState::Failed };
+                task.frames = r.frames;
+                task.templates = r.templates;
+                task.attempts = r.attempts;
+                if let Some(e) = &r.error {
+                    self.errors.push(JobError { input: input_name(&task.spec), message: e.clone() });
+                }
+                task.error = r.error.clone();
+            }
+            tasks.push(task);
+        }
+        self.tasks = Some(tasks);
+    }
+
+    /// Ends the job without tasks (nothing to do, or listing failed).
+    pub fn fail_expansion(&mut self, message: String) {
+        self.errors.push(JobError { input: self.record.spec.inputs.join(", "), message });
+        self.tasks = Some(Vec::new());
+    }
+
+    fn end_if_done(&mut self) -> TaskEnd {
+        let Some(tasks) = &self.tasks else { return TaskEnd::Nothing };
+        let all_ended = tasks.iter().all(|t| matches!(t.state, TaskState::Done | TaskState::Failed));
+        if all_ended && self.finished.is_none() && !self.finalizing && !self.cancelled {
+            self.finalizing = true;
+            return TaskEnd::FinishJob(self.record.job_id.clone());
+        }
+        TaskEnd::Nothing
+    }
+
+    /// The end state from the task outcomes.
+    pub fn outcome(&self) -> JobState {
+        let tasks = self.tasks.as_deref().unwrap_or_default();
+        let failed = tasks.iter().filter(|t| matches!(t.state, TaskState::Failed)).count();
+        if tasks.is_empty() || failed == tasks.len() {
+            JobState::Failed
+        } else if failed > 0 || !self.errors.is_empty() {
+            JobState::CompletedWithErrors
+        } else {
+            JobState::Completed
+        }
+    }
+
+    pub fn finish(&mut self, record: FinalRecord) {
+        self.finalizing = false;
+        self.finished = Some(record);
+    }
+
+    pub fn cancel(&mut self, record: FinalRecord) {
+        self.cancelled = true;
+        self.finished = Some(record);
+    }
+
+    pub fn is_final(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// The enrolment batches (task ids) that made templates.
+    pub fn status(&self) -> JobStatus {
+        let mut counts = TaskCounts::default();
+        let (mut frames, mut templates) = (0, 0);
+        for t in self.tasks.iter().flatten() {
+            counts.total += 1;
+            match t.state {
+                TaskState::Queued => counts.queued += 1,
+                TaskState::Leased { .. } | TaskState::Ingesting => counts.running += 1,
+                TaskState::Done => counts.done += 1,
+                TaskState::Failed => counts.failed += 1,
+            }
+            frames += t.frames;
+            templates += t.templates;
+        }
+        let state = match &self.finished {
+            Some(f) => f.state,
+            None if counts.running + counts.done + counts.failed > 0 => JobState::Running,
+            None => JobState::Queued,
+        };
+        JobStatus {
+            job_id: self.record.job_id.clone(),
+            kind: self.record.spec.kind,
+            gallery: self.record.spec.gallery.clone(),
+            state,
+            tasks: counts,
+            frames,
+            templates,
+            errors: self.errors.clone(),
+            created_at_ms: self.record.created_at_ms,
+            finished_at_ms: self.finished.as_ref().map(|f| f.finished_at_ms),
+        }
+    }
+
+    /// Updates live frame counts from a heartbeat (kept until the task ends).
+    pub fn set_live_frames(&mut self, task_id: &str, frames: u64) {
+        if let Some(t) = self.tasks.iter_mut().flatten().find(|t| t.spec.task_id == task_id) {
+            if matches!(t.state, TaskState::Leased { .. }) {
+                t.frames = frames;
+            }
+        }
+    }
+}
+
+/// Where a task's worker writes its templates.
+pub fn output_key(spec: &TaskSpec) -> String {
+    osprey_store::layout::job_key(&spec.job_id, &format!("outputs/{}.parquet", spec.task_id))
+}
+
+/// The tasks of a job, from its listed inputs: `(input, subject)` pairs,
+/// and for videos of search jobs their segments (when there is more than one).
+pub fn make_tasks(
+    job_id: &str,
+    kind: JobKind,
+    gallery: &str,
+    media: &MediaSpec,
+    inputs: Vec<(String, Option<String>, Vec<TaskSegment>)>,
+) -> Vec<TaskSpec> {
+    let mut out = Vec::new();
+    for (input, subject_id, segments) in inputs {
+        let parts: Vec<Option<TaskSegment>> =
+            if segments.len() > 1 { segments.into_iter().map(Some).collect() } else { vec![None] };
+        for segment in parts {
+            out.push(TaskSpec {
+                task_id: task_id(job_id, out.len()),
+                job_id: job_id.to_string(),
+                kind,
+                gallery: gallery.to_string(),
+                input: input.clone(),
+                subject_id: subject_id.clone(),
+                segment,
+                media: media.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        serde_json::from_value(serde_json::json!({"kind": "search", "gallery": "g", "inputs": ["a.jpg"]})).unwrap()
+    }
+
+    fn table(n: usize) -> JobTable {
+        let media = MediaSpec { sample_fps: "5".into(), upsample: 1, max_detect_megapixels: 4.0, segment_seconds: 300 };
+        let inputs = (0..n).map(|i| (format!("file:///m/{i}.jpg"), None, Vec::new())).collect();
+        let tasks = make_tasks("j1", JobKind::Search, "g", &media, inputs);
+        let record =
+            JobRecord { job_id: "j1".into(), spec: spec(), key_id: "k".into(), role: Role::Operator, created_at_ms: 0 };
+        let mut t = JobTable::default();
+        t.insert(record, Some(tasks), &HashMap::new(), false, None);
+        t
+    }
+
+    #[test]
+    fn expired_leases_are_requeued_then_fail() {
+        let mut t = table(1);
+        let lease = Duration::from_secs(30);
+        for attempt in 1..=3 {
+            let l = t.lease("w", lease, "file:///r").expect("a task");
+            assert_eq!(l.attempt, attempt);
+            assert!(t.lease("w", lease, "file:///r").is_none(), "one task, leased");
+            let expired = t.expire(Instant::now() + lease * 2, 3);
+            assert_eq!(expired.len(), usize::from(attempt == 3));
+        }
+        assert!(t.lease("w", lease, "file:///r").is_none(), "out of attempts");
+    }
+
+    #[test]
+    fn a_stale_lease_cannot_complete() {
+        let mut t = table(2);
+        let lease = Duration::from_secs(30);
+        let first = t.lease("w1", lease, "r").unwrap();
+        t.expire(Instant::now() + lease * 2, 3);
+        let again = t.lease("w2", lease, "r").unwrap();
+        assert_eq!(again.task.task_id, first.task.task_id);
+        assert!(matches!(t.start_ingest(&first.task.task_id, &first.lease_id), Err(LeaseCheck::Lost)));
+        assert!(t.start_ingest(&again.task.task_id, &again.lease_id).is_ok());
+        let record = TaskRecord { ok: true, error: None, frames: 1, templates: 1, attempts: 2 };
+        assert!(matches!(t.end_task(&again.task.task_id, &record), TaskEnd::Nothing));
+        let last = t.lease("w1", lease, "r").unwrap();
+        t.start_ingest(&last.task.task_id, &last.lease_id).ok().unwrap();
+        let bad = TaskRecord { ok: false, error: Some("corrupt".into()), frames: 0, templates: 0, attempts: 1 };
+        assert!(matches!(t.end_task(&last.task.task_id, &bad), TaskEnd::FinishJob(_)));
+        let job = t.get("j1").unwrap();
+        assert_eq!(job.outcome(), JobState::CompletedWithErrors);
+        let status = job.status();
+        assert_eq!((status.tasks.done, status.tasks.failed, status.errors.len()), (1, 1, 1));
+    }
+}

@@ -1,0 +1,39 @@
+//! The Osprey coordinator: takes batch jobs over REST, splits them into
+//! tasks that stateless workers lease, ingests what the workers write
+//! (enrolment into FAISS galleries, open-set search into result tables),
+//! answers searches and SQL, and keeps an audit row for every search.
+//!
+//! Object storage is the source of truth: job manifests, task completions,
+//! templates, results and gallery snapshots all live under the root, so a
+//! coordinator killed at any moment and started again resumes every
+//! unfinished job (see [`jobs`]).
+
+mod api;
+mod audit;
+mod config;
+mod error;
+pub mod jobs;
+mod metrics;
+mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use api::{ApiDoc, openapi_json, router};
+pub use config::{ApiKey, Config};
+pub use service::{Coordinator, media_settings};
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops
+/// taking requests and lets those in flight finish.
+pub async fn serve(
+    coordinator: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> osprey_core::Result<()> {
+    let addr = listener.local_addr().map_err(|e| osprey_core::Error::internal(e.to_string()))?;
+    tracing::info!("coordinator listening on http://{addr} over {}", coordinator.root.url());
+    axum::serve(listener, router(coordinator))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| osprey_core::Error::internal(format!("server: {e}")))
+}

@@ -1,0 +1,683 @@
+//! The coordinator's work behind the routes: job submission and listing,
+//! leases, ingesting task outputs (enrolment into galleries, open-set search),
+//! recovery after a restart, and the galleries it holds in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use osprey_api::{JobKind, JobSpec, JobState, MediaSpec, Role, TaskSegment, TaskSpec};
+use osprey_core::{Error, ErrorKind, Result};
+use osprey_index::{EnrollOptions, Gallery, enroll_into, operating_point, search_probes, store_search};
+use osprey_models::MODEL_NAME;
+use osprey_models::dlib::resnet::DESCRIPTOR_DIM as EMBEDDING_DIM;
+use osprey_pipeline::media::{self, failure_row};
+use osprey_pipeline::{MediaAnalysis, MediaSettings};
+use osprey_store::{AuditRow, PutOutcome, Root, layout, read_templates};
+
+use crate::audit::AuditLog;
+use crate::config::{ApiKey, Config};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{
+    FinalRecord, JobRecord, JobTable, LeaseCheck, TaskEnd, TaskRecord, input_name, job_of_task, make_tasks, output_key,
+};
+use crate::metrics::Metrics;
+
+/// Who is calling: the key's role and digest.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub role: Role,
+    pub key_id: String,
+}
+
+impl Caller {
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role], what: &str) -> ApiResult<()> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::forbidden(format!(
+            "{what} needs the {} role; this key is {}",
+            names.join(" or "),
+            self.role.as_str()
+        )))
+    }
+}
+
+/// A gallery held in memory, loaded on first use (`None`: not created yet
+/// or not loaded).
+pub type GallerySlot = Arc<tokio::sync::Mutex<Option<Gallery>>>;
+
+/// The coordinator.
+pub struct Coordinator {
+    pub config: Config,
+    pub root: Root,
+    pub keys: Vec<ApiKey>,
+    pub jobs: Mutex<JobTable>,
+    galleries: Mutex<HashMap<String, GallerySlot>>,
+    pub metrics: Metrics,
+    pub audit: AuditLog,
+    analysis: tokio::sync::OnceCell<Arc<MediaAnalysis>>,
+    /// Where inputs may come from: the root and the allowed prefixes, as URLs.
+    allowed: Vec<String>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `path` as a `file://` URL if it is a local path, else unchanged.
+fn as_url(input: &str) -> String {
+    if input.contains("://") {
+        return input.to_string();
+    }
+    let path = std::path::Path::new(input);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or(path.to_path_buf())
+    };
+    format!("file://{}", abs.display())
+}
+
+fn with_slash(s: String) -> String {
+    if s.ends_with('/') { s } else { s + "/" }
+}
+
+impl Coordinator {
+    /// Opens the root and loads every job recorded under it.
+    pub async fn start(config: Config) -> Result<Arc<Coordinator>> {
+        if config.root.trim().is_empty() {
+            return Err(Error::invalid("no root: pass --root or set OSPREY_ROOT"));
+        }
+        let keys = config.keys()?;
+        let root = Root::open(&config.root)?;
+        let mut allowed = vec![with_slash(root.url_of(""))];
+        allowed.extend(config.allowed_prefixes.iter().map(|p| with_slash(as_url(p))));
+        let audit = AuditLog::start(root.clone());
+        let c = Arc::new(Coordinator {
+            config,
+            root,
+            keys,
+            jobs: Mutex::new(JobTable::default()),
+            galleries: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            audit,
+            analysis: tokio::sync::OnceCell::new(),
+            allowed,
+        });
+        c.recover().await?;
+        let reaper = Arc::clone(&c);
+        tokio::spawn(async move { reaper.reap_forever().await });
+        Ok(c)
+    }
+
+    /// The caller of a bearer key, if it is one of ours.
+    pub fn caller(&self, presented: &str) -> Option<Caller> {
+        self.keys.iter().find(|k| k.matches(presented)).map(|k| Caller { role: k.role, key_id: k.key_id.clone() })
+    }
+
+    // ------------------------------------------------------------ galleries
+
+    pub fn gallery_slot(&self, name: &str) -> GallerySlot {
+        let mut map = self.galleries.lock().expect("galleries lock");
+        Arc::clone(map.entry(name.to_string()).or_default())
+    }
+
+    /// Locks gallery `name`, loading it if needed; `None` inside when it does
+    /// not exist.
+    pub async fn lock_gallery(&self, name: &str) -> Result<tokio::sync::OwnedMutexGuard<Option<Gallery>>> {
+        layout::check_name("gallery", name)?;
+        let mut guard = self.gallery_slot(name).lock_owned().await;
+        if guard.is_none() {
+            match Gallery::load(&self.root, name).await {
+                Ok(g) => *guard = Some(g),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Forgets a gallery's in-memory copy (it is read again on next use).
+    pub fn forget_gallery(&self, name: &str) {
+        self.galleries.lock().expect("galleries lock").remove(name);
+    }
+
+    /// The face models, loaded on the first image search.
+    pub async fn analysis(&self) -> Result<Arc<MediaAnalysis>> {
+        let models = self.config.models.clone();
+        self.analysis
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    MediaAnalysis::load(&MediaSettings::default(), models.as_deref()).map(Arc::new)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("model loading panicked: {e}")))?
+            })
+            .await
+            .cloned()
+    }
+
+    // ------------------------------------------------------------ submission
+
+    /// Resolves an input to a URL under the root or an allowed prefix: a
+    /// relative key is taken under the root; anything else must start with
+    /// one of them (no `..` anywhere).
+    pub fn resolve_input(&self, input: &str) -> ApiResult<String> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(ApiError::bad_request("an input is empty"));
+        }
+        if input.starts_with('@') {
+            return Err(ApiError::bad_request(format!("`{input}`: @lists are read by the CLI, not the server")));
+        }
+        if input.split(['/', '\\']).any(|seg| seg == "..") {
+            return Err(ApiError::forbidden(format!("input `{input}` climbs out of its folder with `..`")));
+        }
+        let is_absolute = input.contains("://") || input.starts_with('/');
+        let url = if is_absolute { as_url(input) } else { self.root.url_of(input) };
+        let url = if input.ends_with('/') && !url.ends_with('/') { url + "/" } else { url };
+        if self.allowed.iter().any(|a| url.starts_with(a.as_str()) || with_slash(url.clone()) == *a) {
+            Ok(url)
+        } else {
+            Err(ApiError::forbidden(format!(
+                "input `{input}` is outside the root ({}) and the allowed prefixes",
+                self.root.url()
+            )))
+        }
+    }
+
+    /// Checks and records a job; its inputs are listed in the background.
+    pub async fn submit(self: &Arc<Self>, mut spec: JobSpec, caller: &Caller) -> ApiResult<String> {
+        layout::check_name("gallery", &spec.gallery)?;
+        if spec.inputs.is_empty() {
+            return Err(ApiError::bad_request("a job needs at least one input"));
+        }
+        if spec.inputs.len() > 10_000 {
+            return Err(ApiError::bad_request("at most 10000 inputs per job; use folders or globs"));
+        }
+        spec.inputs = spec.inputs.iter().map(|i| self.resolve_input(i)).collect::<ApiResult<_>>()?;
+        media_settings(&spec.media_spec())?.validate()?;
+        match spec.kind {
+            JobKind::Enroll if spec.subjects_from.is_none() => {
+                return Err(ApiError::bad_request(
+                    "enroll jobs need `subjects_from`: \"dirs\" (each input a folder of one folder per subject)",
+                ));
+            }
+            JobKind::Search => {
+                if self.lock_gallery(&spec.gallery).await?.is_none() {
+                    return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery)));
+                }
+                if let Some(k) = spec.top_k {
+                    if !(1..=100).contains(&k) {
+                        return Err(ApiError::bad_request("top_k must be 1 to 100"));
+                    }
+                }
+                if let Some(f) = spec.fpir {
+                    if !(f > 0.0 && f < 1.0) {
+                        return Err(ApiError::bad_request(format!("fpir {f} must be between 0 and 1")));
+                    }
+                }
+                if spec.threshold.is_some_and(|t| !t.is_finite()) {
+                    return Err(ApiError::bad_request("threshold must be a number"));
+                }
+            }
+            JobKind::Enroll => {}
+        }
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let record = JobRecord {
+            job_id: job_id.clone(),
+            spec,
+            key_id: caller.key_id.clone(),
+            role: caller.role,
+            created_at_ms: now_ms(),
+        };
+        put_json(&self.root, &layout::job_key(&job_id, "job.json"), &record).await?;
+        self.jobs.lock().expect("jobs lock").insert(record, None, &HashMap::new(), false, None);
+        self.metrics.jobs_submitted.inc();
+        tracing::info!("job {job_id} submitted by {}", caller.key_id);
+        let me = Arc::clone(self);
+        let id = job_id.clone();
+        tokio::spawn(async move { me.expand(&id).await });
+        Ok(job_id)
+    }
+
+    /// Lists a job's inputs into tasks and records them.
+    async fn expand(self: &Arc<Self>, job_id: &str) {
+        let Some(record) = self.jobs.lock().expect("jobs lock").get(job_id).map(|j| j.record.clone()) else { return };
+        let outcome = self.list_tasks(&record).await;
+        let key = layout::job_key(job_id, "tasks.json");
+        let tasks = match outcome {
+            Ok(tasks) if tasks.is_empty() => Err(Error::invalid("no images or videos found in the inputs")),
+            Ok(tasks) => match put_json_if_absent(&self.root, &key, &tasks).await {
+                // Listed twice (a restart during listing): the first list wins.
+                Ok(PutOutcome::AlreadyExists) => get_json::<Vec<TaskSpec>>(&self.root, &key).await,
+                Ok(PutOutcome::Created) => Ok(tasks),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let end = {
+            let mut table = self.jobs.lock().expect("jobs lock");
+            let Some(job) = table.get_mut(job_id) else { return };
+            match tasks {
+                Ok(tasks) => {
+                    tracing::info!("job {job_id}: {} tasks", tasks.len());
+                    job.set_tasks(tasks, &HashMap::new());
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("job {job_id}: {}", e.message());
+                    job.fail_expansion(e.message().to_string());
+                    Some(())
+                }
+            }
+        };
+        if end.is_some() {
+            self.finish_job(job_id).await;
+        }
+    }
+
+    async fn list_tasks(&self, record: &JobRecord) -> Result<Vec<TaskSpec>> {
+        let spec = &record.spec;
+        let media = spec.media_spec();
+        let mut inputs = Vec::new();
+        match spec.kind {
+            JobKind::Enroll => {
+                for dir in &spec.inputs {
+                    for (subject, input) in media::subject_inputs(dir, &|w| tracing::warn!("{w}")).await? {
+                        inputs.push((input, Some(subject), Vec::new()));
+                    }
+                }
+            }
+            JobKind::Search => {
+                let found = media::expand_media(&spec.inputs, &|w| tracing::warn!("{w}")).await?;
+                for input in found {
+                    let mut segments = Vec::new();
+                    if osprey_media::is_video_path(std::path::Path::new(&input)) {
+                        let (i, seconds) = (input.clone(), media.segment_seconds);
+                        let rt = tokio::runtime::Handle::current();
+                        let planned =
+                            tokio::task::spawn_blocking(move || media::video_segments(&i, seconds, &rt)).await;
+                        // A video whose header cannot be read becomes one task,
+                        // which fails with the decoder's error.
+                        if let Ok(Ok(planned)) = planned {
+                            segments = planned
+                                .iter()
+                                .enumerate()
+                                .map(|(index, s)| TaskSegment {
+                                    index,
+                                    start_ms: s.start_ms,
+                                    end_ms: (s.end_ms != i64::MAX).then_some(s.end_ms),
+                                })
+                                .collect();
+                        }
+                    }
+                    inputs.push((input, None, segments));
+                }
+            }
+        }
+        Ok(make_tasks(&record.job_id, spec.kind, &spec.gallery, &media, inputs))
+    }
+
+    // ------------------------------------------------------------ leases
+
+    pub fn lease(&self, worker: &str) -> Option<osprey_api::Lease> {
+        let lease = Duration::from_secs(self.config.lease_seconds.max(1));
+        let out = self.jobs.lock().expect("jobs lock").lease(worker, lease, &self.root.url_of(""));
+        if let Some(l) = &out {
+            self.metrics.tasks_leased.inc();
+            tracing::info!(
+                "task {} ({}) leased to {worker}, attempt {}",
+                l.task.task_id,
+                input_name(&l.task),
+                l.attempt
+            );
+        }
+        out
+    }
+
+    pub fn heartbeat(&self, task_id: &str, lease_id: &str, frames: u64) -> ApiResult<bool> {
+        let lease = Duration::from_secs(self.config.lease_seconds.max(1));
+        let mut table = self.jobs.lock().expect("jobs lock");
+        let check = table.check_lease(task_id, lease_id, Some(lease));
+        let cancelled = lease_answer(check, task_id)?;
+        if let Some(job) = job_of_task(task_id).and_then(|j| table.get_mut(j)) {
+            job.set_live_frames(task_id, frames);
+        }
+        Ok(!cancelled)
+    }
+
+    /// A worker finished a task: ingest its output, then record the end.
+    pub async fn complete(self: &Arc<Self>, task_id: &str, c: &osprey_api::TaskCompletion) -> ApiResult<bool> {
+        let started = self.jobs.lock().expect("jobs lock").start_ingest(task_id, &c.lease_id);
+        let spec = match started {
+            Ok(spec) => spec,
+            Err(check) => return lease_answer(check, task_id).map(|cancelled| !cancelled),
+        };
+        let attempts = self.jobs.lock().expect("jobs lock").attempts(task_id);
+        match self.ingest(&spec).await {
+            Ok(templates) => {
+                let record = TaskRecord { ok: true, error: None, frames: c.frames, templates, attempts };
+                self.end_task(&spec, record).await?;
+                self.metrics.tasks_completed.inc();
+                self.metrics.frames.add(c.frames);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!("task {task_id}: cannot ingest its output: {}", e.message());
+                self.retry_or_fail(&spec, &format!("cannot ingest the output: {}", e.message()), true).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A worker gave up on a task.
+    pub async fn fail(self: &Arc<Self>, task_id: &str, f: &osprey_api::TaskFailure) -> ApiResult<bool> {
+        let started = self.jobs.lock().expect("jobs lock").start_ingest(task_id, &f.lease_id);
+        let spec = match started {
+            Ok(spec) => spec,
+            Err(check) => return lease_answer(check, task_id).map(|cancelled| !cancelled),
+        };
+        tracing::warn!("task {task_id} ({}) failed: {}", input_name(&spec), f.error);
+        self.retry_or_fail(&spec, &f.error, f.retryable).await?;
+        Ok(true)
+    }
+
+    async fn retry_or_fail(self: &Arc<Self>, spec: &TaskSpec, error: &str, retryable: bool) -> Result<()> {
+        let max = self.config.max_attempts.max(1);
+        if retryable && self.jobs.lock().expect("jobs lock").requeue(&spec.task_id, max) {
+            self.metrics.tasks_retried.inc();
+            return Ok(());
+        }
+        let attempts = self.jobs.lock().expect("jobs lock").attempts(&spec.task_id);
+        self.fail_for_good(spec, error.to_string(), attempts).await
+    }
+
+    async fn fail_for_good(self: &Arc<Self>, spec: &TaskSpec, error: String, attempts: u32) -> Result<()> {
+        if spec.kind == JobKind::Search {
+            // The failure is a row of the template table, so SQL shows it.
+            let scope = format!("job={}", spec.job_id);
+            let index = spec.segment.map_or(usize::MAX, |s| s.index);
+            let mut row = failure_row(media::template_id(&scope, &spec.input, index, -1), &spec.input, &error);
+            row.job_id = Some(spec.job_id.clone());
+            row.task_id = Some(spec.task_id.clone());
+            // Written at the model's width: one width per model folder.
+            store_search(&self.root, &spec.job_id, &spec.task_id, MODEL_NAME, EMBEDDING_DIM, &[row], &[]).await?;
+        }
+        let record = TaskRecord { ok: false, error: Some(error), frames: 0, templates: 0, attempts };
+        self.end_task(spec, record).await?;
+        self.metrics.tasks_failed.inc();
+        Ok(())
+    }
+
+    async fn end_task(self: &Arc<Self>, spec: &TaskSpec, record: TaskRecord) -> Result<()> {
+        put_json(&self.root, &layout::job_key(&spec.job_id, &format!("done/{}.json", spec.task_id)), &record).await?;
+        let end = self.jobs.lock().expect("jobs lock").end_task(&spec.task_id, &record);
+        if let TaskEnd::FinishJob(job_id) = end {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.finish_job(&job_id).await });
+        }
+        Ok(())
+    }
+
+    /// Requeues or fails tasks whose workers stopped heartbeating.
+    async fn reap_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let max = self.config.max_attempts.max(1);
+            let expired = self.jobs.lock().expect("jobs lock").expire(Instant::now(), max);
+            for e in expired {
+                let message = format!("lease expired {} times: the worker stopped responding", e.attempts);
+                if let Err(err) = self.fail_for_good(&e.spec, message, e.attempts).await {
+                    tracing::error!("task {}: {}", e.spec.task_id, err.message());
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ ingest
+
+    /// Reads a task's templates and adds them to the gallery (enrol) or
+    /// searches them and stores probes and results (search). Every write is
+    /// keyed by the task, so ingesting twice changes nothing.
+    async fn ingest(&self, spec: &TaskSpec) -> Result<u64> {
+        let templates = match read_templates(&self.root, &output_key(spec)).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::invalid("the worker reported success but wrote no output"));
+            }
+            other => other?,
+        };
+        let n = templates.len() as u64;
+        match spec.kind {
+            JobKind::Enroll => {
+                if templates.is_empty() {
+                    return Ok(0);
+                }
+                let mut guard = self.lock_gallery(&spec.gallery).await?;
+                let batch = format!("job-{}", spec.task_id.replace('.', "-"));
+                let opts = EnrollOptions::default();
+                let (g, added) =
+                    enroll_into(&self.root, guard.take(), &spec.gallery, &batch, templates, &opts, true).await?;
+                *guard = Some(g);
+                tracing::info!("task {}: {added} templates enrolled into `{}`", spec.task_id, spec.gallery);
+            }
+            JobKind::Search => {
+                let mut guard = self.lock_gallery(&spec.gallery).await?;
+                let gallery =
+                    guard.as_mut().ok_or_else(|| Error::not_found(format!("no gallery `{}`", spec.gallery)))?;
+                let (threshold, top_k, dim) = {
+                    let cached = self
+                        .jobs
+                        .lock()
+                        .expect("jobs lock")
+                        .get(&spec.job_id)
+                        .and_then(|j| j.operating_point.clone().map(|op| (op, j.record.spec.top_k)));
+                    let (op, top_k) = match cached {
+                        Some(c) => c,
+                        None => {
+                            let job_spec = self.job_spec(&spec.job_id)?;
+                            let op = operating_point(&self.root, gallery, job_spec.threshold, job_spec.fpir).await?;
+                            if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
+                                j.operating_point = Some(op.clone());
+                            }
+                            (op, job_spec.top_k)
+                        }
+                    };
+                    (op.threshold, top_k.unwrap_or(5), gallery.manifest().dim)
+                };
+                let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
+                let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
+                drop(guard);
+                store_search(&self.root, &spec.job_id, &spec.task_id, MODEL_NAME, dim, &templates, &rows).await?;
+                let record = self.job_spec_record(&spec.job_id)?;
+                let audit: Vec<AuditRow> = rows
+                    .iter()
+                    .filter(|r| r.rank == 1)
+                    .map(|r| AuditRow {
+                        at_ms: now_ms(),
+                        key_id: record.key_id.clone(),
+                        role: record.role.as_str().to_string(),
+                        source: "job".into(),
+                        job_id: Some(spec.job_id.clone()),
+                        gallery: spec.gallery.clone(),
+                        probe: r.probe_template_id.clone(),
+                        top_subject_id: r.subject_id.clone(),
+                        top_score: r.score,
+                        decision: r.decision,
+                        threshold: r.threshold,
+                    })
+                    .collect();
+                self.audit.write_task(&spec.task_id, &audit).await?;
+                self.metrics.probes_searched.add(audit.len() as u64);
+            }
+        }
+        Ok(n)
+    }
+
+    fn job_spec_record(&self, job_id: &str) -> Result<JobRecord> {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .get(job_id)
+            .map(|j| j.record.clone())
+            .ok_or_else(|| Error::not_found(format!("no job `{job_id}`")))
+    }
+
+    fn job_spec(&self, job_id: &str) -> Result<JobSpec> {
+        self.job_spec_record(job_id).map(|r| r.spec)
+    }
+
+    /// Ends a job whose tasks all ended: calibrates an enrolled gallery's
+    /// threshold, then records the end state.
+    async fn finish_job(&self, job_id: &str) {
+        let Some((record, state)) =
+            self.jobs.lock().expect("jobs lock").get(job_id).map(|j| (j.record.clone(), j.outcome()))
+        else {
+            return;
+        };
+        if record.spec.kind == JobKind::Enroll && state != JobState::Failed {
+            if let Err(e) = self.calibrate(&record.spec).await {
+                tracing::warn!("job {job_id}: gallery `{}` not calibrated: {}", record.spec.gallery, e.message());
+            }
+        }
+        let fin = FinalRecord { state, finished_at_ms: now_ms() };
+        if let Err(e) = put_json(&self.root, &layout::job_key(job_id, "final.json"), &fin).await {
+            tracing::error!("job {job_id}: cannot record its end: {}", e.message());
+        }
+        tracing::info!("job {job_id} ended: {state:?}");
+        self.metrics.jobs_finished.inc();
+        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(job_id) {
+            j.finish(fin);
+        }
+    }
+
+    async fn calibrate(&self, spec: &JobSpec) -> Result<()> {
+        let mut guard = self.lock_gallery(&spec.gallery).await?;
+        let Some(g) = guard.as_mut() else { return Ok(()) };
+        if g.manifest().num_subjects >= 2 {
+            osprey_index::calibrate(&self.root, g, spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR)).await?;
+            g.save(&self.root).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn cancel(&self, job_id: &str) -> ApiResult<JobState> {
+        let fin = FinalRecord { state: JobState::Cancelled, finished_at_ms: now_ms() };
+        {
+            let table = self.jobs.lock().expect("jobs lock");
+            let job = table.get(job_id).ok_or_else(|| ApiError::not_found(format!("no job `{job_id}`")))?;
+            if job.is_final() {
+                return Ok(job.status().state);
+            }
+        }
+        self.root.put(&layout::job_key(job_id, "cancelled"), bytes::Bytes::new()).await?;
+        put_json(&self.root, &layout::job_key(job_id, "final.json"), &fin).await?;
+        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(job_id) {
+            j.cancel(fin);
+        }
+        tracing::info!("job {job_id} cancelled");
+        Ok(JobState::Cancelled)
+    }
+
+    // ------------------------------------------------------------ recovery
+
+    /// Loads every job under the root; unfinished ones go on.
+    async fn recover(self: &Arc<Self>) -> Result<()> {
+        let mut resumed = 0;
+        for obj in self.root.glob(&format!("{}/*/job.json", layout::JOBS)).await? {
+            let record: JobRecord = match get_json(&self.root, &obj.key).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("skipping {}: {}", obj.key, e.message());
+                    continue;
+                }
+            };
+            let id = record.job_id.clone();
+            let finished = get_json::<FinalRecord>(&self.root, &layout::job_key(&id, "final.json")).await.ok();
+            let cancelled = self.root.exists(&layout::job_key(&id, "cancelled")).await?;
+            let tasks = get_json::<Vec<TaskSpec>>(&self.root, &layout::job_key(&id, "tasks.json")).await.ok();
+            let mut ended = HashMap::new();
+            for done in self.root.list(&layout::job_key(&id, "done/")).await? {
+                if let Ok(r) = get_json::<TaskRecord>(&self.root, &done.key).await {
+                    let task = done.key.rsplit('/').next().unwrap_or_default().trim_end_matches(".json").to_string();
+                    ended.insert(task, r);
+                }
+            }
+            resumed += usize::from(finished.is_none());
+            self.jobs.lock().expect("jobs lock").insert(record, tasks, &ended, cancelled, finished);
+        }
+        let (unexpanded, done) = {
+            let mut table = self.jobs.lock().expect("jobs lock");
+            (table.unexpanded(), table.unfinished_but_done())
+        };
+        for id in unexpanded {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.expand(&id).await });
+        }
+        for id in done {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.finish_job(&id).await });
+        }
+        if resumed > 0 {
+            tracing::info!("resuming {resumed} unfinished jobs from {}", self.root.url());
+        }
+        Ok(())
+    }
+}
+
+fn lease_answer(check: LeaseCheck, task_id: &str) -> ApiResult<bool> {
+    match check {
+        LeaseCheck::Ok { cancelled } => Ok(cancelled),
+        LeaseCheck::UnknownTask => Err(ApiError::not_found(format!("no task `{task_id}`"))),
+        LeaseCheck::Lost => {
+            Err(ApiError::conflict(format!("task `{task_id}`: this lease expired and the task went to another worker")))
+        }
+    }
+}
+
+/// The analysis settings of a media spec.
+pub fn media_settings(m: &MediaSpec) -> Result<MediaSettings> {
+    let s = MediaSettings {
+        sample_fps: m.sample_fps.clone(),
+        upsample: m.upsample,
+        max_detect_megapixels: m.max_detect_megapixels,
+        segment_seconds: m.segment_seconds,
+    };
+    s.validate()?;
+    Ok(s)
+}
+
+/// A job spec's media settings, defaults filled in.
+pub trait MediaSpecOf {
+    fn media_spec(&self) -> MediaSpec;
+}
+
+impl MediaSpecOf for JobSpec {
+    fn media_spec(&self) -> MediaSpec {
+        let d = MediaSettings::default();
+        MediaSpec {
+            sample_fps: self.sample_fps.clone().unwrap_or(d.sample_fps),
+            upsample: self.upsample.unwrap_or(d.upsample),
+            max_detect_megapixels: self.max_detect_megapixels.unwrap_or(d.max_detect_megapixels),
+            segment_seconds: self.segment_seconds.unwrap_or(d.segment_seconds),
+        }
+    }
+}
+
+async fn put_json<T: serde::Serialize>(root: &Root, key: &str, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::internal(format!("{key}: {e}")))?;
+    root.put(key, bytes.into()).await
+}
+
+async fn put_json_if_absent<T: serde::Serialize>(root: &Root, key: &str, value: &T) -> Result<PutOutcome> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::internal(format!("{key}: {e}")))?;
+    root.put_if_absent(key, bytes.into()).await
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(root: &Root, key: &str) -> Result<T> {
+    let bytes = root.get(key).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{}: {e}", root.url_of(key))))
+}
