@@ -23,6 +23,31 @@ pub enum BenchCommand {
     Video(VideoBench),
     /// Generate clustered unit vectors (a stand-in for face embeddings) as `.npy`.
     Gen(GenArgs),
+    /// Searches/s through the coordinator's REST API against a generated
+    /// gallery, with in-process search of the same gallery as the reference.
+    Rest(RestBench),
+}
+
+#[derive(clap::Args)]
+pub struct RestBench {
+    /// Gallery templates (clustered unit vectors, 128-d).
+    #[arg(long, default_value_t = 1_000_000)]
+    templates: usize,
+    /// Subjects they belong to.
+    #[arg(long, default_value_t = 100_000)]
+    subjects: usize,
+    /// FAISS index factory string (default: chosen by gallery size).
+    #[arg(long)]
+    index: Option<String>,
+    /// Queries timed on each path.
+    #[arg(long, default_value_t = 2000)]
+    queries: usize,
+    /// Concurrent REST clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Candidates per query.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +154,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gen(args) => gen_vectors(args),
         BenchCommand::Faces(args) => faces(args),
         BenchCommand::Video(args) => video(args),
+        BenchCommand::Rest(_) => bail!("`bench rest` runs in the async runtime"),
     }
 }
 
@@ -139,23 +165,35 @@ fn normal(rng: &mut StdRng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
-fn gen_vectors(args: GenArgs) -> anyhow::Result<()> {
-    if args.n == 0 || args.dim == 0 || args.clusters == 0 {
-        bail!("--n, --dim and --clusters must be positive");
-    }
-    let mut centre_rng = StdRng::seed_from_u64(args.centre_seed);
-    let centres: Vec<f32> = (0..args.clusters * args.dim).map(|_| normal(&mut centre_rng)).collect();
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut data = Vec::with_capacity(args.n * args.dim);
-    let mut labels = Vec::with_capacity(args.n);
-    for _ in 0..args.n {
-        let c = rng.random_range(0..args.clusters);
-        let mut v: Vec<f32> =
-            centres[c * args.dim..(c + 1) * args.dim].iter().map(|x| x + args.spread * normal(&mut rng)).collect();
+/// `n` unit vectors around `clusters` random centres, with their cluster.
+fn clustered(
+    n: usize,
+    dim: usize,
+    clusters: usize,
+    spread: f32,
+    seed: u64,
+    centre_seed: u64,
+) -> (Vec<f32>, Vec<usize>) {
+    let mut centre_rng = StdRng::seed_from_u64(centre_seed);
+    let centres: Vec<f32> = (0..clusters * dim).map(|_| normal(&mut centre_rng)).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut data = Vec::with_capacity(n * dim);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = rng.random_range(0..clusters);
+        let mut v: Vec<f32> = centres[c * dim..(c + 1) * dim].iter().map(|x| x + spread * normal(&mut rng)).collect();
         osprey_core::l2_normalize(&mut v);
         data.extend_from_slice(&v);
         labels.push(c);
     }
+    (data, labels)
+}
+
+fn gen_vectors(args: GenArgs) -> anyhow::Result<()> {
+    if args.n == 0 || args.dim == 0 || args.clusters == 0 {
+        bail!("--n, --dim and --clusters must be positive");
+    }
+    let (data, labels) = clustered(args.n, args.dim, args.clusters, args.spread, args.seed, args.centre_seed);
     write_npy(&args.out, &data, args.dim)?;
     if let Some(path) = args.subjects_out {
         let text: String = labels.iter().map(|c| format!("subject-{c:05}\n")).collect();
@@ -344,5 +382,107 @@ fn video(args: VideoBench) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `osprey bench rest`: the same single-probe searches in process (the
+/// reference) and through `POST /v1/search` from concurrent clients over
+/// loopback HTTP, which adds JSON, authentication, the gallery lock and an
+/// audit row per search.
+pub async fn rest(args: RestBench) -> anyhow::Result<()> {
+    use osprey_store::{Root, Template};
+    if args.templates == 0 || args.subjects == 0 || args.queries == 0 || args.clients == 0 {
+        bail!("--templates, --subjects, --queries and --clients must be positive");
+    }
+    let dim = osprey_models::dlib::resnet::DESCRIPTOR_DIM;
+    let dir = tempfile::tempdir()?;
+    let root = Root::open(&dir.path().display().to_string())?;
+    eprintln!("generating {} templates of {} subjects…", args.templates, args.subjects);
+    let (data, labels) = clustered(args.templates, dim, args.subjects, 0.5, 42, 7);
+    let (queries, _) = clustered(args.queries, dim, args.subjects, 0.5, 4242, 7);
+    let templates: Vec<Template> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Template {
+            template_id: format!("t{i}"),
+            gallery: Some("bench".into()),
+            subject_id: Some(format!("subject-{c:06}")),
+            model: osprey_models::MODEL_NAME.into(),
+            embedding: Some(data[i * dim..(i + 1) * dim].to_vec()),
+            ..Default::default()
+        })
+        .collect();
+    drop(data);
+    let started = Instant::now();
+    let opts = osprey_index::EnrollOptions { index_factory: args.index.clone(), ..Default::default() };
+    let gallery = osprey_index::enroll(&root, "bench", "bench", templates, &opts).await?;
+    let factory = gallery.manifest().index_factory.clone();
+    eprintln!("gallery built and stored in {:.1}s ({factory})", started.elapsed().as_secs_f64());
+    drop(gallery);
+
+    // Reference: one probe per call, in process, on a gallery loaded from the root.
+    let mut g = Gallery::load(&root, "bench").await?;
+    let t = Instant::now();
+    for q in queries.chunks(dim) {
+        g.search(q, args.k)?;
+    }
+    let in_process = args.queries as f64 / t.elapsed().as_secs_f64();
+    drop(g);
+
+    let key = "bench-admin-key-0123";
+    let mut config = osprey_coordinator::Config::default();
+    config.root = root.url().to_string();
+    config.api_keys = vec![format!("admin:{key}")];
+    let coordinator = osprey_coordinator::Coordinator::start(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/search", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(osprey_coordinator::serve(coordinator, listener, async move {
+        stopped.await.ok();
+    }));
+    let http = reqwest::Client::new();
+    // Warm-up: loads the gallery into the coordinator.
+    let warm = serde_json::json!({"gallery": "bench", "embedding": &queries[..dim], "k": args.k, "threshold": 0.5});
+    let r = http.post(&url).bearer_auth(key).json(&warm).send().await?;
+    if !r.status().is_success() {
+        bail!("warm-up search failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let queries = std::sync::Arc::new(queries);
+    let t = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..args.clients {
+        let (http, url, queries, k) = (http.clone(), url.clone(), std::sync::Arc::clone(&queries), args.k);
+        clients.push(tokio::spawn(async move {
+            let mut errors = 0usize;
+            for q in queries.chunks(dim).skip(c).step_by(args.clients) {
+                let body = serde_json::json!({"gallery": "bench", "embedding": q, "k": k, "threshold": 0.5});
+                match http.post(&url).bearer_auth(key).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    _ => errors += 1,
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for c in clients {
+        errors += c.await?;
+    }
+    let rest = args.queries as f64 / t.elapsed().as_secs_f64();
+    stop.send(()).ok();
+    server.await??;
+    let report = serde_json::json!({
+        "templates": args.templates,
+        "subjects": args.subjects,
+        "index": factory,
+        "queries": args.queries,
+        "clients": args.clients,
+        "k": args.k,
+        "in_process_searches_per_s": in_process,
+        "rest_searches_per_s": rest,
+        "rest_over_in_process": rest / in_process,
+        "rest_errors": errors,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

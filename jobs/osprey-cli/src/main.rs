@@ -145,6 +145,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Coordinator(args) => serve::coordinator(args).await,
         Command::Worker(args) => serve::worker(args).await,
         Command::Serve(args) => serve::serve(args).await,
+        Command::Bench(bench::BenchCommand::Rest(args)) => bench::rest(args).await,
         Command::Bench(cmd) => bench::run(cmd),
         Command::Schema(args) => schema(args),
     }
