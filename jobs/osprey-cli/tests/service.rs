@@ -312,6 +312,13 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
     assert!(video.0 >= 2 && video.1 == 0 && video.2 == video.0, "video tracks: {per_media:?}");
     assert_eq!(per_media["corrupt.mp4"], (1, 1, 1), "{per_media:?}");
 
+    // Staging outputs are removed once ingested (erasure need not look there).
+    let outputs = bucket.join("osprey/jobs").join(&job_id).join("outputs");
+    let left: Vec<_> = std::fs::read_dir(&outputs)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging outputs left: {left:?}");
+
     // The same templates as the embedded job on the same media and settings.
     let undisturbed = undisturbed_tracks(&cluster);
     let distributed: Vec<String> = api

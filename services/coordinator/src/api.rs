@@ -140,8 +140,7 @@ async fn metrics(State(c): AppState, Extension(caller): Extension<Caller>) -> Ap
 
 // ---------------------------------------------------------------- galleries
 
-fn summary(g: &Gallery) -> GallerySummary {
-    let m = g.manifest();
+fn summary(m: &osprey_index::GalleryManifest) -> GallerySummary {
     GallerySummary {
         name: m.name.clone(),
         model: m.model.clone(),
@@ -181,7 +180,7 @@ async fn create_gallery(
     let dim = osprey_models::dlib::resnet::DESCRIPTOR_DIM;
     let mut g = Gallery::build(&req.name, &model, dim, req.index.as_deref(), Vec::new(), &[])?;
     g.save(&c.root).await?;
-    let s = summary(&g);
+    let s = summary(g.manifest());
     *guard = Some(g);
     Ok((StatusCode::CREATED, Json(s)))
 }
@@ -211,21 +210,7 @@ async fn list_galleries(
 ) -> ApiResult<Json<Vec<GallerySummary>>> {
     caller.require(ALL, "listing galleries")?;
     let manifests = osprey_index::list_galleries(&c.root).await?;
-    Ok(Json(
-        manifests
-            .into_iter()
-            .map(|m| GallerySummary {
-                name: m.name,
-                model: m.model,
-                dim: m.dim,
-                subjects: m.num_subjects,
-                templates: m.num_templates,
-                index: m.index_factory,
-                threshold: m.threshold,
-                threshold_fpir: m.threshold_fpir,
-            })
-            .collect(),
-    ))
+    Ok(Json(manifests.iter().map(summary).collect()))
 }
 
 /// A gallery: counts, index type, operating threshold and subject ids.
@@ -242,7 +227,7 @@ async fn show_gallery(
     let mut subject_ids: Vec<String> = g.subjects().map(str::to_string).collect();
     subject_ids.sort();
     subject_ids.dedup();
-    Ok(Json(GalleryDetail { summary: summary(g), subject_ids }))
+    Ok(Json(GalleryDetail { summary: summary(g.manifest()), subject_ids }))
 }
 
 /// Erases a subject: from the index, the template tables, search results and thumbnails.

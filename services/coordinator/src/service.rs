@@ -415,6 +415,11 @@ impl Coordinator {
 
     async fn end_task(self: &Arc<Self>, spec: &TaskSpec, record: TaskRecord) -> Result<()> {
         put_json(&self.root, &layout::job_key(&spec.job_id, &format!("done/{}.json", spec.task_id)), &record).await?;
+        // The staging copy has served: its templates now live in the template
+        // table (or the gallery), where erasure finds them.
+        if let Err(e) = self.root.delete(&output_key(spec)).await {
+            tracing::warn!("task {}: staging output left behind: {}", spec.task_id, e.message());
+        }
         let end = self.jobs.lock().expect("jobs lock").end_task(&spec.task_id, &record);
         if let TaskEnd::FinishJob(job_id) = end {
             let me = Arc::clone(self);
