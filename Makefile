@@ -19,7 +19,7 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup models build test demo bench bench-faces bench-video schemas fmt
+.PHONY: setup models build test demo bench bench-faces bench-video bench-jobs schemas fmt
 
 setup:
 	infra/scripts/setup.sh
@@ -55,6 +55,12 @@ bench-faces: setup models
 bench-video: setup models
 	cargo build --release -p osprey-cli
 	OSPREY=$(OSPREY) infra/scripts/bench-video.sh
+
+# Job throughput of `osprey serve` with 1 and 2 in-process workers.
+bench-jobs: models
+	infra/scripts/setup.sh --no-python --no-s3
+	cargo build --release -p osprey-cli
+	OSPREY=$(OSPREY) infra/scripts/bench-jobs.sh
 
 schemas:
 	cargo run --release -q -p osprey-cli -- schema --write schemas
