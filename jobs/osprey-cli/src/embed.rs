@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::{Error, Modality};
 use osprey_media::{decode_image, is_image_path};
 use osprey_models::{FaceModels, FaceOptions, FaceSelection, MODEL_NAME, default_device, model_dir};
-use osprey_pipeline::media::{read_input, walk};
+use osprey_pipeline::media::{failure_row, read_input, walk};
 use osprey_store::{BBox, Template, encode_parquet, templates_to_batch};
 
 #[derive(clap::Args)]
@@ -243,13 +243,5 @@ fn face_template(input: &str, i: usize, f: &osprey_models::Face) -> Template {
 }
 
 fn failure(input: &str, why: &str) -> Template {
-    Template {
-        template_id: template_id(input, usize::MAX),
-        media_uri: Some(input.to_string()),
-        modality: Some(Modality::Face),
-        model: MODEL_NAME.to_string(),
-        error: Some(why.to_string()),
-        created_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..Default::default()
-    }
+    failure_row(template_id(input, usize::MAX), input, why)
 }

@@ -375,7 +375,7 @@ impl Job {
         self.finished.is_some()
     }
 
-    /// The enrolment batches (task ids) that made templates.
+    /// The job as `GET /v1/jobs/{id}` shows it.
     pub fn status(&self) -> JobStatus {
         let mut counts = TaskCounts::default();
         let (mut frames, mut templates) = (0, 0);

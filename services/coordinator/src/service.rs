@@ -199,7 +199,7 @@ impl Coordinator {
             return Err(ApiError::bad_request("at most 10000 inputs per job; use folders or globs"));
         }
         spec.inputs = spec.inputs.iter().map(|i| self.resolve_input(i)).collect::<ApiResult<_>>()?;
-        media_settings(&spec.media_spec())?.validate()?;
+        media_settings(&spec.media_spec())?;
         match spec.kind {
             JobKind::Enroll if spec.subjects_from.is_none() => {
                 return Err(ApiError::bad_request(
@@ -473,31 +473,26 @@ impl Coordinator {
                 let mut guard = self.lock_gallery(&spec.gallery).await?;
                 let gallery =
                     guard.as_mut().ok_or_else(|| Error::not_found(format!("no gallery `{}`", spec.gallery)))?;
-                let (threshold, top_k, dim) = {
-                    let cached = self
-                        .jobs
-                        .lock()
-                        .expect("jobs lock")
-                        .get(&spec.job_id)
-                        .and_then(|j| j.operating_point.clone().map(|op| (op, j.record.spec.top_k)));
-                    let (op, top_k) = match cached {
-                        Some(c) => c,
-                        None => {
-                            let job_spec = self.job_spec(&spec.job_id)?;
-                            let op = operating_point(&self.root, gallery, job_spec.threshold, job_spec.fpir).await?;
-                            if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
-                                j.operating_point = Some(op.clone());
-                            }
-                            (op, job_spec.top_k)
+                // The job's record once: its threshold (fixed at its first
+                // ingest), top-k and submitter for the audit rows.
+                let record = self.job_spec_record(&spec.job_id)?;
+                let cached =
+                    self.jobs.lock().expect("jobs lock").get(&spec.job_id).and_then(|j| j.operating_point.clone());
+                let op = match cached {
+                    Some(op) => op,
+                    None => {
+                        let op = operating_point(&self.root, gallery, record.spec.threshold, record.spec.fpir).await?;
+                        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
+                            j.operating_point = Some(op.clone());
                         }
-                    };
-                    (op.threshold, top_k.unwrap_or(5), gallery.manifest().dim)
+                        op
+                    }
                 };
+                let (threshold, top_k, dim) = (op.threshold, record.spec.top_k.unwrap_or(5), gallery.manifest().dim);
                 let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
                 let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
                 drop(guard);
                 store_search(&self.root, &spec.job_id, &spec.task_id, MODEL_NAME, dim, &templates, &rows).await?;
-                let record = self.job_spec_record(&spec.job_id)?;
                 let audit: Vec<AuditRow> = rows
                     .iter()
                     .filter(|r| r.rank == 1)
@@ -529,10 +524,6 @@ impl Coordinator {
             .get(job_id)
             .map(|j| j.record.clone())
             .ok_or_else(|| Error::not_found(format!("no job `{job_id}`")))
-    }
-
-    fn job_spec(&self, job_id: &str) -> Result<JobSpec> {
-        self.job_spec_record(job_id).map(|r| r.spec)
     }
 
     /// Ends a job whose tasks all ended: calibrates an enrolled gallery's
