@@ -19,7 +19,7 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup models build test demo bench bench-faces bench-video bench-jobs schemas fmt
+.PHONY: setup models build test demo demo-stop bench bench-faces bench-video bench-jobs schemas fmt
 
 setup:
 	infra/scripts/setup.sh
@@ -37,11 +37,16 @@ test: setup models
 	cargo build --release --workspace --all-targets
 	cargo test --release --workspace --no-fail-fast
 
+# The demo: registry media through `osprey serve`; leaves the server running
+# (out/demo/env has its address and keys) until `make demo-stop`.
 demo:
 	infra/scripts/setup.sh --no-python --no-s3
 	infra/scripts/fetch-models.sh
-	cargo build --release -p osprey-cli
+	cargo build --release --workspace --bins
 	OSPREY=$(OSPREY) infra/scripts/demo.sh
+
+demo-stop:
+	infra/scripts/demo.sh stop
 
 bench: setup
 	cargo build --release -p osprey-cli

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Osprey needs, idempotently:
-#   * Debian packages: cmake, BLAS/LAPACK, OpenMP (via gcc), clang/libclang,
+#   * Debian packages: cmake, BLAS/LAPACK, OpenMP (via gcc), clang/libclang, curl,
+#     a TrueType font for report plots (fonts-dejavu-core),
 #     pkg-config and the FFmpeg development libraries;
 #   * a Python venv with the test-only reference tools (infra/requirements-test.txt,
 #     then dlib and face_recognition from infra/requirements-dlib.txt), and
@@ -32,7 +33,8 @@ packages=(
   cmake make g++ pkg-config clang libclang-dev nasm
   libopenblas-dev liblapack-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev ffmpeg
-  python3-venv
+  python3-venv curl
+  fonts-dejavu-core
 )
 missing=()
 for p in "${packages[@]}"; do

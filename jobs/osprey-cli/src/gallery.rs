@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use osprey_core::{Modality, l2_normalize};
+use osprey_api::{CreateGallery, Erasure, GalleryDetail, GallerySummary};
+use osprey_coordinator::gallery_summary;
+use osprey_core::{ErrorKind, Modality, l2_normalize};
 use osprey_index::{
     EnrollOptions, Gallery, count_decisions, enroll, erase_subject, list_galleries, operating_point, search_probes,
     store_search,
@@ -13,6 +15,8 @@ use osprey_sql::format_batches;
 use osprey_store::{Root, Template, layout, results_to_batch};
 
 use crate::Format;
+use crate::client::{Client, Mode, Target, segment};
+use crate::output::{Rows, opt, score};
 use crate::vectors::{Vectors, read_vectors};
 
 #[derive(clap::Args)]
@@ -26,28 +30,44 @@ pub struct RootArg {
 pub enum GalleryCommand {
     /// Import embeddings you bring (Parquet or .npy + subjects) as a gallery.
     Import(ImportArgs),
-    /// List the galleries under a root.
-    List {
+    /// Create an empty gallery for the face model (enrol into it with `osprey job submit enroll`).
+    Create {
         #[command(flatten)]
-        root: RootArg,
+        target: Target,
+        #[arg(long)]
+        gallery: String,
+        /// FAISS index factory string (`Flat`, `IVF1024,Flat`, `HNSW32`, …); chosen by size if omitted.
+        #[arg(long)]
+        index: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Show one gallery's manifest (counts, index, operating threshold).
+    /// List the galleries.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one gallery: counts, index, operating threshold, subject ids.
     Show {
         #[command(flatten)]
-        root: RootArg,
+        target: Target,
         #[arg(long)]
         gallery: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
-    /// Erase a subject everywhere: gallery index, template tables, results.
+    /// Erase a subject everywhere: gallery index, template tables, results, thumbnails.
     DeleteSubject {
         #[command(flatten)]
-        root: RootArg,
+        target: Target,
         #[arg(long)]
         gallery: String,
         #[arg(long)]
         subject: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
 }
 
@@ -85,45 +105,110 @@ pub struct ImportArgs {
 pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
     match cmd {
         GalleryCommand::Import(args) => import(args).await,
-        GalleryCommand::List { root, format } => {
-            let root = Root::open(&root.root)?;
-            let galleries = list_galleries(&root).await?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&galleries)?),
-                _ => {
-                    println!(
-                        "{:<24} {:<20} {:>5} {:<16} {:>9} {:>10} {:>9}",
-                        "name", "model", "dim", "index", "subjects", "templates", "threshold"
-                    );
-                    for g in galleries {
-                        let t = g.threshold.map(|t| format!("{t:.4}")).unwrap_or_else(|| "-".into());
-                        println!(
-                            "{:<24} {:<20} {:>5} {:<16} {:>9} {:>10} {:>9}",
-                            g.name, g.model, g.dim, g.index_factory, g.num_subjects, g.num_templates, t
-                        );
+        GalleryCommand::Create { target, gallery, index, format } => {
+            let summary = match target.mode()? {
+                Mode::Remote(c) => {
+                    let req = CreateGallery { name: gallery, model: None, index };
+                    c.post::<_, GallerySummary>("/v1/galleries", &req).await?
+                }
+                Mode::Local(root) => {
+                    layout::check_name("gallery", &gallery)?;
+                    let root = Root::open(&root)?;
+                    if Gallery::load(&root, &gallery).await.is_ok() {
+                        bail!(osprey_core::Error::new(ErrorKind::AlreadyExists, format!("gallery `{gallery}` exists")));
+                    }
+                    let dim = osprey_models::dlib::resnet::DESCRIPTOR_DIM;
+                    let mut g =
+                        Gallery::build(&gallery, osprey_models::MODEL_NAME, dim, index.as_deref(), Vec::new(), &[])?;
+                    g.save(&root).await?;
+                    gallery_summary(g.manifest())
+                }
+            };
+            print_galleries(std::slice::from_ref(&summary), format, &summary)
+        }
+        GalleryCommand::List { target, format } => {
+            let galleries: Vec<GallerySummary> = match target.mode()? {
+                Mode::Remote(c) => c.get("/v1/galleries").await?,
+                Mode::Local(root) => list_galleries(&Root::open(&root)?).await?.iter().map(gallery_summary).collect(),
+            };
+            print_galleries(&galleries, format, &galleries)
+        }
+        GalleryCommand::Show { target, gallery, format } => {
+            let detail: GalleryDetail = match target.mode()? {
+                Mode::Remote(c) => c.get(&format!("/v1/galleries/{}", segment(&gallery))).await?,
+                Mode::Local(root) => {
+                    let g = Gallery::load(&Root::open(&root)?, &gallery).await?;
+                    let mut subject_ids: Vec<String> = g.subjects().map(str::to_string).collect();
+                    subject_ids.sort();
+                    subject_ids.dedup();
+                    GalleryDetail { summary: gallery_summary(g.manifest()), subject_ids }
+                }
+            };
+            let s = &detail.summary;
+            let mut rows = Rows::new(&["field", "value"]);
+            let bytes = osprey_index::bytes_per_template_estimate(&s.index, s.dim);
+            for (k, v) in [
+                ("name", s.name.clone()),
+                ("model", format!("{} ({}-d)", s.model, s.dim)),
+                ("index", s.index.clone()),
+                ("subjects", s.subjects.to_string()),
+                ("templates", s.templates.to_string()),
+                ("threshold", score(s.threshold)),
+                ("calibrated for FPIR", opt(s.threshold_fpir)),
+                ("bytes per template", opt(bytes.map(|b| format!("~{b}")))),
+                ("subject ids", detail.subject_ids.join(" ")),
+            ] {
+                rows.push(vec![k.to_string(), v]);
+            }
+            rows.print(format, &detail)
+        }
+        GalleryCommand::DeleteSubject { target, gallery, subject, format } => {
+            let erasure: Erasure = match target.mode()? {
+                Mode::Remote(c) => {
+                    c.delete(&format!("/v1/galleries/{}/subjects/{}", segment(&gallery), segment(&subject))).await?
+                }
+                Mode::Local(root) => {
+                    let e = erase_subject(&Root::open(&root)?, &gallery, &subject).await?;
+                    Erasure {
+                        subject_id: subject,
+                        index_templates: e.index_templates,
+                        template_rows: e.template_rows,
+                        result_rows: e.result_rows,
+                        thumbnails: e.thumbnails,
                     }
                 }
-            }
-            Ok(())
-        }
-        GalleryCommand::Show { root, gallery } => {
-            let root = Root::open(&root.root)?;
-            let g = Gallery::load(&root, &gallery).await?;
-            let mut json = serde_json::to_value(g.manifest())?;
-            json["bytes_per_template_estimate"] = serde_json::json!(osprey_index::bytes_per_template_estimate(
-                &g.manifest().index_factory,
-                g.manifest().dim
-            ));
-            println!("{}", serde_json::to_string_pretty(&json)?);
-            Ok(())
-        }
-        GalleryCommand::DeleteSubject { root, gallery, subject } => {
-            let root = Root::open(&root.root)?;
-            let erasure = erase_subject(&root, &gallery, &subject).await?;
-            println!("{}", serde_json::to_string_pretty(&erasure)?);
-            Ok(())
+            };
+            let mut rows = Rows::new(&["subject", "index templates", "template rows", "result rows", "thumbnails"]);
+            rows.push(vec![
+                erasure.subject_id.clone(),
+                erasure.index_templates.to_string(),
+                erasure.template_rows.to_string(),
+                erasure.result_rows.to_string(),
+                erasure.thumbnails.to_string(),
+            ]);
+            rows.print(format, &erasure)
         }
     }
+}
+
+fn print_galleries<T: serde::Serialize + ?Sized>(
+    galleries: &[GallerySummary],
+    format: Format,
+    json: &T,
+) -> anyhow::Result<()> {
+    let mut rows = Rows::new(&["name", "model", "dim", "index", "subjects", "templates", "threshold"]);
+    for g in galleries {
+        rows.push(vec![
+            g.name.clone(),
+            g.model.clone(),
+            g.dim.to_string(),
+            g.index.clone(),
+            g.subjects.to_string(),
+            g.templates.to_string(),
+            score(g.threshold),
+        ]);
+    }
+    rows.print(format, json)
 }
 
 fn now_ms() -> i64 {
@@ -134,10 +219,11 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     layout::check_name("gallery", &args.gallery)?;
     layout::check_name("model", &args.model)?;
     let modality: Modality = args.modality.parse()?;
-    let input_bytes = std::fs::read(&args.input).with_context(|| format!("cannot read `{}`", args.input.display()))?;
-    let vectors = read_vectors(&args.input)?;
+    let input = &args.input;
+    let input_bytes = std::fs::read(input).with_context(|| format!("cannot read `{}`", input.display()))?;
+    let vectors = read_vectors(input)?;
     if vectors.len() == 0 {
-        bail!("`{}` holds no embeddings", args.input.display());
+        bail!("`{}` holds no embeddings", input.display());
     }
     let subjects: Vec<Option<String>> = match (&vectors.subject_ids, &args.subjects) {
         (_, Some(path)) => {
@@ -148,14 +234,14 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
                     "`{}` has {} lines but `{}` has {} embeddings",
                     path.display(),
                     lines.len(),
-                    args.input.display(),
+                    input.display(),
                     vectors.len()
                 );
             }
             lines
         }
         (Some(ids), None) => ids.clone(),
-        (None, None) => bail!("`{}` has no `subject_id` column; pass --subjects FILE.txt", args.input.display()),
+        (None, None) => bail!("`{}` has no `subject_id` column; pass --subjects FILE.txt", input.display()),
     };
     // The batch id is a digest of the input, so importing the same file twice
     // is refused instead of enrolling every template twice.
@@ -209,10 +295,13 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 pub struct SearchArgs {
     #[command(flatten)]
-    root: RootArg,
-    /// Probe embeddings: Parquet with `embedding` (optional `template_id`, `media_uri`) or `.npy`.
-    #[arg(long)]
-    input: PathBuf,
+    target: Target,
+    /// Local mode: probe embeddings, Parquet with `embedding` (optional
+    /// `template_id`, `media_uri`) or `.npy`.
+    #[arg(long, conflicts_with = "images")]
+    input: Option<PathBuf>,
+    /// With --server: images whose every face is searched (`POST /v1/search`).
+    images: Vec<PathBuf>,
     #[command(flatten)]
     search: SearchOptions,
 }
@@ -240,20 +329,25 @@ pub struct SearchOptions {
 }
 
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
-    let root = Root::open(&args.root.root)?;
+    let root = match args.target.mode()? {
+        Mode::Remote(client) => return search_images(&client, &args.images, &args.search).await,
+        Mode::Local(root) => root,
+    };
+    let Some(input) = args.input else {
+        bail!(osprey_core::Error::invalid(
+            "local search takes --input EMBEDDINGS (Parquet or .npy); to search images, use --server URL \
+             (a running `osprey serve`) or `osprey run search`"
+        ));
+    };
+    let root = Root::open(&root)?;
     let mut gallery = Gallery::load(&root, &args.search.gallery).await?;
-    let vectors: Vectors = read_vectors(&args.input)?;
+    let vectors: Vectors = read_vectors(&input)?;
     let dim = gallery.manifest().dim;
     if vectors.len() == 0 {
-        bail!("`{}` holds no embeddings", args.input.display());
+        bail!("`{}` holds no embeddings", input.display());
     }
     if vectors.dim != dim {
-        bail!(
-            "probes in `{}` are {}-d; gallery `{}` is {dim}-d",
-            args.input.display(),
-            vectors.dim,
-            args.search.gallery
-        );
+        bail!("probes in `{}` are {}-d; gallery `{}` is {dim}-d", input.display(), vectors.dim, args.search.gallery);
     }
     let op = operating_point(&root, &mut gallery, args.search.threshold, args.search.fpir).await?;
     let threshold = op.threshold;
@@ -278,7 +372,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
                 .media_uris
                 .as_ref()
                 .and_then(|m| m[i].clone())
-                .or_else(|| Some(format!("{}#{i}", args.input.display()))),
+                .or_else(|| Some(format!("{}#{i}", input.display()))),
             modality: Some(Modality::Face),
             model: gallery.manifest().model.clone(),
             embedding: Some(e),
@@ -298,4 +392,41 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         root.url_of(&format!("{}/job={job_id}/", layout::RESULTS))
     );
     Ok(())
+}
+
+/// `osprey search --server URL IMAGE…`: one row per face found.
+async fn search_images(client: &Client, images: &[PathBuf], opts: &SearchOptions) -> anyhow::Result<()> {
+    if images.is_empty() {
+        bail!(osprey_core::Error::invalid(
+            "name one or more images to search, e.g. `osprey search --gallery people face.jpg`"
+        ));
+    }
+    let mut rows = Rows::new(&["image", "face", "box (x,y,w,h)", "decision", "subject", "score", "threshold"]);
+    let mut answers = Vec::new();
+    for image in images {
+        let answer = client.search_image(image, &opts.gallery, opts.top_k, opts.threshold, opts.fpir).await?;
+        if answer.probes.is_empty() {
+            eprintln!("{}: no face found", image.display());
+        }
+        for (i, p) in answer.probes.iter().enumerate() {
+            let best = p.candidates.first();
+            rows.push(vec![
+                image.display().to_string(),
+                i.to_string(),
+                p.bbox
+                    .map(|b| format!("{:.0},{:.0},{:.0},{:.0}", b[0], b[1], b[2], b[3]))
+                    .unwrap_or_else(|| "-".into()),
+                p.decision.clone(),
+                if p.decision == "match" { opt(best.map(|c| &c.subject_id)) } else { "unknown".into() },
+                score(best.map(|c| c.score)),
+                format!("{:.3}", answer.threshold),
+            ]);
+        }
+        answers.push(serde_json::json!({ "image": image.display().to_string(), "answer": answer }));
+    }
+    if let Some(a) = answers.first() {
+        let t = a["answer"]["threshold"].as_f64().unwrap_or(f64::NAN);
+        eprintln!("threshold {t:.4} ({})", a["answer"]["threshold_source"].as_str().unwrap_or(""));
+    }
+    rows.print(opts.format, &answers)
 }

@@ -4,8 +4,12 @@
 //! folder, `memory://`, or `s3://bucket/prefix`.
 
 mod bench;
+mod client;
 mod embed;
+mod eval;
 mod gallery;
+mod job;
+mod output;
 mod run;
 mod serve;
 mod vectors;
@@ -41,8 +45,11 @@ enum Command {
     Gallery(gallery::GalleryCommand),
     /// Detect, align and embed the faces in images; write template-schema Parquet.
     Embed(embed::EmbedArgs),
-    /// Search probe embeddings against a gallery (open-set) and store the results.
+    /// Open-set search: images on a server (--server), or probe embeddings on a root (--root).
     Search(gallery::SearchArgs),
+    /// Batch jobs on a server: submit, status, watch, results, cancel.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Embedded batch jobs: enrol from folders, search images and videos.
     #[command(subcommand)]
     Run(run::RunCommand),
@@ -59,6 +66,14 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Print or check the table schemas and the OpenAPI document in `schemas/`.
     Schema(SchemaArgs),
+    /// Measure accuracy against ground truth: a search job's results, or verification pairs from images.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Print a shell completion script, e.g. `osprey completions bash > ~/.local/share/bash-completion/completions/osprey`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Output format of tabular commands.
@@ -81,9 +96,8 @@ impl From<Format> for OutputFormat {
 
 #[derive(clap::Args)]
 struct SqlArgs {
-    /// Root URL: a folder, file:///…, memory://NAME or s3://bucket/prefix.
-    #[arg(long, env = "OSPREY_ROOT")]
-    root: String,
+    #[command(flatten)]
+    target: client::Target,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// The query, e.g. "SELECT subject_id, count(*) FROM templates GROUP BY 1".
@@ -135,10 +149,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args).await,
         Command::Search(args) => gallery::search(args).await,
         Command::Run(cmd) => run::run(cmd).await,
+        Command::Job(cmd) => job::run(cmd).await,
         Command::Sql(args) => {
-            let root = Root::open(&args.root)?;
-            let session = SqlSession::open(&root).await?;
-            let batches = session.query(&args.query).await?;
+            let batches = match args.target.mode()? {
+                client::Mode::Remote(c) => c.sql(&args.query).await?,
+                client::Mode::Local(root) => {
+                    let root = Root::open(&root)?;
+                    SqlSession::open(&root).await?.query(&args.query).await?
+                }
+            };
             print_text(&format_batches(&batches, args.format.into())?);
             Ok(())
         }
@@ -148,6 +167,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(bench::BenchCommand::Rest(args)) => bench::rest(args).await,
         Command::Bench(cmd) => bench::run(cmd),
         Command::Schema(args) => schema(args),
+        Command::Eval(cmd) => eval::run(cmd).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "osprey",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 

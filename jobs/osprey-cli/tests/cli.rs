@@ -127,9 +127,9 @@ fn import_search_sql_and_erase() {
 
     let galleries = ok(&["gallery", "list", "--root", rs, "--format", "json"]);
     let g: serde_json::Value = serde_json::from_str(&galleries).unwrap();
-    assert_eq!(g[0]["num_subjects"], 500);
-    assert_eq!(g[0]["num_templates"], 10000);
-    assert_eq!(g[0]["index_factory"], "Flat");
+    assert_eq!(g[0]["subjects"], 500);
+    assert_eq!(g[0]["templates"], 10000);
+    assert_eq!(g[0]["index"], "Flat");
 
     // Failures are clear and write nothing.
     let before = files_under(&root);
@@ -233,8 +233,8 @@ fn import_search_sql_and_erase() {
         "8",
     ]);
     let show: serde_json::Value =
-        serde_json::from_str(&ok(&["gallery", "show", "--root", rs, "--gallery", "copy"])).unwrap();
-    assert_eq!(show["index_factory"], "IVF64,Flat");
+        serde_json::from_str(&ok(&["gallery", "show", "--root", rs, "--gallery", "copy", "--format", "json"])).unwrap();
+    assert_eq!(show["index"], "IVF64,Flat");
     assert_eq!(show["nprobe"], 8);
 
     // Open-set search: probes from enrolled clusters match, others are unknown.
@@ -327,6 +327,8 @@ fn import_search_sql_and_erase() {
         "people",
         "--subject",
         subject,
+        "--format",
+        "json",
     ]))
     .unwrap();
     assert!(erased["index_templates"].as_u64().unwrap() > 0);

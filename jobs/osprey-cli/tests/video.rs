@@ -149,8 +149,18 @@ fn hamilton_clip_who_appears_when() {
 
     // Erasing a subject removes their enrolled template, its thumbnail and
     // every result naming them.
-    let (out, _) =
-        ok(&["gallery", "delete-subject", "--root", s(&root), "--gallery", "hamilton", "--subject", "alex-lacamoire"]);
+    let (out, _) = ok(&[
+        "gallery",
+        "delete-subject",
+        "--root",
+        s(&root),
+        "--gallery",
+        "hamilton",
+        "--subject",
+        "alex-lacamoire",
+        "--format",
+        "json",
+    ]);
     let erasure: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(erasure["index_templates"], 1, "{out}");
     assert_eq!(erasure["thumbnails"], 1, "{out}");

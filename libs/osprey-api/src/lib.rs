@@ -87,10 +87,14 @@ pub struct GallerySummary {
     pub templates: usize,
     /// FAISS index factory string.
     pub index: String,
+    /// IVF lists probed per search (IVF indexes).
+    pub nprobe: Option<usize>,
     /// Operating threshold (cosine), once calibrated.
     pub threshold: Option<f32>,
     /// The FPIR the threshold was calibrated for.
     pub threshold_fpir: Option<f64>,
+    /// Last change (Unix milliseconds).
+    pub updated_at_ms: i64,
 }
 
 /// `GET /v1/galleries/{name}`: the summary and the subject ids.

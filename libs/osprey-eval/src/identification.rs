@@ -16,7 +16,7 @@
 use osprey_core::{Error, OpenSetDecision, Result, decide, threshold_for_fpir};
 use serde::{Deserialize, Serialize};
 
-use crate::verification::check_rate;
+use crate::verification::{DET_FULL_RESOLUTION, DetPoint, check_rate, thin};
 
 /// One gallery subject returned by a search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +144,63 @@ pub fn identification_report(searches: &[Search]) -> Result<IdentificationReport
         rank10: cmc[9],
         fnir_at_fpir,
     })
+}
+
+/// One point of an open-set identification DET curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IdentificationDetPoint {
+    /// The decision threshold: a search alarms when a candidate scores at or
+    /// above it.
+    pub threshold: f32,
+    /// FPIR at `threshold`.
+    pub fpir: f64,
+    /// FNIR at `threshold` (at the rank the curve was drawn for).
+    pub fnir: f64,
+}
+
+/// The identification DET curve: FPIR and FNIR at `rank` with each distinct
+/// score that can change either used as the threshold, lowest threshold
+/// first (FPIR falls and FNIR rises along the curve). The scores are the
+/// non-mated searches' top scores and the mates' scores where the mate ranks
+/// within `rank`; every point equals [`fpir`] and [`fnir`] at its threshold.
+/// Needs mated and non-mated searches. Beyond 20 000 points the curve is
+/// thinned as [`crate::det_curve`] thins, keeping only exact points.
+pub fn identification_det(searches: &[Search], rank: usize) -> Result<Vec<IdentificationDetPoint>> {
+    check_rank(rank)?;
+    let outcomes = Outcomes::of(searches)?;
+    let n_mated = outcomes.require_mated()? as f64;
+    if outcomes.nonmated.is_empty() {
+        return Err(Error::invalid("no non-mated searches: FPIR is undefined"));
+    }
+    let n_nonmated = outcomes.nonmated.len() as f64;
+    // Ascending: mate scores that can hit, and top scores that can alarm.
+    let mut hits: Vec<f32> = outcomes.mated.iter().flatten().filter(|m| m.0 <= rank).map(|m| m.1).collect();
+    let mut alarms: Vec<f32> = outcomes.nonmated.iter().flatten().copied().collect();
+    hits.sort_unstable_by(f32::total_cmp);
+    alarms.sort_unstable_by(f32::total_cmp);
+    let mut thresholds: Vec<f32> = hits.iter().chain(&alarms).copied().collect();
+    thresholds.sort_unstable_by(f32::total_cmp);
+    thresholds.dedup();
+    // A hit or alarm at `t` needs a score `>= t`: count those below.
+    let (mut h, mut a) = (0, 0);
+    let curve: Vec<DetPoint<f32>> = thresholds
+        .into_iter()
+        .map(|t| {
+            while h < hits.len() && hits[h] < t {
+                h += 1;
+            }
+            while a < alarms.len() && alarms[a] < t {
+                a += 1;
+            }
+            let fnir = (n_mated - (hits.len() - h) as f64) / n_mated;
+            DetPoint { threshold: t, fmr: (alarms.len() - a) as f64 / n_nonmated, fnmr: fnir }
+        })
+        .collect();
+    let curve = if curve.len() > DET_FULL_RESOLUTION { thin(curve) } else { curve };
+    Ok(curve
+        .into_iter()
+        .map(|p| IdentificationDetPoint { threshold: p.threshold, fpir: p.fmr, fnir: p.fnmr })
+        .collect())
 }
 
 /// What the metrics need from validated searches.
@@ -317,6 +374,61 @@ mod tests {
 
         let closed: Vec<Search> = fixture().into_iter().filter(|s| s.mate.is_some()).collect();
         assert!(identification_report(&closed).unwrap().fnir_at_fpir.is_empty());
+    }
+
+    #[test]
+    fn det_curve_by_hand() {
+        let det = identification_det(&fixture(), 1).unwrap();
+        let points: Vec<(f32, f64, f64)> = det.iter().map(|p| (p.threshold, p.fpir, p.fnir)).collect();
+        // Non-mated tops 0.75, 0.55, 0.35 (and an empty list); the only
+        // rank-1 mate scores 0.9.
+        assert_eq!(points, [(0.35, 0.75, 0.75), (0.55, 0.5, 0.75), (0.75, 0.25, 0.75), (0.9, 0.0, 0.75)]);
+        // At rank 3 the mates at 0.6 and 0.4 can hit too.
+        let det = identification_det(&fixture(), 3).unwrap();
+        let points: Vec<(f32, f64, f64)> = det.iter().map(|p| (p.threshold, p.fpir, p.fnir)).collect();
+        assert_eq!(
+            points,
+            [
+                (0.35, 0.75, 0.25),
+                (0.4, 0.5, 0.25),
+                (0.55, 0.5, 0.5),
+                (0.6, 0.25, 0.5),
+                (0.75, 0.25, 0.75),
+                (0.9, 0.0, 0.75)
+            ]
+        );
+    }
+
+    #[test]
+    fn det_points_agree_with_fpir_and_fnir() {
+        let mut x = 99u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 200) as f32 / 200.0
+        };
+        let subjects = ["a", "b", "c", "d"];
+        let searches: Vec<Search> = (0..300)
+            .map(|i| {
+                let mut c: Vec<Candidate> =
+                    subjects.iter().map(|s| Candidate { subject_id: s.to_string(), score: next() }).collect();
+                c.sort_by(|a, b| b.score.total_cmp(&a.score));
+                c.truncate(1 + i % 4);
+                Search { mate: (i % 3 != 0).then(|| subjects[i % 4].to_string()), candidates: c }
+            })
+            .collect();
+        for rank in [1, 2, 4] {
+            let det = identification_det(&searches, rank).unwrap();
+            assert!(det.windows(2).all(|w| w[0].threshold < w[1].threshold));
+            for p in &det {
+                assert_eq!(p.fpir, fpir(&searches, p.threshold).unwrap());
+                assert_eq!(p.fnir, fnir(&searches, p.threshold, rank).unwrap());
+            }
+        }
+        let closed: Vec<Search> = searches.iter().filter(|s| s.mate.is_some()).cloned().collect();
+        assert!(identification_det(&closed, 1).is_err());
+        assert!(identification_det(&searches, 0).is_err());
     }
 
     #[test]

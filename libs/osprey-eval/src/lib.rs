@@ -9,14 +9,16 @@
 //! an operating point measured here is the one the service will run at.
 //! Operating points are reported with the threshold that achieves them. The
 //! definitions are cross-checked against independent Python implementations
-//! (`pyeer`, `bob.measure`) by `tests/reference.rs`.
+//! (`pyeer`, `bob.measure`) by `tests/reference.rs`. [`plot`] draws the CMC
+//! and DET charts of evaluation reports.
 #![warn(missing_docs)]
 
 mod identification;
+pub mod plot;
 mod verification;
 
 pub use identification::{
-    Candidate, IdentificationReport, OperatingPoint, Search, cmc, dir_at_far, fnir, fnir_at_fpir, fpir,
-    identification_report,
+    Candidate, IdentificationDetPoint, IdentificationReport, OperatingPoint, Search, cmc, dir_at_far, fnir,
+    fnir_at_fpir, fpir, identification_det, identification_report,
 };
-pub use verification::{DetPoint, Score, det_curve, eer, tar_at_far, verification_accuracy_kfold};
+pub use verification::{DetPoint, Score, det_curve, eer, stratified_order, tar_at_far, verification_accuracy_kfold};

@@ -48,7 +48,7 @@ pub struct DetPoint<S = f32> {
 }
 
 /// Above this many distinct scores [`det_curve`] thins its output.
-const DET_FULL_RESOLUTION: usize = 20_000;
+pub(crate) const DET_FULL_RESOLUTION: usize = 20_000;
 
 /// Width of the logarithmic buckets used to thin a DET curve: 1% relative.
 const DET_BUCKET: f64 = 0.009_950_330_853_168_083; // ln(1.01)
@@ -149,6 +149,36 @@ pub fn verification_accuracy_kfold<S: Score>(pairs: &[(S, bool)], folds: usize) 
     Ok((mean, var.sqrt()))
 }
 
+/// An order of `same` (pair labels) that interleaves the two classes evenly,
+/// so that every run of consecutive pairs holds them in about their overall
+/// proportion: the `j`-th of `n` pairs of a class is placed at `(j + ½) / n`
+/// along the list (same-subject pairs first on ties), and the order within
+/// each class is kept.
+///
+/// [`verification_accuracy_kfold`] folds consecutive chunks, which is the
+/// protocol for a list built in folds (LFW's `pairs.txt`); a list sorted by
+/// label (all matches first) would leave some folds with one class only.
+/// Reordering it by this function first gives stratified folds, each within
+/// one pair of the class proportions, deterministically.
+pub fn stratified_order(same: &[bool]) -> Vec<usize> {
+    let (pos, neg): (Vec<usize>, Vec<usize>) = (0..same.len()).partition(|&i| same[i]);
+    let (np, nn) = (pos.len() as u128, neg.len() as u128);
+    let mut order = Vec::with_capacity(same.len());
+    let (mut p, mut n) = (0, 0);
+    while p < pos.len() || n < neg.len() {
+        // Compare (2p + 1) / 2np with (2n + 1) / 2nn exactly, in integers.
+        let take_pos = n == neg.len() || (p < pos.len() && (2 * p as u128 + 1) * nn <= (2 * n as u128 + 1) * np);
+        if take_pos {
+            order.push(pos[p]);
+            p += 1;
+        } else {
+            order.push(neg[n]);
+            n += 1;
+        }
+    }
+    order
+}
+
 /// The threshold that classifies `pairs` most accurately (see
 /// [`verification_accuracy_kfold`] for the candidates and tie-breaking).
 fn best_threshold(mut pairs: Vec<(f64, bool)>) -> f64 {
@@ -217,7 +247,7 @@ fn error_rates<S: Score>(genuine: &[S], impostor: &[S]) -> Vec<DetPoint<S>> {
 }
 
 /// Keeps the points where FMR or FNMR enters a new logarithmic bucket.
-fn thin<S: Score>(curve: Vec<DetPoint<S>>) -> Vec<DetPoint<S>> {
+pub(crate) fn thin<S: Score>(curve: Vec<DetPoint<S>>) -> Vec<DetPoint<S>> {
     let bucket = |r: f64| if r > 0.0 { (r.ln() / DET_BUCKET).floor() as i64 } else { i64::MIN };
     let key = |p: &DetPoint<S>| (bucket(p.fmr), bucket(p.fnmr));
     let last = *curve.last().expect("thinning only long curves");
@@ -388,6 +418,30 @@ mod tests {
         let (mean, std) = verification_accuracy_kfold(&pairs, 2).unwrap();
         assert!((mean - 0.5).abs() < 1e-12, "mean {mean}");
         assert!((std - 1.0 / 6.0).abs() < 1e-12, "std {std}");
+    }
+
+    #[test]
+    fn stratified_order_interleaves_the_classes() {
+        // Two matches and six non-matches: at 1/4 and 3/4 against 1/12, 3/12, …
+        let same = [true, true, false, false, false, false, false, false];
+        assert_eq!(stratified_order(&same), [2, 0, 3, 4, 5, 1, 6, 7]);
+        // Every chunk of a sorted list gets its share of each class.
+        let mut same = vec![true; 38];
+        same.extend([false; 262]);
+        let order = stratified_order(&same);
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..300).collect::<Vec<_>>());
+        for chunk in order.chunks(30) {
+            let matches = chunk.iter().filter(|&&i| same[i]).count();
+            assert!((3..=4).contains(&matches), "{matches} matches in a fold");
+        }
+        // Within a class the input order is kept.
+        let pos: Vec<usize> = order.iter().copied().filter(|&i| same[i]).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]));
+        assert!(stratified_order(&[]).is_empty());
+        assert_eq!(stratified_order(&[false, false]), [0, 1]);
+        assert_eq!(stratified_order(&[true]), [0]);
     }
 
     #[test]

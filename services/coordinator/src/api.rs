@@ -31,7 +31,6 @@ type AppState = State<Arc<Coordinator>>;
 
 const ALL: &[Role] = &[Role::Admin, Role::Operator, Role::Reader];
 const OPERATE: &[Role] = &[Role::Admin, Role::Operator];
-const READ: &[Role] = &[Role::Admin, Role::Reader];
 
 /// The API's routes over `coordinator`.
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
@@ -140,7 +139,8 @@ async fn metrics(State(c): AppState, Extension(caller): Extension<Caller>) -> Ap
 
 // ---------------------------------------------------------------- galleries
 
-fn summary(m: &osprey_index::GalleryManifest) -> GallerySummary {
+/// A gallery's manifest as the API shows it.
+pub fn gallery_summary(m: &osprey_index::GalleryManifest) -> GallerySummary {
     GallerySummary {
         name: m.name.clone(),
         model: m.model.clone(),
@@ -148,8 +148,10 @@ fn summary(m: &osprey_index::GalleryManifest) -> GallerySummary {
         subjects: m.num_subjects,
         templates: m.num_templates,
         index: m.index_factory.clone(),
+        nprobe: m.nprobe,
         threshold: m.threshold,
         threshold_fpir: m.threshold_fpir,
+        updated_at_ms: m.updated_at_ms,
     }
 }
 
@@ -180,7 +182,7 @@ async fn create_gallery(
     let dim = osprey_models::dlib::resnet::DESCRIPTOR_DIM;
     let mut g = Gallery::build(&req.name, &model, dim, req.index.as_deref(), Vec::new(), &[])?;
     g.save(&c.root).await?;
-    let s = summary(g.manifest());
+    let s = gallery_summary(g.manifest());
     *guard = Some(g);
     Ok((StatusCode::CREATED, Json(s)))
 }
@@ -210,7 +212,7 @@ async fn list_galleries(
 ) -> ApiResult<Json<Vec<GallerySummary>>> {
     caller.require(ALL, "listing galleries")?;
     let manifests = osprey_index::list_galleries(&c.root).await?;
-    Ok(Json(manifests.iter().map(summary).collect()))
+    Ok(Json(manifests.iter().map(gallery_summary).collect()))
 }
 
 /// A gallery: counts, index type, operating threshold and subject ids.
@@ -227,7 +229,7 @@ async fn show_gallery(
     let mut subject_ids: Vec<String> = g.subjects().map(str::to_string).collect();
     subject_ids.sort();
     subject_ids.dedup();
-    Ok(Json(GalleryDetail { summary: summary(g.manifest()), subject_ids }))
+    Ok(Json(GalleryDetail { summary: gallery_summary(g.manifest()), subject_ids }))
 }
 
 /// Erases a subject: from the index, the template tables, search results and thumbnails.
@@ -553,7 +555,7 @@ async fn sql(
     headers: HeaderMap,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
-    caller.require(READ, "SQL")?;
+    caller.require(ALL, "SQL")?;
     let started = Instant::now();
     let Json(req) = body?;
     if req.query.trim().is_empty() {
