@@ -92,6 +92,7 @@ step "4. search: photos and the street clip (2 frames/s), open-set"
 echo "$ osprey job submit search media/probes/ --gallery people --sample-fps 2"
 job="$(osprey job submit search media/probes/ --gallery people --sample-fps 2 2>/dev/null)"
 echo "$job"
+echo "export DEMO_SEARCH_JOB=$job" >>"$out/env"
 show osprey job watch "$job"
 echo
 echo "Who was found, and where (one row per face in a photo, or per face track in the clip):"
