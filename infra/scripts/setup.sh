@@ -36,6 +36,8 @@ packages=(
   python3-venv curl
   fonts-dejavu-core
 )
+# Test-only: headless Chromium renders `osprey eval`'s HTML report in the tests.
+((want_python)) && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
