@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Fetches dlib's three face models (MMOD CNN detector, 5-point shape predictor,
-# ResNet face descriptor), idempotently. They come from the PyPI package
-# face-recognition-models 0.3.0, whose sdist carries dlib's .dat files
-# unchanged. The sdist is kept in the cache (setup.sh installs it into the test
-# venv too); the three models are placed in the model directory. Every file is
-# checked against the sha256 below. Re-running it does nothing new.
+# Fetches the face models that package registries ship, idempotently:
+#   * dlib's three models (MMOD CNN detector, 5-point shape predictor, ResNet
+#     face descriptor) from the PyPI package face-recognition-models 0.3.0,
+#     whose sdist carries dlib's .dat files unchanged. The sdist is kept in the
+#     cache (setup.sh installs it into the test venv too);
+#   * MTCNN's P-, R- and O-Net (face boxes and 5 landmarks, MIT) from the PyPI
+#     wheel facenet-pytorch 2.6.0, into <models>/mtcnn/.
+# Every file is checked against the sha256 below. Re-running it does nothing new.
+# The seed's recognisers (AdaFace, ViT + KP-RPE, CAFace) are in no registry:
+# users pass the authors' checkpoints with --weights.
 #
 # Usage: infra/scripts/fetch-models.sh     (prints the model directory)
 #   OSPREY_CACHE   cache folder (default ~/.cache/osprey)
@@ -81,6 +85,47 @@ if ! models_ok; then
   rm -rf "$tmp"
   trap - EXIT
   models_ok || die "the models in $models do not match their sha256 after extraction"
+fi
+
+# 3. MTCNN's weights: legacy torch pickles inside the facenet-pytorch wheel.
+mtcnn_wheel="$cache/downloads/facenet_pytorch-2.6.0-py3-none-any.whl"
+mtcnn_wheel_sha256=ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca
+declare -A mtcnn_sha256=(
+  [pnet.pt]=a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f
+  [rnet.pt]=bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86
+  [onet.pt]=165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d
+)
+mtcnn_ok() {
+  local name
+  for name in "${!mtcnn_sha256[@]}"; do
+    has_sha256 "$models/mtcnn/$name" "${mtcnn_sha256[$name]}" || return 1
+  done
+}
+if ! mtcnn_ok; then
+  if ! has_sha256 "$mtcnn_wheel" "$mtcnn_wheel_sha256"; then
+    pip_venv="$cache/pip-venv"
+    [ -x "$pip_venv/bin/pip" ] || python3 -m venv "$pip_venv"
+    mkdir -p "$cache/downloads"
+    log "downloading facenet-pytorch==2.6.0 (MTCNN weights) from PyPI (2 MB)"
+    "$pip_venv/bin/pip" download -q --disable-pip-version-check --no-deps \
+      facenet-pytorch==2.6.0 -d "$cache/downloads"
+    got="$(sha256_of "$mtcnn_wheel")"
+    if [ "$got" != "$mtcnn_wheel_sha256" ]; then
+      rm -f "$mtcnn_wheel"
+      die "$mtcnn_wheel has sha256 $got, expected $mtcnn_wheel_sha256 (deleted)"
+    fi
+  fi
+  mkdir -p "$models/mtcnn"
+  log "extracting MTCNN's pnet.pt rnet.pt onet.pt into $models/mtcnn"
+  python3 - "$mtcnn_wheel" "$models/mtcnn" <<'PY'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in ("pnet.pt", "rnet.pt", "onet.pt"):
+        with open(f"{out}/{name}", "wb") as f:
+            f.write(z.read(f"facenet_pytorch/data/{name}"))
+PY
+  mtcnn_ok || die "the MTCNN weights in $models/mtcnn do not match their sha256 after extraction"
 fi
 
 echo "$models"

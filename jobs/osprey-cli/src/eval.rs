@@ -1134,6 +1134,8 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
     };
     crate::embed::run(crate::embed::EmbedArgs {
         model: MODEL_NAME.to_string(),
+        weights: None,
+        aligned: false,
         largest_face: true,
         all_faces: false,
         upsample: args.upsample,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use osprey_api::{CreateGallery, Erasure, GalleryDetail, GallerySummary};
-use osprey_coordinator::gallery_summary;
+use osprey_coordinator::{erasure_report, gallery_detail, gallery_summary};
 use osprey_core::{ErrorKind, Modality, l2_normalize};
 use osprey_index::{
     EnrollOptions, Gallery, count_decisions, enroll, erase_subject, list_galleries, operating_point, search_probes,
@@ -136,13 +136,7 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
         GalleryCommand::Show { target, gallery, format } => {
             let detail: GalleryDetail = match target.mode()? {
                 Mode::Remote(c) => c.get(&format!("/v1/galleries/{}", segment(&gallery))).await?,
-                Mode::Local(root) => {
-                    let g = Gallery::load(&Root::open(&root)?, &gallery).await?;
-                    let mut subject_ids: Vec<String> = g.subjects().map(str::to_string).collect();
-                    subject_ids.sort();
-                    subject_ids.dedup();
-                    GalleryDetail { summary: gallery_summary(g.manifest()), subject_ids }
-                }
+                Mode::Local(root) => gallery_detail(&Gallery::load(&Root::open(&root)?, &gallery).await?),
             };
             let s = &detail.summary;
             let mut rows = Rows::new(&["field", "value"]);
@@ -168,14 +162,7 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                     c.delete(&format!("/v1/galleries/{}/subjects/{}", segment(&gallery), segment(&subject))).await?
                 }
                 Mode::Local(root) => {
-                    let e = erase_subject(&Root::open(&root)?, &gallery, &subject).await?;
-                    Erasure {
-                        subject_id: subject,
-                        index_templates: e.index_templates,
-                        template_rows: e.template_rows,
-                        result_rows: e.result_rows,
-                        thumbnails: e.thumbnails,
-                    }
+                    erasure_report(subject.clone(), &erase_subject(&Root::open(&root)?, &gallery, &subject).await?)
                 }
             };
             let mut rows = Rows::new(&["subject", "index templates", "template rows", "result rows", "thumbnails"]);

@@ -80,6 +80,13 @@ pub struct SubmitArgs {
     /// Videos longer than this are split into tasks of this many seconds (default 300).
     #[arg(long)]
     segment_seconds: Option<u64>,
+    /// Face model (`osprey models list`; default dlib-resnet-v1).
+    #[arg(long)]
+    model: Option<String>,
+    /// The model's checkpoint: a key under the server's root or a URL under
+    /// the root or an allowed prefix (the workers read it).
+    #[arg(long, value_name = "KEY_OR_URL")]
+    weights: Option<String>,
     /// Search: calibrate the threshold for this FPIR.
     #[arg(long, conflicts_with = "threshold")]
     fpir: Option<f64>,
@@ -156,6 +163,8 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         upsample: args.upsample,
         max_detect_megapixels: args.max_detect_megapixels,
         segment_seconds: args.segment_seconds,
+        model: args.model,
+        weights: args.weights,
         fpir: args.fpir,
         threshold: args.threshold,
         top_k: args.top_k,

@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod gallery;
 mod job;
+mod models;
 mod output;
 mod run;
 mod serve;
@@ -64,6 +65,9 @@ enum Command {
     /// Benchmarks and benchmark data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The face models Osprey can run (`osprey models list`).
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Print or check the table schemas and the OpenAPI document in `schemas/`.
     Schema(SchemaArgs),
     /// Measure accuracy against ground truth: a search job's results, or verification pairs from images.
@@ -166,6 +170,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Bench(bench::BenchCommand::Rest(args)) => bench::rest(args).await,
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Models(cmd) => models::run(cmd),
         Command::Schema(args) => schema(args),
         Command::Eval(cmd) => eval::run(cmd).await,
         Command::Completions { shell } => {

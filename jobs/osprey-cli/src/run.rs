@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::{Error, OpenSetDecision};
 use osprey_index::{EnrollOptions, Gallery, enroll, operating_point, search_probes, store_search};
 use osprey_media::is_video_path;
-use osprey_models::MODEL_NAME;
+use osprey_models::registry::DEFAULT_FACE_MODEL;
 use osprey_pipeline::media::{self, failure_row, put_thumbnails, subject_tracks, template_id, template_row};
 use osprey_pipeline::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 use osprey_store::{Root, SearchResultRow, Template, layout};
@@ -50,6 +50,14 @@ pub struct MediaArgs {
     /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
     #[arg(long, env = "OSPREY_MODELS")]
     pub models: Option<PathBuf>,
+    /// Face model (`osprey models list`): dlib's by default; the seed's
+    /// AdaFace and ViT + KP-RPE models detect with MTCNN and need --weights.
+    #[arg(long, default_value = DEFAULT_FACE_MODEL)]
+    pub model: String,
+    /// The model's checkpoint, as its authors publish it (AdaFace's .ckpt,
+    /// CVLface's model.safetensors, a state dict): a path or object URL.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -191,8 +199,12 @@ fn load_analysis(args: &MediaArgs) -> anyhow::Result<(MediaAnalysis, MediaSettin
         upsample: args.upsample,
         max_detect_megapixels: args.max_detect_megapixels,
         segment_seconds: args.segment_seconds,
+        model: args.model.clone(),
+        weights: args.weights.clone(),
     };
-    Ok((MediaAnalysis::load(&settings, args.models.as_deref())?, settings))
+    // Reading a checkpoint from an object URL blocks on the runtime.
+    let analysis = tokio::task::block_in_place(|| MediaAnalysis::load(&settings, args.models.as_deref()))?;
+    Ok((analysis, settings))
 }
 
 /// Runs `analysis` over `inputs` on a few threads (each network uses every
@@ -264,6 +276,7 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let (analysis, settings) = load_analysis(&args.media)?;
+    let model = analysis.model();
     let same_person = analysis.same_person();
     let files: Vec<String> = inputs.iter().map(|(_, f)| f.clone()).collect();
     let (results, frames, secs) = process_all(&analysis, &settings, &files, true);
@@ -282,12 +295,12 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
         };
         let chosen = if r.is_video { subject_tracks(r.templates, same_person) } else { r.templates };
         for (segment, t) in chosen {
-            let id = template_id(&format!("gallery={}", args.gallery), &r.input, segment, t.track_id);
+            let id = template_id(&format!("gallery={}", args.gallery), &r.input, segment, t.track_id, model);
             if existing.contains(&id) {
                 skipped += 1;
                 continue;
             }
-            let mut row = template_row(&root, id, &r.input, segment, &t, r.is_video, &mut thumbnails);
+            let mut row = template_row(&root, id, &r.input, segment, &t, r.is_video, model, &mut thumbnails);
             row.gallery = Some(args.gallery.clone());
             row.subject_id = Some(subject.clone());
             templates.push(row);
@@ -345,10 +358,12 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
 async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
     let mut gallery = Gallery::load(&root, &args.search.gallery).await?;
-    if gallery.manifest().model != MODEL_NAME {
+    if gallery.manifest().model != args.media.model {
         bail!(Error::invalid(format!(
-            "gallery `{}` holds `{}` templates; `osprey run` embeds with `{MODEL_NAME}`",
+            "gallery `{}` holds `{}` templates; these options embed with `{}`: search it with --model {} (and its --weights)",
             args.search.gallery,
+            gallery.manifest().model,
+            args.media.model,
             gallery.manifest().model
         )));
     }
@@ -361,6 +376,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         bail!(Error::invalid("no input images or videos"));
     }
     let (analysis, settings) = load_analysis(&args.media)?;
+    let model = analysis.model();
     let (results, frames, secs) = process_all(&analysis, &settings, &inputs, false);
 
     let scope = format!("job={job_id}");
@@ -372,15 +388,16 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
             Ok(r) => r,
             Err(e) => {
                 failed += 1;
-                let mut row = failure_row(template_id(&scope, &r.input, usize::MAX, -1), &r.input, e.message());
+                let id = template_id(&scope, &r.input, usize::MAX, -1, model);
+                let mut row = failure_row(id, &r.input, model, e.message());
                 row.job_id = Some(job_id.clone());
                 probes.push(row);
                 continue;
             }
         };
         for (segment, t) in &r.templates {
-            let id = template_id(&scope, &r.input, *segment, t.track_id);
-            let mut row = template_row(&root, id, &r.input, *segment, t, r.is_video, &mut thumbnails);
+            let id = template_id(&scope, &r.input, *segment, t.track_id, model);
+            let mut row = template_row(&root, id, &r.input, *segment, t, r.is_video, model, &mut thumbnails);
             row.job_id = Some(job_id.clone());
             probes.push(row);
         }
@@ -389,7 +406,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     let rows = search_probes(&mut gallery, &job_id, &searchable, args.search.top_k, op.threshold)?;
     put_thumbnails(&root, thumbnails).await?;
     let dim = gallery.manifest().dim;
-    store_search(&root, &job_id, "part-0", MODEL_NAME, dim, &probes, &rows).await?;
+    store_search(&root, &job_id, "part-0", model, dim, &probes, &rows).await?;
 
     print_appearances(&probes, &rows, args.search.format)?;
     let (matches, unknown) = osprey_index::count_decisions(&rows);

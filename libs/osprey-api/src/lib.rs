@@ -169,6 +169,15 @@ pub struct JobSpec {
     /// Videos longer than this are split into tasks of this many seconds (default 300).
     #[serde(default)]
     pub segment_seconds: Option<u64>,
+    /// Face model id (`osprey models list`; default `dlib-resnet-v1`). A
+    /// search job must use the gallery's model.
+    #[serde(default)]
+    #[schema(example = "adaface-ir101")]
+    pub model: Option<String>,
+    /// The checkpoint of a model whose weights users bring (AdaFace, ViT +
+    /// KP-RPE): a key under the root, or a URL under the root or an allowed prefix.
+    #[serde(default)]
+    pub weights: Option<String>,
     /// Search: calibrate the threshold for this false-positive identification rate.
     #[serde(default)]
     pub fpir: Option<f64>,
@@ -421,6 +430,18 @@ pub struct MediaSpec {
     pub max_detect_megapixels: f64,
     /// Segment length for whole videos.
     pub segment_seconds: u64,
+    /// Face model id.
+    #[serde(default = "default_face_model")]
+    pub model: String,
+    /// The model's checkpoint URL, for models whose weights users bring.
+    #[serde(default)]
+    pub weights: Option<String>,
+}
+
+/// The face model of tasks recorded before jobs named one (the registry's
+/// default in osprey-models).
+fn default_face_model() -> String {
+    "dlib-resnet-v1".into()
 }
 
 /// A time segment of a video.

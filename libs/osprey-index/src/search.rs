@@ -67,6 +67,18 @@ pub fn search_probes(
     let dim = gallery.manifest().dim;
     let mut queries = Vec::with_capacity(probes.len() * dim);
     for p in probes {
+        // Embeddings of different models live in unrelated spaces, even at the
+        // same width: comparing them would give meaningless scores.
+        if !p.model.is_empty() && p.model != gallery.manifest().model {
+            return Err(Error::invalid(format!(
+                "probe `{}` is a `{}` template, but gallery `{}` holds `{}` templates: search it with --model {}",
+                p.template_id,
+                p.model,
+                gallery.manifest().name,
+                gallery.manifest().model,
+                gallery.manifest().model
+            )));
+        }
         let e = p
             .embedding
             .as_ref()

@@ -1,16 +1,34 @@
-//! Osprey's models. Today: dlib's face models (MMOD CNN detector, 5-point
-//! shape predictor, ResNet-29 descriptor), read from the `.dat` files PyPI's
-//! `face-recognition-models` 0.3.0 ships and run on candle.
+//! Osprey's models, run on candle:
+//! * dlib's face models (MMOD CNN detector, 5-point shape predictor,
+//!   ResNet-29 descriptor), read from the `.dat` files PyPI's
+//!   `face-recognition-models` 0.3.0 ships ([`dlib`], [`face`]);
+//! * MTCNN (face boxes and 5 landmarks) from facenet-pytorch's weights
+//!   ([`mtcnn`]), and alignment onto the ArcFace template ([`align`]);
+//! * the seed's face recognisers from the authors' checkpoints ([`adaface`],
+//!   [`vit_kprpe`], behind [`recognizer`]) and the CAFace video aggregator
+//!   ([`caface`]), loaded by [`checkpoint`];
+//! * the table of every face model ([`registry`]).
 //!
 //! The device is the CPU unless the `cuda` feature is enabled and a GPU is
 //! present ([`default_device`]).
 
+pub mod adaface;
+pub mod align;
+pub mod caface;
+pub mod checkpoint;
 pub mod dlib;
 pub mod face;
+pub mod mtcnn;
+pub mod recognizer;
+pub mod registry;
+pub mod torch_legacy;
+pub mod vit_kprpe;
 
 pub use dlib::geom::Rect;
 pub use dlib::mmod::Detection;
 pub use face::{Face, FaceModels, FaceOptions, FaceSelection, MODEL_NAME, model_dir};
+pub use recognizer::{CropEmbedding, FaceRecognizer};
+pub use registry::{FaceModelSpec, face_model, face_models};
 
 /// The device models run on: the first CUDA GPU when built with `cuda` and
 /// one is present, else the CPU.

@@ -1,29 +1,55 @@
-//! Faces: dlib's detector, landmarks and descriptor as a [`FrameAnalyzer`].
+//! Faces as a [`FrameAnalyzer`], with either of two model stacks:
+//! * dlib's detector, 5-point landmarks and ResNet descriptor
+//!   (`dlib-resnet-v1`, the default);
+//! * MTCNN boxes and landmarks, alignment onto the ArcFace template and one
+//!   of the seed's recognisers (AdaFace IR, ViT + KP-RPE) loaded from the
+//!   user's checkpoint.
 
 use std::sync::Arc;
 
 use image::RgbImage;
 use osprey_core::{Modality, Result};
-use osprey_models::{FaceModels, FaceOptions, FaceSelection, MODEL_NAME};
+use osprey_models::align::{ARCFACE_TEMPLATE, Similarity, warp};
+use osprey_models::mtcnn::{Mtcnn, MtcnnFace};
+use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, FaceSelection, MODEL_NAME};
 
 use crate::quality::{observation_quality, sharpness};
 use crate::{BoxF, FrameAnalyzer, Observation, TrackerConfig};
 
-/// dlib-resnet-v1 faces.
+/// MTCNN, the ArcFace alignment and a seed recogniser.
+pub struct SeedFaceModels {
+    pub detector: Mtcnn,
+    pub recognizer: FaceRecognizer,
+}
+
+/// The models behind a [`FaceAnalyzer`].
+#[derive(Clone)]
+pub enum FaceBackend {
+    Dlib(Arc<FaceModels>),
+    Seed(Arc<SeedFaceModels>),
+}
+
+/// Faces of one model stack at one set of options.
 pub struct FaceAnalyzer {
     /// Shared, so one loaded copy serves analyzers with different options.
-    pub models: Arc<FaceModels>,
+    pub backend: FaceBackend,
     pub options: FaceOptions,
 }
 
 impl FaceAnalyzer {
+    /// dlib's models.
     pub fn new(models: FaceModels, options: FaceOptions) -> Self {
-        Self { models: Arc::new(models), options }
+        Self { backend: FaceBackend::Dlib(Arc::new(models)), options }
+    }
+
+    /// MTCNN and a seed recogniser.
+    pub fn seed(models: SeedFaceModels, options: FaceOptions) -> Self {
+        Self { backend: FaceBackend::Seed(Arc::new(models)), options }
     }
 
     /// The same models with other options.
     pub fn with_options(&self, options: FaceOptions) -> Self {
-        Self { models: Arc::clone(&self.models), options }
+        Self { backend: self.backend.clone(), options }
     }
 
     /// The same models keeping only the largest face (enrolment photos).
@@ -33,28 +59,98 @@ impl FaceAnalyzer {
 
     /// Observations of `image` with other options (e.g. largest face only).
     pub fn analyze_with(&self, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
-        let faces = self.models.analyze(image, options)?;
-        Ok(faces
-            .into_iter()
-            .map(|f| {
-                let bbox = BoxF {
-                    x: f.rect.left as f32,
-                    y: f.rect.top as f32,
-                    w: f.rect.width() as f32,
-                    h: f.rect.height() as f32,
-                };
-                Observation {
-                    quality: observation_quality(f.confidence, bbox.w, sharpness(&f.chip)),
-                    bbox,
-                    confidence: f.confidence,
-                    landmarks: f.landmarks.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect(),
-                    embedding: f.embedding,
-                    // dlib's descriptor norm is not trained to carry quality.
-                    quality_norm: None,
-                }
-            })
-            .collect())
+        match &self.backend {
+            FaceBackend::Dlib(models) => dlib_observations(models, image, options),
+            FaceBackend::Seed(models) => seed_observations(models, image, options),
+        }
     }
+}
+
+fn dlib_observations(models: &FaceModels, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
+    let faces = models.analyze(image, options)?;
+    Ok(faces
+        .into_iter()
+        .map(|f| {
+            let bbox = BoxF {
+                x: f.rect.left as f32,
+                y: f.rect.top as f32,
+                w: f.rect.width() as f32,
+                h: f.rect.height() as f32,
+            };
+            Observation {
+                quality: observation_quality(f.confidence, bbox.w, sharpness(&f.chip)),
+                bbox,
+                confidence: f.confidence,
+                landmarks: f.landmarks.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect(),
+                embedding: f.embedding,
+                // dlib's descriptor norm is not trained to carry quality.
+                quality_norm: None,
+            }
+        })
+        .collect())
+}
+
+/// MTCNN's faces in `image`, searched at most at `max_pixels` (a larger
+/// image is reduced for detection; boxes and landmarks are mapped back).
+fn detect_bounded(detector: &Mtcnn, image: &RgbImage, max_pixels: u64) -> Result<Vec<MtcnnFace>> {
+    let pixels = image.width() as u64 * image.height() as u64;
+    let err = |e: candle_core::Error| osprey_core::Error::internal(format!("MTCNN failed: {e}"));
+    if pixels <= max_pixels.max(1) {
+        return detector.detect(image).map_err(err);
+    }
+    let s = (max_pixels as f64 / pixels as f64).sqrt();
+    let (w, h) = (((image.width() as f64 * s) as u32).max(1), ((image.height() as f64 * s) as u32).max(1));
+    let small = image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle);
+    let (sx, sy) = (image.width() as f32 / w as f32, image.height() as f32 / h as f32);
+    Ok(detector
+        .detect(&small)
+        .map_err(err)?
+        .into_iter()
+        .map(|f| MtcnnFace {
+            bbox: [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy],
+            score: f.score,
+            landmarks: f.landmarks.map(|[x, y]| [x * sx, y * sy]),
+        })
+        .collect())
+}
+
+fn seed_observations(models: &SeedFaceModels, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
+    let mut faces = detect_bounded(&models.detector, image, options.max_detect_pixels)?;
+    if options.selection == FaceSelection::Largest {
+        // MTCNN returns the largest box first.
+        faces.truncate(1);
+    }
+    let mut crops = Vec::with_capacity(faces.len());
+    let mut keypoints = Vec::with_capacity(faces.len());
+    let mut kept = Vec::with_capacity(faces.len());
+    for f in faces {
+        // Landmarks that coincide (a degenerate detection) give no transform.
+        let Some(to_crop) = Similarity::estimate(&f.landmarks, &ARCFACE_TEMPLATE) else { continue };
+        crops.push(warp(image, &to_crop.inverse(), 112, 112));
+        // KP-RPE reads the face's own landmarks in the aligned crop.
+        keypoints.push(f.landmarks.map(|p| to_crop.apply(p)));
+        kept.push(f);
+    }
+    let embedded = models.recognizer.embed(&crops, &keypoints)?;
+    Ok(kept
+        .into_iter()
+        .zip(crops)
+        .zip(embedded)
+        .map(|((f, crop), e)| {
+            let bbox = BoxF { x: f.bbox[0], y: f.bbox[1], w: f.bbox[2] - f.bbox[0], h: f.bbox[3] - f.bbox[1] };
+            let norm_is_quality = models.recognizer.spec().norm_is_quality;
+            Observation {
+                // AdaFace-trained features: the norm is the quality (it picks
+                // the thumbnail and weighs the track's mean).
+                quality: if norm_is_quality { e.norm } else { observation_quality(f.score, bbox.w, sharpness(&crop)) },
+                bbox,
+                confidence: f.score,
+                landmarks: f.landmarks.iter().flat_map(|p| *p).collect(),
+                embedding: e.embedding,
+                quality_norm: norm_is_quality.then_some(e.norm),
+            }
+        })
+        .collect())
 }
 
 impl FrameAnalyzer for FaceAnalyzer {
@@ -63,19 +159,35 @@ impl FrameAnalyzer for FaceAnalyzer {
     }
 
     fn model(&self) -> &str {
-        MODEL_NAME
+        match &self.backend {
+            FaceBackend::Dlib(_) => MODEL_NAME,
+            FaceBackend::Seed(m) => m.recognizer.spec().id,
+        }
     }
 
     fn dim(&self) -> usize {
-        osprey_models::dlib::resnet::DESCRIPTOR_DIM
+        match &self.backend {
+            FaceBackend::Dlib(_) => osprey_models::dlib::resnet::DESCRIPTOR_DIM,
+            FaceBackend::Seed(m) => m.recognizer.spec().dim,
+        }
     }
 
     fn tracker_config(&self) -> TrackerConfig {
-        // dlib's unit descriptors: the same face in consecutive frames scores
-        // above 0.9 (blurred, small ones a little less), different people
-        // mostly 0.6-0.87, and the model's verification point (distance
-        // 0.6) is about 0.91.
-        TrackerConfig { appearance_gate_near: 0.85, appearance_gate_far: 0.92, ..TrackerConfig::default() }
+        match &self.backend {
+            // dlib's unit descriptors: the same face in consecutive frames
+            // scores above 0.9 (blurred, small ones a little less), different
+            // people mostly 0.6-0.87, and the model's verification point
+            // (distance 0.6) is about 0.91.
+            FaceBackend::Dlib(_) => {
+                TrackerConfig { appearance_gate_near: 0.85, appearance_gate_far: 0.92, ..TrackerConfig::default() }
+            }
+            // AdaFace-trained 512-d features spread much wider: published
+            // verification thresholds sit near cosine 0.3-0.4 and the same
+            // face in consecutive frames scores well above 0.6.
+            FaceBackend::Seed(_) => {
+                TrackerConfig { appearance_gate_near: 0.35, appearance_gate_far: 0.5, ..TrackerConfig::default() }
+            }
+        }
     }
 
     fn analyze(&self, frame: &RgbImage) -> Result<Vec<Observation>> {

@@ -68,7 +68,9 @@ pub struct Observation {
     /// The embedding's norm before normalisation, for models whose norm
     /// measures quality (AdaFace-style); `None` when it carries no meaning.
     pub quality_norm: Option<f32>,
-    /// Image quality of the observation in [0, 1] (see [`quality`]).
+    /// Image quality of the observation: in [0, 1] from detector score, size
+    /// and sharpness (see [`quality`]), or the feature norm for models whose
+    /// norm measures quality (then also in `quality_norm`).
     pub quality: f32,
 }
 

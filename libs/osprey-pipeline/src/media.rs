@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_media::video::{Sampling, Segment, VideoReader, segments};
 use osprey_media::{decode_image, is_image_path, is_video_path};
-use osprey_models::{FaceModels, FaceOptions, MODEL_NAME, default_device, model_dir};
+use osprey_models::mtcnn::Mtcnn;
+use osprey_models::registry::{DEFAULT_FACE_MODEL, face_model};
+use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, default_device, model_dir};
 use osprey_store::{BBox, Root, Template, layout};
 
+use crate::face::SeedFaceModels;
 use crate::{
     FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, process_video, still_templates,
 };
@@ -29,11 +32,23 @@ pub struct MediaSettings {
     pub max_detect_megapixels: f64,
     /// Videos are processed in segments of this many seconds.
     pub segment_seconds: u64,
+    /// Face model id (`osprey models list`).
+    pub model: String,
+    /// The checkpoint of a model whose weights users bring: a local path or
+    /// an object URL.
+    pub weights: Option<String>,
 }
 
 impl Default for MediaSettings {
     fn default() -> Self {
-        Self { sample_fps: "5".into(), upsample: 1, max_detect_megapixels: 4.0, segment_seconds: 300 }
+        Self {
+            sample_fps: "5".into(),
+            upsample: 1,
+            max_detect_megapixels: 4.0,
+            segment_seconds: 300,
+            model: DEFAULT_FACE_MODEL.into(),
+            weights: None,
+        }
     }
 }
 
@@ -49,6 +64,22 @@ impl MediaSettings {
         if self.upsample > 3 {
             return Err(Error::invalid("upsample must be 0 to 3"));
         }
+        let spec = face_model(&self.model)?;
+        match (&self.weights, spec.needs_weights_file()) {
+            (None, true) => {
+                return Err(Error::invalid(format!(
+                    "model `{}` needs its checkpoint: pass --weights FILE (the job API's `weights`)",
+                    spec.id
+                )));
+            }
+            (Some(_), false) => {
+                return Err(Error::invalid(format!(
+                    "model `{}` reads dlib's files from the model folder (--models); --weights is for the seed models",
+                    spec.id
+                )));
+            }
+            _ => {}
+        }
         Sampling::parse(&self.sample_fps)
     }
 }
@@ -57,6 +88,11 @@ impl MediaSettings {
 pub struct MediaAnalysis {
     analyzer: FaceAnalyzer,
     sampling: Sampling,
+    /// The settings' model and checkpoint (to tell whether a job's settings
+    /// need other weights).
+    model: (String, Option<String>),
+    /// Where dlib's and MTCNN's files are.
+    model_dir: PathBuf,
 }
 
 /// What one input (or one segment of a video) gave.
@@ -70,18 +106,60 @@ pub struct MediaResult {
 }
 
 impl MediaAnalysis {
-    /// Loads the face models from `models` (default: `$OSPREY_MODELS`, else
-    /// `./models`).
+    /// Loads the settings' face models: dlib's and MTCNN's files from
+    /// `models` (default: `$OSPREY_MODELS`, else `./models`), a seed model's
+    /// checkpoint from `settings.weights`. Object URLs are read through the
+    /// current tokio runtime: call from a blocking context.
     pub fn load(settings: &MediaSettings, models: Option<&Path>) -> Result<MediaAnalysis> {
         let sampling = settings.validate()?;
-        let models = FaceModels::load(&model_dir(models), &default_device())?;
-        Ok(MediaAnalysis { analyzer: FaceAnalyzer::new(models, face_options(settings)), sampling })
+        let dir = model_dir(models);
+        let device = default_device();
+        let options = face_options(settings);
+        let analyzer = match &settings.weights {
+            None => FaceAnalyzer::new(FaceModels::load(&dir, &device)?, options),
+            Some(weights) => {
+                let spec = face_model(&settings.model)?;
+                let mtcnn_dir = dir.join("mtcnn");
+                let detector = Mtcnn::load(&mtcnn_dir).map_err(|e| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "cannot load MTCNN from {}: {e}; run `infra/scripts/fetch-models.sh` or point --models / OSPREY_MODELS at the folder holding mtcnn/",
+                            mtcnn_dir.display()
+                        ),
+                    )
+                })?;
+                let recognizer = with_local_file(weights, |path| FaceRecognizer::load(&spec, path, &device))?;
+                FaceAnalyzer::seed(SeedFaceModels { detector, recognizer }, options)
+            }
+        };
+        Ok(MediaAnalysis {
+            analyzer,
+            sampling,
+            model: (settings.model.clone(), settings.weights.clone()),
+            model_dir: dir,
+        })
     }
 
-    /// The same models at other settings (a job's own).
+    /// The models at other settings (a job's own): the same loaded models
+    /// when the settings name the same model and checkpoint, else the ones
+    /// they name, loaded now.
     pub fn with_settings(&self, settings: &MediaSettings) -> Result<MediaAnalysis> {
+        if (&settings.model, &settings.weights) != (&self.model.0, &self.model.1) {
+            return MediaAnalysis::load(settings, Some(&self.model_dir));
+        }
         let sampling = settings.validate()?;
-        Ok(MediaAnalysis { analyzer: self.analyzer.with_options(face_options(settings)), sampling })
+        Ok(MediaAnalysis {
+            analyzer: self.analyzer.with_options(face_options(settings)),
+            sampling,
+            model: self.model.clone(),
+            model_dir: self.model_dir.clone(),
+        })
+    }
+
+    /// The face model id written to templates.
+    pub fn model(&self) -> &str {
+        self.analyzer.model()
     }
 
     pub fn analyzer(&self) -> &FaceAnalyzer {
@@ -186,6 +264,21 @@ fn face_options(settings: &MediaSettings) -> FaceOptions {
         max_detect_pixels: (settings.max_detect_megapixels * 1e6) as u64,
         ..FaceOptions::default()
     }
+}
+
+/// Runs `f` on a local copy of `input`: a local path (or `file://` URL) as
+/// it is, an object URL downloaded to a temporary file first.
+fn with_local_file<T>(input: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if !is_remote(input) {
+        return f(Path::new(input.strip_prefix("file://").unwrap_or(input)));
+    }
+    let rt = tokio::runtime::Handle::try_current()
+        .map_err(|_| Error::internal(format!("{input}: reading an object URL needs the async runtime")))?;
+    let bytes = read_input(input, &rt)?;
+    let mut tmp =
+        tempfile::NamedTempFile::new().map_err(|e| Error::new(ErrorKind::Storage, format!("{input}: {e}")))?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::new(ErrorKind::Storage, format!("{input}: {e}")))?;
+    f(tmp.path())
 }
 
 /// Which part of a video to process.
@@ -379,8 +472,11 @@ pub async fn subject_inputs(dir: &str, warn: &(dyn Fn(String) + Sync)) -> Result
 
 /// A template id stable across reruns: derived from where the template was
 /// made (`scope`: a gallery or a job), the input, segment and track.
-pub fn template_id(scope: &str, input: &str, segment: usize, track: i64) -> String {
-    let name = format!("{scope}/{input}#s{segment}t{track}/{MODEL_NAME}");
+/// The model is part of the name, so two models' templates of one input
+/// never share an id (the default model's ids are unchanged from before
+/// there were others).
+pub fn template_id(scope: &str, input: &str, segment: usize, track: i64, model: &str) -> String {
+    let name = format!("{scope}/{input}#s{segment}t{track}/{model}");
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
 }
 
@@ -390,6 +486,7 @@ pub fn thumbnail_key(template_id: &str) -> String {
 }
 
 /// A template row for `t`; its thumbnail goes to `thumbnails` for writing.
+#[allow(clippy::too_many_arguments)]
 pub fn template_row(
     root: &Root,
     template_id: String,
@@ -397,6 +494,7 @@ pub fn template_row(
     segment: usize,
     t: &MediaTemplate,
     is_video: bool,
+    model: &str,
     thumbnails: &mut Vec<(String, Vec<u8>)>,
 ) -> Template {
     let key = thumbnail_key(&template_id);
@@ -408,7 +506,7 @@ pub fn template_row(
         media_uri: Some(input.to_string()),
         track_id: is_video.then_some(t.track_id),
         modality: Some(Modality::Face),
-        model: MODEL_NAME.to_string(),
+        model: model.to_string(),
         embedding: Some(t.embedding.clone()),
         quality: Some(t.quality),
         frame_start: is_video.then_some(t.frame_start),
@@ -425,12 +523,12 @@ pub fn template_row(
 }
 
 /// The row recording that `input` gave no template, with why.
-pub fn failure_row(template_id: String, input: &str, error: &str) -> Template {
+pub fn failure_row(template_id: String, input: &str, model: &str, error: &str) -> Template {
     Template {
         template_id,
         media_uri: Some(input.to_string()),
         modality: Some(Modality::Face),
-        model: MODEL_NAME.to_string(),
+        model: model.to_string(),
         error: Some(error.to_string()),
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         ..Default::default()

@@ -5,9 +5,10 @@
 //! [`FULL_QUALITY_SIZE`] px and more count fully) and sharpness (the variance
 //! of the Laplacian of the aligned chip, which motion blur and defocus
 //! collapse). A track's template is the weighted mean of its unit
-//! embeddings, with weight quality² (so a few sharp frames outweigh many
-//! blurred ones) times the embedding norm for models whose norm measures
-//! quality (AdaFace-style), renormalised to unit length.
+//! embeddings, renormalised to unit length, with weight:
+//! * the feature norm, for models whose norm measures quality (AdaFace and
+//!   the ViTs trained with its loss): AdaFace's own video protocol;
+//! * else quality² (so a few sharp frames outweigh many blurred ones).
 
 use image::{RgbImage, imageops};
 use osprey_core::{Error, Result};
@@ -71,7 +72,10 @@ impl Aggregate {
     pub fn add(&mut self, embedding: &[f32], quality: f32, quality_norm: Option<f32>) {
         // A floor keeps every observation in, so a track of only poor frames
         // still has a template.
-        let w = quality.max(1e-3).powi(2) * quality_norm.unwrap_or(1.0).max(1e-3);
+        let w = match quality_norm {
+            Some(norm) => norm.max(1e-3),
+            None => quality.max(1e-3).powi(2),
+        };
         for (s, e) in self.sum.iter_mut().zip(embedding) {
             *s += w * e;
         }

@@ -139,6 +139,25 @@ async fn metrics(State(c): AppState, Extension(caller): Extension<Caller>) -> Ap
 
 // ---------------------------------------------------------------- galleries
 
+/// A gallery as `GET /v1/galleries/{name}` shows it: the summary and its sorted subject ids.
+pub fn gallery_detail(g: &Gallery) -> GalleryDetail {
+    let mut subject_ids: Vec<String> = g.subjects().map(str::to_string).collect();
+    subject_ids.sort();
+    subject_ids.dedup();
+    GalleryDetail { summary: gallery_summary(g.manifest()), subject_ids }
+}
+
+/// What an erasure removed, as the API reports it.
+pub fn erasure_report(subject_id: String, e: &osprey_index::Erasure) -> Erasure {
+    Erasure {
+        subject_id,
+        index_templates: e.index_templates,
+        template_rows: e.template_rows,
+        result_rows: e.result_rows,
+        thumbnails: e.thumbnails,
+    }
+}
+
 /// A gallery's manifest as the API shows it.
 pub fn gallery_summary(m: &osprey_index::GalleryManifest) -> GallerySummary {
     GallerySummary {
@@ -166,12 +185,7 @@ async fn create_gallery(
     caller.require(OPERATE, "creating a gallery")?;
     let Json(req) = body?;
     let model = req.model.unwrap_or_else(|| osprey_models::MODEL_NAME.to_string());
-    if model != osprey_models::MODEL_NAME {
-        return Err(ApiError::bad_request(format!(
-            "unknown model `{model}`; this coordinator embeds with `{}`",
-            osprey_models::MODEL_NAME
-        )));
-    }
+    let spec = osprey_models::face_model(&model)?;
     let mut guard = c.lock_gallery(&req.name).await?;
     if guard.is_some() {
         return Err(ApiError::conflict(format!("gallery `{}` exists", req.name)));
@@ -179,8 +193,7 @@ async fn create_gallery(
     if let Some(index) = &req.index {
         check_index_factory(index)?;
     }
-    let dim = osprey_models::dlib::resnet::DESCRIPTOR_DIM;
-    let mut g = Gallery::build(&req.name, &model, dim, req.index.as_deref(), Vec::new(), &[])?;
+    let mut g = Gallery::build(&req.name, &model, spec.dim, req.index.as_deref(), Vec::new(), &[])?;
     g.save(&c.root).await?;
     let s = gallery_summary(g.manifest());
     *guard = Some(g);
@@ -226,10 +239,7 @@ async fn show_gallery(
     caller.require(ALL, "reading a gallery")?;
     let guard = c.lock_gallery(&name).await?;
     let g = guard.as_ref().ok_or_else(|| ApiError::not_found(format!("no gallery `{name}`")))?;
-    let mut subject_ids: Vec<String> = g.subjects().map(str::to_string).collect();
-    subject_ids.sort();
-    subject_ids.dedup();
-    Ok(Json(GalleryDetail { summary: gallery_summary(g.manifest()), subject_ids }))
+    Ok(Json(gallery_detail(g)))
 }
 
 /// Erases a subject: from the index, the template tables, search results and thumbnails.
@@ -253,13 +263,7 @@ async fn delete_subject(
     drop(guard);
     c.forget_gallery(&name);
     tracing::info!("subject {subject_id} erased from {name} by {}", caller.key_id);
-    Ok(Json(Erasure {
-        subject_id,
-        index_templates: e.index_templates,
-        template_rows: e.template_rows,
-        result_rows: e.result_rows,
-        thumbnails: e.thumbnails,
-    }))
+    Ok(Json(erasure_report(subject_id, &e)))
 }
 
 // ---------------------------------------------------------------- jobs

@@ -462,7 +462,14 @@ mod tests {
     }
 
     fn table(n: usize) -> JobTable {
-        let media = MediaSpec { sample_fps: "5".into(), upsample: 1, max_detect_megapixels: 4.0, segment_seconds: 300 };
+        let media = MediaSpec {
+            sample_fps: "5".into(),
+            upsample: 1,
+            max_detect_megapixels: 4.0,
+            segment_seconds: 300,
+            model: "dlib-resnet-v1".into(),
+            weights: None,
+        };
         let inputs = (0..n).map(|i| (format!("file:///m/{i}.jpg"), None, Vec::new())).collect();
         let tasks = make_tasks("j1", JobKind::Search, "g", &media, inputs);
         let record =

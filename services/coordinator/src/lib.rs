@@ -19,7 +19,7 @@ mod service;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use api::{ApiDoc, gallery_summary, openapi_json, router};
+pub use api::{ApiDoc, erasure_report, gallery_detail, gallery_summary, openapi_json, router};
 pub use config::{ApiKey, Config};
 pub use service::{Coordinator, media_settings};
 

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use osprey_api::{JobKind, JobSpec, JobState, MediaSpec, Role, TaskSegment, TaskSpec};
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_index::{EnrollOptions, Gallery, enroll_into, operating_point, search_probes, store_search};
-use osprey_models::MODEL_NAME;
-use osprey_models::dlib::resnet::DESCRIPTOR_DIM as EMBEDDING_DIM;
+use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings};
 use osprey_store::{AuditRow, PutOutcome, Root, layout, read_templates};
@@ -199,6 +198,9 @@ impl Coordinator {
             return Err(ApiError::bad_request("at most 10000 inputs per job; use folders or globs"));
         }
         spec.inputs = spec.inputs.iter().map(|i| self.resolve_input(i)).collect::<ApiResult<_>>()?;
+        // A checkpoint is read by the workers like an input: under the root
+        // or an allowed prefix only.
+        spec.weights = spec.weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         media_settings(&spec.media_spec())?;
         match spec.kind {
             JobKind::Enroll if spec.subjects_from.is_none() => {
@@ -207,8 +209,18 @@ impl Coordinator {
                 ));
             }
             JobKind::Search => {
-                if self.lock_gallery(&spec.gallery).await?.is_none() {
-                    return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery)));
+                let model = spec.media_spec().model;
+                match self.lock_gallery(&spec.gallery).await?.as_ref() {
+                    None => return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery))),
+                    Some(g) if g.manifest().model != model => {
+                        return Err(ApiError::bad_request(format!(
+                            "gallery `{}` holds `{}` templates; this job would make `{model}` probes (set `model` to `{}`)",
+                            spec.gallery,
+                            g.manifest().model,
+                            g.manifest().model
+                        )));
+                    }
+                    Some(_) => {}
                 }
                 if let Some(k) = spec.top_k {
                     if !(1..=100).contains(&k) {
@@ -401,11 +413,14 @@ impl Coordinator {
             // The failure is a row of the template table, so SQL shows it.
             let scope = format!("job={}", spec.job_id);
             let index = spec.segment.map_or(usize::MAX, |s| s.index);
-            let mut row = failure_row(media::template_id(&scope, &spec.input, index, -1), &spec.input, &error);
+            let model = &spec.media.model;
+            let id = media::template_id(&scope, &spec.input, index, -1, model);
+            let mut row = failure_row(id, &spec.input, model, &error);
             row.job_id = Some(spec.job_id.clone());
             row.task_id = Some(spec.task_id.clone());
             // Written at the model's width: one width per model folder.
-            store_search(&self.root, &spec.job_id, &spec.task_id, MODEL_NAME, EMBEDDING_DIM, &[row], &[]).await?;
+            let dim = face_model(model)?.dim;
+            store_search(&self.root, &spec.job_id, &spec.task_id, model, dim, &[row], &[]).await?;
         }
         let record = TaskRecord { ok: false, error: Some(error), frames: 0, templates: 0, attempts };
         self.end_task(spec, record).await?;
@@ -489,10 +504,11 @@ impl Coordinator {
                     }
                 };
                 let (threshold, top_k, dim) = (op.threshold, record.spec.top_k.unwrap_or(5), gallery.manifest().dim);
+                let model = gallery.manifest().model.clone();
                 let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
                 let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
                 drop(guard);
-                store_search(&self.root, &spec.job_id, &spec.task_id, MODEL_NAME, dim, &templates, &rows).await?;
+                store_search(&self.root, &spec.job_id, &spec.task_id, &model, dim, &templates, &rows).await?;
                 let audit: Vec<AuditRow> = rows
                     .iter()
                     .filter(|r| r.rank == 1)
@@ -641,6 +657,8 @@ pub fn media_settings(m: &MediaSpec) -> Result<MediaSettings> {
         upsample: m.upsample,
         max_detect_megapixels: m.max_detect_megapixels,
         segment_seconds: m.segment_seconds,
+        model: m.model.clone(),
+        weights: m.weights.clone(),
     };
     s.validate()?;
     Ok(s)
@@ -659,6 +677,8 @@ impl MediaSpecOf for JobSpec {
             upsample: self.upsample.unwrap_or(d.upsample),
             max_detect_megapixels: self.max_detect_megapixels.unwrap_or(d.max_detect_megapixels),
             segment_seconds: self.segment_seconds.unwrap_or(d.segment_seconds),
+            model: self.model.clone().unwrap_or(d.model),
+            weights: self.weights.clone(),
         }
     }
 }

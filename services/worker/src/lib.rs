@@ -12,7 +12,6 @@ use std::time::Duration;
 use osprey_api::{Heartbeat, JobKind, Lease, LeaseRequest, TaskAck, TaskCompletion, TaskFailure, TaskSpec};
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_media::video::Segment;
-use osprey_models::dlib::resnet::DESCRIPTOR_DIM;
 use osprey_pipeline::media::{put_thumbnails, subject_tracks, template_id, template_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings, VideoPlan};
 use osprey_store::{Root, Template, write_templates};
@@ -190,12 +189,17 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
         upsample: spec.media.upsample,
         max_detect_megapixels: spec.media.max_detect_megapixels,
         segment_seconds: spec.media.segment_seconds,
+        model: spec.media.model.clone(),
+        weights: spec.media.weights.clone(),
     };
-    let analysis = analysis.with_settings(&settings)?;
     let rt = tokio::runtime::Handle::current();
     let counter = Arc::clone(frames);
     let task_root = root.clone();
+    let analysis = Arc::clone(analysis);
     let (rows, thumbnails) = tokio::task::spawn_blocking(move || -> Result<_> {
+        // The job's own settings; a job naming another model or checkpoint
+        // than the worker's loads it here (from an object URL if need be).
+        let analysis = analysis.with_settings(&settings)?;
         let plan = match spec.segment {
             Some(s) => VideoPlan::Segment {
                 index: s.index,
@@ -208,12 +212,15 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
             counter.fetch_add(1, Ordering::Relaxed);
         };
         let result = analysis.process(&spec.input, largest_only, plan, &rt, &on_frame)?;
-        Ok(rows_of(&task_root, &spec, result, analysis.same_person()))
+        Ok(rows_of(&task_root, &spec, result, analysis.same_person(), analysis.model()))
     })
     .await
     .map_err(|e| Error::internal(format!("the analysis panicked: {e}")))??;
     put_thumbnails(&root, thumbnails).await?;
-    let dim = rows.iter().find_map(|t| t.embedding.as_ref().map(Vec::len)).unwrap_or(DESCRIPTOR_DIM);
+    let dim = match rows.iter().find_map(|t| t.embedding.as_ref().map(Vec::len)) {
+        Some(d) => d,
+        None => osprey_models::face_model(&lease.task.media.model)?.dim,
+    };
     write_templates(&root, &lease.output_key, &rows, dim, true).await?;
     Ok(rows.len() as u64)
 }
@@ -224,6 +231,7 @@ fn rows_of(
     spec: &TaskSpec,
     result: osprey_pipeline::MediaResult,
     same_person: f32,
+    model: &str,
 ) -> (Vec<Template>, Vec<(String, Vec<u8>)>) {
     let mut thumbnails = Vec::new();
     let templates = match spec.kind {
@@ -237,8 +245,8 @@ fn rows_of(
     let rows = templates
         .iter()
         .map(|(segment, t)| {
-            let id = template_id(&scope, &spec.input, *segment, t.track_id);
-            let mut row = template_row(root, id, &spec.input, *segment, t, result.is_video, &mut thumbnails);
+            let id = template_id(&scope, &spec.input, *segment, t.track_id, model);
+            let mut row = template_row(root, id, &spec.input, *segment, t, result.is_video, model, &mut thumbnails);
             row.task_id = Some(spec.task_id.clone());
             match spec.kind {
                 JobKind::Enroll => {

@@ -1,0 +1,600 @@
+//! MTCNN face detection with five landmarks (Zhang et al. 2016), ported from
+//! PyPI `facenet-pytorch` 2.6.0's `MTCNN.detect` with its default settings
+//! (minimum face 20 px, pyramid factor 0.709, stage thresholds 0.6/0.7/0.7,
+//! `select_largest=True`) and its weights (`pnet.pt`, `rnet.pt`, `onet.pt`,
+//! legacy torch pickles read by [`crate::torch_legacy`]).
+//!
+//! The three networks run on candle; the box arithmetic between them runs on
+//! the host in `f32`, in the same order of operations as facenet-pytorch, so
+//! boxes and landmarks agree with it to float rounding. Coordinates are
+//! pixels of the input image, `x` to the right and `y` down, exactly as
+//! facenet returns them: fractional, and not clipped to the image (a face
+//! cut by the border may have a negative `x1`).
+
+use crate::torch_legacy;
+use candle_core::{DType, Device, Error, Result, Tensor};
+use image::RgbImage;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Smallest face searched for, in pixels (facenet's `min_face_size`).
+const MIN_FACE_SIZE: f64 = 20.0;
+/// Ratio between successive image-pyramid scales.
+const PYRAMID_FACTOR: f64 = 0.709;
+/// Face-probability thresholds of PNet, RNet and ONet.
+const THRESHOLDS: [f32; 3] = [0.6, 0.7, 0.7];
+/// Crops go through RNet and ONet this many at a time, as facenet does, to
+/// bound memory on images with many candidates.
+const CROP_BATCH: usize = 512;
+
+/// One detected face, in the input image's pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MtcnnFace {
+    /// `[x1, y1, x2, y2]`: left, top, right, bottom.
+    pub bbox: [f32; 4],
+    /// ONet's face probability.
+    pub score: f32,
+    /// `[x, y]` of the left eye, right eye, nose, left and right mouth
+    /// corners ("left" as seen in the image, i.e. smaller `x`).
+    pub landmarks: [[f32; 2]; 5],
+}
+
+/// The three MTCNN networks, ready to detect.
+pub struct Mtcnn {
+    pnet: PNet,
+    rnet: RNet,
+    onet: ONet,
+    device: Device,
+}
+
+type StateDict = HashMap<String, Tensor>;
+
+impl Mtcnn {
+    /// Builds the networks from facenet-pytorch's state dicts (keys such as
+    /// `conv1.weight`, `prelu1.weight`, `dense4.bias`). They run on the
+    /// device PNet's first convolution is on.
+    pub fn from_tensors(pnet: &StateDict, rnet: &StateDict, onet: &StateDict) -> Result<Mtcnn> {
+        let device =
+            pnet.get("conv1.weight").ok_or_else(|| Error::Msg("pnet: missing conv1.weight".into()))?.device().clone();
+        let ctx = |net: &'static str| move |e: Error| Error::Msg(format!("{net}: {e}"));
+        Ok(Mtcnn {
+            pnet: PNet::new(&Params { sd: pnet, device: &device }).map_err(ctx("pnet"))?,
+            rnet: RNet::new(&Params { sd: rnet, device: &device }).map_err(ctx("rnet"))?,
+            onet: ONet::new(&Params { sd: onet, device: &device }).map_err(ctx("onet"))?,
+            device,
+        })
+    }
+
+    /// Reads `pnet.pt`, `rnet.pt` and `onet.pt` from `dir` (as shipped in
+    /// the facenet-pytorch wheel under `facenet_pytorch/data/`) onto the CPU.
+    pub fn load(dir: &Path) -> Result<Mtcnn> {
+        let read = |name: &str| torch_legacy::load_state_dict(&dir.join(name), &Device::Cpu);
+        Mtcnn::from_tensors(&read("pnet.pt")?, &read("rnet.pt")?, &read("onet.pt")?)
+    }
+
+    /// Detects faces in an RGB image. Faces come largest box area first, as
+    /// facenet-pytorch's `detect` returns them.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<MtcnnFace>> {
+        let img = Planes::from_rgb(img);
+        let boxes = self.proposals(&img)?;
+        let boxes = self.refine(&img, boxes)?;
+        let mut faces = self.output(&img, boxes)?;
+        // facenet: np.argsort(area)[::-1]; a stable ascending sort reversed
+        // matches it (ties aside, which numpy's quicksort leaves unspecified).
+        let area = |f: &MtcnnFace| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
+        faces.sort_by(|a, b| area(a).total_cmp(&area(b)));
+        faces.reverse();
+        Ok(faces)
+    }
+
+    /// Stage 1: PNet over the image pyramid; candidate windows, regressed
+    /// and squared.
+    fn proposals(&self, img: &Planes) -> Result<Vec<[f32; 4]>> {
+        let (w, h) = (img.width, img.height);
+        let m = 12.0 / MIN_FACE_SIZE;
+        let mut min_side = h.min(w) as f64 * m;
+        let mut scale = m;
+        let mut all = Vec::new();
+        while min_side >= 12.0 {
+            let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
+            let mut data = Vec::with_capacity(3 * sh * sw);
+            img.resample_into(Rect { x: 0, y: 0, w, h }, sw, sh, &mut data);
+            let input = Tensor::from_vec(data, (1, 3, sh, sw), &self.device)?;
+            let (reg, prob) = self.pnet.forward(&input)?;
+            let cands = pnet_candidates(&reg, &prob, scale as f32)?;
+            let keep = nms_union(&cands, 0.5);
+            all.extend(keep.into_iter().map(|i| cands[i]));
+            scale *= PYRAMID_FACTOR;
+            min_side *= PYRAMID_FACTOR;
+        }
+        let keep = nms_union(&all, 0.7);
+        Ok(keep
+            .into_iter()
+            .map(|i| {
+                // PNet's regression is relative to the window size without
+                // the +1 the later stages use.
+                let Cand { b, reg, .. } = all[i];
+                let (rw, rh) = (b[2] - b[0], b[3] - b[1]);
+                square([b[0] + reg[0] * rw, b[1] + reg[1] * rh, b[2] + reg[2] * rw, b[3] + reg[3] * rh])
+            })
+            .collect())
+    }
+
+    /// Stage 2: RNet on 24x24 crops; survivors regressed and squared.
+    fn refine(&self, img: &Planes, boxes: Vec<[f32; 4]>) -> Result<Vec<[f32; 4]>> {
+        let (boxes, input) = crops(img, boxes, 24, &self.device)?;
+        let mut cands = Vec::new();
+        for (chunk, range) in batches(&input)? {
+            let (reg, prob) = self.rnet.forward(&chunk)?;
+            let (reg, prob) = (reg.to_vec2::<f32>()?, prob.to_vec2::<f32>()?);
+            for (k, i) in range.enumerate() {
+                if prob[k][1] > THRESHOLDS[1] {
+                    cands.push(Cand { b: boxes[i], score: prob[k][1], reg: row4(&reg[k]) });
+                }
+            }
+        }
+        let keep = nms_union(&cands, 0.7);
+        Ok(keep.into_iter().map(|i| square(regress(cands[i].b, cands[i].reg))).collect())
+    }
+
+    /// Stage 3: ONet on 48x48 crops; scores, landmarks and final boxes.
+    fn output(&self, img: &Planes, boxes: Vec<[f32; 4]>) -> Result<Vec<MtcnnFace>> {
+        let (boxes, input) = crops(img, boxes, 48, &self.device)?;
+        let mut faces = Vec::new();
+        for (chunk, range) in batches(&input)? {
+            let (reg, points, prob) = self.onet.forward(&chunk)?;
+            let (reg, points, prob) = (reg.to_vec2::<f32>()?, points.to_vec2::<f32>()?, prob.to_vec2::<f32>()?);
+            for (k, i) in range.enumerate() {
+                let score = prob[k][1];
+                if score <= THRESHOLDS[2] {
+                    continue;
+                }
+                // Landmarks are fractions of the box ONet saw (before this
+                // stage's regression), in inclusive-pixel units.
+                let b = boxes[i];
+                let (bw, bh) = (b[2] - b[0] + 1.0, b[3] - b[1] + 1.0);
+                let landmarks =
+                    std::array::from_fn(|j| [bw * points[k][j] + b[0] - 1.0, bh * points[k][j + 5] + b[1] - 1.0]);
+                faces.push(MtcnnFace { bbox: regress(b, row4(&reg[k])), score, landmarks });
+            }
+        }
+        let keep = nms_min(&faces, 0.7);
+        Ok(keep.into_iter().map(|i| faces[i].clone()).collect())
+    }
+}
+
+/// The image as three `f32` planes (R, G, B), values 0-255.
+struct Planes {
+    width: usize,
+    height: usize,
+    data: Vec<f32>,
+}
+
+/// A pixel rectangle: top-left corner and size.
+#[derive(Clone, Copy)]
+struct Rect {
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+}
+
+impl Planes {
+    fn from_rgb(img: &RgbImage) -> Planes {
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        let mut data = vec![0f32; 3 * width * height];
+        for (i, p) in img.pixels().enumerate() {
+            for c in 0..3 {
+                data[c * width * height + i] = p.0[c] as f32;
+            }
+        }
+        Planes { width, height, data }
+    }
+
+    /// Resizes `src` to `out_w` x `out_h` as torch's `interpolate(mode="area")`
+    /// (adaptive average pooling: output cell `i` averages input rows
+    /// `floor(i*in/out)..ceil((i+1)*in/out)`, the sum divided by the row
+    /// count and then by the column count, in `f32`), then normalises to
+    /// `(v - 127.5) / 128`; appends the three planes to `out`.
+    fn resample_into(&self, src: Rect, out_w: usize, out_h: usize, out: &mut Vec<f32>) {
+        let span = |i: usize, out: usize, inp: usize| (i * inp / out, ((i + 1) * inp).div_ceil(out));
+        for c in 0..3 {
+            let plane = &self.data[c * self.width * self.height..(c + 1) * self.width * self.height];
+            for oy in 0..out_h {
+                let (y0, y1) = span(oy, out_h, src.h);
+                for ox in 0..out_w {
+                    let (x0, x1) = span(ox, out_w, src.w);
+                    let mut sum = 0f32;
+                    for y in src.y + y0..src.y + y1 {
+                        let row = &plane[y * self.width..(y + 1) * self.width];
+                        sum += row[src.x + x0..src.x + x1].iter().sum::<f32>();
+                    }
+                    let mean = sum / (y1 - y0) as f32 / (x1 - x0) as f32;
+                    out.push((mean - 127.5) * 0.0078125);
+                }
+            }
+        }
+    }
+}
+
+/// The integer pixel window facenet's `pad` cuts for a box: corners
+/// truncated toward zero, the top-left clamped to 1 and the bottom-right to
+/// the image size, then rows `y-1..ey` and columns `x-1..ex`. `None` when
+/// that window is empty (facenet would fail on such a box; here it is
+/// dropped).
+fn crop_window(b: &[f32; 4], width: usize, height: usize) -> Option<Rect> {
+    let x = (b[0].trunc() as i64).max(1);
+    let y = (b[1].trunc() as i64).max(1);
+    let ex = (b[2].trunc() as i64).min(width as i64);
+    let ey = (b[3].trunc() as i64).min(height as i64);
+    (ex > x - 1 && ey > y - 1).then(|| Rect {
+        x: (x - 1) as usize,
+        y: (y - 1) as usize,
+        w: (ex - x + 1) as usize,
+        h: (ey - y + 1) as usize,
+    })
+}
+
+/// Cuts and resizes each box's window to `size` x `size` into one
+/// normalised batch; returns the boxes kept (those with a non-empty window)
+/// in batch order.
+fn crops(img: &Planes, boxes: Vec<[f32; 4]>, size: usize, device: &Device) -> Result<(Vec<[f32; 4]>, Tensor)> {
+    let mut kept = Vec::with_capacity(boxes.len());
+    let mut data = Vec::with_capacity(boxes.len() * 3 * size * size);
+    for b in boxes {
+        if let Some(win) = crop_window(&b, img.width, img.height) {
+            img.resample_into(win, size, size, &mut data);
+            kept.push(b);
+        }
+    }
+    let input = Tensor::from_vec(data, (kept.len(), 3, size, size), device)?;
+    Ok((kept, input))
+}
+
+/// Splits a batch into chunks of at most [`CROP_BATCH`], with the range of
+/// batch rows each covers.
+fn batches(input: &Tensor) -> Result<Vec<(Tensor, std::ops::Range<usize>)>> {
+    let n = input.dim(0)?;
+    (0..n)
+        .step_by(CROP_BATCH)
+        .map(|s| {
+            let len = CROP_BATCH.min(n - s);
+            Ok((input.narrow(0, s, len)?, s..s + len))
+        })
+        .collect()
+}
+
+fn row4(r: &[f32]) -> [f32; 4] {
+    [r[0], r[1], r[2], r[3]]
+}
+
+/// A candidate window with its score and the box regression predicted for it.
+#[derive(Clone, Copy)]
+struct Cand {
+    b: [f32; 4],
+    score: f32,
+    reg: [f32; 4],
+}
+
+/// PNet's output map to windows in image pixels: each cell whose face
+/// probability is at least the stage-1 threshold stands for a 12x12 window
+/// at stride 2 in the scaled image. Cells in row-major order.
+fn pnet_candidates(reg: &Tensor, prob: &Tensor, scale: f32) -> Result<Vec<Cand>> {
+    let reg = reg.squeeze(0)?.to_vec3::<f32>()?;
+    let prob = prob.squeeze(0)?.to_vec3::<f32>()?;
+    let mut out = Vec::new();
+    for (y, row) in prob[1].iter().enumerate() {
+        for (x, &p) in row.iter().enumerate() {
+            if p >= THRESHOLDS[0] {
+                let (fx, fy) = (x as f32, y as f32);
+                let b = [
+                    ((2.0 * fx + 1.0) / scale).floor(),
+                    ((2.0 * fy + 1.0) / scale).floor(),
+                    ((2.0 * fx + 12.0) / scale).floor(),
+                    ((2.0 * fy + 12.0) / scale).floor(),
+                ];
+                out.push(Cand { b, score: p, reg: std::array::from_fn(|k| reg[k][y][x]) });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Box regression of stages 2 and 3 (offsets relative to the inclusive
+/// width and height).
+fn regress(b: [f32; 4], reg: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (b[2] - b[0] + 1.0, b[3] - b[1] + 1.0);
+    [b[0] + reg[0] * w, b[1] + reg[1] * h, b[2] + reg[2] * w, b[3] + reg[3] * h]
+}
+
+/// facenet's `rerec`: the square with the box's centre and longer side.
+fn square(b: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (b[2] - b[0], b[3] - b[1]);
+    let l = w.max(h);
+    let x1 = b[0] + w * 0.5 - l * 0.5;
+    let y1 = b[1] + h * 0.5 - l * 0.5;
+    [x1, y1, x1 + l, y1 + l]
+}
+
+/// torchvision's `nms` (IoU with areas `w*h`, suppressing IoU above
+/// `threshold`), visiting by score, highest first (ties in input order).
+/// Returns the kept indices in that order.
+fn nms_union(c: &[Cand], threshold: f32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..c.len()).collect();
+    order.sort_by(|&a, &b| c[b].score.total_cmp(&c[a].score));
+    let area = |b: &[f32; 4]| (b[2] - b[0]) * (b[3] - b[1]);
+    let mut suppressed = vec![false; c.len()];
+    let mut keep = Vec::new();
+    for (k, &i) in order.iter().enumerate() {
+        if suppressed[i] {
+            continue;
+        }
+        keep.push(i);
+        let bi = &c[i].b;
+        for &j in &order[k + 1..] {
+            if suppressed[j] {
+                continue;
+            }
+            let bj = &c[j].b;
+            let iw = (bi[2].min(bj[2]) - bi[0].max(bj[0])).max(0.0);
+            let ih = (bi[3].min(bj[3]) - bi[1].max(bj[1])).max(0.0);
+            let inter = iw * ih;
+            if inter / (area(bi) + area(bj) - inter) > threshold {
+                suppressed[j] = true;
+            }
+        }
+    }
+    keep
+}
+
+/// facenet's numpy NMS with the "Min" overlap (intersection over the
+/// smaller box, areas with +1 pixel), keeping overlaps up to `threshold`.
+/// Returns the kept indices, highest score first.
+fn nms_min(faces: &[MtcnnFace], threshold: f32) -> Vec<usize> {
+    // np.argsort ascending, then repeatedly take the last.
+    let mut order: Vec<usize> = (0..faces.len()).collect();
+    order.sort_by(|&a, &b| faces[a].score.total_cmp(&faces[b].score));
+    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
+    let mut keep = Vec::new();
+    while let Some(i) = order.pop() {
+        keep.push(i);
+        let bi = &faces[i].bbox;
+        order.retain(|&j| {
+            let bj = &faces[j].bbox;
+            let iw = (bi[2].min(bj[2]) - bi[0].max(bj[0]) + 1.0).max(0.0);
+            let ih = (bi[3].min(bj[3]) - bi[1].max(bj[1]) + 1.0).max(0.0);
+            iw * ih / area(bi).min(area(bj)) <= threshold
+        });
+    }
+    keep
+}
+
+/// A state dict and the device its parameters are moved to.
+struct Params<'a> {
+    sd: &'a StateDict,
+    device: &'a Device,
+}
+
+impl Params<'_> {
+    /// The parameter `name` as `f32` on the device, checked to be `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.sd.get(name).ok_or_else(|| Error::Msg(format!("missing parameter {name}")))?;
+        if t.dims() != shape {
+            return Err(Error::Msg(format!("{name} has shape {:?}, expected {shape:?}", t.dims())));
+        }
+        t.to_dtype(DType::F32)?.to_device(self.device)
+    }
+}
+
+/// A valid (unpadded) stride-1 convolution with bias.
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv {
+    fn new(p: &Params, name: &str, c_in: usize, c_out: usize, k: usize) -> Result<Conv> {
+        Ok(Conv {
+            weight: p.get(&format!("{name}.weight"), &[c_out, c_in, k, k])?,
+            bias: p.get(&format!("{name}.bias"), &[c_out])?.reshape((1, c_out, 1, 1))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias)
+    }
+}
+
+/// A fully connected layer, `x W^T + b`.
+struct Linear {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(p: &Params, name: &str, n_in: usize, n_out: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight_t: p.get(&format!("{name}.weight"), &[n_out, n_in])?.t()?.contiguous()?,
+            bias: p.get(&format!("{name}.bias"), &[n_out])?.reshape((1, n_out))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+    }
+}
+
+/// PReLU with one slope per channel (dimension 1 of the input).
+struct PRelu {
+    slope: Tensor,
+}
+
+impl PRelu {
+    /// `rank` is that of the inputs: 4 after a convolution, 2 after a
+    /// dense layer.
+    fn new(p: &Params, name: &str, channels: usize, rank: usize) -> Result<PRelu> {
+        let mut shape = vec![1; rank];
+        shape[1] = channels;
+        Ok(PRelu { slope: p.get(&format!("{name}.weight"), &[channels])?.reshape(shape)? })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.relu()? + x.minimum(0f32)?.broadcast_mul(&self.slope)?
+    }
+}
+
+/// Max pooling with torch's `ceil_mode=True`: a last, partial window covers
+/// the tail of the input (here by padding bottom and right with -inf).
+fn max_pool_ceil(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let padded = |len: usize| (len.saturating_sub(k).div_ceil(stride)) * stride + k;
+    let (ph, pw) = (padded(h), padded(w));
+    let mut x = x.clone();
+    if ph > h {
+        let fill = Tensor::full(f32::NEG_INFINITY, (n, c, ph - h, w), x.device())?;
+        x = Tensor::cat(&[&x, &fill], 2)?;
+    }
+    if pw > w {
+        let fill = Tensor::full(f32::NEG_INFINITY, (n, c, ph, pw - w), x.device())?;
+        x = Tensor::cat(&[&x, &fill], 3)?;
+    }
+    x.max_pool2d_with_stride(k, stride)
+}
+
+/// Softmax over dimension 1 (the class scores: background, face).
+fn softmax_classes(x: &Tensor) -> Result<Tensor> {
+    let e = x.broadcast_sub(&x.max_keepdim(1)?)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(1)?)
+}
+
+/// facenet flattens RNet's and ONet's last feature maps as `[N, W, H, C]`
+/// (a permute left from a TensorFlow port); the dense weights expect it.
+fn flatten_whc(x: &Tensor) -> Result<Tensor> {
+    x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)
+}
+
+/// Proposal network: fully convolutional over a whole pyramid level.
+struct PNet {
+    conv1: Conv,
+    prelu1: PRelu,
+    conv2: Conv,
+    prelu2: PRelu,
+    conv3: Conv,
+    prelu3: PRelu,
+    conv4_1: Conv,
+    conv4_2: Conv,
+}
+
+impl PNet {
+    fn new(p: &Params) -> Result<PNet> {
+        Ok(PNet {
+            conv1: Conv::new(p, "conv1", 3, 10, 3)?,
+            prelu1: PRelu::new(p, "prelu1", 10, 4)?,
+            conv2: Conv::new(p, "conv2", 10, 16, 3)?,
+            prelu2: PRelu::new(p, "prelu2", 16, 4)?,
+            conv3: Conv::new(p, "conv3", 16, 32, 3)?,
+            prelu3: PRelu::new(p, "prelu3", 32, 4)?,
+            conv4_1: Conv::new(p, "conv4_1", 32, 2, 1)?,
+            conv4_2: Conv::new(p, "conv4_2", 32, 4, 1)?,
+        })
+    }
+
+    /// `[1, 3, H, W]` -> (box regression `[1, 4, h, w]`, class
+    /// probabilities `[1, 2, h, w]`).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
+        let x = max_pool_ceil(&x, 2, 2)?;
+        let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
+        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
+        Ok((self.conv4_2.forward(&x)?, softmax_classes(&self.conv4_1.forward(&x)?)?))
+    }
+}
+
+/// Refinement network on 24x24 crops.
+struct RNet {
+    conv1: Conv,
+    prelu1: PRelu,
+    conv2: Conv,
+    prelu2: PRelu,
+    conv3: Conv,
+    prelu3: PRelu,
+    dense4: Linear,
+    prelu4: PRelu,
+    dense5_1: Linear,
+    dense5_2: Linear,
+}
+
+impl RNet {
+    fn new(p: &Params) -> Result<RNet> {
+        Ok(RNet {
+            conv1: Conv::new(p, "conv1", 3, 28, 3)?,
+            prelu1: PRelu::new(p, "prelu1", 28, 4)?,
+            conv2: Conv::new(p, "conv2", 28, 48, 3)?,
+            prelu2: PRelu::new(p, "prelu2", 48, 4)?,
+            conv3: Conv::new(p, "conv3", 48, 64, 2)?,
+            prelu3: PRelu::new(p, "prelu3", 64, 4)?,
+            dense4: Linear::new(p, "dense4", 576, 128)?,
+            prelu4: PRelu::new(p, "prelu4", 128, 2)?,
+            dense5_1: Linear::new(p, "dense5_1", 128, 2)?,
+            dense5_2: Linear::new(p, "dense5_2", 128, 4)?,
+        })
+    }
+
+    /// `[N, 3, 24, 24]` -> (box regression `[N, 4]`, probabilities `[N, 2]`).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = max_pool_ceil(&self.prelu1.forward(&self.conv1.forward(x)?)?, 3, 2)?;
+        let x = max_pool_ceil(&self.prelu2.forward(&self.conv2.forward(&x)?)?, 3, 2)?;
+        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
+        let x = self.prelu4.forward(&self.dense4.forward(&flatten_whc(&x)?)?)?;
+        Ok((self.dense5_2.forward(&x)?, softmax_classes(&self.dense5_1.forward(&x)?)?))
+    }
+}
+
+/// Output network on 48x48 crops.
+struct ONet {
+    conv1: Conv,
+    prelu1: PRelu,
+    conv2: Conv,
+    prelu2: PRelu,
+    conv3: Conv,
+    prelu3: PRelu,
+    conv4: Conv,
+    prelu4: PRelu,
+    dense5: Linear,
+    prelu5: PRelu,
+    dense6_1: Linear,
+    dense6_2: Linear,
+    dense6_3: Linear,
+}
+
+impl ONet {
+    fn new(p: &Params) -> Result<ONet> {
+        Ok(ONet {
+            conv1: Conv::new(p, "conv1", 3, 32, 3)?,
+            prelu1: PRelu::new(p, "prelu1", 32, 4)?,
+            conv2: Conv::new(p, "conv2", 32, 64, 3)?,
+            prelu2: PRelu::new(p, "prelu2", 64, 4)?,
+            conv3: Conv::new(p, "conv3", 64, 64, 3)?,
+            prelu3: PRelu::new(p, "prelu3", 64, 4)?,
+            conv4: Conv::new(p, "conv4", 64, 128, 2)?,
+            prelu4: PRelu::new(p, "prelu4", 128, 4)?,
+            dense5: Linear::new(p, "dense5", 1152, 256)?,
+            prelu5: PRelu::new(p, "prelu5", 256, 2)?,
+            dense6_1: Linear::new(p, "dense6_1", 256, 2)?,
+            dense6_2: Linear::new(p, "dense6_2", 256, 4)?,
+            dense6_3: Linear::new(p, "dense6_3", 256, 10)?,
+        })
+    }
+
+    /// `[N, 3, 48, 48]` -> (box regression `[N, 4]`, landmarks `[N, 10]`
+    /// (five x fractions, then five y fractions of the crop), probabilities
+    /// `[N, 2]`).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let x = max_pool_ceil(&self.prelu1.forward(&self.conv1.forward(x)?)?, 3, 2)?;
+        let x = max_pool_ceil(&self.prelu2.forward(&self.conv2.forward(&x)?)?, 3, 2)?;
+        let x = max_pool_ceil(&self.prelu3.forward(&self.conv3.forward(&x)?)?, 2, 2)?;
+        let x = self.prelu4.forward(&self.conv4.forward(&x)?)?;
+        let x = self.prelu5.forward(&self.dense5.forward(&flatten_whc(&x)?)?)?;
+        Ok((self.dense6_2.forward(&x)?, self.dense6_3.forward(&x)?, softmax_classes(&self.dense6_1.forward(&x)?)?))
+    }
+}

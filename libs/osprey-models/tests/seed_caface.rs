@@ -1,0 +1,116 @@
+//! The CAFace aggregator port against the reference fixtures of
+//! `shared/fixtures/seed-models` (upstream PyTorch code, random weights, CPU,
+//! eval; see that folder's README): `caface.weights.safetensors` holds the
+//! aggregator's weights without the checkpoint's `aggregator.` prefix,
+//! `caface.io.safetensors` the inputs (`features`, `style_raw`), the
+//! intermediate `style_compact` and the outputs (`aggregated`, `weights`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use osprey_models::caface::{CafaceAggregator, expected_shapes, style_statistics};
+
+/// Prefix of the aggregator's keys in a CAFace checkpoint and the manifest.
+const PREFIX: &str = "aggregator.";
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("OSPREY_SEED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"))
+}
+
+fn load(name: &str) -> HashMap<String, Tensor> {
+    let path = fixtures().join(name);
+    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Max |got - want| over max |want|.
+fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "shape");
+    let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn expected_shapes_match_manifest_and_weights() {
+    let ours: BTreeMap<String, Vec<usize>> = expected_shapes().into_iter().collect();
+    assert_eq!(ours.len(), expected_shapes().len(), "duplicate names");
+
+    let text = std::fs::read_to_string(fixtures().join("caface.keys.json")).unwrap();
+    let manifest: BTreeMap<String, Vec<usize>> = serde_json::from_str(&text).unwrap();
+    let manifest: BTreeMap<String, Vec<usize>> = manifest
+        .into_iter()
+        .map(|(k, v)| (k.strip_prefix(PREFIX).unwrap_or_else(|| panic!("{k} lacks {PREFIX}")).to_string(), v))
+        .collect();
+    assert_eq!(ours, manifest);
+
+    let stored: BTreeMap<String, Vec<usize>> =
+        load("caface.weights.safetensors").into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+    assert_eq!(ours, stored);
+}
+
+#[test]
+fn matches_reference_outputs() {
+    let model = CafaceAggregator::new(&load("caface.weights.safetensors")).unwrap();
+    let io = load("caface.io.safetensors");
+
+    let style = model.compress_style(&io["style_raw"]).unwrap();
+    let (aggregated, weights) = model.aggregate(&io["features"], &io["style_raw"]).unwrap();
+
+    let errors = [
+        ("style_compact", rel_err(&style.unsqueeze(0).unwrap(), &io["style_compact"])),
+        ("aggregated", rel_err(&aggregated, &io["aggregated"])),
+        ("weights", rel_err(&weights, &io["weights"])),
+    ];
+    for (name, err) in errors {
+        eprintln!("{name}: max relative error {err:.3e}");
+    }
+    for (name, err) in errors {
+        assert!(err <= 1e-4, "{name}: relative error {err:e} > 1e-4");
+    }
+}
+
+#[test]
+fn missing_or_misshapen_weight_is_an_error() {
+    let mut weights = load("caface.weights.safetensors");
+    let name = "fusion_net.clustering_layer.cluster_block.assign.k_proj.bias";
+    let bias = weights.remove(name).unwrap();
+    let err = CafaceAggregator::new(&weights).err().expect("missing key accepted").to_string();
+    assert!(err.contains(name), "{err}");
+
+    weights.insert(name.to_string(), bias.narrow(0, 0, 8).unwrap());
+    let err = CafaceAggregator::new(&weights).err().expect("wrong shape accepted").to_string();
+    assert!(err.contains(name), "{err}");
+}
+
+/// Mean and unbiased std per (frame, channel) over H×W, against a direct
+/// f64 computation on an irregular map.
+#[test]
+fn style_statistics_are_mean_and_unbiased_std() {
+    let map = |t: usize, c: usize, h: usize, w: usize| {
+        let values: Vec<f32> = (0..t * c * h * w).map(|i| ((i * 7919 % 1013) as f32 / 101.0).sin() * 3.0).collect();
+        (Tensor::from_vec(values.clone(), (t, c, h, w), &Device::Cpu).unwrap(), values)
+    };
+    let (b3, v3) = map(2, 128, 4, 3);
+    let (b5, v5) = map(2, 256, 2, 2);
+    let got = style_statistics(&b3, &b5).unwrap();
+    assert_eq!(got.dims(), [2, 384, 2]);
+    let got = got.to_vec3::<f32>().unwrap();
+
+    for (frame, stats) in got.iter().enumerate() {
+        for (channel, ms) in stats.iter().enumerate() {
+            // (map values, channels of that map, channel within it, H*W)
+            let (values, channels, c, n) =
+                if channel < 128 { (&v3, 128, channel, 12) } else { (&v5, 256, channel - 128, 4) };
+            let first = (frame * channels + c) * n;
+            let xs: Vec<f64> = values[first..first + n].iter().map(|&v| v as f64).collect();
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let std = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+            assert!((ms[0] as f64 - mean).abs() < 1e-5, "mean {frame},{channel}: {} vs {mean}", ms[0]);
+            assert!((ms[1] as f64 - std).abs() < 1e-5, "std {frame},{channel}: {} vs {std}", ms[1]);
+        }
+    }
+    assert!(style_statistics(&b5, &b3).is_err(), "swapped blocks accepted");
+}
