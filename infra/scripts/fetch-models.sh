@@ -35,28 +35,34 @@ die() { printf '[fetch-models] error: %s\n' "$*" >&2; exit 1; }
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 has_sha256() { [ -f "$1" ] && [ "$(sha256_of "$1")" = "$2" ]; }
 
-# 1. The sdist, downloaded with a pip of our own: a fresh Debian may have no
-#    system pip, or one that refuses to run outside a venv (PEP 668).
-if ! has_sha256 "$tarball" "$tarball_sha256"; then
-  pip_venv="$cache/pip-venv"
+# Downloads REQUIREMENT from PyPI into the cache unless FILE (what pip saves)
+# is there with SHA256 already, with a pip of our own: a fresh Debian may have
+# no system pip, or one that refuses to run outside a venv (PEP 668).
+# Usage: pypi_download REQUIREMENT FILE SHA256 SIZE_NOTE
+pypi_download() {
+  local requirement="$1" file="$2" sha256="$3" note="$4" got
+  has_sha256 "$file" "$sha256" && return 0
+  local pip_venv="$cache/pip-venv"
   if [ ! -x "$pip_venv/bin/pip" ]; then
     log "creating a venv for pip at $pip_venv"
     python3 -m venv "$pip_venv"
   fi
   mkdir -p "$cache/downloads"
-  rm -f "$tarball"
-  log "downloading $pkg==$version from PyPI (about 100 MB)"
-  # (pip reads the sdist's metadata, so it also fetches setuptools and wheel
+  rm -f "$file"
+  log "downloading $requirement from PyPI ($note)"
+  # (pip reads an sdist's metadata, so it also fetches setuptools and wheel
   # from PyPI into a throw-away build environment.)
-  "$pip_venv/bin/pip" download -q --disable-pip-version-check --no-deps \
-    "$pkg==$version" -d "$cache/downloads"
-  [ -f "$tarball" ] || die "pip did not produce $tarball"
-  got="$(sha256_of "$tarball")"
-  if [ "$got" != "$tarball_sha256" ]; then
-    rm -f "$tarball"
-    die "$tarball has sha256 $got, expected $tarball_sha256 (deleted)"
+  "$pip_venv/bin/pip" download -q --disable-pip-version-check --no-deps "$requirement" -d "$cache/downloads"
+  [ -f "$file" ] || die "pip did not produce $file"
+  got="$(sha256_of "$file")"
+  if [ "$got" != "$sha256" ]; then
+    rm -f "$file"
+    die "$file has sha256 $got, expected $sha256 (deleted)"
   fi
-fi
+}
+
+# 1. The sdist of dlib's models.
+pypi_download "$pkg==$version" "$tarball" "$tarball_sha256" "about 100 MB"
 
 # 2. The three models, extracted to a temporary folder beside the model
 #    directory, checked, then moved into place.
@@ -102,19 +108,7 @@ mtcnn_ok() {
   done
 }
 if ! mtcnn_ok; then
-  if ! has_sha256 "$mtcnn_wheel" "$mtcnn_wheel_sha256"; then
-    pip_venv="$cache/pip-venv"
-    [ -x "$pip_venv/bin/pip" ] || python3 -m venv "$pip_venv"
-    mkdir -p "$cache/downloads"
-    log "downloading facenet-pytorch==2.6.0 (MTCNN weights) from PyPI (2 MB)"
-    "$pip_venv/bin/pip" download -q --disable-pip-version-check --no-deps \
-      facenet-pytorch==2.6.0 -d "$cache/downloads"
-    got="$(sha256_of "$mtcnn_wheel")"
-    if [ "$got" != "$mtcnn_wheel_sha256" ]; then
-      rm -f "$mtcnn_wheel"
-      die "$mtcnn_wheel has sha256 $got, expected $mtcnn_wheel_sha256 (deleted)"
-    fi
-  fi
+  pypi_download facenet-pytorch==2.6.0 "$mtcnn_wheel" "$mtcnn_wheel_sha256" "MTCNN's weights, 2 MB"
   mkdir -p "$models/mtcnn"
   log "extracting MTCNN's pnet.pt rnet.pt onet.pt into $models/mtcnn"
   python3 - "$mtcnn_wheel" "$models/mtcnn" <<'PY'
