@@ -19,7 +19,7 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup models build test demo demo-stop bench bench-faces bench-video bench-jobs schemas fmt
+.PHONY: setup models build test demo demo-stop bench bench-faces bench-face-models bench-video bench-jobs schemas fmt
 
 setup:
 	infra/scripts/setup.sh
@@ -56,6 +56,14 @@ bench: setup
 bench-faces: setup models
 	cargo build --release -p osprey-cli
 	OSPREY=$(OSPREY) infra/scripts/bench-faces.sh
+
+# The seed face recognisers (AdaFace IR-101, ViT-KPRPE base) against PyTorch
+# on the same weights and crops (a parity check first); PyTorch from its own
+# venv (~/.cache/osprey/bench-venv, created on first use).
+bench-face-models:
+	infra/scripts/setup.sh --no-python --no-s3
+	cargo build --release -p osprey-cli
+	OSPREY=$(OSPREY) infra/scripts/bench-face-models.sh
 
 bench-video: setup models
 	cargo build --release -p osprey-cli

@@ -4,14 +4,16 @@
 Test-only: Osprey's checkpoint loader must read the files the seed's authors
 publish, e.g. AdaFace's PyTorch Lightning `.ckpt` (a `torch.save` zip archive
 whose `state_dict` keys carry `model.`, beside `epoch`, `hyper_parameters`,
-optimizer state and a `head.kernel` classifier). This script produces that
-layout from the standard library alone, the way `torch.save` lays it out
+optimizer state and a `head.kernel` classifier) or OpenGait's checkpoints (the
+state dict under `model`, beside `optimizer`, `scheduler` and `iteration`).
+This script produces those
+layouts from the standard library alone, the way `torch.save` lays it out
 (pickle protocol 2, tensors as `torch._utils._rebuild_tensor_v2` over
 persistent storages, one zip member per storage under `archive/data/`), so the
 Rust tests can run where torch is not installed. `torch.load` reads the result.
 
 Usage:
-  write_torch_checkpoint.py IN.safetensors OUT.ckpt [--layout lightning|plain]
+  write_torch_checkpoint.py IN.safetensors OUT.ckpt [--layout lightning|opengait|plain]
       [--prefix model.] [--head N]
 """
 
@@ -95,7 +97,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src")
     ap.add_argument("dst")
-    ap.add_argument("--layout", choices=["lightning", "plain"], default="lightning")
+    ap.add_argument("--layout", choices=["lightning", "opengait", "plain"], default="lightning")
     ap.add_argument("--prefix", default="model.")
     ap.add_argument("--head", type=int, default=10, help="classes of the head.kernel classifier to add (0: none)")
     args = ap.parse_args()
@@ -127,6 +129,16 @@ def main():
             "lr_schedulers": [{"milestones": {12: 1, 20: 1, 24: 1}, "gamma": 0.1, "last_epoch": 24}],
             "hyper_parameters": {"arch": "ir_18", "head": "adaface", "m": 0.4, "h": 0.333, "s": 64.0,
                                  "t_alpha": 0.01, "lr_milestones": [12, 20, 24], "use_mxrecord": True},
+        }
+    elif args.layout == "opengait":
+        momentum = tensor("F32", [4], struct.pack("<4f", 0.1, 0.2, 0.3, 0.4))
+        obj = {
+            "model": state,
+            "optimizer": {"state": {0: {"momentum_buffer": momentum}},
+                          "param_groups": [{"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                                            "nesterov": False, "params": [0, 1, 2]}]},
+            "scheduler": {"milestones": {20000: 1, 40000: 1, 50000: 1}, "gamma": 0.1, "last_epoch": 60000},
+            "iteration": 60000,
         }
     else:
         obj = state

@@ -26,6 +26,61 @@ pub enum BenchCommand {
     /// Searches/s through the coordinator's REST API against a generated
     /// gallery, with in-process search of the same gallery as the reference.
     Rest(RestBench),
+    /// Embeddings/s of one seed face recogniser (AdaFace IR, ViT-KPRPE) on a
+    /// batch of 112×112 crops. Threads: `osprey --threads N bench face-model …`
+    /// (the global option sets candle's and rayon's pool for the whole process).
+    FaceModel(FaceModelBench),
+    /// Faces/s of MTCNN (boxes and landmarks) on whole images, searched at
+    /// full size (facenet-pytorch's defaults: minimum face 20 px).
+    Mtcnn(MtcnnBench),
+}
+
+#[derive(clap::Args)]
+pub struct MtcnnBench {
+    /// Folder with the model files (MTCNN's under mtcnn/; default:
+    /// $OSPREY_MODELS, else ./models).
+    #[arg(long, env = "OSPREY_MODELS")]
+    models: Option<PathBuf>,
+    /// Timed passes over all images; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Image files or folders.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct FaceModelBench {
+    /// Registry id (`osprey models list`), e.g. adaface-ir101, vit-kprpe-base.
+    #[arg(long)]
+    model: String,
+    /// Checkpoint to run. Without it, random weights with the manifest's names
+    /// and shapes (the speed of a dense float network does not depend on the
+    /// values of its weights).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Crops per timed pass (`FaceRecognizer::embed` runs them in forward
+    /// passes of at most 32).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed passes after one warm-up pass; the best and the median are reported.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Parity check: safetensors with `embedding` [N, D] (and `norm` [N]) of
+    /// the same crops from another implementation
+    /// (`infra/scripts/face_models_torch_bench.py --save-reference`), run with
+    /// the same weights; fails unless every cosine exceeds 0.9999.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +209,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gen(args) => gen_vectors(args),
         BenchCommand::Faces(args) => faces(args),
         BenchCommand::Video(args) => video(args),
+        BenchCommand::FaceModel(args) => face_model(args),
+        BenchCommand::Mtcnn(args) => mtcnn(args),
         BenchCommand::Rest(_) => bail!("`bench rest` runs in the async runtime"),
     }
 }
@@ -316,6 +373,283 @@ fn faces(args: FacesBench) -> anyhow::Result<()> {
             out["images_per_s"].as_f64().unwrap_or(0.0),
             out["descriptors_per_s"].as_f64().unwrap_or(0.0),
         );
+    }
+    Ok(())
+}
+
+fn mtcnn(args: MtcnnBench) -> anyhow::Result<()> {
+    let paths = crate::embed::expand_inputs(&args.images)?;
+    let images = paths
+        .iter()
+        .map(|p| osprey_media::read_image(std::path::Path::new(p)).map(|d| d.image))
+        .collect::<osprey_core::Result<Vec<_>>>()?;
+    let dir = osprey_models::model_dir(args.models.as_deref()).join("mtcnn");
+    let detector = osprey_models::mtcnn::Mtcnn::load(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot load MTCNN from {}: {e}", dir.display()))?;
+    let threads: usize = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let mut best_s = f64::INFINITY;
+    let mut faces = 0;
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        faces = 0;
+        for img in &images {
+            faces += detector.detect(img).map_err(|e| anyhow::anyhow!("MTCNN failed: {e}"))?.len();
+        }
+        best_s = best_s.min(t.elapsed().as_secs_f64());
+    }
+    let megapixels: f64 = images.iter().map(|i| i.width() as f64 * i.height() as f64 / 1e6).sum();
+    let out = serde_json::json!({
+        "impl": "osprey",
+        "images": images.len(),
+        "megapixels": megapixels,
+        "faces": faces,
+        "threads": threads,
+        "best_s": best_s,
+        "images_per_s": images.len() as f64 / best_s,
+        "faces_per_s": faces as f64 / best_s,
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "MTCNN: {} images ({megapixels:.1} MP), {faces} faces, {threads} threads: {:.2} images/s, {:.2} faces/s (best of {})",
+            images.len(),
+            images.len() as f64 / best_s,
+            faces as f64 / best_s,
+            args.repeat.max(1)
+        );
+    }
+    Ok(())
+}
+
+/// Cosine a port must reach against the reference implementation.
+const PARITY_MIN_COSINE: f64 = 0.9999;
+
+/// Side of the benchmark crops (the seed recognisers' input).
+const CROP_SIDE: usize = 112;
+
+/// The benchmark's crops: `n` deterministic pseudo-random 112×112 RGB images,
+/// byte `i` (over crop, y, x, channel) the top byte of a 32-bit hash of `i`.
+/// `face_models_torch_bench.py` builds the same bytes.
+fn bench_crops(n: usize) -> Vec<image::RgbImage> {
+    let per_crop = CROP_SIDE * CROP_SIDE * 3;
+    (0..n)
+        .map(|c| {
+            let bytes = (c * per_crop..(c + 1) * per_crop)
+                .map(|i| {
+                    let mut h = (i as u32).wrapping_mul(0x9E37_79B1);
+                    h ^= h >> 15;
+                    h = h.wrapping_mul(0x85EB_CA77);
+                    h ^= h >> 13;
+                    (h >> 24) as u8
+                })
+                .collect();
+            image::RgbImage::from_raw(CROP_SIDE as u32, CROP_SIDE as u32, bytes).expect("crop buffer size")
+        })
+        .collect()
+}
+
+/// The ArcFace template's landmarks, jittered per crop by whole half pixels
+/// (crop pixels), as `face_models_torch_bench.py`.
+fn bench_keypoints(n: usize) -> Vec<[[f32; 2]; 5]> {
+    (0..n)
+        .map(|c| {
+            let mut kp = osprey_models::align::ARCFACE_TEMPLATE;
+            for (k, p) in kp.iter_mut().enumerate() {
+                p[0] += (((c * 5 + k) % 7) as f32 - 3.0) * 0.5;
+                p[1] += (((c * 3 + k) % 5) as f32 - 2.0) * 0.5;
+            }
+            kp
+        })
+        .collect()
+}
+
+/// Writes random float32 weights with the manifest's names and shapes to a
+/// safetensors file (osprey-cli does not link candle, so the weights reach
+/// the network through the ordinary checkpoint loader). Convolution and
+/// linear weights are uniform with variance 1/(4 · fan-in), norm scales and
+/// PReLU slopes near 1, biases and running means near 0, running variances
+/// in [0.5, 1.5] (positive). Returns the number of parameters.
+fn write_random_weights(manifest: &[(String, Vec<usize>)], seed: u64, path: &std::path::Path) -> anyhow::Result<usize> {
+    use std::io::Write;
+    let entries: Vec<&(String, Vec<usize>)> =
+        manifest.iter().filter(|(name, _)| !name.ends_with("num_batches_tracked")).collect();
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in &entries {
+        let bytes = shape.iter().product::<usize>() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut head = serde_json::to_vec(&header)?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    out.write_all(&(head.len() as u64).to_le_bytes())?;
+    out.write_all(&head)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut params = 0;
+    for (name, shape) in entries {
+        let count: usize = shape.iter().product();
+        let (lo, hi) = if name.ends_with("running_var") {
+            (0.5, 1.5)
+        } else if name.ends_with("running_mean") || name.ends_with(".bias") {
+            (-0.1, 0.1)
+        } else if shape.len() >= 2 {
+            let fan_in: usize = shape[1..].iter().product();
+            let a = 0.5 * (3.0 / fan_in as f32).sqrt();
+            (-a, a)
+        } else {
+            (0.8, 1.2)
+        };
+        for _ in 0..count {
+            out.write_all(&rng.random_range(lo..hi).to_le_bytes())?;
+        }
+        params += count;
+    }
+    out.flush()?;
+    Ok(params)
+}
+
+/// A float32 tensor of a safetensors file: (shape, values).
+fn read_safetensors_f32(path: &std::path::Path, name: &str) -> anyhow::Result<Option<(Vec<usize>, Vec<f32>)>> {
+    let bytes = std::fs::read(path)?;
+    let len =
+        u64::from_le_bytes(bytes.get(..8).ok_or_else(|| anyhow::anyhow!("{}: too short", path.display()))?.try_into()?)
+            as usize;
+    let header: serde_json::Value = serde_json::from_slice(
+        bytes.get(8..8 + len).ok_or_else(|| anyhow::anyhow!("{}: truncated header", path.display()))?,
+    )?;
+    let Some(entry) = header.get(name) else { return Ok(None) };
+    if entry["dtype"] != "F32" {
+        bail!("{}: `{name}` is {}, expected F32", path.display(), entry["dtype"]);
+    }
+    let shape: Vec<usize> = serde_json::from_value(entry["shape"].clone())?;
+    let [start, end]: [usize; 2] = serde_json::from_value(entry["data_offsets"].clone())?;
+    let data = bytes
+        .get(8 + len + start..8 + len + end)
+        .ok_or_else(|| anyhow::anyhow!("{}: `{name}` lies outside the file", path.display()))?;
+    Ok(Some((shape, data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())))
+}
+
+fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
+    use osprey_models::recognizer::{self, FaceRecognizer};
+    let spec = osprey_models::face_model(&args.model)?;
+    if args.batch == 0 {
+        bail!("--batch must be positive");
+    }
+    let manifest = recognizer::manifest(&spec)?;
+    let device = osprey_models::default_device();
+    let started = Instant::now();
+    let (model, params, weights) = match &args.weights {
+        Some(path) => {
+            let params: usize = manifest
+                .iter()
+                .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum();
+            (FaceRecognizer::load(&spec, path, &device)?, params, path.display().to_string())
+        }
+        None => {
+            let file = tempfile::Builder::new().prefix("osprey-bench-").suffix(".safetensors").tempfile()?;
+            let params = write_random_weights(&manifest, args.seed, file.path())?;
+            let model = FaceRecognizer::load(&spec, file.path(), &device)?;
+            (model, params, format!("random (seed {}); speed does not depend on the weights' values", args.seed))
+        }
+    };
+    let load_s = started.elapsed().as_secs_f64();
+    let crops = bench_crops(args.batch);
+    let keypoints = bench_keypoints(args.batch);
+
+    // Warm-up (first-touch allocations, thread pool start); its output is the one checked.
+    let embedded = model.embed(&crops, &keypoints)?;
+    let mut times = Vec::with_capacity(args.iters.max(1));
+    for _ in 0..args.iters.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(model.embed(&crops, &keypoints)?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let finite = embedded.iter().all(|e| e.norm.is_finite() && e.embedding.iter().all(|v| v.is_finite()));
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let best = sorted[0];
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+    };
+
+    let parity = match &args.reference {
+        None => None,
+        Some(path) => {
+            let (shape, want) = read_safetensors_f32(path, "embedding")?
+                .ok_or_else(|| anyhow::anyhow!("{}: no `embedding` tensor", path.display()))?;
+            let dim = spec.dim;
+            if shape != [args.batch, dim] {
+                bail!("{}: `embedding` is {shape:?}, this run has [{}, {dim}]", path.display(), args.batch);
+            }
+            let norms = read_safetensors_f32(path, "norm")?.map(|(_, v)| v);
+            let mut min_cos = f64::INFINITY;
+            let mut max_norm_rel = 0f64;
+            for (i, (e, w)) in embedded.iter().zip(want.chunks(dim)).enumerate() {
+                let dot: f64 = e.embedding.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let na: f64 = e.embedding.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+                let nb: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+                min_cos = min_cos.min(dot / (na * nb));
+                if let Some(n) = &norms {
+                    max_norm_rel = max_norm_rel.max(((e.norm - n[i]) / n[i]).abs() as f64);
+                }
+            }
+            let ok = min_cos > PARITY_MIN_COSINE;
+            Some(serde_json::json!({"reference": path.display().to_string(), "min_cosine": min_cos,
+                "max_norm_rel_diff": norms.as_ref().map(|_| max_norm_rel), "pass": ok}))
+        }
+    };
+    let report = serde_json::json!({
+        "impl": "osprey",
+        "model": spec.id,
+        "batch": args.batch,
+        "forward_batch": args.batch.min(recognizer::BATCH),
+        "threads": rayon::current_num_threads(),
+        "iters": times.len(),
+        "params": params,
+        "weights": weights,
+        "load_s": load_s,
+        "best_s": best,
+        "median_s": median,
+        "embeddings_per_s": args.batch as f64 / best,
+        "median_embeddings_per_s": args.batch as f64 / median,
+        "finite": finite,
+        "parity": parity,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{}: {} crops of 112×112, {} threads, weights {}: {:.2} embeddings/s best of {} ({:.2} median)",
+            spec.id,
+            args.batch,
+            report["threads"],
+            weights,
+            report["embeddings_per_s"].as_f64().unwrap_or(0.0),
+            times.len(),
+            report["median_embeddings_per_s"].as_f64().unwrap_or(0.0),
+        );
+        if let Some(p) = &parity {
+            println!("parity against {}: min cosine {:.6}", p["reference"], p["min_cosine"].as_f64().unwrap_or(0.0));
+        }
+    }
+    if !finite {
+        bail!("non-finite embeddings: the weights overflow this network");
+    }
+    if let Some(p) = &parity
+        && p["pass"] != true
+    {
+        bail!("parity check failed: min cosine {} ≤ {PARITY_MIN_COSINE}", p["min_cosine"]);
     }
     Ok(())
 }

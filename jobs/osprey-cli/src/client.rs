@@ -190,6 +190,7 @@ impl Client {
         k: usize,
         threshold: Option<f32>,
         fpir: Option<f64>,
+        weights: Option<&str>,
     ) -> anyhow::Result<osprey_api::SearchResponse> {
         let bytes = tokio::fs::read(image)
             .await
@@ -204,6 +205,9 @@ impl Client {
         }
         if let Some(f) = fpir {
             form = form.text("fpir", f.to_string());
+        }
+        if let Some(w) = weights {
+            form = form.text("weights", w.to_string());
         }
         let req = self.request(reqwest::Method::POST, "/v1/search").multipart(form);
         self.json(self.send(req).await?).await

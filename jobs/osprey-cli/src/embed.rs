@@ -10,8 +10,12 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::{Error, Modality};
 use osprey_media::{decode_image, is_image_path};
+use osprey_models::person::PersonRecognizer;
 use osprey_models::recognizer::{BATCH, template_keypoints_for, to_input_size};
-use osprey_models::registry::{Architecture, DEFAULT_FACE_MODEL, FaceModelSpec, face_model};
+use osprey_models::registry::{
+    Architecture, DEFAULT_FACE_MODEL, FaceModelSpec, PersonModelSpec, face_model, face_models, person_model,
+    person_models,
+};
 use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, FaceSelection, default_device, model_dir};
 use osprey_pipeline::media::{failure_row, read_input, walk};
 use osprey_pipeline::{MediaAnalysis, MediaSettings, Observation};
@@ -19,13 +23,19 @@ use osprey_store::{BBox, Template, encode_parquet, templates_to_batch};
 
 #[derive(clap::Args)]
 pub struct EmbedArgs {
-    /// Face model (`osprey models list`).
+    /// Model (`osprey models list`): a face model, or a body model (inputs
+    /// are person crops, one template each) or a gait model (inputs are
+    /// folders of silhouettes, one template per folder).
     #[arg(long, default_value = DEFAULT_FACE_MODEL)]
     pub model: String,
     /// The model's checkpoint, for models whose weights users bring
     /// (AdaFace's .ckpt, CVLface's model.safetensors, a state dict).
     #[arg(long, value_name = "FILE")]
     pub weights: Option<String>,
+    /// Face detector: `mmod` (dlib's CNN) or `mtcnn`; default: the model's
+    /// own (MMOD for dlib-resnet-v1, MTCNN for the seed's models).
+    #[arg(long, conflicts_with = "aligned", value_parser = clap::builder::PossibleValuesParser::new(osprey_models::registry::FaceDetectorKind::NAMES))]
+    pub detector: Option<String>,
     /// Inputs are face crops already aligned to the model's template (the
     /// ArcFace 112×112 template for the seed models, dlib's 150×150 chip for
     /// dlib-resnet-v1): no detection, one template per crop. Crops of another
@@ -139,7 +149,20 @@ impl Progress {
 }
 
 pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
-    let spec = face_model(&args.model)?;
+    let spec = match (face_model(&args.model), person_model(&args.model)) {
+        (Ok(spec), _) => spec,
+        (Err(_), Ok(spec)) => return embed_person(&args, &spec),
+        (Err(_), Err(_)) => {
+            let faces: Vec<&str> = face_models().iter().map(|m| m.id).collect();
+            let others: Vec<&str> = person_models().iter().map(|m| m.id).collect();
+            bail!(Error::invalid(format!(
+                "unknown model `{}`; face models: {}; body and gait models: {} (see `osprey models list`)",
+                args.model,
+                faces.join(", "),
+                others.join(", ")
+            )));
+        }
+    };
     let inputs = expand_inputs(&args.inputs)?;
     if inputs.is_empty() {
         bail!(Error::invalid("no input images"));
@@ -180,6 +203,7 @@ fn embed_detected(args: &EmbedArgs, inputs: &[String]) -> anyhow::Result<Vec<Tem
         max_detect_megapixels: args.max_detect_megapixels,
         model: args.model.clone(),
         weights: args.weights.clone(),
+        detector: args.detector.clone(),
         ..MediaSettings::default()
     };
     let analysis = tokio::task::block_in_place(|| MediaAnalysis::load(&settings, args.models.as_deref()))?;
@@ -301,6 +325,7 @@ fn embed_aligned(args: &EmbedArgs, spec: &FaceModelSpec, inputs: &[String]) -> a
                 embedding,
                 quality_norm: norm.filter(|_| spec.norm_is_quality),
                 quality: norm.unwrap_or(1.0),
+                style: Vec::new(),
             };
             rows.push(Template {
                 subject_id: args.subject_from_parent.then(|| parent_name(input)).flatten(),
@@ -310,6 +335,167 @@ fn embed_aligned(args: &EmbedArgs, spec: &FaceModelSpec, inputs: &[String]) -> a
     }
     progress.finish();
     Ok(rows)
+}
+
+/// Body crops or gait silhouette sequences through a body or gait model:
+/// one template per crop (body) or per folder of silhouettes (gait). Person
+/// detection in whole frames is not there yet, so the inputs are what it
+/// would produce.
+fn embed_person(args: &EmbedArgs, spec: &PersonModelSpec) -> anyhow::Result<()> {
+    if args.largest_face || args.detector.is_some() {
+        bail!(Error::invalid(format!(
+            "`{}` reads {}: --largest-face and --detector are for face models",
+            spec.id,
+            if spec.modality == Modality::Gait { "silhouette sequences" } else { "person crops" }
+        )));
+    }
+    let Some(weights) = &args.weights else {
+        bail!(Error::invalid(format!("model `{}` needs its checkpoint: pass --weights FILE", spec.id)));
+    };
+    let started = Instant::now();
+    let recognizer = PersonRecognizer::load(spec, std::path::Path::new(weights), &default_device())?;
+    let runtime = tokio::runtime::Handle::current();
+    let subject = |input: &str| args.subject_from_parent.then(|| parent_name(input)).flatten();
+    let row = |input: &str, embedding: Vec<f32>, frames: usize| Template {
+        template_id: template_id(input, 0, spec.id),
+        subject_id: subject(input),
+        media_uri: Some(input.to_string()),
+        modality: Some(spec.modality),
+        model: spec.id.to_string(),
+        embedding: Some(embedding),
+        num_frames: Some(frames as i32),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    };
+    let fail = |input: &str, why: &str| Template {
+        modality: Some(spec.modality),
+        subject_id: subject(input),
+        ..failure(input, spec.id, why)
+    };
+    let mut rows = Vec::new();
+    let units;
+    if spec.modality == Modality::Gait {
+        let sequences = silhouette_sequences(&args.inputs)?;
+        units = sequences.len();
+        let progress = Progress::new(sequences.len() as u64, "sequences");
+        for (folder, files) in &sequences {
+            let frames = files
+                .iter()
+                .map(|f| {
+                    let bytes = read_input(f, &runtime)?;
+                    image::load_from_memory(&bytes)
+                        .map(|d| d.into_luma8())
+                        .map_err(|e| Error::invalid(format!("{f}: not a readable image: {e}")))
+                })
+                .collect::<osprey_core::Result<Vec<_>>>();
+            rows.push(match frames.and_then(|frames| recognizer.embed_gait(&frames)) {
+                Ok((embedding, used)) => row(folder, embedding, used),
+                Err(e) => fail(folder, e.message()),
+            });
+            progress.inc();
+        }
+        progress.finish();
+    } else {
+        let inputs = expand_inputs(&args.inputs)?;
+        units = inputs.len();
+        let progress = Progress::new(inputs.len() as u64, "crops");
+        for chunk in inputs.chunks(osprey_models::person::BODY_BATCH) {
+            let mut crops = Vec::with_capacity(chunk.len());
+            let mut names = Vec::with_capacity(chunk.len());
+            for input in chunk {
+                match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
+                    Ok(d) => {
+                        crops.push(d.image);
+                        names.push(input.as_str());
+                    }
+                    Err(e) => rows.push(fail(input, e.message())),
+                }
+                progress.inc();
+            }
+            for ((input, embedding), crop) in names.into_iter().zip(recognizer.embed_bodies(&crops)?).zip(&crops) {
+                rows.push(Template {
+                    bbox: Some(BBox { x: 0.0, y: 0.0, w: crop.width() as f32, h: crop.height() as f32 }),
+                    ..row(input, embedding, 1)
+                });
+            }
+        }
+        progress.finish();
+    }
+    if units == 0 {
+        bail!(Error::invalid(if spec.modality == Modality::Gait {
+            "no silhouette sequences: name folders of silhouette images (one folder per sequence)"
+        } else {
+            "no input images"
+        }));
+    }
+    let batch = templates_to_batch(&rows, spec.dim)?;
+    let bytes = encode_parquet(batch.schema(), &[batch])?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
+    for f in failed.iter().take(20) {
+        eprintln!("  {}: {}", f.media_uri.as_deref().unwrap_or("?"), f.error.as_deref().unwrap_or("?"));
+    }
+    eprintln!(
+        "{} {} templates from {units} {} ({} failed) in {:.1}s with {} → {}",
+        rows.len() - failed.len(),
+        spec.modality.as_str(),
+        if spec.modality == Modality::Gait { "sequences" } else { "crops" },
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        spec.id,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Silhouette sequences: every folder under the inputs that directly holds
+/// images is one sequence, its frames in natural file-name order (`f9.png`
+/// before `f10.png`). An input that is an image file is an error (a
+/// sequence is a folder).
+fn silhouette_sequences(inputs: &[String]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut by_folder: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for input in inputs {
+        let path = PathBuf::from(input.strip_prefix("file://").unwrap_or(input));
+        if !path.is_dir() {
+            bail!(Error::invalid(format!(
+                "{input}: gait models read folders of silhouettes (one folder per sequence), not single files"
+            )));
+        }
+        for file in walk(&path)?.into_iter().filter(|p| is_image_path(p)) {
+            let folder = file.parent().map(|p| p.display().to_string()).unwrap_or_default();
+            by_folder.entry(folder).or_default().push(file.display().to_string());
+        }
+    }
+    Ok(by_folder
+        .into_iter()
+        .map(|(folder, mut files)| {
+            files.sort_by_cached_key(|f| natural_key(f));
+            (folder, files)
+        })
+        .collect())
+}
+
+/// A sort key that orders runs of digits by their value.
+fn natural_key(name: &str) -> Vec<(u8, u64, String)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits > 0 {
+            let (run, tail) = rest.split_at(digits);
+            key.push((0, run.parse().unwrap_or(u64::MAX), run.to_string()));
+            rest = tail;
+        } else {
+            let text = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(text);
+            key.push((1, 0, run.to_string()));
+            rest = tail;
+        }
+    }
+    key
 }
 
 fn parent_name(input: &str) -> Option<String> {

@@ -94,6 +94,15 @@ pub struct PairsArgs {
     /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
     #[arg(long, env = "OSPREY_MODELS")]
     models: Option<PathBuf>,
+    /// Face model (`osprey models list`); the seed's models need --weights.
+    #[arg(long, default_value = MODEL_NAME)]
+    model: String,
+    /// The model's checkpoint, as its authors publish it.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<String>,
+    /// Face detector: `mmod` or `mtcnn` (default: the model's own).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(osprey_models::registry::FaceDetectorKind::NAMES))]
+    detector: Option<String>,
 }
 
 pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
@@ -1133,8 +1142,9 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         None => scratch.path().join("embeddings.parquet"),
     };
     crate::embed::run(crate::embed::EmbedArgs {
-        model: MODEL_NAME.to_string(),
-        weights: None,
+        model: args.model.clone(),
+        weights: args.weights.clone(),
+        detector: args.detector.clone(),
         aligned: false,
         largest_face: true,
         all_faces: false,
@@ -1210,7 +1220,7 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         "pairs_file": name,
         "images_dir": args.images.display().to_string(),
         "format": if format == PairsFormat::Lfw { "lfw-pairs" } else { "csv" },
-        "model": MODEL_NAME,
+        "model": args.model,
         "pairs": pairs.len(),
         "same": same,
         "different": pairs.len() - same,
@@ -1256,10 +1266,11 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         ));
     }
     let mut body = format!(
-        "<h1>Verification: {}</h1>\n<p class=\"muted\">Images {} · model {MODEL_NAME} · generated {}</p>\n{}\
+        "<h1>Verification: {}</h1>\n<p class=\"muted\">Images {} · model {} · generated {}</p>\n{}\
          <div class=\"plots\"><figure>{plot}<figcaption>DET: FNMR against FMR over thresholds; red: the EER</figcaption></figure></div>\n",
         esc(&name),
         esc(&args.images.display().to_string()),
+        esc(&args.model),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         table(&rows)
     );

@@ -289,6 +289,10 @@ pub struct SearchArgs {
     input: Option<PathBuf>,
     /// With --server: images whose every face is searched (`POST /v1/search`).
     images: Vec<PathBuf>,
+    /// With --server and a gallery of a seed model: that model's checkpoint,
+    /// a key under the server's root or a URL under an allowed prefix.
+    #[arg(long, value_name = "KEY_OR_URL", requires = "images")]
+    weights: Option<String>,
     #[command(flatten)]
     search: SearchOptions,
 }
@@ -317,7 +321,9 @@ pub struct SearchOptions {
 
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let root = match args.target.mode()? {
-        Mode::Remote(client) => return search_images(&client, &args.images, &args.search).await,
+        Mode::Remote(client) => {
+            return search_images(&client, &args.images, args.weights.as_deref(), &args.search).await;
+        }
         Mode::Local(root) => root,
     };
     let Some(input) = args.input else {
@@ -382,7 +388,12 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
 }
 
 /// `osprey search --server URL IMAGE…`: one row per face found.
-async fn search_images(client: &Client, images: &[PathBuf], opts: &SearchOptions) -> anyhow::Result<()> {
+async fn search_images(
+    client: &Client,
+    images: &[PathBuf],
+    weights: Option<&str>,
+    opts: &SearchOptions,
+) -> anyhow::Result<()> {
     if images.is_empty() {
         bail!(osprey_core::Error::invalid(
             "name one or more images to search, e.g. `osprey search --gallery people face.jpg`"
@@ -391,7 +402,7 @@ async fn search_images(client: &Client, images: &[PathBuf], opts: &SearchOptions
     let mut rows = Rows::new(&["image", "face", "box (x,y,w,h)", "decision", "subject", "score", "threshold"]);
     let mut answers = Vec::new();
     for image in images {
-        let answer = client.search_image(image, &opts.gallery, opts.top_k, opts.threshold, opts.fpir).await?;
+        let answer = client.search_image(image, &opts.gallery, opts.top_k, opts.threshold, opts.fpir, weights).await?;
         if answer.probes.is_empty() {
             eprintln!("{}: no face found", image.display());
         }

@@ -87,6 +87,15 @@ pub struct SubmitArgs {
     /// the root or an allowed prefix (the workers read it).
     #[arg(long, value_name = "KEY_OR_URL")]
     weights: Option<String>,
+    /// Face detector: `mmod` or `mtcnn` (default: the model's own).
+    #[arg(long)]
+    detector: Option<String>,
+    /// Track aggregator: `mean` (default) or `caface` (with adaface-ir101).
+    #[arg(long)]
+    aggregator: Option<String>,
+    /// The CAFace checkpoint, as for --weights.
+    #[arg(long, value_name = "KEY_OR_URL")]
+    aggregator_weights: Option<String>,
     /// Search: calibrate the threshold for this FPIR.
     #[arg(long, conflicts_with = "threshold")]
     fpir: Option<f64>,
@@ -165,6 +174,9 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         segment_seconds: args.segment_seconds,
         model: args.model,
         weights: args.weights,
+        detector: args.detector,
+        aggregator: args.aggregator,
+        aggregator_weights: args.aggregator_weights,
         fpir: args.fpir,
         threshold: args.threshold,
         top_k: args.top_k,

@@ -65,7 +65,7 @@ enum Command {
     /// Benchmarks and benchmark data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// The face models Osprey can run (`osprey models list`).
+    /// The face, body and gait models Osprey can run (`osprey models list`).
     #[command(subcommand)]
     Models(models::ModelsCommand),
     /// Print or check the table schemas and the OpenAPI document in `schemas/`.

@@ -13,8 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::{Error, OpenSetDecision};
 use osprey_index::{EnrollOptions, Gallery, enroll, operating_point, search_probes, store_search};
 use osprey_media::is_video_path;
-use osprey_models::registry::DEFAULT_FACE_MODEL;
-use osprey_pipeline::media::{self, failure_row, put_thumbnails, subject_tracks, template_id, template_row};
+use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind};
+use osprey_pipeline::media::{
+    self, AGGREGATORS, failure_row, put_thumbnails, subject_tracks, template_id, template_row,
+};
 use osprey_pipeline::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 use osprey_store::{Root, SearchResultRow, Template, layout};
 
@@ -58,6 +60,19 @@ pub struct MediaArgs {
     /// CVLface's model.safetensors, a state dict): a path or object URL.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<String>,
+    /// Face detector: `mmod` (dlib's CNN) or `mtcnn`; default: the model's
+    /// own (MMOD for dlib-resnet-v1, MTCNN for the seed's models).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(FaceDetectorKind::NAMES))]
+    pub detector: Option<String>,
+    /// How a video track becomes its template: `mean` (the quality-weighted
+    /// mean; AdaFace's norm-weighted mean for the seed models) or `caface`
+    /// (CAFace's cluster-and-aggregate fusion, with `--model adaface-ir101`).
+    #[arg(long, default_value = "mean", value_parser = clap::builder::PossibleValuesParser::new(AGGREGATORS))]
+    pub aggregator: String,
+    /// The CAFace checkpoint (its tensors under `aggregator.`), for
+    /// `--aggregator caface`: a path or object URL.
+    #[arg(long, value_name = "FILE")]
+    pub aggregator_weights: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +216,9 @@ fn load_analysis(args: &MediaArgs) -> anyhow::Result<(MediaAnalysis, MediaSettin
         segment_seconds: args.segment_seconds,
         model: args.model.clone(),
         weights: args.weights.clone(),
+        detector: args.detector.clone(),
+        aggregator: args.aggregator.clone(),
+        aggregator_weights: args.aggregator_weights.clone(),
     };
     // Reading a checkpoint from an object URL blocks on the runtime.
     let analysis = tokio::task::block_in_place(|| MediaAnalysis::load(&settings, args.models.as_deref()))?;

@@ -42,8 +42,26 @@ fn models_list_names_every_face_model() {
     let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["dlib-resnet-v1", "adaface-ir18", "adaface-ir50", "adaface-ir101", "vit-kprpe-small", "vit-kprpe-base"]
+        [
+            "dlib-resnet-v1",
+            "adaface-ir18",
+            "adaface-ir50",
+            "adaface-ir101",
+            "vit-kprpe-small",
+            "vit-kprpe-base",
+            "osnet-x1_0",
+            "osnet-ain-x1_0",
+            "clip3dreid",
+            "gaitbase"
+        ]
     );
+    let modalities: Vec<&str> = models.iter().map(|m| m["modality"].as_str().unwrap()).collect();
+    assert_eq!(modalities, ["face", "face", "face", "face", "face", "face", "body", "body", "body", "gait"]);
+    for m in &models[6..] {
+        assert!(m["distance"].as_str().unwrap().contains("cosine"), "{m}");
+        assert!(m["weights"].as_str().unwrap().starts_with("user-supplied"), "{m}");
+    }
+    let models: Vec<serde_json::Value> = models.into_iter().take(6).collect();
     assert_eq!(models[0]["dim"], 128);
     assert!((models[0]["threshold"].as_f64().unwrap() - 0.91).abs() < 1e-6, "{}", models[0]);
     for m in &models[1..] {
@@ -108,7 +126,7 @@ fn adaface_embeds_aligned_crops_and_detected_faces() {
     fails(
         &["embed", "--model", "adaface-ir77", "--weights", w, "--out", s(&out), s(&crops[0])],
         2,
-        "unknown face model",
+        "unknown model `adaface-ir77`; face models:",
     );
     let bytes = std::fs::read(&weights).unwrap();
     let cut = tmp.path().join("cut.safetensors");
@@ -269,7 +287,178 @@ fn service_jobs_load_the_checkpoint_they_name() {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), served());
 
     fails(&run(&["job", "submit", "search", "--gallery", "ada", "media/probes/"]), 2, "holds `adaface-ir18` templates");
+
+    // An image upload to `POST /v1/search` is embedded with the gallery's
+    // model, from the checkpoint the request names.
+    let probe = face_api("amy", 3);
+    let mut upload = run(&["search", "--gallery", "ada", "--format", "json", "--weights", "models/ir18.safetensors"]);
+    upload.push(s(&probe));
+    let (out, _) = ok(&upload);
+    let answers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let probes = answers[0]["answer"]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 1, "{answers}");
+    assert_eq!(probes[0]["candidates"].as_array().unwrap().len(), 2, "{answers}");
+    let mut no_weights = run(&["search", "--gallery", "ada"]);
+    no_weights.push(s(&probe));
+    fails(&no_weights, 2, "send that model's checkpoint in the form field `weights`");
     let mut outside = run(&["job", "submit", "search", "--gallery", "ada", "--model", "adaface-ir18"]);
     outside.extend(["--weights", "/etc/passwd", "media/probes/"]);
     fails(&outside, 2, "outside the root");
+}
+
+/// Writes IR-101 weights with the published names and shapes
+/// (`adaface_ir_101.keys.json`) as float32 safetensors: deterministic
+/// pseudo-random convolution and linear weights with variance 1/fan-in,
+/// identity BatchNorms and PReLU slopes of 1. Enough to exercise the
+/// mechanics; such a network recognises no one.
+fn write_random_ir101(path: &std::path::Path) {
+    let dir = fixture_weights().parent().unwrap().to_path_buf();
+    let keys: std::collections::BTreeMap<String, Vec<usize>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adaface_ir_101.keys.json")).unwrap()).unwrap();
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for (name, shape) in keys.iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")) {
+        let n: usize = shape.iter().product();
+        let start = data.len();
+        let fan_in: usize = shape[1..].iter().product();
+        for _ in 0..n {
+            let v = if shape.len() >= 2 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Uniform in ±sqrt(3/fan_in): variance 1/fan_in.
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                u * (3.0 / fan_in as f32).sqrt()
+            } else if name.ends_with("running_var") || name.ends_with("weight") {
+                1.0
+            } else {
+                0.0
+            };
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut header = serde_json::to_vec(&header).unwrap();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header);
+    file.extend(data);
+    std::fs::write(path, file).unwrap();
+}
+
+/// `--aggregator caface`: each video track's template is CAFace's fusion of
+/// its frames (IR-101 features and style statistics) instead of the
+/// norm-weighted mean; the tracks themselves are the same. Other models and
+/// a missing checkpoint are refused before any work.
+#[test]
+fn caface_fuses_video_tracks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("ir101.safetensors");
+    write_random_ir101(&weights);
+    let w = s(&weights);
+    let caface = fixture_weights().parent().unwrap().join("caface.weights.safetensors");
+    let root = tmp.path().join("root");
+    let root = s(&root);
+    let examples = data().join("face_recognition/examples");
+    let subjects = tmp.path().join("subjects");
+    for person in ["lin-manuel-miranda", "alex-lacamoire"] {
+        std::fs::create_dir_all(subjects.join(person)).unwrap();
+        std::os::unix::fs::symlink(examples.join(format!("{person}.png")), subjects.join(person).join("photo.png"))
+            .unwrap();
+    }
+    let model = ["--model", "adaface-ir101", "--weights", w];
+    let mut args = vec!["run", "enroll", "--root", root, "--gallery", "ham", "--subjects-from-dirs", s(&subjects)];
+    args.extend(model);
+    ok(&args);
+
+    let clip = examples.join("short_hamilton_clip.mp4");
+    let search = |job: &'static str, extra: &[&str]| {
+        let mut args = vec!["run", "search", "--root", root, "--gallery", "ham", "--job-id", job, "--sample-fps", "2"];
+        args.extend(model);
+        args.extend(extra);
+        args.push(s(&clip));
+        ok(&args);
+    };
+    search("mean", &[]);
+    search("caface", &["--aggregator", "caface", "--aggregator-weights", s(&caface)]);
+    let rows = sql(
+        root,
+        "SELECT job_id, track_id, num_frames, embedding FROM templates \
+         WHERE job_id IN ('mean', 'caface') AND embedding IS NOT NULL ORDER BY job_id DESC, track_id",
+    );
+    let (mean, fused): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r["job_id"] == "mean");
+    assert!(!mean.is_empty(), "no face tracks in the clip");
+    assert_eq!(mean.len(), fused.len(), "the same tracks either way: {rows:?}");
+    let embedding = |r: &serde_json::Value| -> Vec<f32> {
+        r["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    };
+    let mut differ = 0;
+    for (m, f) in mean.iter().zip(&fused) {
+        assert_eq!((&m["track_id"], &m["num_frames"]), (&f["track_id"], &f["num_frames"]));
+        let (m, f) = (embedding(m), embedding(f));
+        assert_eq!(f.len(), 512);
+        let norm = f.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "unit templates: {norm}");
+        let cos: f32 = m.iter().zip(&f).map(|(a, b)| a * b).sum();
+        if cos < 0.999999 {
+            differ += 1;
+        }
+    }
+    assert!(differ > 0, "CAFace gave the mean template for every track");
+
+    // Refused before any work, with the reason.
+    let ir18 = fixture_weights();
+    let mut args = vec!["run", "enroll", "--root", root, "--gallery", "ir18", "--subjects-from-dirs", s(&subjects)];
+    args.extend(["--model", "adaface-ir18", "--weights", s(&ir18)]);
+    args.extend(["--aggregator", "caface", "--aggregator-weights", s(&caface)]);
+    fails(&args, 2, "aggregator `caface` fuses `adaface-ir101` features");
+    let mut args = vec!["run", "search", "--root", root, "--gallery", "ham", s(&clip)];
+    args.extend(model);
+    args.extend(["--aggregator", "caface"]);
+    fails(&args, 2, "needs its checkpoint: pass --aggregator-weights");
+}
+
+/// `--detector` swaps the face detector under either recogniser: MTCNN's
+/// boxes under dlib's landmarks and descriptor, dlib's MMOD boxes with
+/// MTCNN's ONet landmarks under a seed model. The same faces come out
+/// either way: dlib's descriptors of the two detectors' faces agree, and
+/// ONet's landmarks in MMOD's boxes sit where the full cascade puts them.
+#[test]
+fn either_detector_feeds_either_recogniser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let group = data().join("face_recognition/examples/two_people.jpg");
+    let embed = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(format!("{name}.parquet"));
+        let mut args = vec!["embed", "--out", s(&out)];
+        args.extend(extra);
+        args.push(s(&group));
+        ok(&args);
+        let mut rows = read_rows(&out);
+        rows.sort_by(|a, b| a.landmarks[0].total_cmp(&b.landmarks[0]));
+        assert_eq!(rows.len(), 2, "{name}: two people: {rows:?}");
+        rows
+    };
+    let mmod = embed("dlib-mmod", &[]);
+    let mtcnn = embed("dlib-mtcnn", &["--detector", "mtcnn"]);
+    for (a, b) in mmod.iter().zip(&mtcnn) {
+        assert_eq!(b.model, "dlib-resnet-v1");
+        let cos: f32 = a.embedding.iter().zip(&b.embedding).map(|(x, y)| x * y).sum();
+        assert!(cos > 0.95, "dlib's descriptor of the same face from the two detectors: cosine {cos}");
+    }
+
+    let weights = fixture_weights();
+    let seed = ["--model", "adaface-ir18", "--weights", s(&weights)];
+    let own = embed("seed-mtcnn", &seed);
+    let mut args = seed.to_vec();
+    args.extend(["--detector", "mmod"]);
+    let onet = embed("seed-mmod", &args);
+    for (a, b) in own.iter().zip(&onet) {
+        assert_eq!(b.model, "adaface-ir18");
+        let worst = a.landmarks.iter().zip(&b.landmarks).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 0.08 * a.bbox_w, "ONet in MMOD's box vs the cascade: {worst} px on a {} px face", a.bbox_w);
+    }
 }

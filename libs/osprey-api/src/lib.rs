@@ -178,6 +178,20 @@ pub struct JobSpec {
     /// KP-RPE): a key under the root, or a URL under the root or an allowed prefix.
     #[serde(default)]
     pub weights: Option<String>,
+    /// Face detector: `mmod` or `mtcnn` (default: the model's own, MMOD for
+    /// dlib's model and MTCNN for the seed's).
+    #[serde(default)]
+    #[schema(example = "mtcnn")]
+    pub detector: Option<String>,
+    /// How a video track becomes one template: `mean` (default; the
+    /// norm-weighted mean for AdaFace-style models) or `caface` (CAFace's
+    /// learnt fusion, with `adaface-ir101`).
+    #[serde(default)]
+    #[schema(example = "caface")]
+    pub aggregator: Option<String>,
+    /// The CAFace checkpoint for `aggregator: caface`, as for `weights`.
+    #[serde(default)]
+    pub aggregator_weights: Option<String>,
     /// Search: calibrate the threshold for this false-positive identification rate.
     #[serde(default)]
     pub fpir: Option<f64>,
@@ -436,6 +450,20 @@ pub struct MediaSpec {
     /// The model's checkpoint URL, for models whose weights users bring.
     #[serde(default)]
     pub weights: Option<String>,
+    /// Face detector (`mmod` or `mtcnn`; none: the model's own).
+    #[serde(default)]
+    pub detector: Option<String>,
+    /// Track aggregator (`mean` or `caface`).
+    #[serde(default = "default_aggregator")]
+    pub aggregator: String,
+    /// The aggregator's checkpoint URL (`caface`).
+    #[serde(default)]
+    pub aggregator_weights: Option<String>,
+}
+
+/// The aggregator of tasks recorded before jobs named one.
+fn default_aggregator() -> String {
+    "mean".into()
 }
 
 /// The face model of tasks recorded before jobs named one (the registry's

@@ -27,8 +27,11 @@
 //! checkpoint, with that prefix removed (see [`expected_shapes`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{D, DType, Device, Error, Result, Tensor};
+
+use crate::checkpoint::Checkpoint;
 
 /// Width of the face features being fused (AdaFace IR-101 output).
 pub const FEATURE_DIM: usize = 512;
@@ -40,6 +43,14 @@ pub const BLOCK5_CHANNELS: usize = 256;
 pub const STYLE_CHANNELS: usize = BLOCK3_CHANNELS + BLOCK5_CHANNELS;
 /// Number of clusters the frames are assigned to.
 pub const NUM_CLUSTERS: usize = 4;
+/// The IR-101 body blocks whose outputs give the style statistics (the
+/// last block of the 128- and of the 256-channel stage).
+pub const IR101_STYLE_BLOCKS: [usize; 2] = [15, 45];
+/// The face model whose features and intermediate maps CAFace was trained on.
+pub const BACKBONE_MODEL: &str = "adaface-ir101";
+/// Most frames fused in one call (upstream's chunk); a longer track keeps
+/// its frames of highest feature norm.
+pub const MAX_FRAMES: usize = 512;
 
 /// Width of the compressed style code of one frame.
 const STYLE_DIM: usize = 64;
@@ -327,7 +338,66 @@ pub struct CafaceAggregator {
     conf_head: Mlp,
 }
 
+/// One frame of a track, as the aggregator reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameFeature<'a> {
+    /// Unit feature ([`FEATURE_DIM`] wide).
+    pub unit: &'a [f32],
+    /// The feature's norm before normalisation.
+    pub norm: f32,
+    /// The frame's [`style_statistics`], flattened: [`STYLE_CHANNELS`] × (mean, std).
+    pub style: &'a [f32],
+}
+
 impl CafaceAggregator {
+    /// Loads the aggregator from a CAFace checkpoint (its tensors under
+    /// `aggregator.`, or bare), checking every name and shape; the backbone
+    /// or training head a checkpoint may also carry (`model.`, `head.`) is
+    /// ignored.
+    pub fn load(path: &Path, device: &Device) -> osprey_core::Result<Self> {
+        let bound = Checkpoint::open(path)?.bind(&expected_shapes(), &["model.", "head."], device)?;
+        Self::new(&bound).map_err(|e| {
+            osprey_core::Error::new(
+                osprey_core::ErrorKind::Corrupt,
+                format!("CAFace checkpoint {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// The template of a track: its frames fused into one unit vector.
+    /// Tracks longer than [`MAX_FRAMES`] keep the frames of highest norm.
+    pub fn fuse_track(&self, frames: &[FrameFeature<'_>], device: &Device) -> Result<Vec<f32>> {
+        if frames.is_empty() {
+            candle_core::bail!("caface: a track with no frames");
+        }
+        let mut picked: Vec<&FrameFeature<'_>> = frames.iter().collect();
+        if picked.len() > MAX_FRAMES {
+            picked.sort_by(|a, b| b.norm.total_cmp(&a.norm));
+            picked.truncate(MAX_FRAMES);
+        }
+        let t = picked.len();
+        let mut features = Vec::with_capacity(t * FEATURE_DIM);
+        let mut style = Vec::with_capacity(t * STYLE_CHANNELS * 2);
+        for f in &picked {
+            if f.unit.len() != FEATURE_DIM || f.style.len() != STYLE_CHANNELS * 2 {
+                candle_core::bail!(
+                    "caface: a frame needs a {FEATURE_DIM}-wide feature and {} style statistics, got {} and {}",
+                    STYLE_CHANNELS * 2,
+                    f.unit.len(),
+                    f.style.len()
+                );
+            }
+            features.extend(f.unit.iter().map(|v| v * f.norm));
+            style.extend_from_slice(f.style);
+        }
+        let features = Tensor::from_vec(features, (1, t, FEATURE_DIM), device)?;
+        let style = Tensor::from_vec(style, (t, STYLE_CHANNELS, 2), device)?;
+        let (fused, _) = self.aggregate(&features, &style)?;
+        let mut v: Vec<f32> = fused.flatten_all()?.to_vec1()?;
+        osprey_core::l2_normalize(&mut v);
+        Ok(v)
+    }
+
     /// Builds the aggregator from its weights (names as in
     /// [`expected_shapes`]; float32 or any float type, converted). A missing
     /// or misshapen weight is an error naming it.

@@ -30,8 +30,8 @@ const PREFIXES: [&str; 7] = ["", "net.", "model.", "module.", "model.net.", "mod
 
 /// Keys of a checkpoint's top-level dictionary that hold the state dict, when
 /// the top level is not the state dict itself (Lightning: `state_dict`;
-/// OpenGait: `model`; some re-id code: `net`).
-const STATE_DICT_KEYS: [&str; 3] = ["state_dict", "model", "net"];
+/// OpenGait: `model`; some re-id code: `net`; CLIP3DReID: `model_state_dict`).
+const STATE_DICT_KEYS: [&str; 4] = ["state_dict", "model", "net", "model_state_dict"];
 
 /// The on-disk layouts Osprey reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -181,8 +181,19 @@ impl FaceModels {
 
     /// Detect, align and describe every selected face of `img`.
     pub fn analyze(&self, img: &RgbImage, options: &FaceOptions) -> Result<Vec<Face>> {
-        let mut dets = self.detect_bounded(img, options)?;
-        if options.selection == FaceSelection::Largest {
+        let dets = self.detect_bounded(img, options)?;
+        self.describe_detections(img, dets, options.selection)
+    }
+
+    /// Align and describe faces found by any detector (dlib's 5-point
+    /// shape predictor runs inside each box).
+    pub fn describe_detections(
+        &self,
+        img: &RgbImage,
+        mut dets: Vec<Detection>,
+        selection: FaceSelection,
+    ) -> Result<Vec<Face>> {
+        if selection == FaceSelection::Largest {
             dets.sort_by_key(|d| std::cmp::Reverse(d.rect.area()));
             dets.truncate(1);
         }

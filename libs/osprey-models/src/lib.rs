@@ -7,20 +7,37 @@
 //! * the seed's face recognisers from the authors' checkpoints ([`adaface`],
 //!   [`vit_kprpe`], behind [`recognizer`]) and the CAFace video aggregator
 //!   ([`caface`]), loaded by [`checkpoint`];
-//! * the table of every face model ([`registry`]).
+//! * torchreid's OSNet body re-identification networks ([`osnet`]) with
+//!   Pillow's bilinear resize, bit-exact ([`pil_resize`]);
+//! * CLIP3DReID's body-shape student (TinyViT; [`clip3dreid`]);
+//! * SapiensID's whole-person recogniser (retina patches, KP-RPE, semantic
+//!   attention head; [`sapiensid`]);
+//! * OpenGait's gait recognisers: GaitBase on silhouettes ([`gaitbase`],
+//!   with OpenGait's silhouette pretreatment, [`gait_pretreat`]) and BigGait
+//!   on RGB frames through DINOv2 ([`biggait`]);
+//! * the body and gait recognisers behind one interface ([`person`]);
+//! * the table of every face, body and gait model ([`registry`]).
 //!
 //! The device is the CPU unless the `cuda` feature is enabled and a GPU is
 //! present ([`default_device`]).
 
 pub mod adaface;
 pub mod align;
+pub mod biggait;
 pub mod caface;
 pub mod checkpoint;
+pub mod clip3dreid;
 pub mod dlib;
 pub mod face;
+pub mod gait_pretreat;
+pub mod gaitbase;
 pub mod mtcnn;
+pub mod osnet;
+pub mod person;
+pub mod pil_resize;
 pub mod recognizer;
 pub mod registry;
+pub mod sapiensid;
 pub mod torch_legacy;
 pub mod vit_kprpe;
 

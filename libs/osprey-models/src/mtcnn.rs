@@ -87,6 +87,32 @@ impl Mtcnn {
         Ok(faces)
     }
 
+    /// MTCNN's five landmarks for faces another detector found: each box
+    /// is squared as the cascade squares its own and shown to ONet, whose
+    /// landmark output is kept whatever its face score. `None` for a box
+    /// that lies wholly outside the image. Lets a seed recogniser align the
+    /// faces of dlib's MMOD detector (`--detector mmod`).
+    pub fn landmarks_for(&self, img: &RgbImage, boxes: &[[f32; 4]]) -> Result<Vec<Option<[[f32; 2]; 5]>>> {
+        let img = Planes::from_rgb(img);
+        let squared: Vec<[f32; 4]> = boxes.iter().map(|b| square(*b)).collect();
+        let mut out = vec![None; boxes.len()];
+        let inside: Vec<usize> =
+            (0..squared.len()).filter(|&i| crop_window(&squared[i], img.width, img.height).is_some()).collect();
+        let (kept, input) = crops(&img, inside.iter().map(|&i| squared[i]).collect(), 48, &self.device)?;
+        debug_assert_eq!(kept.len(), inside.len());
+        for (chunk, range) in batches(&input)? {
+            let (_, points, _) = self.onet.forward(&chunk)?;
+            let points = points.to_vec2::<f32>()?;
+            for (k, i) in range.enumerate() {
+                let b = kept[i];
+                let (bw, bh) = (b[2] - b[0] + 1.0, b[3] - b[1] + 1.0);
+                out[inside[i]] =
+                    Some(std::array::from_fn(|j| [bw * points[k][j] + b[0] - 1.0, bh * points[k][j + 5] + b[1] - 1.0]));
+            }
+        }
+        Ok(out)
+    }
+
     /// Stage 1: PNet over the image pyramid; candidate windows, regressed
     /// and squared.
     fn proposals(&self, img: &Planes) -> Result<Vec<[f32; 4]>> {

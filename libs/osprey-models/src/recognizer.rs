@@ -4,6 +4,7 @@
 
 use crate::adaface::{self, IResNet};
 use crate::align::ARCFACE_SIZE;
+use crate::caface;
 use crate::checkpoint::{Checkpoint, Manifest};
 use crate::registry::{Architecture, FaceModelSpec, VitSize};
 use crate::vit_kprpe::{self, VitKprpe, VitKprpeConfig};
@@ -85,6 +86,11 @@ impl FaceRecognizer {
         &self.spec
     }
 
+    /// The device the network runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Embeds aligned crops. `keypoints[i]` are crop `i`'s five landmarks in
     /// crop pixels (used by KP-RPE; for crops aligned onto the template they
     /// are the template's points). Crops of another size than the model's
@@ -102,7 +108,49 @@ impl FaceRecognizer {
         Ok(out)
     }
 
-    fn forward(&self, crops: &[RgbImage], keypoints: &[[[f32; 2]; 5]]) -> Result<Tensor> {
+    /// Embeds aligned crops as [`Self::embed`] does and also returns each
+    /// crop's CAFace style statistics ([`caface::style_statistics`] of the
+    /// IR-101 body blocks [`caface::IR101_STYLE_BLOCKS`], flattened). Only
+    /// for `adaface-ir101`, the backbone CAFace was trained on.
+    pub fn embed_with_style(
+        &self,
+        crops: &[RgbImage],
+        keypoints: &[[[f32; 2]; 5]],
+    ) -> Result<Vec<(CropEmbedding, Vec<f32>)>> {
+        let Net::Ir(net) = &self.net else {
+            return Err(Error::invalid(format!("CAFace reads IR-101's feature maps; `{}` has none", self.spec.id)));
+        };
+        if self.spec.id != caface::BACKBONE_MODEL {
+            return Err(Error::invalid(format!(
+                "CAFace was trained on `{}`'s features, not `{}`'s",
+                caface::BACKBONE_MODEL,
+                self.spec.id
+            )));
+        }
+        if crops.len() != keypoints.len() {
+            return Err(Error::internal("one set of keypoints per crop"));
+        }
+        let mut out = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(BATCH) {
+            let (features, taps) = net.forward_with_taps(&self.input(chunk)?, &caface::IR101_STYLE_BLOCKS)?;
+            let (unit, norms) = adaface::normalise_with_norms(&features)?;
+            let styles = caface::style_statistics(&taps[0], &taps[1])
+                .and_then(|s| s.flatten_from(1))
+                .and_then(|s| s.to_vec2::<f32>())
+                .map_err(cerr)?;
+            out.extend(
+                unit.into_iter()
+                    .zip(norms)
+                    .zip(styles)
+                    .map(|((embedding, norm), s)| (CropEmbedding { embedding, norm }, s)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The network's input tensor for `crops`: resized to the input side,
+    /// in the model's channel order, `(x/255 − 0.5)/0.5`.
+    fn input(&self, crops: &[RgbImage]) -> Result<Tensor> {
         let side = self.spec.input_size;
         let bgr = matches!(self.net, Net::Ir(_));
         let mut data = Vec::with_capacity(crops.len() * 3 * side * side);
@@ -119,7 +167,11 @@ impl FaceRecognizer {
                 }
             }
         }
-        let x = Tensor::from_vec(data, (crops.len(), 3, side, side), &self.device).map_err(cerr)?;
+        Tensor::from_vec(data, (crops.len(), 3, side, side), &self.device).map_err(cerr)
+    }
+
+    fn forward(&self, crops: &[RgbImage], keypoints: &[[[f32; 2]; 5]]) -> Result<Tensor> {
+        let x = self.input(crops)?;
         match &self.net {
             Net::Ir(net) => net.forward(&x),
             Net::Vit(net) => {

@@ -31,6 +31,34 @@ pub enum Alignment {
     ArcFace112,
 }
 
+/// The face detectors: dlib's MMOD CNN or MTCNN's cascade. Either can feed
+/// either kind of recogniser: dlib's shape predictor finds its 5 points in
+/// an MTCNN box, and MTCNN's ONet finds the ArcFace 5 points in an MMOD box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceDetectorKind {
+    Mmod,
+    Mtcnn,
+}
+
+impl FaceDetectorKind {
+    pub const NAMES: [&'static str; 2] = ["mmod", "mtcnn"];
+
+    pub fn parse(name: &str) -> Result<FaceDetectorKind> {
+        match name {
+            "mmod" => Ok(FaceDetectorKind::Mmod),
+            "mtcnn" => Ok(FaceDetectorKind::Mtcnn),
+            other => Err(Error::invalid(format!("unknown face detector `{other}`; available: mmod, mtcnn"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaceDetectorKind::Mmod => "mmod",
+            FaceDetectorKind::Mtcnn => "mtcnn",
+        }
+    }
+}
+
 /// One face model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceModelSpec {
@@ -57,6 +85,16 @@ impl FaceModelSpec {
     /// own; `None`: always calibrated from the gallery.
     pub fn default_threshold(&self) -> Option<f32> {
         model_operating_threshold(self.id)
+    }
+
+    /// The detector used unless another is asked for: the one each model
+    /// family was published with (dlib's MMOD for dlib, MTCNN for the ArcFace
+    /// template models).
+    pub fn default_detector(&self) -> FaceDetectorKind {
+        match self.alignment {
+            Alignment::DlibChip => FaceDetectorKind::Mmod,
+            Alignment::ArcFace112 => FaceDetectorKind::Mtcnn,
+        }
     }
 
     /// Whether the user must bring the weights file (`--weights`).
@@ -140,5 +178,106 @@ pub fn face_model(id: &str) -> Result<FaceModelSpec> {
     all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
         let ids: Vec<&str> = all.iter().map(|m| m.id).collect();
         Error::invalid(format!("unknown face model `{id}`; available: {} (see `osprey models list`)", ids.join(", ")))
+    })
+}
+
+/// The network behind a body or gait model id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonArchitecture {
+    /// torchreid's OSNet on 256×128 body crops.
+    OsNet(crate::osnet::OsNetVariant),
+    /// CLIP3DReID's TinyViT student on 224×224 body crops.
+    Clip3dReid,
+    /// OpenGait's GaitBase on a sequence of 64×44 silhouettes.
+    GaitBase,
+}
+
+/// One body or gait model: what it reads, what it gives and how its
+/// templates are compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonModelSpec {
+    /// The id written to templates and galleries (`model` column).
+    pub id: &'static str,
+    pub modality: osprey_core::Modality,
+    pub architecture: PersonArchitecture,
+    /// The input and its preprocessing.
+    pub input: &'static str,
+    /// The network's output.
+    pub output: &'static str,
+    /// Width of the stored embedding.
+    pub dim: usize,
+    /// How Osprey compares two templates, and how the authors do.
+    pub distance: &'static str,
+    pub weights: &'static str,
+    pub licence: &'static str,
+}
+
+const OSNET_INPUT: &str =
+    "body crop resized to 256×128 with Pillow's bilinear filter (bit-exact), RGB, ImageNet mean/std";
+const OSNET_DISTANCE: &str =
+    "cosine of the L2-normalised features (torchreid's default metric for OSNet is cosine on normalised features)";
+const OSNET_WEIGHTS: &str =
+    "user-supplied: torchreid's .pth / .pth.tar (plain or under `state_dict`, optional `module.`; classifier ignored)";
+const OSNET_LICENCE: &str = "MIT (torchreid code); check the training set's terms for the weights";
+
+fn osnet(id: &'static str, variant: crate::osnet::OsNetVariant, net: &'static str) -> PersonModelSpec {
+    PersonModelSpec {
+        id,
+        modality: osprey_core::Modality::Body,
+        architecture: PersonArchitecture::OsNet(variant),
+        input: OSNET_INPUT,
+        output: net,
+        dim: crate::osnet::FEATURE_DIM,
+        distance: OSNET_DISTANCE,
+        weights: OSNET_WEIGHTS,
+        licence: OSNET_LICENCE,
+    }
+}
+
+/// Every body and gait model.
+pub fn person_models() -> Vec<PersonModelSpec> {
+    vec![
+        osnet("osnet-x1_0", crate::osnet::OsNetVariant::X1_0, "512-d feature (fc + BN + ReLU), torchreid's osnet_x1_0"),
+        osnet(
+            "osnet-ain-x1_0",
+            crate::osnet::OsNetVariant::AinX1_0,
+            "512-d feature (fc + BN + ReLU), torchreid's osnet_ain_x1_0 (instance norm, cross-domain)",
+        ),
+        PersonModelSpec {
+            id: "clip3dreid",
+            modality: osprey_core::Modality::Body,
+            architecture: PersonArchitecture::Clip3dReid,
+            input: "body crop stretched to 224×224 (Pillow bilinear, bit-exact), RGB, CLIP mean/std",
+            output: "512-d global feature of the crop plus that of its mirror image (the authors' test.py)",
+            dim: crate::clip3dreid::FEATURE_DIM,
+            distance: "cosine of the L2-normalised flip-summed feature (the authors' evaluation)",
+            weights: "user-supplied: the training script's checkpoint (state dict under `model_state_dict`; \
+                      teacher and classifier layers ignored)",
+            licence: "Clip3DReid publishes no licence file (f2a0afa2): check with its authors and the training set's terms",
+        },
+        PersonModelSpec {
+            id: "gaitbase",
+            modality: osprey_core::Modality::Gait,
+            architecture: PersonArchitecture::GaitBase,
+            input: "a sequence of binary silhouettes, OpenGait's pretreatment (row crop, bicubic to height 64, centred, cut to 64×44), /255",
+            output: "256 × 16 strips (OpenGait's SeparateFCs output), stored flattened (4096)",
+            dim: crate::gaitbase::EMBEDDING_DIM,
+            distance: "cosine of the strip-wise L2-normalised embedding, i.e. the mean over the 16 strips of each strip's cosine \
+                       (OpenGait's own metric is the strip-averaged Euclidean distance of the raw strips, `gaitbase::distance`)",
+            weights: "user-supplied: OpenGait's .pt checkpoint (state dict under `model`; BNNecks ignored)",
+            licence: "OpenGait publishes no licence file (0efafd47): check with its authors and the training set's terms",
+        },
+    ]
+}
+
+/// The body or gait model with this id, or an error listing the ids.
+pub fn person_model(id: &str) -> Result<PersonModelSpec> {
+    let all = person_models();
+    all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
+        let ids: Vec<&str> = all.iter().map(|m| m.id).collect();
+        Error::invalid(format!(
+            "unknown body or gait model `{id}`; available: {} (see `osprey models list`)",
+            ids.join(", ")
+        ))
     })
 }

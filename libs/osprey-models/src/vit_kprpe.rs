@@ -182,7 +182,7 @@ pub fn expected_shapes(cfg: &VitKprpeConfig) -> Vec<(String, Vec<usize>)> {
 /// iRPE's piecewise index of a signed offset `x` (patches): exact within
 /// `alpha`, logarithmically compressed beyond, saturating at `floor(beta)`.
 /// The result lies in `[-floor(beta), floor(beta)]`.
-fn piecewise_index(x: i64, alpha: f64, beta: f64, gamma: f64) -> i64 {
+pub(crate) fn piecewise_index(x: i64, alpha: f64, beta: f64, gamma: f64) -> i64 {
     let abs = x.unsigned_abs() as f64;
     if abs <= alpha {
         return x;
@@ -230,7 +230,7 @@ fn weight<'a>(weights: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Te
 }
 
 /// `y = x W^T + b` over the last dimension of `x` (any rank).
-struct Linear {
+pub(crate) struct Linear {
     /// `W^T`, contiguous `[in, out]`.
     weight_t: Tensor,
     /// `[out]`.
@@ -239,11 +239,11 @@ struct Linear {
 
 impl Linear {
     /// From a PyTorch `[out, in]` weight and optional `[out]` bias.
-    fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+    pub(crate) fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
         Ok(Self { weight_t: weight.t()?.contiguous()?, bias: bias.cloned() })
     }
 
-    fn load(weights: &HashMap<String, Tensor>, prefix: &str, with_bias: bool) -> Result<Self> {
+    pub(crate) fn load(weights: &HashMap<String, Tensor>, prefix: &str, with_bias: bool) -> Result<Self> {
         let bias = if with_bias { Some(weight(weights, &format!("{prefix}.bias"))?) } else { None };
         Self::new(weight(weights, &format!("{prefix}.weight"))?, bias)
     }
@@ -263,7 +263,7 @@ impl Linear {
         Self::new(&folded_w, Some(&folded_b))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let Some((&fan_in, lead)) = dims.split_last() else { bail!("vit_kprpe: linear on a scalar") };
         let rows = lead.iter().product::<usize>();
@@ -279,20 +279,20 @@ impl Linear {
 }
 
 /// LayerNorm over the last dimension (biased variance, eps 1e-5).
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
 }
 
 impl LayerNorm {
-    fn load(weights: &HashMap<String, Tensor>, prefix: &str) -> Result<Self> {
+    pub(crate) fn load(weights: &HashMap<String, Tensor>, prefix: &str) -> Result<Self> {
         Ok(Self {
             weight: weight(weights, &format!("{prefix}.weight"))?.clone(),
             bias: weight(weights, &format!("{prefix}.bias"))?.clone(),
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         centred.broadcast_div(&(var + LN_EPS)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
@@ -300,7 +300,7 @@ impl LayerNorm {
 }
 
 /// Softmax over the last dimension, max-subtracted for stability.
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
@@ -342,7 +342,7 @@ impl Attention {
 }
 
 /// Pre-norm transformer block with a ReLU6 MLP.
-struct Block {
+pub(crate) struct Block {
     norm1: LayerNorm,
     attn: Attention,
     norm2: LayerNorm,
@@ -352,7 +352,12 @@ struct Block {
 
 impl Block {
     fn load(weights: &HashMap<String, Tensor>, index: usize, cfg: &VitKprpeConfig) -> Result<Self> {
-        let p = format!("blocks.{index}");
+        Self::load_prefixed(weights, &format!("blocks.{index}"), cfg)
+    }
+
+    /// The block whose tensors are named `{p}.norm1.weight`, `{p}.attn.qkv.weight`
+    /// and so on (only `cfg`'s width and head count are read).
+    pub(crate) fn load_prefixed(weights: &HashMap<String, Tensor>, p: &str, cfg: &VitKprpeConfig) -> Result<Self> {
         Ok(Self {
             norm1: LayerNorm::load(weights, &format!("{p}.norm1"))?,
             attn: Attention::load(weights, &format!("{p}.attn"), cfg)?,
@@ -362,7 +367,8 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, rpe_bias: &Tensor) -> Result<Tensor> {
+    /// `x`: `[N, L, E]`; `rpe_bias`: `[N, H, L, L]`, added to the attention logits.
+    pub(crate) fn forward(&self, x: &Tensor, rpe_bias: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.norm1.forward(x)?, rpe_bias)?)?;
         let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?.clamp(0f32, 6f32)?;
         x + self.fc2.forward(&hidden)?

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
-use osprey_models::caface::{CafaceAggregator, expected_shapes, style_statistics};
+use candle_core::{DType, Device, Tensor};
+use osprey_models::caface::{CafaceAggregator, FrameFeature, expected_shapes, style_statistics};
 
 /// Prefix of the aggregator's keys in a CAFace checkpoint and the manifest.
 const PREFIX: &str = "aggregator.";
@@ -113,4 +113,47 @@ fn style_statistics_are_mean_and_unbiased_std() {
         }
     }
     assert!(style_statistics(&b5, &b3).is_err(), "swapped blocks accepted");
+}
+
+/// The track-level entry point: a CAFace checkpoint as published (tensors
+/// under `aggregator.`, beside a backbone's `model.` tensors) loads through
+/// the checkpoint reader, and fusing the fixture's frames one by one (unit
+/// feature, norm, flattened style statistics) gives the reference template.
+#[test]
+fn loads_a_published_checkpoint_and_fuses_a_track() {
+    let mut published: HashMap<String, Tensor> =
+        load("caface.weights.safetensors").into_iter().map(|(k, t)| (format!("{PREFIX}{k}"), t)).collect();
+    published
+        .insert("model.input_layer.0.weight".into(), Tensor::zeros((64, 3, 3, 3), DType::F32, &Device::Cpu).unwrap());
+    let path = std::env::temp_dir().join(format!("osprey-caface-{}.safetensors", std::process::id()));
+    candle_core::safetensors::save(&published, &path).unwrap();
+    let model = CafaceAggregator::load(&path, &Device::Cpu);
+    std::fs::remove_file(&path).ok();
+    let model = model.unwrap();
+
+    let io = load("caface.io.safetensors");
+    let features: Vec<Vec<f32>> = io["features"].squeeze(0).unwrap().to_vec2().unwrap();
+    let styles: Vec<Vec<f32>> = io["style_raw"].flatten_from(1).unwrap().to_vec2().unwrap();
+    let units: Vec<(Vec<f32>, f32)> = features
+        .iter()
+        .map(|f| {
+            let norm = f.iter().map(|v| v * v).sum::<f32>().sqrt();
+            (f.iter().map(|v| v / norm).collect(), norm)
+        })
+        .collect();
+    let frames: Vec<FrameFeature<'_>> =
+        units.iter().zip(&styles).map(|((unit, norm), style)| FrameFeature { unit, norm: *norm, style }).collect();
+    let fused = model.fuse_track(&frames, &Device::Cpu).unwrap();
+
+    let mut want: Vec<f32> = io["aggregated"].flatten_all().unwrap().to_vec1().unwrap();
+    let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+    want.iter_mut().for_each(|v| *v /= norm);
+    let err = fused.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("fused track: max abs error {err:.3e} (unit vectors)");
+    assert!(err <= 1e-4, "fused template differs from the reference by {err:e}");
+
+    // Malformed frames are errors, not panics.
+    let short = [FrameFeature { unit: &units[0].0[..100], norm: 1.0, style: &styles[0] }];
+    assert!(model.fuse_track(&short, &Device::Cpu).is_err());
+    assert!(model.fuse_track(&[], &Device::Cpu).is_err());
 }

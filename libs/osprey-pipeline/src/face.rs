@@ -4,28 +4,43 @@
 //! * MTCNN boxes and landmarks, alignment onto the ArcFace template and one
 //!   of the seed's recognisers (AdaFace IR, ViT + KP-RPE) loaded from the
 //!   user's checkpoint.
+//!
+//! Either stack can use the other's detector (`--detector`): MTCNN boxes
+//! go to dlib's shape predictor, and dlib's MMOD boxes to MTCNN's ONet for
+//! the ArcFace landmarks.
 
 use std::sync::Arc;
 
 use image::RgbImage;
 use osprey_core::{Modality, Result};
 use osprey_models::align::{ARCFACE_TEMPLATE, Similarity, warp};
+use osprey_models::caface::{CafaceAggregator, FrameFeature};
 use osprey_models::mtcnn::{Mtcnn, MtcnnFace};
-use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, FaceSelection, MODEL_NAME};
+use osprey_models::{Detection, FaceModels, FaceOptions, FaceRecognizer, FaceSelection, MODEL_NAME, Rect};
 
 use crate::quality::{observation_quality, sharpness};
+use crate::track::TrackPoint;
 use crate::{BoxF, FrameAnalyzer, Observation, TrackerConfig};
 
-/// MTCNN, the ArcFace alignment and a seed recogniser.
+/// MTCNN, the ArcFace alignment and a seed recogniser, optionally with
+/// CAFace fusing each track.
 pub struct SeedFaceModels {
+    /// Boxes and landmarks, or only landmarks (ONet) when `mmod` is set.
     pub detector: Mtcnn,
+    /// dlib's models when MMOD finds the faces (`--detector mmod`).
+    pub mmod: Option<Arc<FaceModels>>,
     pub recognizer: FaceRecognizer,
+    pub aggregator: Option<CafaceAggregator>,
 }
 
 /// The models behind a [`FaceAnalyzer`].
 #[derive(Clone)]
 pub enum FaceBackend {
-    Dlib(Arc<FaceModels>),
+    /// dlib's models; MTCNN finds the faces when given.
+    Dlib {
+        models: Arc<FaceModels>,
+        mtcnn: Option<Arc<Mtcnn>>,
+    },
     Seed(Arc<SeedFaceModels>),
 }
 
@@ -39,7 +54,12 @@ pub struct FaceAnalyzer {
 impl FaceAnalyzer {
     /// dlib's models.
     pub fn new(models: FaceModels, options: FaceOptions) -> Self {
-        Self { backend: FaceBackend::Dlib(Arc::new(models)), options }
+        Self { backend: FaceBackend::Dlib { models: Arc::new(models), mtcnn: None }, options }
+    }
+
+    /// dlib's landmarks and descriptor on the faces MTCNN finds.
+    pub fn dlib_on_mtcnn(models: FaceModels, mtcnn: Mtcnn, options: FaceOptions) -> Self {
+        Self { backend: FaceBackend::Dlib { models: Arc::new(models), mtcnn: Some(Arc::new(mtcnn)) }, options }
     }
 
     /// MTCNN and a seed recogniser.
@@ -60,14 +80,36 @@ impl FaceAnalyzer {
     /// Observations of `image` with other options (e.g. largest face only).
     pub fn analyze_with(&self, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
         match &self.backend {
-            FaceBackend::Dlib(models) => dlib_observations(models, image, options),
+            FaceBackend::Dlib { models, mtcnn } => dlib_observations(models, mtcnn.as_deref(), image, options),
             FaceBackend::Seed(models) => seed_observations(models, image, options),
         }
     }
 }
 
-fn dlib_observations(models: &FaceModels, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
-    let faces = models.analyze(image, options)?;
+fn dlib_observations(
+    models: &FaceModels,
+    mtcnn: Option<&Mtcnn>,
+    image: &RgbImage,
+    options: &FaceOptions,
+) -> Result<Vec<Observation>> {
+    let faces = match mtcnn {
+        None => models.analyze(image, options)?,
+        Some(mtcnn) => {
+            let detections = detect_bounded(mtcnn, image, options.max_detect_pixels)?
+                .into_iter()
+                .map(|f| Detection {
+                    rect: Rect::new(
+                        f.bbox[0].round() as i64,
+                        f.bbox[1].round() as i64,
+                        f.bbox[2].round() as i64,
+                        f.bbox[3].round() as i64,
+                    ),
+                    confidence: f.score,
+                })
+                .collect();
+            models.describe_detections(image, detections, options.selection)?
+        }
+    };
     Ok(faces
         .into_iter()
         .map(|f| {
@@ -85,6 +127,7 @@ fn dlib_observations(models: &FaceModels, image: &RgbImage, options: &FaceOption
                 embedding: f.embedding,
                 // dlib's descriptor norm is not trained to carry quality.
                 quality_norm: None,
+                style: Vec::new(),
             }
         })
         .collect())
@@ -114,10 +157,30 @@ fn detect_bounded(detector: &Mtcnn, image: &RgbImage, max_pixels: u64) -> Result
         .collect())
 }
 
+/// MMOD's faces with MTCNN's ONet landmarks inside each box.
+fn mmod_with_onet(mmod: &FaceModels, onet: &Mtcnn, image: &RgbImage, options: &FaceOptions) -> Result<Vec<MtcnnFace>> {
+    let mut dets = mmod.detect_bounded(image, options)?;
+    dets.sort_by_key(|d| std::cmp::Reverse(d.rect.area()));
+    let boxes: Vec<[f32; 4]> =
+        dets.iter().map(|d| [d.rect.left, d.rect.top, d.rect.right, d.rect.bottom].map(|v| v as f32)).collect();
+    let landmarks = onet
+        .landmarks_for(image, &boxes)
+        .map_err(|e| osprey_core::Error::internal(format!("MTCNN ONet failed: {e}")))?;
+    Ok(dets
+        .iter()
+        .zip(boxes)
+        .zip(landmarks)
+        .filter_map(|((d, bbox), lm)| Some(MtcnnFace { bbox, score: d.confidence, landmarks: lm? }))
+        .collect())
+}
+
 fn seed_observations(models: &SeedFaceModels, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
-    let mut faces = detect_bounded(&models.detector, image, options.max_detect_pixels)?;
+    let mut faces = match &models.mmod {
+        None => detect_bounded(&models.detector, image, options.max_detect_pixels)?,
+        Some(mmod) => mmod_with_onet(mmod, &models.detector, image, options)?,
+    };
     if options.selection == FaceSelection::Largest {
-        // MTCNN returns the largest box first.
+        // Both detectors' faces come largest first.
         faces.truncate(1);
     }
     let mut crops = Vec::with_capacity(faces.len());
@@ -131,12 +194,16 @@ fn seed_observations(models: &SeedFaceModels, image: &RgbImage, options: &FaceOp
         keypoints.push(f.landmarks.map(|p| to_crop.apply(p)));
         kept.push(f);
     }
-    let embedded = models.recognizer.embed(&crops, &keypoints)?;
+    let embedded: Vec<_> = if models.aggregator.is_some() {
+        models.recognizer.embed_with_style(&crops, &keypoints)?
+    } else {
+        models.recognizer.embed(&crops, &keypoints)?.into_iter().map(|e| (e, Vec::new())).collect()
+    };
     Ok(kept
         .into_iter()
         .zip(crops)
         .zip(embedded)
-        .map(|((f, crop), e)| {
+        .map(|((f, crop), (e, style))| {
             let bbox = BoxF { x: f.bbox[0], y: f.bbox[1], w: f.bbox[2] - f.bbox[0], h: f.bbox[3] - f.bbox[1] };
             let norm_is_quality = models.recognizer.spec().norm_is_quality;
             Observation {
@@ -148,6 +215,7 @@ fn seed_observations(models: &SeedFaceModels, image: &RgbImage, options: &FaceOp
                 landmarks: f.landmarks.iter().flat_map(|p| *p).collect(),
                 embedding: e.embedding,
                 quality_norm: norm_is_quality.then_some(e.norm),
+                style,
             }
         })
         .collect())
@@ -160,14 +228,14 @@ impl FrameAnalyzer for FaceAnalyzer {
 
     fn model(&self) -> &str {
         match &self.backend {
-            FaceBackend::Dlib(_) => MODEL_NAME,
+            FaceBackend::Dlib { .. } => MODEL_NAME,
             FaceBackend::Seed(m) => m.recognizer.spec().id,
         }
     }
 
     fn dim(&self) -> usize {
         match &self.backend {
-            FaceBackend::Dlib(_) => osprey_models::dlib::resnet::DESCRIPTOR_DIM,
+            FaceBackend::Dlib { .. } => osprey_models::dlib::resnet::DESCRIPTOR_DIM,
             FaceBackend::Seed(m) => m.recognizer.spec().dim,
         }
     }
@@ -178,7 +246,7 @@ impl FrameAnalyzer for FaceAnalyzer {
             // scores above 0.9 (blurred, small ones a little less), different
             // people mostly 0.6-0.87, and the model's verification point
             // (distance 0.6) is about 0.91.
-            FaceBackend::Dlib(_) => {
+            FaceBackend::Dlib { .. } => {
                 TrackerConfig { appearance_gate_near: 0.85, appearance_gate_far: 0.92, ..TrackerConfig::default() }
             }
             // AdaFace-trained 512-d features spread much wider: published
@@ -192,5 +260,18 @@ impl FrameAnalyzer for FaceAnalyzer {
 
     fn analyze(&self, frame: &RgbImage) -> Result<Vec<Observation>> {
         self.analyze_with(frame, &self.options)
+    }
+
+    fn fuse_track(&self, points: &[TrackPoint]) -> Result<Option<Vec<f32>>> {
+        let FaceBackend::Seed(models) = &self.backend else { return Ok(None) };
+        let Some(aggregator) = &models.aggregator else { return Ok(None) };
+        let frames: Vec<FrameFeature<'_>> = points
+            .iter()
+            .map(|p| FrameFeature { unit: &p.embedding, norm: p.quality_norm.unwrap_or(1.0), style: &p.style })
+            .collect();
+        let fused = aggregator
+            .fuse_track(&frames, models.recognizer.device())
+            .map_err(|e| osprey_core::Error::internal(format!("CAFace failed: {e}")))?;
+        Ok(Some(fused))
     }
 }

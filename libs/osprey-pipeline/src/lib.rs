@@ -72,6 +72,9 @@ pub struct Observation {
     /// and sharpness (see [`quality`]), or the feature norm for models whose
     /// norm measures quality (then also in `quality_norm`).
     pub quality: f32,
+    /// What a set-level aggregator reads besides the embedding (CAFace: the
+    /// backbone's style statistics); empty unless the analyzer fuses tracks.
+    pub style: Vec<f32>,
 }
 
 /// A modality's detector and embedder for single frames.
@@ -85,6 +88,12 @@ pub trait FrameAnalyzer: Send + Sync {
     fn tracker_config(&self) -> TrackerConfig;
     /// Every object of this modality in `frame`, embedded.
     fn analyze(&self, frame: &RgbImage) -> Result<Vec<Observation>>;
+    /// A track's template from all its observations, for analyzers with a
+    /// set-level aggregator (CAFace); `None`: the quality-weighted mean of
+    /// the unit embeddings ([`quality::Aggregate`]) stands.
+    fn fuse_track(&self, _points: &[track::TrackPoint]) -> Result<Option<Vec<f32>>> {
+        Ok(None)
+    }
 }
 
 /// A template made from one image observation or one video track.
@@ -113,8 +122,7 @@ pub struct MediaTemplate {
 impl MediaTemplate {
     /// The template of one observation in a still image.
     pub fn from_still(image: &RgbImage, o: Observation) -> Result<MediaTemplate> {
-        let point =
-            track::TrackPoint { frame: 0, t_ms: 0, bbox: o.bbox, quality: o.quality, embedding: o.embedding.clone() };
+        let point = track::TrackPoint::of(0, 0, &o);
         Ok(MediaTemplate {
             track_id: 0,
             thumbnail_jpeg: quality::thumbnail_jpeg(image, &o.bbox)?,

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_media::video::{Sampling, Segment, VideoReader, segments};
 use osprey_media::{decode_image, is_image_path, is_video_path};
+use osprey_models::caface::{BACKBONE_MODEL as CAFACE_BACKBONE, CafaceAggregator};
 use osprey_models::mtcnn::Mtcnn;
-use osprey_models::registry::{DEFAULT_FACE_MODEL, face_model};
+use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind, face_model};
 use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, default_device, model_dir};
 use osprey_store::{BBox, Root, Template, layout};
 
@@ -37,7 +38,20 @@ pub struct MediaSettings {
     /// The checkpoint of a model whose weights users bring: a local path or
     /// an object URL.
     pub weights: Option<String>,
+    /// Face detector, `mmod` or `mtcnn`; default: the model's own (MMOD for
+    /// dlib's model, MTCNN for the seed's).
+    pub detector: Option<String>,
+    /// How a video track's observations become its template: `mean` (the
+    /// quality-weighted mean of unit embeddings; AdaFace's norm-weighted
+    /// mean for models whose norm measures quality) or `caface` (CAFace's
+    /// learnt cluster-and-aggregate fusion, for `adaface-ir101`).
+    pub aggregator: String,
+    /// The CAFace checkpoint (path or object URL) for `aggregator: caface`.
+    pub aggregator_weights: Option<String>,
 }
+
+/// The aggregators a video track's template can come from.
+pub const AGGREGATORS: [&str; 2] = ["mean", "caface"];
 
 impl Default for MediaSettings {
     fn default() -> Self {
@@ -48,6 +62,9 @@ impl Default for MediaSettings {
             segment_seconds: 300,
             model: DEFAULT_FACE_MODEL.into(),
             weights: None,
+            detector: None,
+            aggregator: "mean".into(),
+            aggregator_weights: None,
         }
     }
 }
@@ -80,7 +97,40 @@ impl MediaSettings {
             }
             _ => {}
         }
+        self.detector_kind()?;
+        match (self.aggregator.as_str(), &self.aggregator_weights) {
+            ("mean", None) => {}
+            ("mean", Some(_)) => {
+                return Err(Error::invalid("--aggregator-weights is for `--aggregator caface`"));
+            }
+            ("caface", None) => {
+                return Err(Error::invalid(
+                    "aggregator `caface` needs its checkpoint: pass --aggregator-weights FILE (the job API's `aggregator_weights`)",
+                ));
+            }
+            ("caface", Some(_)) if spec.id != CAFACE_BACKBONE => {
+                return Err(Error::invalid(format!(
+                    "aggregator `caface` fuses `{CAFACE_BACKBONE}` features (the backbone it was trained with), not `{}`'s",
+                    spec.id
+                )));
+            }
+            ("caface", Some(_)) => {}
+            (other, _) => {
+                return Err(Error::invalid(format!(
+                    "unknown aggregator `{other}`; available: {}",
+                    AGGREGATORS.join(", ")
+                )));
+            }
+        }
         Sampling::parse(&self.sample_fps)
+    }
+
+    /// The face detector these settings run: the one named, else the model's.
+    pub fn detector_kind(&self) -> Result<FaceDetectorKind> {
+        match &self.detector {
+            Some(name) => FaceDetectorKind::parse(name),
+            None => Ok(face_model(&self.model)?.default_detector()),
+        }
     }
 }
 
@@ -88,11 +138,45 @@ impl MediaSettings {
 pub struct MediaAnalysis {
     analyzer: FaceAnalyzer,
     sampling: Sampling,
-    /// The settings' model and checkpoint (to tell whether a job's settings
-    /// need other weights).
-    model: (String, Option<String>),
+    /// The settings' model, checkpoint, aggregator and its checkpoint (to
+    /// tell whether a job's settings need other weights).
+    model: ModelChoice,
     /// Where dlib's and MTCNN's files are.
     model_dir: PathBuf,
+}
+
+/// The settings that decide which files are loaded.
+#[derive(Debug, Clone, PartialEq)]
+struct ModelChoice {
+    model: String,
+    weights: Option<String>,
+    detector: Option<String>,
+    aggregator: String,
+    aggregator_weights: Option<String>,
+}
+
+fn model_choice(s: &MediaSettings) -> ModelChoice {
+    ModelChoice {
+        model: s.model.clone(),
+        weights: s.weights.clone(),
+        detector: s.detector.clone(),
+        aggregator: s.aggregator.clone(),
+        aggregator_weights: s.aggregator_weights.clone(),
+    }
+}
+
+/// MTCNN's nets from `dir/mtcnn`.
+fn load_mtcnn(dir: &Path) -> Result<Mtcnn> {
+    let mtcnn_dir = dir.join("mtcnn");
+    Mtcnn::load(&mtcnn_dir).map_err(|e| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "cannot load MTCNN from {}: {e}; run `infra/scripts/fetch-models.sh` or point --models / OSPREY_MODELS at the folder holding mtcnn/",
+                mtcnn_dir.display()
+            ),
+        )
+    })
 }
 
 /// What one input (or one segment of a video) gave.
@@ -115,37 +199,30 @@ impl MediaAnalysis {
         let dir = model_dir(models);
         let device = default_device();
         let options = face_options(settings);
+        let mmod = settings.detector_kind()? == FaceDetectorKind::Mmod;
         let analyzer = match &settings.weights {
-            None => FaceAnalyzer::new(FaceModels::load(&dir, &device)?, options),
+            None if mmod => FaceAnalyzer::new(FaceModels::load(&dir, &device)?, options),
+            None => FaceAnalyzer::dlib_on_mtcnn(FaceModels::load(&dir, &device)?, load_mtcnn(&dir)?, options),
             Some(weights) => {
                 let spec = face_model(&settings.model)?;
-                let mtcnn_dir = dir.join("mtcnn");
-                let detector = Mtcnn::load(&mtcnn_dir).map_err(|e| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "cannot load MTCNN from {}: {e}; run `infra/scripts/fetch-models.sh` or point --models / OSPREY_MODELS at the folder holding mtcnn/",
-                            mtcnn_dir.display()
-                        ),
-                    )
-                })?;
+                let detector = load_mtcnn(&dir)?;
+                let mmod = if mmod { Some(std::sync::Arc::new(FaceModels::load(&dir, &device)?)) } else { None };
                 let recognizer = with_local_file(weights, |path| FaceRecognizer::load(&spec, path, &device))?;
-                FaceAnalyzer::seed(SeedFaceModels { detector, recognizer }, options)
+                let aggregator = match &settings.aggregator_weights {
+                    None => None,
+                    Some(w) => Some(with_local_file(w, |path| CafaceAggregator::load(path, &device))?),
+                };
+                FaceAnalyzer::seed(SeedFaceModels { detector, mmod, recognizer, aggregator }, options)
             }
         };
-        Ok(MediaAnalysis {
-            analyzer,
-            sampling,
-            model: (settings.model.clone(), settings.weights.clone()),
-            model_dir: dir,
-        })
+        Ok(MediaAnalysis { analyzer, sampling, model: model_choice(settings), model_dir: dir })
     }
 
     /// The models at other settings (a job's own): the same loaded models
     /// when the settings name the same model and checkpoint, else the ones
     /// they name, loaded now.
     pub fn with_settings(&self, settings: &MediaSettings) -> Result<MediaAnalysis> {
-        if (&settings.model, &settings.weights) != (&self.model.0, &self.model.1) {
+        if model_choice(settings) != self.model {
             return MediaAnalysis::load(settings, Some(&self.model_dir));
         }
         let sampling = settings.validate()?;

@@ -97,6 +97,25 @@ pub struct TrackPoint {
     pub bbox: BoxF,
     pub quality: f32,
     pub embedding: Vec<f32>,
+    /// The observation's feature norm where it measures quality.
+    pub quality_norm: Option<f32>,
+    /// The observation's [`Observation::style`].
+    pub style: Vec<f32>,
+}
+
+impl TrackPoint {
+    /// The point of observation `o` in frame `frame` at `t_ms`.
+    pub fn of(frame: i64, t_ms: i64, o: &Observation) -> TrackPoint {
+        TrackPoint {
+            frame,
+            t_ms,
+            bbox: o.bbox,
+            quality: o.quality,
+            embedding: o.embedding.clone(),
+            quality_norm: o.quality_norm,
+            style: o.style.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +170,7 @@ impl Track {
                 landmarks: o.landmarks.clone(),
                 crop: thumbnail(image, &b),
             },
-            points: vec![TrackPoint { frame, t_ms, bbox: b, quality: o.quality, embedding: o.embedding.clone() }],
+            points: vec![TrackPoint::of(frame, t_ms, o)],
         }
     }
 
@@ -184,7 +203,7 @@ impl Track {
             self.best =
                 Best { quality: o.quality, frame, bbox: b, landmarks: o.landmarks.clone(), crop: thumbnail(image, &b) };
         }
-        self.points.push(TrackPoint { frame, t_ms, bbox: b, quality: o.quality, embedding: o.embedding.clone() });
+        self.points.push(TrackPoint::of(frame, t_ms, o));
     }
 
     /// The predicted box at the last prediction time.
@@ -325,6 +344,7 @@ mod tests {
             landmarks: vec![],
             embedding: e,
             quality_norm: None,
+            style: Vec::new(),
             quality: 0.8,
         }
     }

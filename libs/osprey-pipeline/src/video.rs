@@ -86,7 +86,16 @@ pub fn process_video(
                 tracker.update(frame.index, frame.t_ms, &frame.image, &found);
                 on_frame(FrameDone { t_ms: frame.t_ms, found: found.len() });
             }
-            Ok((info, tracker.finish()?, observations))
+            let mut templates = tracker.finish()?;
+            for t in &mut templates {
+                if let Some(fused) = analyzer
+                    .fuse_track(&t.points)
+                    .map_err(|e| e.context(format!("{name}: fusing track {}", t.track_id)))?
+                {
+                    t.embedding = fused;
+                }
+            }
+            Ok((info, templates, observations))
         })();
         // Unblocks the decoder if inference stopped early.
         drop(rx);

@@ -373,6 +373,10 @@ struct UploadSearch {
     threshold: Option<f32>,
     /// Calibrate the threshold for this FPIR.
     fpir: Option<f64>,
+    /// The checkpoint of the gallery's model when it is one whose weights
+    /// users bring (AdaFace, ViT + KP-RPE): a key under the root or a URL
+    /// under an allowed prefix. Not for dlib's model.
+    weights: Option<String>,
 }
 
 /// Searches a gallery: an image upload (multipart: every face) or one
@@ -493,7 +497,7 @@ async fn upload_probes(
     c: &Arc<Coordinator>,
     mut form: Multipart,
 ) -> ApiResult<(String, Option<usize>, Option<f32>, Option<f64>, Vec<Probe>)> {
-    let (mut gallery, mut k, mut threshold, mut fpir, mut image) = (None, None, None, None, None);
+    let (mut gallery, mut k, mut threshold, mut fpir, mut image, mut weights) = (None, None, None, None, None, None);
     while let Some(field) = form.next_field().await? {
         let name = field.name().unwrap_or_default().to_string();
         let bad = |what: &str| ApiError::bad_request(format!("form field `{name}` must be {what}"));
@@ -503,6 +507,7 @@ async fn upload_probes(
             "k" => k = Some(field.text().await?.trim().parse().map_err(|_| bad("a count"))?),
             "threshold" => threshold = Some(field.text().await?.trim().parse().map_err(|_| bad("a number"))?),
             "fpir" => fpir = Some(field.text().await?.trim().parse().map_err(|_| bad("a number"))?),
+            "weights" => weights = Some(field.text().await?.trim().to_string()),
             other => return Err(ApiError::bad_request(format!("unknown form field `{other}`"))),
         }
     }
@@ -512,7 +517,28 @@ async fn upload_probes(
         return Err(ApiError::bad_request("the uploaded image is empty"));
     }
     let digest = hex(&Sha256::digest(&image)[..8]);
-    let analysis = c.analysis().await?;
+    // The faces are embedded with the gallery's own model.
+    let model = {
+        let guard = c.lock_gallery(&gallery).await?;
+        let g = guard.as_ref().ok_or_else(|| ApiError::not_found(format!("no gallery `{gallery}`")))?;
+        g.manifest().model.clone()
+    };
+    let spec = osprey_models::face_model(&model)?;
+    let weights = match (weights, spec.needs_weights_file()) {
+        (None, true) => {
+            return Err(ApiError::bad_request(format!(
+                "gallery `{gallery}` holds `{model}` templates: send that model's checkpoint in the form field \
+                 `weights` (a key under the root or a URL under an allowed prefix)"
+            )));
+        }
+        (Some(_), false) => {
+            return Err(ApiError::bad_request(format!(
+                "gallery `{gallery}` holds `{model}` templates, which need no checkpoint: drop the form field `weights`"
+            )));
+        }
+        (w, _) => w.map(|w| c.resolve_input(&w)).transpose()?,
+    };
+    let analysis = c.analysis(&model, weights.as_deref()).await?;
     let faces = tokio::task::spawn_blocking(move || {
         let decoded = decode_image(&image, "upload")?;
         image_templates(analysis.analyzer(), &decoded.image)

@@ -469,6 +469,9 @@ mod tests {
             segment_seconds: 300,
             model: "dlib-resnet-v1".into(),
             weights: None,
+            detector: None,
+            aggregator: "mean".into(),
+            aggregator_weights: None,
         };
         let inputs = (0..n).map(|i| (format!("file:///m/{i}.jpg"), None, Vec::new())).collect();
         let tasks = make_tasks("j1", JobKind::Search, "g", &media, inputs);

@@ -57,10 +57,15 @@ pub struct Coordinator {
     galleries: Mutex<HashMap<String, GallerySlot>>,
     pub metrics: Metrics,
     pub audit: AuditLog,
-    analysis: tokio::sync::OnceCell<Arc<MediaAnalysis>>,
+    /// Face models for image searches, by (model, checkpoint URL), loaded
+    /// on first use; at most [`MAX_LOADED_MODELS`] are kept.
+    analyses: tokio::sync::Mutex<Vec<((String, Option<String>), Arc<MediaAnalysis>)>>,
     /// Where inputs may come from: the root and the allowed prefixes, as URLs.
     allowed: Vec<String>,
 }
+
+/// Face models kept loaded for image searches (each up to a few hundred MB).
+const MAX_LOADED_MODELS: usize = 3;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -103,7 +108,7 @@ impl Coordinator {
             galleries: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             audit,
-            analysis: tokio::sync::OnceCell::new(),
+            analyses: tokio::sync::Mutex::new(Vec::new()),
             allowed,
         });
         c.recover().await?;
@@ -144,19 +149,27 @@ impl Coordinator {
         self.galleries.lock().expect("galleries lock").remove(name);
     }
 
-    /// The face models, loaded on the first image search.
-    pub async fn analysis(&self) -> Result<Arc<MediaAnalysis>> {
+    /// The face models of `model` with the checkpoint at `weights` (a URL
+    /// already resolved under the root or an allowed prefix; `None` for
+    /// dlib's model), loaded on the first image search that needs them.
+    pub async fn analysis(&self, model: &str, weights: Option<&str>) -> Result<Arc<MediaAnalysis>> {
+        let key = (model.to_string(), weights.map(str::to_string));
+        // Held while loading, so concurrent first searches load once.
+        let mut loaded = self.analyses.lock().await;
+        if let Some((_, a)) = loaded.iter().find(|(k, _)| *k == key) {
+            return Ok(Arc::clone(a));
+        }
+        let settings = MediaSettings { model: key.0.clone(), weights: key.1.clone(), ..MediaSettings::default() };
         let models = self.config.models.clone();
-        self.analysis
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    MediaAnalysis::load(&MediaSettings::default(), models.as_deref()).map(Arc::new)
-                })
-                .await
-                .map_err(|e| Error::internal(format!("model loading panicked: {e}")))?
-            })
+        let analysis = tokio::task::spawn_blocking(move || MediaAnalysis::load(&settings, models.as_deref()))
             .await
-            .cloned()
+            .map_err(|e| Error::internal(format!("model loading panicked: {e}")))??;
+        let analysis = Arc::new(analysis);
+        if loaded.len() >= MAX_LOADED_MODELS {
+            loaded.remove(0);
+        }
+        loaded.push((key, Arc::clone(&analysis)));
+        Ok(analysis)
     }
 
     // ------------------------------------------------------------ submission
@@ -201,6 +214,7 @@ impl Coordinator {
         // A checkpoint is read by the workers like an input: under the root
         // or an allowed prefix only.
         spec.weights = spec.weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
+        spec.aggregator_weights = spec.aggregator_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         media_settings(&spec.media_spec())?;
         match spec.kind {
             JobKind::Enroll if spec.subjects_from.is_none() => {
@@ -659,6 +673,9 @@ pub fn media_settings(m: &MediaSpec) -> Result<MediaSettings> {
         segment_seconds: m.segment_seconds,
         model: m.model.clone(),
         weights: m.weights.clone(),
+        detector: m.detector.clone(),
+        aggregator: m.aggregator.clone(),
+        aggregator_weights: m.aggregator_weights.clone(),
     };
     s.validate()?;
     Ok(s)
@@ -679,6 +696,9 @@ impl MediaSpecOf for JobSpec {
             segment_seconds: self.segment_seconds.unwrap_or(d.segment_seconds),
             model: self.model.clone().unwrap_or(d.model),
             weights: self.weights.clone(),
+            detector: self.detector.clone(),
+            aggregator: self.aggregator.clone().unwrap_or(d.aggregator),
+            aggregator_weights: self.aggregator_weights.clone(),
         }
     }
 }

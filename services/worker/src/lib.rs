@@ -191,6 +191,9 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
         segment_seconds: spec.media.segment_seconds,
         model: spec.media.model.clone(),
         weights: spec.media.weights.clone(),
+        detector: spec.media.detector.clone(),
+        aggregator: spec.media.aggregator.clone(),
+        aggregator_weights: spec.media.aggregator_weights.clone(),
     };
     let rt = tokio::runtime::Handle::current();
     let counter = Arc::clone(frames);

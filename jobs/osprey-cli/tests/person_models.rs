@@ -1,0 +1,141 @@
+//! The body and gait models through `osprey embed`, on the reference
+//! fixtures' random weights (full-size OSNet x1.0 and GaitBase, made with
+//! the authors' code): the mechanics only (checkpoints loaded as published,
+//! crops resized and sequences pretreated, one template per crop or
+//! sequence with its modality and model, unit embeddings, clear errors for
+//! unusable input), never accuracy: random weights recognise no one. The
+//! ports' exactness is tested in osprey-models against the fixtures.
+
+mod common;
+
+use common::{data, ok, osprey, repo, s};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/fixtures/seed-models"));
+    let f = dir.join(name);
+    assert!(f.is_file(), "seed fixture not found at {} (set OSPREY_SEED_FIXTURES)", f.display());
+    f
+}
+
+#[derive(Debug)]
+struct Row {
+    modality: String,
+    model: String,
+    subject: Option<String>,
+    embedding: Option<Vec<f32>>,
+    frames: Option<i32>,
+    error: Option<String>,
+}
+
+fn read_rows(parquet: &std::path::Path) -> Vec<Row> {
+    let bytes = std::fs::read(parquet).unwrap();
+    let (_, batches) = osprey_store::decode_parquet(bytes.into(), s(parquet)).unwrap();
+    batches
+        .iter()
+        .flat_map(|b| osprey_store::templates_from_batch(b).unwrap())
+        .map(|t| Row {
+            modality: t.modality.map(|m| m.as_str().to_string()).unwrap_or_default(),
+            model: t.model,
+            subject: t.subject_id,
+            embedding: t.embedding,
+            frames: t.num_frames,
+            error: t.error,
+        })
+        .collect()
+}
+
+fn unit(e: &[f32]) -> bool {
+    (e.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() < 1e-4
+}
+
+#[test]
+fn osnet_embeds_person_crops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crops = data().join("person_search_demo/query");
+    let broken = tmp.path().join("broken.jpg");
+    std::fs::write(&broken, b"not a jpeg").unwrap();
+    let out = tmp.path().join("bodies.parquet");
+    let weights = fixture("osnet_x1_0.weights.f16.safetensors");
+    ok(&["embed", "--model", "osnet-x1_0", "--weights", s(&weights), "--out", s(&out), s(&crops), s(&broken)]);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let good: Vec<&Row> = rows.iter().filter(|r| r.embedding.is_some()).collect();
+    assert_eq!(good.len(), 2, "{rows:?}");
+    for r in &good {
+        assert_eq!((r.modality.as_str(), r.model.as_str()), ("body", "osnet-x1_0"));
+        let e = r.embedding.as_ref().unwrap();
+        assert_eq!(e.len(), 512);
+        assert!(unit(e));
+    }
+    assert_ne!(good[0].embedding, good[1].embedding);
+    let bad = rows.iter().find(|r| r.embedding.is_none()).unwrap();
+    assert!(bad.error.as_deref().unwrap_or("").contains("broken.jpg"), "{bad:?}");
+
+    // The AIN variant's weights do not fit osnet-x1_0: refused, naming a tensor.
+    let ain = fixture("osnet_ain_x1_0.weights.f16.safetensors");
+    let out = osprey(&["embed", "--model", "osnet-x1_0", "--weights", s(&ain), "--out", s(&out), s(&crops)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("tensor `"), "{err}");
+}
+
+#[test]
+fn gaitbase_embeds_silhouette_sequences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sils = data().join("All-in-One-Gait/OpenGait/demo/output/GaitSilhouette");
+    // Two gallery walkers (59 frames each) and a sequence too short for a
+    // gait cycle (its first 10 frames).
+    let seqs = tmp.path().join("seqs");
+    for person in ["001", "002"] {
+        let d = seqs.join(person).join("walk");
+        std::fs::create_dir_all(&d).unwrap();
+        for f in std::fs::read_dir(sils.join("gallery").join(person).join("undefined")).unwrap() {
+            let f = f.unwrap().path();
+            std::os::unix::fs::symlink(&f, d.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let short = seqs.join("003/walk");
+    std::fs::create_dir_all(&short).unwrap();
+    let mut frames: Vec<PathBuf> =
+        std::fs::read_dir(sils.join("gallery/003/undefined")).unwrap().map(|f| f.unwrap().path()).collect();
+    frames.sort();
+    for f in &frames[..10] {
+        std::os::unix::fs::symlink(f, short.join(f.file_name().unwrap())).unwrap();
+    }
+    let out = tmp.path().join("gait.parquet");
+    let weights = fixture("gaitbase.weights.f16.safetensors");
+    ok(&[
+        "embed",
+        "--model",
+        "gaitbase",
+        "--weights",
+        s(&weights),
+        "--subject-from-parent",
+        "--out",
+        s(&out),
+        s(&seqs),
+    ]);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (r, subject) in rows.iter().zip(["001", "002", "003"]) {
+        assert_eq!((r.modality.as_str(), r.model.as_str()), ("gait", "gaitbase"), "{r:?}");
+        assert_eq!(r.subject.as_deref(), Some(subject), "{r:?}");
+    }
+    for r in &rows[..2] {
+        let e = r.embedding.as_ref().expect("a template per long sequence");
+        assert_eq!(e.len(), 4096);
+        assert!(unit(e));
+        assert!(r.frames.unwrap() >= 25, "{r:?}");
+    }
+    assert!(rows[2].embedding.is_none());
+    assert!(rows[2].error.as_deref().unwrap().contains("at least 25"), "{:?}", rows[2]);
+
+    // A single file is not a sequence.
+    let one = frames[0].to_str().unwrap();
+    let out = osprey(&["embed", "--model", "gaitbase", "--weights", s(&weights), "--out", s(&out), one]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("folders of silhouettes"));
+}
