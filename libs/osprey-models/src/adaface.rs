@@ -23,6 +23,7 @@
 //! convolution, where folding would change the border, so it stays an affine.
 
 use crate::checkpoint::Manifest;
+use crate::layers::{Weights, cerr};
 use candle_core::{D, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
@@ -35,10 +36,6 @@ pub const INPUT_SIZE: usize = 112;
 pub const EMBEDDING_DIM: usize = 512;
 /// Stage widths.
 const WIDTHS: [usize; 4] = [64, 128, 256, 512];
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::internal(format!("tensor computation failed: {e}"))
-}
 
 /// Blocks per stage for AdaFace's depths (`ir_101` is built with 100 layers'
 /// worth of blocks in AdaFace's code and named 101).
@@ -102,38 +99,6 @@ pub fn manifest(depth: usize) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Looks up bound weights by name (the manifest guaranteed presence and shape).
-struct Weights<'a>(&'a HashMap<String, Tensor>);
-
-impl Weights<'_> {
-    fn get(&self, name: &str) -> Result<&Tensor> {
-        self.0.get(name).ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("missing tensor `{name}`")))
-    }
-
-    fn vec(&self, name: &str) -> Result<Vec<f32>> {
-        self.get(name)?.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)
-    }
-
-    /// A BN layer as per-channel (scale, shift): y = x·scale + shift.
-    fn bn(&self, name: &str, affine: bool) -> Result<(Vec<f32>, Vec<f32>)> {
-        let mean = self.vec(&format!("{name}.running_mean"))?;
-        let var = self.vec(&format!("{name}.running_var"))?;
-        let (gamma, beta) = if affine {
-            (self.vec(&format!("{name}.weight"))?, self.vec(&format!("{name}.bias"))?)
-        } else {
-            (vec![1.0; mean.len()], vec![0.0; mean.len()])
-        };
-        let mut scale = Vec::with_capacity(mean.len());
-        let mut shift = Vec::with_capacity(mean.len());
-        for c in 0..mean.len() {
-            let s = (gamma[c] as f64 / (var[c] as f64 + BN_EPS).sqrt()) as f32;
-            scale.push(s);
-            shift.push(beta[c] - mean[c] * s);
-        }
-        Ok((scale, shift))
-    }
-}
-
 /// A convolution with a BN folded into it.
 struct Conv {
     weight: Tensor,
@@ -146,7 +111,7 @@ impl Conv {
     fn folded(w: &Weights, conv: &str, bn: &str, stride: usize, pad: usize, device: &Device) -> Result<Conv> {
         let weight = w.get(&format!("{conv}.weight"))?;
         let (o, i, kh, kw) = weight.dims4().map_err(cerr)?;
-        let (scale, shift) = w.bn(bn, true)?;
+        let (scale, shift) = w.bn(bn, true, BN_EPS)?;
         let per_out = i * kh * kw;
         let mut data: Vec<f32> = weight.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
         for (oc, chunk) in data.chunks_mut(per_out).enumerate() {
@@ -173,7 +138,7 @@ struct Affine {
 
 impl Affine {
     fn new(w: &Weights, bn: &str, device: &Device) -> Result<Affine> {
-        let (scale, shift) = w.bn(bn, true)?;
+        let (scale, shift) = w.bn(bn, true, BN_EPS)?;
         let c = scale.len();
         Ok(Affine {
             scale: Tensor::from_vec(scale, (1, c, 1, 1), device).map_err(cerr)?,
@@ -271,8 +236,8 @@ impl IResNet {
             });
         }
         // output_layer: y = BN1d(W · (x·s + t) + b), x flattened channel-major (c·49 + pixel).
-        let (s, t) = w.bn("output_layer.0", true)?;
-        let (s2, t2) = w.bn("output_layer.4", false)?;
+        let (s, t) = w.bn("output_layer.0", true, BN_EPS)?;
+        let (s2, t2) = w.bn("output_layer.4", false, BN_EPS)?;
         let lin = w.vec("output_layer.3.weight")?;
         let b = w.vec("output_layer.3.bias")?;
         let inputs = 512 * 7 * 7;

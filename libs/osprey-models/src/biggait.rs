@@ -78,6 +78,7 @@
 
 use crate::checkpoint::Manifest;
 use crate::gaitbase::{BasicBlock, Conv, PARTS, basic_block_entries, bn_entries, pool_and_project};
+use crate::layers::cerr;
 use candle_core::{D, DType, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
@@ -104,10 +105,6 @@ pub const IGNORE_PREFIXES: &[&str] = &[TRAINING_ONLY];
 /// The evaluator's per-channel mean and standard deviation, times 255.
 const RGB_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 const RGB_STD: [f64; 3] = [0.229, 0.224, 0.225];
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::internal(format!("tensor computation failed: {e}"))
-}
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, msg)

@@ -57,6 +57,8 @@ use candle_core::{D, DType, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 
 use crate::checkpoint::Manifest;
+use crate::layers::cerr;
+use crate::layers::normalised_planes;
 use crate::vit_kprpe::{LayerNorm, Linear, softmax_last_dim};
 
 /// Side of the square input the model is built for.
@@ -83,10 +85,6 @@ const TEACHER_DIM: usize = 768;
 const PATCH_STRIDE: usize = 4;
 /// Kernel of the depthwise convolutions (MBConv, patch merging, `local_conv`).
 const DW_KERNEL: usize = 3;
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::internal(format!("tensor computation failed: {e}"))
-}
 
 /// Hyper-parameters of the student encoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -745,26 +743,5 @@ impl Clip3dReid {
 /// CLIP's [`MEAN`] and [`STD`], in float32 as torchvision's `ToTensor` and
 /// `Normalize` compute it.
 pub fn preprocess<C: AsRef<[u8]>>(crops: &[C], device: &Device) -> Result<Tensor> {
-    let plane = INPUT_SIZE * INPUT_SIZE;
-    let mut data = vec![0f32; crops.len() * 3 * plane];
-    for (i, crop) in crops.iter().enumerate() {
-        let crop = crop.as_ref();
-        if crop.len() != plane * 3 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "crop {i} has {} bytes, expected {INPUT_SIZE}×{INPUT_SIZE}×3 = {} (RGB, resized beforehand)",
-                    crop.len(),
-                    plane * 3
-                ),
-            ));
-        }
-        let out = &mut data[i * 3 * plane..(i + 1) * 3 * plane];
-        for (p, px) in crop.chunks_exact(3).enumerate() {
-            for ch in 0..3 {
-                out[ch * plane + p] = (px[ch] as f32 / 255.0 - MEAN[ch]) / STD[ch];
-            }
-        }
-    }
-    Tensor::from_vec(data, (crops.len(), 3, INPUT_SIZE, INPUT_SIZE), device).map_err(cerr)
+    normalised_planes(crops, (INPUT_SIZE, INPUT_SIZE), MEAN, STD, device)
 }

@@ -33,6 +33,7 @@
 //! averaged over the 16 strips; lower is more similar ([`distance`]).
 
 use crate::checkpoint::Manifest;
+use crate::layers::{Weights, cerr};
 use candle_core::{D, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
@@ -66,10 +67,6 @@ pub const TRAINING_ONLY: &str = "BNNecks.";
 /// [`embedding_manifest`]: published checkpoints carry the `BNNecks`, whose
 /// classifier width depends on the training set.
 pub const IGNORE_PREFIXES: &[&str] = &[TRAINING_ONLY];
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::internal(format!("tensor computation failed: {e}"))
-}
 
 /// Appends a BatchNorm's parameters and buffers (`weight`, `bias`,
 /// `running_mean`, `running_var`, `num_batches_tracked`) of `c` channels.
@@ -118,35 +115,6 @@ pub fn embedding_manifest() -> Manifest {
     m
 }
 
-/// Looks up bound weights by name (binding guaranteed presence and shape).
-struct Weights<'a>(&'a HashMap<String, Tensor>);
-
-impl Weights<'_> {
-    fn get(&self, name: &str) -> Result<&Tensor> {
-        self.0.get(name).ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("missing tensor `{name}`")))
-    }
-
-    fn vec(&self, name: &str) -> Result<Vec<f32>> {
-        self.get(name)?.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)
-    }
-
-    /// A BatchNorm as per-channel (scale, shift): y = x·scale + shift.
-    fn bn(&self, name: &str) -> Result<(Vec<f32>, Vec<f32>)> {
-        let gamma = self.vec(&format!("{name}.weight"))?;
-        let beta = self.vec(&format!("{name}.bias"))?;
-        let mean = self.vec(&format!("{name}.running_mean"))?;
-        let var = self.vec(&format!("{name}.running_var"))?;
-        let mut scale = Vec::with_capacity(mean.len());
-        let mut shift = Vec::with_capacity(mean.len());
-        for c in 0..mean.len() {
-            let s = gamma[c] as f64 / (var[c] as f64 + BN_EPS).sqrt();
-            scale.push(s as f32);
-            shift.push((beta[c] as f64 - mean[c] as f64 * s) as f32);
-        }
-        Ok((scale, shift))
-    }
-}
-
 /// A bias-free convolution with the BatchNorm that follows it folded in
 /// (or, from [`Conv::plain`], alone), padded by half its kernel.
 pub struct Conv {
@@ -169,7 +137,7 @@ impl Conv {
         let w = Weights(weights);
         let weight = w.get(&format!("{conv}.weight"))?;
         let (o, i, kh, kw) = weight.dims4().map_err(cerr)?;
-        let (scale, shift) = w.bn(bn)?;
+        let (scale, shift) = w.bn(bn, true, BN_EPS)?;
         if scale.len() != o {
             return Err(Error::new(
                 ErrorKind::Corrupt,

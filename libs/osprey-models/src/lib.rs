@@ -31,6 +31,7 @@ pub mod dlib;
 pub mod face;
 pub mod gait_pretreat;
 pub mod gaitbase;
+mod layers;
 pub mod mtcnn;
 pub mod osnet;
 pub mod person;

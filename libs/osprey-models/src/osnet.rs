@@ -51,6 +51,7 @@
 //! matrix products: both are exactly the convolutions they replace.
 
 use crate::checkpoint::Manifest;
+use crate::layers::{Weights, cerr, normalised_planes};
 use candle_core::{DType, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
@@ -78,10 +79,6 @@ const STREAM_DEPTHS: [usize; 4] = [1, 2, 3, 4];
 const GATE_REDUCTION: usize = 16;
 /// An OS block's bottleneck factor.
 const BOTTLENECK: usize = 4;
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::internal(format!("tensor computation failed: {e}"))
-}
 
 /// The two published OSNet x1.0 networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,46 +229,6 @@ pub fn manifest(variant: OsNetVariant) -> Manifest {
     m
 }
 
-/// Looks up bound weights by name (the manifest guaranteed presence and shape).
-struct Weights<'a>(&'a HashMap<String, Tensor>);
-
-impl Weights<'_> {
-    fn get(&self, name: &str) -> Result<&Tensor> {
-        self.0.get(name).ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("missing tensor `{name}`")))
-    }
-
-    fn vec(&self, name: &str) -> Result<Vec<f32>> {
-        self.get(name)?.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1()).map_err(cerr)
-    }
-
-    /// An eval-mode BN as per-channel (scale, shift): y = x·scale + shift.
-    fn bn(&self, name: &str) -> Result<(Vec<f32>, Vec<f32>)> {
-        let gamma = self.vec(&format!("{name}.weight"))?;
-        let beta = self.vec(&format!("{name}.bias"))?;
-        let mean = self.vec(&format!("{name}.running_mean"))?;
-        let var = self.vec(&format!("{name}.running_var"))?;
-        let mut scale = Vec::with_capacity(mean.len());
-        let mut shift = Vec::with_capacity(mean.len());
-        for c in 0..mean.len() {
-            let s = gamma[c] as f64 / (var[c] as f64 + NORM_EPS).sqrt();
-            scale.push(s as f32);
-            shift.push((beta[c] as f64 - mean[c] as f64 * s) as f32);
-        }
-        Ok((scale, shift))
-    }
-
-    /// A weight with each output row (first dimension) scaled by a folded
-    /// BN's scale, as a flat vector.
-    fn scaled_rows(&self, name: &str, scale: &[f32]) -> Result<Vec<f32>> {
-        let mut data = self.vec(name)?;
-        let per_row = data.len() / scale.len().max(1);
-        for (row, chunk) in data.chunks_mut(per_row).enumerate() {
-            chunk.iter_mut().for_each(|v| *v *= scale[row]);
-        }
-        Ok(data)
-    }
-}
-
 /// A 1×1 convolution (or a linear layer) as a matrix product, optionally
 /// with a folded BN and a ReLU.
 struct Pointwise {
@@ -297,7 +254,7 @@ impl Pointwise {
         relu: bool,
         device: &Device,
     ) -> Result<Pointwise> {
-        let (scale, shift) = w.bn(bn)?;
+        let (scale, shift) = w.bn(bn, true, NORM_EPS)?;
         let out = scale.len();
         let data = w.scaled_rows(weight, &scale)?;
         let bias = match bias {
@@ -345,7 +302,7 @@ struct Depthwise {
 
 impl Depthwise {
     fn folded(w: &Weights, weight: &str, bn: &str, device: &Device) -> Result<Depthwise> {
-        let (scale, shift) = w.bn(bn)?;
+        let (scale, shift) = w.bn(bn, true, NORM_EPS)?;
         let c = scale.len();
         let data = w.scaled_rows(weight, &scale)?;
         let taps = (0..9)
@@ -556,7 +513,7 @@ impl OsNet {
             let bias = Tensor::zeros((1, c0, 1, 1), DType::F32, device).map_err(cerr)?;
             (weight, bias, StemNorm::Instance(InstanceNorm::new(&w, "conv1.bn")?))
         } else {
-            let (scale, shift) = w.bn("conv1.bn")?;
+            let (scale, shift) = w.bn("conv1.bn", true, NORM_EPS)?;
             let data = w.scaled_rows("conv1.conv.weight", &scale)?;
             (
                 Tensor::from_vec(data, (c0, 3, 7, 7), device).map_err(cerr)?,
@@ -651,26 +608,5 @@ fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
 /// the network's input [B, 3, 256, 128]: `(x/255 − mean)/std` per channel, in
 /// float32 as torchvision's `ToTensor` and `Normalize` compute it.
 pub fn preprocess<C: AsRef<[u8]>>(crops: &[C], device: &Device) -> Result<Tensor> {
-    let plane = INPUT_HEIGHT * INPUT_WIDTH;
-    let mut data = vec![0f32; crops.len() * 3 * plane];
-    for (i, crop) in crops.iter().enumerate() {
-        let crop = crop.as_ref();
-        if crop.len() != plane * 3 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "crop {i} has {} bytes, expected {INPUT_HEIGHT}×{INPUT_WIDTH}×3 = {} (RGB, resized beforehand)",
-                    crop.len(),
-                    plane * 3
-                ),
-            ));
-        }
-        let out = &mut data[i * 3 * plane..(i + 1) * 3 * plane];
-        for (p, px) in crop.chunks_exact(3).enumerate() {
-            for ch in 0..3 {
-                out[ch * plane + p] = (px[ch] as f32 / 255.0 - MEAN[ch]) / STD[ch];
-            }
-        }
-    }
-    Tensor::from_vec(data, (crops.len(), 3, INPUT_HEIGHT, INPUT_WIDTH), device).map_err(cerr)
+    normalised_planes(crops, (INPUT_HEIGHT, INPUT_WIDTH), MEAN, STD, device)
 }

@@ -6,6 +6,7 @@ use crate::adaface::{self, IResNet};
 use crate::align::ARCFACE_SIZE;
 use crate::caface;
 use crate::checkpoint::{Checkpoint, Manifest};
+use crate::layers::cerr;
 use crate::registry::{Architecture, FaceModelSpec, VitSize};
 use crate::vit_kprpe::{self, VitKprpe, VitKprpeConfig};
 use candle_core::{Device, Tensor};
@@ -16,10 +17,6 @@ use std::path::Path;
 /// Crops per forward pass: large enough to keep the GEMMs busy, small
 /// enough that IR-101's activations stay within a few hundred MB.
 pub const BATCH: usize = 32;
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::internal(format!("tensor computation failed: {e}"))
-}
 
 enum Net {
     Ir(IResNet),

@@ -2,30 +2,14 @@
 //! (random weights, float16 on disk): the port must compute the same function,
 //! and load every published depth's names and shapes.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::seed::{fixtures, keys_json, max_rel, stored, temp_dir, write_safetensors};
 use osprey_models::adaface::{IResNet, manifest, normalise_with_norms};
 use osprey_models::checkpoint::Checkpoint;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
-    assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
-    dir
-}
-
-fn keys_json(name: &str) -> BTreeMap<String, Vec<usize>> {
-    let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
 
 #[test]
 fn manifests_match_the_published_checkpoints() {
@@ -34,9 +18,8 @@ fn manifests_match_the_published_checkpoints() {
         assert_eq!(ours, keys_json(file), "IR-{depth}");
     }
     let ckpt = Checkpoint::open(&fixtures().join("adaface_ir_18.weights.f16.safetensors")).unwrap();
-    let stored: BTreeMap<String, Vec<usize>> = ckpt.names().map(|(k, s)| (k.to_string(), s.to_vec())).collect();
     let ours: BTreeMap<String, Vec<usize>> = manifest(18).unwrap().into_iter().collect();
-    assert_eq!(ours, stored);
+    assert_eq!(ours, stored(&ckpt));
 }
 
 #[test]
@@ -64,18 +47,9 @@ fn ir18_matches_the_reference() {
     assert_eq!(d, 0.0);
 }
 
-/// Writes `tensors` as safetensors under a temporary name and returns the path.
-fn write_safetensors(dir: &std::path::Path, name: &str, tensors: &BTreeMap<String, Tensor>) -> PathBuf {
-    let path = dir.join(name);
-    let map: std::collections::HashMap<String, Tensor> = tensors.clone().into_iter().collect();
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
 #[test]
 fn loader_names_what_is_wrong() {
-    let dir = std::env::temp_dir().join(format!("osprey-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("ckpt");
     let src = fixtures().join("adaface_ir_18.weights.f16.safetensors");
     let original: BTreeMap<String, Tensor> =
         candle_core::safetensors::load(&src, &Device::Cpu).unwrap().into_iter().collect();
@@ -137,8 +111,7 @@ fn loader_names_what_is_wrong() {
 /// lays them out as `torch.save` does without needing torch.
 #[test]
 fn torch_checkpoints_load_as_published() {
-    let dir = std::env::temp_dir().join(format!("osprey-torch-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("torch-ckpt");
     let fixtures = fixtures();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/scripts/write_torch_checkpoint.py");
     let io = candle_core::safetensors::load(fixtures.join("adaface_ir_18.io.safetensors"), &Device::Cpu).unwrap();

@@ -3,7 +3,12 @@
 //! and GaitBase): the port must compute the same function, intermediate by
 //! intermediate, and accept the published names and layout.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::seed::{
+    as_map, fixtures, keys_json, load_fixture, max_rel_tensor, stored, temp_dir, values, write_safetensors,
+};
 use osprey_models::biggait::{
     self, BigGait, BigGaitConfig, IGNORE_PREFIXES, TRAINING_ONLY, embedding_manifest, manifest,
 };
@@ -11,43 +16,12 @@ use osprey_models::checkpoint::{Checkpoint, CheckpointFormat};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
-    assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
-    dir
-}
-
 fn weights_path() -> PathBuf {
     fixtures().join("biggait_tiny.weights.safetensors")
 }
 
 fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("biggait_tiny.io.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
-}
-
-/// Max abs difference over max abs reference.
-fn max_rel(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let (a, b) = (values(got), values(want));
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-fn as_map(m: osprey_models::checkpoint::Manifest) -> BTreeMap<String, Vec<usize>> {
-    let n = m.len();
-    let map: BTreeMap<String, Vec<usize>> = m.into_iter().collect();
-    assert_eq!(map.len(), n, "the manifest repeats a name");
-    map
-}
-
-fn stored(ckpt: &Checkpoint) -> BTreeMap<String, Vec<usize>> {
-    ckpt.names().map(|(k, s)| (k.to_string(), s.to_vec())).collect()
+    load_fixture("biggait_tiny.io.safetensors")
 }
 
 fn model(ckpt: &Checkpoint) -> BigGait {
@@ -58,15 +32,14 @@ fn model(ckpt: &Checkpoint) -> BigGait {
 
 #[test]
 fn manifests_match_the_checkpoints() {
-    let text = std::fs::read_to_string(fixtures().join("biggait_full.keys.json")).unwrap();
-    let keys: BTreeMap<String, Vec<usize>> = serde_json::from_str(&text).unwrap();
-    assert_eq!(as_map(manifest(&BigGaitConfig::ccpg())), keys);
+    let keys = keys_json("biggait_full.keys.json");
+    assert_eq!(as_map(&manifest(&BigGaitConfig::ccpg())), keys);
     let tiny = Checkpoint::open(&weights_path()).unwrap();
-    assert_eq!(as_map(manifest(&BigGaitConfig::tiny())), stored(&tiny));
+    assert_eq!(as_map(&manifest(&BigGaitConfig::tiny())), stored(&tiny));
     // The embedding's manifest is the full one less the training-only BNNecks.
     let mut without = keys.clone();
     without.retain(|k, _| !k.starts_with(TRAINING_ONLY));
-    assert_eq!(as_map(embedding_manifest(&BigGaitConfig::ccpg())), without);
+    assert_eq!(as_map(&embedding_manifest(&BigGaitConfig::ccpg())), without);
     assert_eq!(keys.len() - without.len(), 6);
 }
 
@@ -89,7 +62,7 @@ fn biggait_matches_the_reference() {
     ];
     let mut worst = Vec::new();
     for (name, got) in pairs {
-        let err = max_rel(got, &io[name]);
+        let err = max_rel_tensor(got, &io[name]);
         eprintln!("BigGait: {name} {:?} max relative error {err:.2e}", got.dims());
         worst.push((name, err));
     }
@@ -110,7 +83,7 @@ fn biggait_matches_the_reference() {
     // One sequence at a time gives the same embedding as the batch.
     let first = net.forward(&frames.narrow(0, 0, 1).unwrap(), &ratios.narrow(0, 0, 1).unwrap()).unwrap();
     let want = io["embedding"].narrow(0, 0, 1).unwrap();
-    assert!(max_rel(&first, &want) <= 1e-4);
+    assert!(max_rel_tensor(&first, &want) <= 1e-4);
 
     // Malformed inputs are errors, not panics.
     let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::U8, &Device::Cpu).unwrap();
@@ -126,17 +99,9 @@ fn biggait_matches_the_reference() {
     }
 }
 
-fn write_safetensors(dir: &Path, name: &str, tensors: &BTreeMap<String, Tensor>) -> PathBuf {
-    let path = dir.join(name);
-    let map: HashMap<String, Tensor> = tensors.clone().into_iter().collect();
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
 #[test]
 fn loader_names_what_is_wrong() {
-    let dir = std::env::temp_dir().join(format!("osprey-biggait-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("biggait-ckpt");
     let original: BTreeMap<String, Tensor> =
         candle_core::safetensors::load(weights_path(), &Device::Cpu).unwrap().into_iter().collect();
     let cfg = BigGaitConfig::tiny();
@@ -185,8 +150,7 @@ fn loader_names_what_is_wrong() {
 /// `iteration`; written by `infra/scripts/write_torch_checkpoint.py`.
 #[test]
 fn opengait_checkpoint_loads_as_published() {
-    let dir = std::env::temp_dir().join(format!("osprey-biggait-torch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("biggait-torch");
     // The repository's script; beside this file's path when the test is built
     // from another manifest directory.
     let rel = "infra/scripts/write_torch_checkpoint.py";
@@ -208,10 +172,10 @@ fn opengait_checkpoint_loads_as_published() {
     assert!(status.success());
     let ckpt = Checkpoint::open(&out).unwrap();
     assert_eq!(ckpt.format(), CheckpointFormat::TorchZip);
-    assert_eq!(stored(&ckpt), as_map(manifest(&BigGaitConfig::tiny())));
+    assert_eq!(stored(&ckpt), as_map(&manifest(&BigGaitConfig::tiny())));
     let io = io();
     let emb = model(&ckpt).forward(&io["frames_u8"], &io["ratios"]).unwrap();
-    let err = max_rel(&emb, &io["embedding"]);
+    let err = max_rel_tensor(&emb, &io["embedding"]);
     assert!(err <= 1e-4, "embedding differs from the reference by {err:e}");
     assert_eq!(emb.dims(), &[2, biggait::BigGaitConfig::tiny().fc_out, 16]);
     std::fs::remove_dir_all(&dir).ok();

@@ -5,64 +5,44 @@
 //! `caface.io.safetensors` the inputs (`features`, `style_raw`), the
 //! intermediate `style_compact` and the outputs (`aggregated`, `weights`).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use common::seed::{as_map, keys_json, load_fixture, max_rel_tensor};
 use osprey_models::caface::{CafaceAggregator, FrameFeature, expected_shapes, style_statistics};
 
 /// Prefix of the aggregator's keys in a CAFace checkpoint and the manifest.
 const PREFIX: &str = "aggregator.";
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"))
-}
-
-fn load(name: &str) -> HashMap<String, Tensor> {
-    let path = fixtures().join(name);
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Max |got - want| over max |want|.
-fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "shape");
-    let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
-}
-
 #[test]
 fn expected_shapes_match_manifest_and_weights() {
-    let ours: BTreeMap<String, Vec<usize>> = expected_shapes().into_iter().collect();
-    assert_eq!(ours.len(), expected_shapes().len(), "duplicate names");
+    let ours = as_map(&expected_shapes());
 
-    let text = std::fs::read_to_string(fixtures().join("caface.keys.json")).unwrap();
-    let manifest: BTreeMap<String, Vec<usize>> = serde_json::from_str(&text).unwrap();
-    let manifest: BTreeMap<String, Vec<usize>> = manifest
+    let manifest: BTreeMap<String, Vec<usize>> = keys_json("caface.keys.json")
         .into_iter()
         .map(|(k, v)| (k.strip_prefix(PREFIX).unwrap_or_else(|| panic!("{k} lacks {PREFIX}")).to_string(), v))
         .collect();
     assert_eq!(ours, manifest);
 
     let stored: BTreeMap<String, Vec<usize>> =
-        load("caface.weights.safetensors").into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+        load_fixture("caface.weights.safetensors").into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
     assert_eq!(ours, stored);
 }
 
 #[test]
 fn matches_reference_outputs() {
-    let model = CafaceAggregator::new(&load("caface.weights.safetensors")).unwrap();
-    let io = load("caface.io.safetensors");
+    let model = CafaceAggregator::new(&load_fixture("caface.weights.safetensors")).unwrap();
+    let io = load_fixture("caface.io.safetensors");
 
     let style = model.compress_style(&io["style_raw"]).unwrap();
     let (aggregated, weights) = model.aggregate(&io["features"], &io["style_raw"]).unwrap();
 
     let errors = [
-        ("style_compact", rel_err(&style.unsqueeze(0).unwrap(), &io["style_compact"])),
-        ("aggregated", rel_err(&aggregated, &io["aggregated"])),
-        ("weights", rel_err(&weights, &io["weights"])),
+        ("style_compact", max_rel_tensor(&style.unsqueeze(0).unwrap(), &io["style_compact"])),
+        ("aggregated", max_rel_tensor(&aggregated, &io["aggregated"])),
+        ("weights", max_rel_tensor(&weights, &io["weights"])),
     ];
     for (name, err) in errors {
         eprintln!("{name}: max relative error {err:.3e}");
@@ -74,7 +54,7 @@ fn matches_reference_outputs() {
 
 #[test]
 fn missing_or_misshapen_weight_is_an_error() {
-    let mut weights = load("caface.weights.safetensors");
+    let mut weights = load_fixture("caface.weights.safetensors");
     let name = "fusion_net.clustering_layer.cluster_block.assign.k_proj.bias";
     let bias = weights.remove(name).unwrap();
     let err = CafaceAggregator::new(&weights).err().expect("missing key accepted").to_string();
@@ -122,7 +102,7 @@ fn style_statistics_are_mean_and_unbiased_std() {
 #[test]
 fn loads_a_published_checkpoint_and_fuses_a_track() {
     let mut published: HashMap<String, Tensor> =
-        load("caface.weights.safetensors").into_iter().map(|(k, t)| (format!("{PREFIX}{k}"), t)).collect();
+        load_fixture("caface.weights.safetensors").into_iter().map(|(k, t)| (format!("{PREFIX}{k}"), t)).collect();
     published
         .insert("model.input_layer.0.weight".into(), Tensor::zeros((64, 3, 3, 3), DType::F32, &Device::Cpu).unwrap());
     let path = std::env::temp_dir().join(format!("osprey-caface-{}.safetensors", std::process::id()));
@@ -131,7 +111,7 @@ fn loads_a_published_checkpoint_and_fuses_a_track() {
     std::fs::remove_file(&path).ok();
     let model = model.unwrap();
 
-    let io = load("caface.io.safetensors");
+    let io = load_fixture("caface.io.safetensors");
     let features: Vec<Vec<f32>> = io["features"].squeeze(0).unwrap().to_vec2().unwrap();
     let styles: Vec<Vec<f32>> = io["style_raw"].flatten_from(1).unwrap().to_vec2().unwrap();
     let units: Vec<(Vec<f32>, f32)> = features

@@ -5,25 +5,20 @@
 //! the flip-summed, L2-normalised evaluation embedding; the published `full`
 //! state-dict names in order; the preprocessing; the loader's errors.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use osprey_models::checkpoint::{Checkpoint, Manifest};
+use common::seed::{as_map, fixtures, load_fixture, max_rel_tensor, stored, temp_dir, write_safetensors};
+use osprey_models::checkpoint::Checkpoint;
 use osprey_models::clip3dreid::{
     Clip3dReid, Clip3dReidConfig, IGNORED_PREFIXES, inference_manifest, manifest, preprocess,
 };
 
 /// Largest relative error tolerated: max |port − reference| / max |reference|.
 const TOLERANCE: f32 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
-    assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
-    dir
-}
 
 fn weights_path() -> PathBuf {
     fixtures().join("clip3dreid_tiny.weights.f16.safetensors")
@@ -39,18 +34,11 @@ fn tiny_model(path: &Path) -> Clip3dReid {
 }
 
 fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("clip3dreid_tiny.io.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    diff / scale
+    load_fixture("clip3dreid_tiny.io.safetensors")
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor) {
-    let err = relative_error(got, want);
+    let err = max_rel_tensor(got, want);
     eprintln!("CLIP3DReID tiny: {what} max relative error {err:.3e}");
     assert!(err <= TOLERANCE, "{what} differs from the reference by {err:.3e}");
 }
@@ -76,12 +64,6 @@ impl<'de> serde::Deserialize<'de> for Ordered {
         }
         d.deserialize_map(V)
     }
-}
-
-fn as_map(m: &Manifest) -> BTreeMap<String, Vec<usize>> {
-    let map: BTreeMap<String, Vec<usize>> = m.iter().cloned().collect();
-    assert_eq!(map.len(), m.len(), "duplicate names in the manifest");
-    map
 }
 
 #[test]
@@ -112,8 +94,7 @@ fn manifests_match_the_published_names() {
 
     // Tiny: exactly the fixture's stored names and shapes.
     let ckpt = Checkpoint::open(&weights_path()).unwrap();
-    let stored: BTreeMap<String, Vec<usize>> = ckpt.names().map(|(k, s)| (k.to_string(), s.to_vec())).collect();
-    assert_eq!(as_map(&manifest(&Clip3dReidConfig::tiny())), stored, "tiny");
+    assert_eq!(as_map(&manifest(&Clip3dReidConfig::tiny())), stored(&ckpt), "tiny");
 }
 
 #[test]
@@ -173,22 +154,9 @@ fn bad_inputs_are_errors() {
     assert!(e.contains("student_encoder.base."), "{e}");
 }
 
-fn write_safetensors(dir: &Path, name: &str, tensors: &BTreeMap<String, Tensor>) -> PathBuf {
-    let path = dir.join(name);
-    let map: HashMap<String, Tensor> = tensors.clone().into_iter().collect();
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("osprey-clip3dreid-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn loader_names_what_is_wrong() {
-    let dir = temp_dir("broken");
+    let dir = temp_dir("clip3dreid-broken");
     let cfg = Clip3dReidConfig::tiny();
     let original: BTreeMap<String, Tensor> =
         candle_core::safetensors::load(weights_path(), &Device::Cpu).unwrap().into_iter().collect();
@@ -275,7 +243,7 @@ fn attention_biases_matter() {
     }
     let model = Clip3dReid::new(&cfg, &weights, &Device::Cpu).unwrap();
     let io = io();
-    let err = relative_error(&model.forward(&io["image"]).unwrap(), &io["embedding"]);
+    let err = max_rel_tensor(&model.forward(&io["image"]).unwrap(), &io["embedding"]);
     eprintln!("CLIP3DReID tiny: embedding without attention biases differs by {err:.3e}");
     assert!(err > 100.0 * TOLERANCE, "{err:e}");
 }
@@ -285,7 +253,7 @@ fn attention_biases_matter() {
 /// gives the reference embedding.
 #[test]
 fn wrapped_state_dict_with_other_classifiers_loads() {
-    let dir = temp_dir("module");
+    let dir = temp_dir("clip3dreid-module");
     let mut module: BTreeMap<String, Tensor> = candle_core::safetensors::load(weights_path(), &Device::Cpu)
         .unwrap()
         .into_iter()
@@ -302,7 +270,7 @@ fn wrapped_state_dict_with_other_classifiers_loads() {
     let path = write_safetensors(&dir, "module.safetensors", &module);
     let model = tiny_model(&path);
     let io = io();
-    let err = relative_error(&model.forward(&io["image"]).unwrap(), &io["embedding"]);
+    let err = max_rel_tensor(&model.forward(&io["image"]).unwrap(), &io["embedding"]);
     assert!(err <= TOLERANCE, "embedding from the module. state dict differs by {err:e}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -3,7 +3,12 @@
 //! compute the same function and accept the published names and layout.
 //! Also OpenGait's silhouette pretreatment against OpenCV on real frames.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::seed::{
+    as_map, fixtures, keys_json, load_fixture, max_rel, sha256_hex, stored, temp_dir, write_safetensors,
+};
 use osprey_models::checkpoint::{Checkpoint, CheckpointFormat};
 use osprey_models::gaitbase::{
     self, EMBEDDING_DIM, GaitBase, IGNORE_PREFIXES, PARTS, distance, embedding_manifest, flatten, manifest,
@@ -11,31 +16,13 @@ use osprey_models::gaitbase::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
-    assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
-    dir
-}
-
 fn weights_path() -> PathBuf {
     fixtures().join("gaitbase.weights.f16.safetensors")
 }
 
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-fn as_map(m: osprey_models::checkpoint::Manifest) -> BTreeMap<String, Vec<usize>> {
-    m.into_iter().collect()
-}
-
 /// The reference silhouettes [2, 12, 64, 44] and embeddings [2, 256, 16].
 fn io() -> (Tensor, Vec<f32>) {
-    let io = candle_core::safetensors::load(fixtures().join("gaitbase.io.safetensors"), &Device::Cpu).unwrap();
+    let io = load_fixture("gaitbase.io.safetensors");
     let want = io["embedding"].flatten_all().unwrap().to_vec1().unwrap();
     (io["silhouettes"].clone(), want)
 }
@@ -50,16 +37,14 @@ fn embed(ckpt: &Checkpoint, sils: &Tensor) -> Vec<f32> {
 
 #[test]
 fn manifest_matches_the_published_checkpoints() {
-    let text = std::fs::read_to_string(fixtures().join("gaitbase.keys.json")).unwrap();
-    let keys: BTreeMap<String, Vec<usize>> = serde_json::from_str(&text).unwrap();
-    assert_eq!(as_map(manifest()), keys);
+    let keys = keys_json("gaitbase.keys.json");
+    assert_eq!(as_map(&manifest()), keys);
     let ckpt = Checkpoint::open(&weights_path()).unwrap();
-    let stored: BTreeMap<String, Vec<usize>> = ckpt.names().map(|(k, s)| (k.to_string(), s.to_vec())).collect();
-    assert_eq!(stored, keys);
+    assert_eq!(stored(&ckpt), keys);
     // The embedding's manifest is the full one less the training-only BNNecks.
     let mut without: BTreeMap<String, Vec<usize>> = keys.clone();
     without.retain(|k, _| !k.starts_with(gaitbase::TRAINING_ONLY));
-    assert_eq!(as_map(embedding_manifest()), without);
+    assert_eq!(as_map(&embedding_manifest()), without);
     assert_eq!(keys.len() - without.len(), 6);
 }
 
@@ -118,17 +103,9 @@ fn gaitbase_matches_the_reference() {
     assert!(net.forward(&t).is_err());
 }
 
-fn write_safetensors(dir: &Path, name: &str, tensors: &BTreeMap<String, Tensor>) -> PathBuf {
-    let path = dir.join(name);
-    let map: std::collections::HashMap<String, Tensor> = tensors.clone().into_iter().collect();
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
 #[test]
 fn loader_names_what_is_wrong() {
-    let dir = std::env::temp_dir().join(format!("osprey-gaitbase-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gaitbase-ckpt");
     let original: BTreeMap<String, Tensor> =
         candle_core::safetensors::load(weights_path(), &Device::Cpu).unwrap().into_iter().collect();
     let m = embedding_manifest();
@@ -173,8 +150,7 @@ fn loader_names_what_is_wrong() {
 /// `iteration`; written by `infra/scripts/write_torch_checkpoint.py`.
 #[test]
 fn opengait_checkpoint_loads_as_published() {
-    let dir = std::env::temp_dir().join(format!("osprey-gaitbase-torch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gaitbase-torch");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/scripts/write_torch_checkpoint.py");
     let out = dir.join("GaitBase_DA-60000.pt");
     let status = std::process::Command::new("python3")
@@ -225,11 +201,6 @@ fn read_grey(path: &Path, columns_from: usize) -> (Vec<u8>, usize, usize) {
     let px = img.into_raw();
     let kept: Vec<u8> = px.chunks(w).flat_map(|row| row[columns_from..].iter().copied()).collect();
     (kept, w - columns_from, h)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Real silhouettes from OpenGait's demo, reference by

@@ -5,7 +5,12 @@
 //! bit-exact Pillow bilinear resize torchreid's crops go through, against
 //! Pillow's own output (`tests/data/pil_resize_reference.json`).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::seed::{
+    fixtures, keys_json, load_fixture, max_rel, sha256_hex, stored, temp_dir, values, write_safetensors,
+};
 use osprey_models::checkpoint::{Checkpoint, CheckpointFormat};
 use osprey_models::osnet::{IGNORED_PREFIXES, OsNet, OsNetVariant, manifest, preprocess};
 use std::collections::{BTreeMap, HashMap};
@@ -13,31 +18,12 @@ use std::path::{Path, PathBuf};
 
 const VARIANTS: [OsNetVariant; 2] = [OsNetVariant::X1_0, OsNetVariant::AinX1_0];
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
-    assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
-    dir
-}
-
 fn fixture(variant: OsNetVariant, what: &str) -> PathBuf {
     fixtures().join(format!("{}.{what}", variant.name()))
 }
 
-fn keys_json(variant: OsNetVariant) -> BTreeMap<String, Vec<usize>> {
-    let text = std::fs::read_to_string(fixture(variant, "keys.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+fn keys(variant: OsNetVariant) -> BTreeMap<String, Vec<usize>> {
+    keys_json(&format!("{}.keys.json", variant.name()))
 }
 
 fn load_net(variant: OsNetVariant, path: &Path) -> OsNet {
@@ -46,7 +32,7 @@ fn load_net(variant: OsNetVariant, path: &Path) -> OsNet {
 }
 
 fn io(variant: OsNetVariant) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(variant, "io.safetensors"), &Device::Cpu).unwrap()
+    load_fixture(&format!("{}.io.safetensors", variant.name()))
 }
 
 #[test]
@@ -54,7 +40,7 @@ fn manifests_match_the_published_checkpoints() {
     for variant in VARIANTS {
         let ours: BTreeMap<String, Vec<usize>> = manifest(variant).into_iter().collect();
         assert_eq!(ours.len(), manifest(variant).len(), "{variant}: duplicate names in the manifest");
-        let mut published = keys_json(variant);
+        let mut published = keys(variant);
         // The classifier is the only thing outside the feature network.
         let classifier: BTreeMap<String, Vec<usize>> =
             published.extract_if(.., |k, _| IGNORED_PREFIXES.iter().any(|p| k.starts_with(p))).collect();
@@ -66,10 +52,10 @@ fn manifests_match_the_published_checkpoints() {
         assert_eq!(ours, published, "{variant}");
         // The fixture's weights carry exactly the published names.
         let ckpt = Checkpoint::open(&fixture(variant, "weights.f16.safetensors")).unwrap();
-        let stored: BTreeMap<String, Vec<usize>> = ckpt.names().map(|(k, s)| (k.to_string(), s.to_vec())).collect();
-        assert_eq!(stored, keys_json(variant), "{variant}");
+        let names = stored(&ckpt);
+        assert_eq!(names, keys(variant), "{variant}");
         // Elements of every state-dict entry, counters included, as config.json's `params` counts them.
-        let params: usize = stored.values().map(|s| s.iter().product::<usize>()).sum();
+        let params: usize = names.values().map(|s| s.iter().product::<usize>()).sum();
         let expected = if variant == OsNetVariant::X1_0 { 2_705_628 } else { 2_702_679 };
         assert_eq!(params, expected, "{variant}");
     }
@@ -82,10 +68,10 @@ fn forward_matches_the_reference() {
         let io = io(variant);
         let map = net.forward_featuremap(&io["image"]).unwrap();
         assert_eq!(map.dims(), &[2, 512, 16, 8]);
-        let map_err = max_rel(&flat(&map), &flat(&io["featuremap"]));
+        let map_err = max_rel(&values(&map), &values(&io["featuremap"]));
         let feature = net.forward(&io["image"]).unwrap();
         assert_eq!(feature.dims(), &[2, 512]);
-        let feat_err = max_rel(&flat(&feature), &flat(&io["feature"]));
+        let feat_err = max_rel(&values(&feature), &values(&io["feature"]));
         eprintln!("{variant}: feature max relative error {feat_err:.2e}, featuremap {map_err:.2e}");
         assert!(feat_err <= 1e-4, "{variant}: feature differs from the reference by {feat_err:e}");
         assert!(map_err <= 1e-4, "{variant}: featuremap differs from the reference by {map_err:e}");
@@ -95,10 +81,10 @@ fn forward_matches_the_reference() {
         let crops: Vec<Vec<u8>> =
             (0..2).map(|i| u8s.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
         let x = preprocess(&crops, &Device::Cpu).unwrap();
-        let in_err = flat(&x).iter().zip(flat(&io["image"])).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let in_err = values(&x).iter().zip(values(&io["image"])).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         eprintln!("{variant}: preprocess max abs difference {in_err:.2e}");
         assert!(in_err <= 1e-6, "{variant}: preprocess differs from the reference input by {in_err:e}");
-        let err = max_rel(&flat(&net.forward(&x).unwrap()), &flat(&io["feature"]));
+        let err = max_rel(&values(&net.forward(&x).unwrap()), &values(&io["feature"]));
         assert!(err <= 1e-4, "{variant}: feature of the preprocessed crops differs by {err:e}");
     }
 }
@@ -116,23 +102,9 @@ fn bad_inputs_are_errors() {
     assert!(e.contains("crop 0 has 10 bytes"), "{e}");
 }
 
-/// Writes `tensors` as safetensors under `dir` and returns the path.
-fn write_safetensors(dir: &Path, name: &str, tensors: &BTreeMap<String, Tensor>) -> PathBuf {
-    let path = dir.join(name);
-    let map: HashMap<String, Tensor> = tensors.clone().into_iter().collect();
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("osprey-osnet-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn loader_names_what_is_wrong() {
-    let dir = temp_dir("broken");
+    let dir = temp_dir("osnet-broken");
     for variant in VARIANTS {
         let src = fixture(variant, "weights.f16.safetensors");
         let original: BTreeMap<String, Tensor> =
@@ -195,14 +167,14 @@ fn loader_names_what_is_wrong() {
 /// without torch); both give the reference's features.
 #[test]
 fn published_layouts_load() {
-    let dir = temp_dir("layouts");
+    let dir = temp_dir("osnet-layouts");
     // The writer needs only the standard library; it is copied out of the repository at build time.
     let script = dir.join("write_torch_checkpoint.py");
     std::fs::write(&script, include_str!("../../../infra/scripts/write_torch_checkpoint.py")).unwrap();
     for variant in VARIANTS {
         let src = fixture(variant, "weights.f16.safetensors");
         let io = io(variant);
-        let want = flat(&io["feature"]);
+        let want = values(&io["feature"]);
 
         let mut module: BTreeMap<String, Tensor> = candle_core::safetensors::load(&src, &Device::Cpu)
             .unwrap()
@@ -227,7 +199,7 @@ fn published_layouts_load() {
 
         for path in [module_path, wrapped] {
             let net = load_net(variant, &path);
-            let err = max_rel(&flat(&net.forward(&io["image"]).unwrap()), &want);
+            let err = max_rel(&values(&net.forward(&io["image"]).unwrap()), &want);
             assert!(err <= 1e-4, "{variant} from {}: feature differs by {err:e}", path.display());
         }
     }
@@ -240,11 +212,6 @@ fn shared_data() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
     assert!(dir.is_dir(), "shared data not found at {} (set OSPREY_SHARED_DATA)", dir.display());
     dir
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn usizes(v: &serde_json::Value) -> Vec<usize> {

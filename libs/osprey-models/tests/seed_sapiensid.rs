@@ -4,33 +4,21 @@
 //! without body keypoints, the published `base` manifest, KP-RPE being live,
 //! and the loader's errors.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use osprey_models::checkpoint::{Checkpoint, Manifest};
+use common::seed::{as_map, fixtures, keys_json, load_fixture, max_rel_tensor};
+use osprey_models::checkpoint::Checkpoint;
 use osprey_models::sapiensid::{SapiensId, SapiensIdConfig, manifest};
 
 /// Largest relative error tolerated: max |port - reference| / max |reference|.
 const TOLERANCE: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
-    assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
-    dir
-}
-
 fn weights_path() -> PathBuf {
     fixtures().join("sapiensid_tiny.weights.safetensors")
-}
-
-fn as_map(m: Manifest) -> BTreeMap<String, Vec<usize>> {
-    let len = m.len();
-    let map: BTreeMap<String, Vec<usize>> = m.into_iter().collect();
-    assert_eq!(map.len(), len, "duplicate names in the manifest");
-    map
 }
 
 fn tiny_weights() -> HashMap<String, Tensor> {
@@ -43,28 +31,21 @@ fn tiny_model(weights: &HashMap<String, Tensor>) -> SapiensId {
 }
 
 fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("sapiensid_tiny.io.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    diff / scale
+    load_fixture("sapiensid_tiny.io.safetensors")
 }
 
 #[test]
 fn manifests_match_the_published_names() {
-    let text = std::fs::read_to_string(fixtures().join("sapiensid_base.keys.json")).unwrap();
-    let keys: BTreeMap<String, Vec<usize>> = serde_json::from_str(&text).unwrap();
-    let keys: BTreeMap<String, Vec<usize>> =
-        keys.into_iter().map(|(k, v)| (k.strip_prefix("net.").expect("net. prefix").to_string(), v)).collect();
-    assert_eq!(as_map(manifest(&SapiensIdConfig::base())), keys, "base");
+    let keys: BTreeMap<String, Vec<usize>> = keys_json("sapiensid_base.keys.json")
+        .into_iter()
+        .map(|(k, v)| (k.strip_prefix("net.").expect("net. prefix").to_string(), v))
+        .collect();
+    assert_eq!(as_map(&manifest(&SapiensIdConfig::base())), keys, "base");
 
     let ckpt = Checkpoint::open(&weights_path()).unwrap();
     let stored: BTreeMap<String, Vec<usize>> =
         ckpt.names().map(|(k, s)| (k.strip_prefix("net.").expect("net. prefix").to_string(), s.to_vec())).collect();
-    assert_eq!(as_map(manifest(&SapiensIdConfig::tiny())), stored, "tiny");
+    assert_eq!(as_map(&manifest(&SapiensIdConfig::tiny())), stored, "tiny");
 }
 
 #[test]
@@ -75,13 +56,13 @@ fn tiny_matches_the_reference() {
     let got = model.forward(image, keypoints).unwrap();
     assert_eq!(got.dims(), [2, 256]);
     for i in 0..2 {
-        let err = relative_error(&got.get(i).unwrap(), &want.get(i).unwrap());
+        let err = max_rel_tensor(&got.get(i).unwrap(), &want.get(i).unwrap());
         eprintln!("SapiensID tiny, sample {i}: embedding max relative error {err:.3e}");
         assert!(err <= TOLERANCE, "sample {i}: embedding differs from the reference by {err:.3e}");
     }
     // Samples are independent of their batch-mates.
     let alone = model.forward(&image.narrow(0, 1, 1).unwrap(), &keypoints.narrow(0, 1, 1).unwrap()).unwrap();
-    assert!(relative_error(&alone, &got.narrow(0, 1, 1).unwrap()) < 1e-6);
+    assert!(max_rel_tensor(&alone, &got.narrow(0, 1, 1).unwrap()) < 1e-6);
 }
 
 #[test]
@@ -95,7 +76,7 @@ fn keypoints_matter() {
     // Every keypoint missing: no body or face view, no head features.
     let missing = (keypoints.ones_like().unwrap() * -1.0).unwrap();
     let dropped = model.forward(image, &missing).unwrap();
-    let err = relative_error(&dropped, &got);
+    let err = max_rel_tensor(&dropped, &got);
     eprintln!("keypoints dropped: relative change {err:.3e}");
     assert!(err > 100.0 * TOLERANCE);
 
@@ -105,7 +86,7 @@ fn keypoints_matter() {
         no_rpe.insert(name.into(), no_rpe[name].zeros_like().unwrap());
     }
     let without = tiny_model(&no_rpe).forward(image, keypoints).unwrap();
-    let err = relative_error(&without, &got);
+    let err = max_rel_tensor(&without, &got);
     eprintln!("KP-RPE zeroed: relative change {err:.3e}");
     assert!(err > 100.0 * TOLERANCE, "the KP-RPE bias does not change the output ({err:.3e})");
 }

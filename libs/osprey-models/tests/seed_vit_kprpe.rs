@@ -4,29 +4,20 @@
 //! the crop centre (which only KP-RPE sees), and the parameter manifests of
 //! the published `small` and `base` checkpoints.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+mod common;
 
-use candle_core::{DType, Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Tensor};
+use common::seed::{keys_json, load_fixture, max_rel_tensor};
 use osprey_models::vit_kprpe::{VitKprpe, VitKprpeConfig, expected_shapes};
 
 /// Largest relative error tolerated: max |port - reference| / max |reference|.
 const TOLERANCE: f32 = 1e-4;
 
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"))
-}
-
-fn load(name: &str) -> HashMap<String, Tensor> {
-    let path = fixtures_dir().join(name);
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
-}
-
 /// The tiny fixture's weights, `net.` prefix stripped, cast to f32.
 fn tiny_weights() -> HashMap<String, Tensor> {
-    load("vit_kprpe_tiny.weights.safetensors")
+    load_fixture("vit_kprpe_tiny.weights.safetensors")
         .into_iter()
         .map(|(k, v)| {
             let name = k.strip_prefix("net.").unwrap_or(&k).to_string();
@@ -39,43 +30,36 @@ fn tiny_model() -> VitKprpe {
     VitKprpe::new(&VitKprpeConfig::tiny(), &tiny_weights()).expect("build tiny ViT-KPRPE")
 }
 
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    diff / scale
-}
-
 #[test]
 fn tiny_matches_reference_embeddings() {
     let model = tiny_model();
-    let io = load("vit_kprpe_tiny.io.safetensors");
+    let io = load_fixture("vit_kprpe_tiny.io.safetensors");
     let image = &io["image"];
     let keypoints = &io["keypoints"];
 
     let got = model.forward(image, keypoints).unwrap();
-    let err = relative_error(&got, &io["embedding"]);
+    let err = max_rel_tensor(&got, &io["embedding"]);
     eprintln!("embedding: max relative error {err:.3e}");
     assert!(err <= TOLERANCE, "embedding differs from the reference by {err:.3e}");
 
     let centred = keypoints.ones_like().unwrap().affine(0.5, 0.0).unwrap();
     let got_centred = model.forward(image, &centred).unwrap();
-    let err = relative_error(&got_centred, &io["embedding_centre_keypoints"]);
+    let err = max_rel_tensor(&got_centred, &io["embedding_centre_keypoints"]);
     eprintln!("embedding_centre_keypoints: max relative error {err:.3e}");
     assert!(err <= TOLERANCE, "centre-keypoint embedding differs from the reference by {err:.3e}");
 
     // The fixture is built so that the landmarks matter; guard against a
     // port that ignores them passing by accident.
-    assert!(relative_error(&got, &got_centred) > 100.0 * TOLERANCE);
+    assert!(max_rel_tensor(&got, &got_centred) > 100.0 * TOLERANCE);
 }
 
 #[test]
 fn shapes_match_published_manifests() {
     for (name, cfg) in [("small", VitKprpeConfig::small()), ("base", VitKprpeConfig::base())] {
-        let text = std::fs::read_to_string(fixtures_dir().join(format!("vit_kprpe_{name}.keys.json"))).unwrap();
-        let manifest: BTreeMap<String, Vec<usize>> = serde_json::from_str(&text).unwrap();
-        let manifest: BTreeMap<String, Vec<usize>> =
-            manifest.into_iter().map(|(k, v)| (k.strip_prefix("net.").expect("net. prefix").to_string(), v)).collect();
+        let manifest: BTreeMap<String, Vec<usize>> = keys_json(&format!("vit_kprpe_{name}.keys.json"))
+            .into_iter()
+            .map(|(k, v)| (k.strip_prefix("net.").expect("net. prefix").to_string(), v))
+            .collect();
         let ours = expected_shapes(&cfg);
         let ours_map: BTreeMap<String, Vec<usize>> = ours.iter().cloned().collect();
         assert_eq!(ours.len(), ours_map.len(), "{name}: duplicate names");

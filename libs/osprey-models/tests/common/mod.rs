@@ -1,5 +1,5 @@
 //! Shared set-up for the model tests: where the models, the test data and
-//! dlib's reference outputs are.
+//! dlib's reference outputs are; [`seed`] serves the `seed_*` tests.
 
 #![allow(dead_code)]
 
@@ -7,6 +7,8 @@ use osprey_models::FaceModels;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+pub mod seed;
 
 /// `../shared/data` from the repository root, or `$OSPREY_DATA`.
 pub fn data_dir() -> PathBuf {
