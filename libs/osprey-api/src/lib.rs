@@ -461,6 +461,24 @@ pub struct MediaSpec {
     pub aggregator_weights: Option<String>,
 }
 
+/// The analysis settings a task's media spec stands for (unvalidated: see
+/// [`osprey_pipeline::MediaSettings::validate`]).
+impl From<&MediaSpec> for osprey_pipeline::MediaSettings {
+    fn from(m: &MediaSpec) -> Self {
+        Self {
+            sample_fps: m.sample_fps.clone(),
+            upsample: m.upsample,
+            max_detect_megapixels: m.max_detect_megapixels,
+            segment_seconds: m.segment_seconds,
+            model: m.model.clone(),
+            weights: m.weights.clone(),
+            detector: m.detector.clone(),
+            aggregator: m.aggregator.clone(),
+            aggregator_weights: m.aggregator_weights.clone(),
+        }
+    }
+}
+
 /// The aggregator of tasks recorded before jobs named one.
 fn default_aggregator() -> String {
     "mean".into()

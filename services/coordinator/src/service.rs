@@ -666,17 +666,7 @@ fn lease_answer(check: LeaseCheck, task_id: &str) -> ApiResult<bool> {
 
 /// The analysis settings of a media spec.
 pub fn media_settings(m: &MediaSpec) -> Result<MediaSettings> {
-    let s = MediaSettings {
-        sample_fps: m.sample_fps.clone(),
-        upsample: m.upsample,
-        max_detect_megapixels: m.max_detect_megapixels,
-        segment_seconds: m.segment_seconds,
-        model: m.model.clone(),
-        weights: m.weights.clone(),
-        detector: m.detector.clone(),
-        aggregator: m.aggregator.clone(),
-        aggregator_weights: m.aggregator_weights.clone(),
-    };
+    let s = MediaSettings::from(m);
     s.validate()?;
     Ok(s)
 }

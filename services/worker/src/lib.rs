@@ -184,17 +184,7 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
         return Ok(n);
     }
     let spec = lease.task.clone();
-    let settings = MediaSettings {
-        sample_fps: spec.media.sample_fps.clone(),
-        upsample: spec.media.upsample,
-        max_detect_megapixels: spec.media.max_detect_megapixels,
-        segment_seconds: spec.media.segment_seconds,
-        model: spec.media.model.clone(),
-        weights: spec.media.weights.clone(),
-        detector: spec.media.detector.clone(),
-        aggregator: spec.media.aggregator.clone(),
-        aggregator_weights: spec.media.aggregator_weights.clone(),
-    };
+    let settings = MediaSettings::from(&spec.media);
     let rt = tokio::runtime::Handle::current();
     let counter = Arc::clone(frames);
     let task_root = root.clone();
