@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use osprey_api::{JobCreated, JobKind, JobSpec, JobState, JobStatus, ResultsPage, SubjectsFrom};
+use osprey_api::{JobCreated, JobKind, JobList, JobSpec, JobState, JobStatus, ResultsPage, SubjectsFrom};
 
 use crate::Format;
 use crate::client::{Client, Target, segment};
@@ -15,6 +15,25 @@ use crate::output::{Rows, opt, score, seconds};
 pub enum JobCommand {
     /// Submit an enroll or search job; prints its id (with --watch, follows it to the end).
     Submit(SubmitArgs),
+    /// Jobs on the server, newest first: state, gallery, task counts, frames.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only jobs in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only jobs of this gallery.
+        #[arg(long)]
+        gallery: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Skip this many (newest first).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// A job's state, task counts, frames and errors.
     Status {
         #[command(flatten)]
@@ -46,6 +65,30 @@ pub enum JobCommand {
         target: Target,
         job_id: String,
     },
+}
+
+/// A job state on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum StateArg {
+    Queued,
+    Running,
+    Completed,
+    CompletedWithErrors,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for JobState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Queued => JobState::Queued,
+            StateArg::Running => JobState::Running,
+            StateArg::Completed => JobState::Completed,
+            StateArg::CompletedWithErrors => JobState::CompletedWithErrors,
+            StateArg::Failed => JobState::Failed,
+            StateArg::Cancelled => JobState::Cancelled,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +159,55 @@ pub struct SubmitArgs {
 pub async fn run(cmd: JobCommand) -> anyhow::Result<()> {
     match cmd {
         JobCommand::Submit(args) => submit(args).await,
+        JobCommand::List { target, state, gallery, limit, offset, format } => {
+            let client = target.client("osprey job list")?;
+            let mut path = format!("/v1/jobs?limit={limit}&offset={offset}");
+            if let Some(s) = state {
+                path.push_str(&format!("&state={}", state_name(s.into())));
+            }
+            if let Some(g) = &gallery {
+                path.push_str(&format!("&gallery={}", segment(g)));
+            }
+            let list: JobList = client.get(&path).await?;
+            let mut rows = Rows::new(&[
+                "job",
+                "kind",
+                "gallery",
+                "state",
+                "tasks",
+                "done",
+                "failed",
+                "frames",
+                "templates",
+                "created",
+            ]);
+            for s in &list.jobs {
+                rows.push(vec![
+                    s.job_id.clone(),
+                    kind_name(s.kind).into(),
+                    s.gallery.clone(),
+                    state_name(s.state).into(),
+                    s.tasks.total.to_string(),
+                    s.tasks.done.to_string(),
+                    s.tasks.failed.to_string(),
+                    s.frames.to_string(),
+                    s.templates.to_string(),
+                    chrono::DateTime::from_timestamp_millis(s.created_at_ms)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
+                ]);
+            }
+            rows.print(format, &list)?;
+            if !matches!(format, Format::Json) && list.total > list.offset + list.jobs.len() {
+                eprintln!(
+                    "{} of {} jobs shown; --offset {} for more",
+                    list.jobs.len(),
+                    list.total,
+                    list.offset + list.jobs.len()
+                );
+            }
+            Ok(())
+        }
         JobCommand::Status { target, job_id, format } => {
             let status = status(&target.client("osprey job status")?, &job_id).await?;
             let mut rows =

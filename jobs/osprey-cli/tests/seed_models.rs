@@ -288,6 +288,22 @@ fn service_jobs_load_the_checkpoint_they_name() {
 
     fails(&run(&["job", "submit", "search", "--gallery", "ada", "media/probes/"]), 2, "holds `adaface-ir18` templates");
 
+    // `osprey job list` (GET /v1/jobs): newest first, filtered, paged.
+    let list = |extra: &[&'static str]| -> serde_json::Value {
+        let mut args = run(&["job", "list", "--format", "json"]);
+        args.extend(extra);
+        serde_json::from_str(&ok(&args).0).unwrap()
+    };
+    let all = list(&[]);
+    assert_eq!(all["total"], 2, "{all}");
+    assert_eq!((&all["jobs"][0]["kind"], &all["jobs"][1]["kind"]), (&"search".into(), &"enroll".into()), "{all}");
+    assert_eq!(list(&["--gallery", "ada", "--state", "completed"])["total"], 2);
+    assert_eq!(list(&["--state", "failed"])["total"], 0);
+    assert_eq!(list(&["--gallery", "elsewhere"])["total"], 0);
+    let page = list(&["--limit", "1", "--offset", "1"]);
+    assert_eq!((page["total"].as_u64(), page["jobs"].as_array().map(Vec::len)), (Some(2), Some(1)), "{page}");
+    assert_eq!(page["jobs"][0]["kind"], "enroll", "{page}");
+
     // An image upload to `POST /v1/search` is embedded with the gallery's
     // model, from the checkpoint the request names.
     let probe = face_api("amy", 3);

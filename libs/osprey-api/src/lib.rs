@@ -295,6 +295,36 @@ pub struct JobStatus {
     pub finished_at_ms: Option<i64>,
 }
 
+/// `GET /v1/jobs` query: filters and the page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    /// Only jobs in this state.
+    #[serde(default)]
+    pub state: Option<JobState>,
+    /// Only jobs of this gallery.
+    #[serde(default)]
+    pub gallery: Option<String>,
+    /// Jobs to skip (newest first).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Jobs to return (default 50, at most 1000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/jobs`: a page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// Jobs matching the filters.
+    pub total: usize,
+    /// Jobs skipped before this page.
+    pub offset: usize,
+    /// Their statuses (as `GET /v1/jobs/{id}`, without the error list, which
+    /// is counted in `tasks`).
+    pub jobs: Vec<JobStatus>,
+}
+
 /// `GET /v1/jobs/{id}/results` query.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -41,7 +41,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/galleries", post(create_gallery).get(list_galleries))
         .route("/v1/galleries/{name}", get(show_gallery))
         .route("/v1/galleries/{name}/subjects/{subject_id}", delete(delete_subject))
-        .route("/v1/jobs", post(submit_job))
+        .route("/v1/jobs", post(submit_job).get(list_jobs))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/results", get(job_results))
@@ -86,7 +86,7 @@ async fn authenticate(State(c): AppState, mut req: Request, next: Next) -> Respo
 #[openapi(
     info(title = "Osprey REST API", version = "1", description = "Batch identification over video and images: galleries, jobs, open-set search, SQL. Every route but /healthz needs `Authorization: Bearer <key>`; roles are admin, operator and reader."),
     paths(
-        healthz, metrics, create_gallery, list_galleries, show_gallery, delete_subject, submit_job, job_status,
+        healthz, metrics, create_gallery, list_galleries, show_gallery, delete_subject, submit_job, list_jobs, job_status,
         cancel_job, job_results, search, sql, lease_task, heartbeat, complete_task, fail_task
     ),
     components(schemas(UploadSearch)),
@@ -299,6 +299,43 @@ async fn job_status(
     let table = c.jobs.lock().expect("jobs lock");
     let job = table.get(&id).ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
     Ok(Json(job.status()))
+}
+
+/// Lists jobs, newest first, filtered by state and gallery, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", params(JobsQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_jobs(
+    State(c): AppState,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> ApiResult<Json<JobList>> {
+    caller.require(ALL, "listing jobs")?;
+    let Query(q) = query?;
+    let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(50));
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let table = c.jobs.lock().expect("jobs lock");
+    let mut matching: Vec<JobStatus> = table
+        .all()
+        .map(|j| j.status())
+        .filter(|s| q.state.is_none_or(|want| s.state == want))
+        .filter(|s| q.gallery.as_ref().is_none_or(|g| &s.gallery == g))
+        .collect();
+    drop(table);
+    // Newest first; ids break ties so pages are stable.
+    matching.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.job_id.cmp(&a.job_id)));
+    let total = matching.len();
+    let jobs = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|mut s| {
+            s.errors.clear();
+            s
+        })
+        .collect();
+    Ok(Json(JobList { total, offset, jobs }))
 }
 
 /// Cancels a job: queued tasks are dropped, running ones told to stop.
