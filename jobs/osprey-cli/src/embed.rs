@@ -171,12 +171,7 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let rows = if args.aligned { embed_aligned(&args, &spec, &inputs)? } else { embed_detected(&args, &inputs)? };
     let faces = rows.iter().filter(|t| t.embedding.is_some()).count();
     let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
-    let batch = templates_to_batch(&rows, spec.dim)?;
-    let bytes = encode_parquet(batch.schema(), &[batch])?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_rows(&args.out, &rows, spec.dim)?;
     for f in failed.iter().take(20) {
         eprintln!("  {}: {}", f.media_uri.as_deref().unwrap_or("?"), f.error.as_deref().unwrap_or("?"));
     }
@@ -428,12 +423,7 @@ fn embed_person(args: &EmbedArgs, spec: &PersonModelSpec) -> anyhow::Result<()> 
             "no input images"
         }));
     }
-    let batch = templates_to_batch(&rows, spec.dim)?;
-    let bytes = encode_parquet(batch.schema(), &[batch])?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_rows(&args.out, &rows, spec.dim)?;
     let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
     for f in failed.iter().take(20) {
         eprintln!("  {}: {}", f.media_uri.as_deref().unwrap_or("?"), f.error.as_deref().unwrap_or("?"));
@@ -449,6 +439,17 @@ fn embed_person(args: &EmbedArgs, spec: &PersonModelSpec) -> anyhow::Result<()> 
         args.out.display()
     );
     Ok(())
+}
+
+/// Writes template rows of `dim`-wide embeddings as Parquet to `out`,
+/// creating its folder.
+fn write_rows(out: &std::path::Path, rows: &[Template], dim: usize) -> anyhow::Result<()> {
+    let batch = templates_to_batch(rows, dim)?;
+    let bytes = encode_parquet(batch.schema(), &[batch])?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))
 }
 
 /// Silhouette sequences: every folder under the inputs that directly holds

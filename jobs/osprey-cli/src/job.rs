@@ -19,9 +19,10 @@ pub enum JobCommand {
     List {
         #[command(flatten)]
         target: Target,
-        /// Only jobs in this state.
-        #[arg(long, value_enum)]
-        state: Option<StateArg>,
+        /// Only jobs in this state: queued, running, completed,
+        /// completed_with_errors, failed or cancelled.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<JobState>,
         /// Only jobs of this gallery.
         #[arg(long)]
         gallery: Option<String>,
@@ -65,30 +66,6 @@ pub enum JobCommand {
         target: Target,
         job_id: String,
     },
-}
-
-/// A job state on the command line.
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum StateArg {
-    Queued,
-    Running,
-    Completed,
-    CompletedWithErrors,
-    Failed,
-    Cancelled,
-}
-
-impl From<StateArg> for JobState {
-    fn from(s: StateArg) -> Self {
-        match s {
-            StateArg::Queued => JobState::Queued,
-            StateArg::Running => JobState::Running,
-            StateArg::Completed => JobState::Completed,
-            StateArg::CompletedWithErrors => JobState::CompletedWithErrors,
-            StateArg::Failed => JobState::Failed,
-            StateArg::Cancelled => JobState::Cancelled,
-        }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -163,7 +140,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<()> {
             let client = target.client("osprey job list")?;
             let mut path = format!("/v1/jobs?limit={limit}&offset={offset}");
             if let Some(s) = state {
-                path.push_str(&format!("&state={}", state_name(s.into())));
+                path.push_str(&format!("&state={}", state_name(s)));
             }
             if let Some(g) = &gallery {
                 path.push_str(&format!("&gallery={}", segment(g)));
@@ -423,6 +400,13 @@ fn kind_name(k: JobKind) -> &'static str {
     }
 }
 
+/// A job state by its API name (`state_name`'s inverse).
+fn parse_state(name: &str) -> Result<JobState, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        format!("`{name}` is not a job state: queued, running, completed, completed_with_errors, failed or cancelled")
+    })
+}
+
 fn state_name(s: JobState) -> &'static str {
     match s {
         JobState::Queued => "queued",
@@ -431,5 +415,25 @@ fn state_name(s: JobState) -> &'static str {
         JobState::CompletedWithErrors => "completed_with_errors",
         JobState::Failed => "failed",
         JobState::Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn states_parse_by_their_api_names() {
+        for s in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Completed,
+            JobState::CompletedWithErrors,
+            JobState::Failed,
+            JobState::Cancelled,
+        ] {
+            assert_eq!(parse_state(state_name(s)), Ok(s));
+        }
+        assert!(parse_state("done").unwrap_err().contains("not a job state"));
     }
 }

@@ -225,19 +225,7 @@ pub fn manifest(cfg: &SapiensIdConfig) -> Manifest {
     ];
     for d in 0..cfg.depth {
         let b = format!("backbone.blocks.{d}");
-        m.extend([
-            (format!("{b}.norm1.weight"), vec![e]),
-            (format!("{b}.norm1.bias"), vec![e]),
-            (format!("{b}.norm2.weight"), vec![e]),
-            (format!("{b}.norm2.bias"), vec![e]),
-            (format!("{b}.attn.qkv.weight"), vec![3 * e, e]),
-            (format!("{b}.attn.proj.weight"), vec![e, e]),
-            (format!("{b}.attn.proj.bias"), vec![e]),
-            (format!("{b}.mlp.fc1.weight"), vec![hidden, e]),
-            (format!("{b}.mlp.fc1.bias"), vec![hidden]),
-            (format!("{b}.mlp.fc2.weight"), vec![e, hidden]),
-            (format!("{b}.mlp.fc2.bias"), vec![e]),
-        ]);
+        crate::vit_kprpe::block_entries(&mut m, &b, e, hidden);
     }
     let rpe_out = cfg.depth * cfg.num_heads * BUCKETS;
     let kp = "rpe_module.keypoint_linear";

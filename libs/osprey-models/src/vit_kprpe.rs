@@ -134,6 +134,24 @@ impl VitKprpeConfig {
     }
 }
 
+/// The names and shapes of one transformer block `b` of width `e` with an
+/// MLP of width `hidden` (no qkv bias), as the timm-style ViTs name them.
+pub(crate) fn block_entries(m: &mut Vec<(String, Vec<usize>)>, b: &str, e: usize, hidden: usize) {
+    m.extend([
+        (format!("{b}.norm1.weight"), vec![e]),
+        (format!("{b}.norm1.bias"), vec![e]),
+        (format!("{b}.norm2.weight"), vec![e]),
+        (format!("{b}.norm2.bias"), vec![e]),
+        (format!("{b}.attn.qkv.weight"), vec![3 * e, e]),
+        (format!("{b}.attn.proj.weight"), vec![e, e]),
+        (format!("{b}.attn.proj.bias"), vec![e]),
+        (format!("{b}.mlp.fc1.weight"), vec![hidden, e]),
+        (format!("{b}.mlp.fc1.bias"), vec![hidden]),
+        (format!("{b}.mlp.fc2.weight"), vec![e, hidden]),
+        (format!("{b}.mlp.fc2.bias"), vec![e]),
+    ]);
+}
+
 /// Every parameter and buffer the network holds for `cfg`, with its shape,
 /// in state-dict order and without the checkpoint's `net.` prefix. The
 /// BatchNorms' `num_batches_tracked` counters are listed (shape `[]`) but
@@ -149,19 +167,7 @@ pub fn expected_shapes(cfg: &VitKprpeConfig) -> Vec<(String, Vec<usize>)> {
     ];
     for d in 0..cfg.depth {
         let b = format!("blocks.{d}");
-        out.extend([
-            (format!("{b}.norm1.weight"), vec![e]),
-            (format!("{b}.norm1.bias"), vec![e]),
-            (format!("{b}.norm2.weight"), vec![e]),
-            (format!("{b}.norm2.bias"), vec![e]),
-            (format!("{b}.attn.qkv.weight"), vec![3 * e, e]),
-            (format!("{b}.attn.proj.weight"), vec![e, e]),
-            (format!("{b}.attn.proj.bias"), vec![e]),
-            (format!("{b}.mlp.fc1.weight"), vec![hidden, e]),
-            (format!("{b}.mlp.fc1.bias"), vec![hidden]),
-            (format!("{b}.mlp.fc2.weight"), vec![e, hidden]),
-            (format!("{b}.mlp.fc2.bias"), vec![e]),
-        ]);
+        block_entries(&mut out, &b, e, hidden);
     }
     out.push(("norm.weight".into(), vec![e]));
     out.push(("norm.bias".into(), vec![e]));
