@@ -749,7 +749,7 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
     drop(data);
     let started = Instant::now();
     let opts = osprey_index::EnrollOptions { index_factory: args.index.clone(), ..Default::default() };
-    let gallery = osprey_index::enroll(&root, "bench", "bench", templates, &opts).await?;
+    let gallery = osprey_index::enroll(&root, "bench", "bench", templates, &[], &opts).await?;
     let factory = gallery.manifest().index_factory.clone();
     eprintln!("gallery built and stored in {:.1}s ({factory})", started.elapsed().as_secs_f64());
     drop(gallery);

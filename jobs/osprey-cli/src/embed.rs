@@ -511,8 +511,11 @@ fn template_id(input: &str, face: usize, model: &str) -> String {
 /// A face's row: `quality` is the feature norm for models whose norm
 /// measures quality, else the detector's confidence.
 fn face_template(input: &str, i: usize, model: &str, f: &Observation) -> Template {
+    let template_id = template_id(input, i, model);
     Template {
-        template_id: template_id(input, i, model),
+        // A face with no body around it is its own person track.
+        person_track_id: Some(template_id.clone()),
+        template_id,
         media_uri: Some(input.to_string()),
         modality: Some(Modality::Face),
         model: model.to_string(),

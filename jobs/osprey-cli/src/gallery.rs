@@ -165,11 +165,19 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                     erasure_report(subject.clone(), &erase_subject(&Root::open(&root)?, &gallery, &subject).await?)
                 }
             };
-            let mut rows = Rows::new(&["subject", "index templates", "template rows", "result rows", "thumbnails"]);
+            let mut rows = Rows::new(&[
+                "subject",
+                "index templates",
+                "template rows",
+                "observation rows",
+                "result rows",
+                "thumbnails",
+            ]);
             rows.push(vec![
                 erasure.subject_id.clone(),
                 erasure.index_templates.to_string(),
                 erasure.template_rows.to_string(),
+                erasure.observation_rows.to_string(),
                 erasure.result_rows.to_string(),
                 erasure.thumbnails.to_string(),
             ]);
@@ -260,7 +268,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
     let opts = EnrollOptions { index_factory: args.index, nprobe: args.nprobe, calibrate_fpir: Some(args.fpir) };
     let started = std::time::Instant::now();
-    let gallery = enroll(&root, &args.gallery, &batch, templates, &opts).await?;
+    let gallery = enroll(&root, &args.gallery, &batch, templates, &[], &opts).await?;
     let m = gallery.manifest();
     eprintln!(
         "imported {} templates into gallery `{}` ({} subjects, {} templates, index {}, {}-d) in {:.2}s",
@@ -375,7 +383,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     }
     let model = gallery.manifest().model.clone();
     let rows = search_probes(&mut gallery, &job_id, &probes.iter().collect::<Vec<_>>(), args.search.top_k, threshold)?;
-    store_search(&root, &job_id, "part-0", &model, dim, &probes, &rows).await?;
+    store_search(&root, &job_id, "part-0", &model, dim, &probes, &[], &rows).await?;
     let (matches, unknown) = count_decisions(&rows);
     let top: Vec<_> = rows.iter().filter(|r| r.rank == 1).cloned().collect();
     crate::print_text(&format_batches(&[results_to_batch(&top)?], args.search.format.into())?);

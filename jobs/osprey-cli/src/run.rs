@@ -15,7 +15,7 @@ use osprey_index::{EnrollOptions, Gallery, enroll, operating_point, search_probe
 use osprey_media::is_video_path;
 use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind};
 use osprey_pipeline::media::{
-    self, AGGREGATORS, failure_row, put_thumbnails, subject_tracks, template_id, template_row,
+    self, AGGREGATORS, failure_row, observation_rows, put_thumbnails, subject_tracks, template_id, template_row,
 };
 use osprey_pipeline::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 use osprey_store::{Root, SearchResultRow, Template, layout};
@@ -300,6 +300,7 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let (results, frames, secs) = process_all(&analysis, &settings, &files, true);
 
     let mut templates = Vec::new();
+    let mut observations = Vec::new();
     let mut thumbnails = Vec::new();
     let mut failed = Vec::new();
     let mut skipped = 0;
@@ -318,6 +319,7 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
                 skipped += 1;
                 continue;
             }
+            observations.extend(observation_rows(&id, &t));
             let mut row = template_row(&root, id, &r.input, segment, &t, r.is_video, model, &mut thumbnails);
             row.gallery = Some(args.gallery.clone());
             row.subject_id = Some(subject.clone());
@@ -348,7 +350,7 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
     put_thumbnails(&root, thumbnails).await?;
     let n = templates.len();
     let opts = EnrollOptions { index_factory: args.index, nprobe: None, calibrate_fpir: Some(args.fpir) };
-    let gallery = enroll(&root, &args.gallery, &batch, templates, &opts).await?;
+    let gallery = enroll(&root, &args.gallery, &batch, templates, &observations, &opts).await?;
     let m = gallery.manifest();
     eprintln!(
         "enrolled {n} templates of {} subjects from {} inputs ({} failed, {skipped} already enrolled) in {secs:.1}s ({frames} frames, {:.2} frames/s)",
@@ -399,6 +401,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
 
     let scope = format!("job={job_id}");
     let mut probes = Vec::new();
+    let mut observations = Vec::new();
     let mut thumbnails = Vec::new();
     let mut failed = 0;
     for r in &results {
@@ -415,6 +418,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         };
         for (segment, t) in &r.templates {
             let id = template_id(&scope, &r.input, *segment, t.track_id, model);
+            observations.extend(observation_rows(&id, t));
             let mut row = template_row(&root, id, &r.input, *segment, t, r.is_video, model, &mut thumbnails);
             row.job_id = Some(job_id.clone());
             probes.push(row);
@@ -424,7 +428,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     let rows = search_probes(&mut gallery, &job_id, &searchable, args.search.top_k, op.threshold)?;
     put_thumbnails(&root, thumbnails).await?;
     let dim = gallery.manifest().dim;
-    store_search(&root, &job_id, "part-0", model, dim, &probes, &rows).await?;
+    store_search(&root, &job_id, "part-0", model, dim, &probes, &observations, &rows).await?;
 
     print_appearances(&probes, &rows, args.search.format)?;
     let (matches, unknown) = osprey_index::count_decisions(&rows);

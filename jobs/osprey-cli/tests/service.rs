@@ -337,6 +337,21 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
         .into_iter()
         .collect();
     assert_eq!(distributed, undisturbed, "templates differ from an undisturbed run");
+    // The workers' observations: one per frame of each template, the same
+    // frames and boxes as the undisturbed run's.
+    let per_template = api.sql(
+        READER,
+        &format!(
+            "SELECT t.template_id, max(t.num_frames) AS num_frames, count(o.frame) AS n FROM templates t \
+             LEFT JOIN observations o ON o.template_id = t.template_id \
+             WHERE t.job_id = '{job_id}' AND t.error IS NULL GROUP BY 1"
+        ),
+    );
+    assert!(per_template.len() >= 5, "{per_template:?}");
+    for r in &per_template {
+        assert_eq!(r["n"], r["num_frames"], "one observation per frame: {r}");
+    }
+    assert_eq!(observation_keys(&api, &job_id), observation_keys(&api, "undisturbed"), "observations differ");
 
     // Results over REST: Obama's photos match him.
     let (status, page) = api.call("GET", &format!("/v1/jobs/{job_id}/results?limit=100"), Some(READER), None);
@@ -394,9 +409,17 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
     assert!((400..500).contains(&status), "readers cannot read the audit table");
 
     // ---- erasure
+    let biden = api.sql(READER, "SELECT template_id FROM templates WHERE subject_id = 'biden'");
+    let biden_observations = format!(
+        "SELECT o.frame FROM observations o WHERE o.template_id = '{}'",
+        biden[0]["template_id"].as_str().unwrap()
+    );
+    assert_eq!(api.sql(READER, &biden_observations).len(), 1, "the enrolment photo's detection");
     let (status, erased) = api.call("DELETE", "/v1/galleries/people/subjects/biden", Some(OPERATOR), None);
     assert_eq!(status, 200, "{erased}");
     assert_eq!(erased["index_templates"], 1, "{erased}");
+    assert_eq!(erased["observation_rows"], 1, "{erased}");
+    assert!(api.sql(READER, &biden_observations).is_empty());
     let (_, gallery) = api.call("GET", "/v1/galleries/people", Some(READER), None);
     assert_eq!(gallery["subjects"], 3, "{gallery}");
     assert!(api.sql(READER, "SELECT * FROM templates WHERE subject_id = 'biden'").is_empty());
@@ -405,6 +428,35 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
     let (status, metrics) = api.call("GET", "/metrics", Some(READER), None);
     assert_eq!(status, 200);
     assert!(metrics.as_str().unwrap().contains("osprey_searches_total 51"), "{metrics}");
+}
+
+/// Job `job_id`'s observations as sorted keys (media, track, frame, time, box).
+fn observation_keys(api: &Api, job_id: &str) -> Vec<String> {
+    let rows = api.sql(
+        READER,
+        &format!(
+            "SELECT t.media_uri, t.track_id, o.frame, o.t_ms, o.bbox.x AS x, o.bbox.y AS y, o.bbox.w AS w, o.bbox.h AS h \
+             FROM observations o JOIN templates t ON o.template_id = t.template_id WHERE t.job_id = '{job_id}'"
+        ),
+    );
+    let mut keys: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} track={} frame={} t={} box={},{},{},{}",
+                base(r["media_uri"].as_str().unwrap()),
+                r["track_id"],
+                r["frame"],
+                r["t_ms"],
+                r["x"],
+                r["y"],
+                r["w"],
+                r["h"]
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
 }
 
 fn track_key(r: &Value) -> String {

@@ -147,8 +147,24 @@ fn hamilton_clip_who_appears_when() {
     ]);
     assert!(out.contains("corrupt.mp4") && out.contains("cannot open as video"), "{out}");
 
-    // Erasing a subject removes their enrolled template, its thumbnail and
-    // every result naming them.
+    // Every template has its observations, one per frame of its track.
+    let video = examples.join("short_hamilton_clip.mp4");
+    let info = osprey_media::video::VideoReader::open(&video, "hamilton").unwrap().info().clone();
+    check_observations(&root, "hamilton-1", &info);
+
+    // Erasing a subject removes their enrolled template, its thumbnail,
+    // its observations and every result naming them.
+    let sql_csv = |query: &str| ok(&["sql", "--root", s(&root), "--format", "csv", query]).0;
+    let erased_ids = sql_csv("SELECT template_id FROM templates WHERE subject_id = 'alex-lacamoire'");
+    let erased_ids: Vec<&str> = erased_ids.lines().skip(1).collect();
+    assert_eq!(erased_ids.len(), 1, "{erased_ids:?}");
+    let observations_of_erased = || {
+        let ids = erased_ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
+        let out = sql_csv(&format!("SELECT count(*) FROM observations WHERE template_id IN ({ids})"));
+        out.lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    assert_eq!(observations_of_erased(), 1, "the enrolment photo's detection");
+    let observations_before = sql_csv("SELECT count(*) FROM observations");
     let (out, _) = ok(&[
         "gallery",
         "delete-subject",
@@ -164,6 +180,10 @@ fn hamilton_clip_who_appears_when() {
     let erasure: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(erasure["index_templates"], 1, "{out}");
     assert_eq!(erasure["thumbnails"], 1, "{out}");
+    assert_eq!(erasure["observation_rows"], 1, "{out}");
+    assert_eq!(observations_of_erased(), 0, "the erased template's observations are gone");
+    let n = |out: &str| out.lines().nth(1).unwrap().parse::<usize>().unwrap();
+    assert_eq!(n(&sql_csv("SELECT count(*) FROM observations")), n(&observations_before) - 1, "only theirs");
     let (out, _) = ok(&[
         "sql",
         "--root",
@@ -174,6 +194,78 @@ fn hamilton_clip_who_appears_when() {
          (SELECT count(*) FROM results WHERE subject_id = 'alex-lacamoire') AS n",
     ]);
     assert_eq!(out.lines().nth(1), Some("0"), "{out}");
+}
+
+/// The observations of job `job_id`'s templates, against the templates and
+/// the clip (`info`): each template with an embedding has one observation
+/// per aggregated frame, frames strictly rising from `frame_start` to
+/// `frame_end`, times matching the frame numbers at the clip's frame rate,
+/// boxes on the frame, 5 landmarks each; a photo's single detection is at
+/// frame 0, 0 ms. Faces are their own person tracks.
+fn check_observations(root: &std::path::Path, job_id: &str, info: &osprey_media::video::VideoInfo) {
+    let (out, _) = ok(&[
+        "sql",
+        "--root",
+        s(root),
+        "--format",
+        "json",
+        &format!(
+            "SELECT t.template_id, t.person_track_id, t.media_uri, t.num_frames, t.frame_start, t.frame_end, \
+             t.t_start_ms, t.t_end_ms, o.modality, o.frame, o.t_ms, o.bbox.x AS x, o.bbox.y AS y, o.bbox.w AS w, \
+             o.bbox.h AS h, array_length(o.keypoints) AS points, o.quality \
+             FROM templates t LEFT JOIN observations o ON o.template_id = t.template_id \
+             WHERE t.job_id = '{job_id}' AND t.error IS NULL ORDER BY t.template_id, o.frame"
+        ),
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let mut by_template: std::collections::BTreeMap<String, Vec<&serde_json::Value>> = Default::default();
+    for r in &rows {
+        by_template.entry(r["template_id"].as_str().unwrap().to_string()).or_default().push(r);
+    }
+    let frame_ms = 1000.0 / info.fps;
+    let (mut tracks, mut photos) = (0, 0);
+    for (id, obs) in &by_template {
+        let t = obs[0];
+        assert_eq!(t["person_track_id"].as_str(), Some(id.as_str()), "a face track is its own person track: {t}");
+        assert!(obs.iter().all(|o| o["frame"].is_i64()), "template {id} has no observations: {t}");
+        assert_eq!(obs.len() as i64, t["num_frames"].as_i64().unwrap(), "one observation per frame of {id}");
+        for o in obs {
+            assert_eq!(o["modality"], "face", "{o}");
+            assert_eq!(o["points"], 5, "the 5 landmarks: {o}");
+            assert!(o["quality"].as_f64().is_some_and(|q| q > 0.0), "{o}");
+            assert!(o["w"].as_f64().unwrap() > 0.0 && o["h"].as_f64().unwrap() > 0.0, "{o}");
+        }
+        if !t["media_uri"].as_str().unwrap().ends_with(".mp4") {
+            photos += 1;
+            assert_eq!(obs.len(), 1, "{id}");
+            assert_eq!((obs[0]["frame"].as_i64(), obs[0]["t_ms"].as_i64()), (Some(0), Some(0)), "{t}");
+            continue;
+        }
+        tracks += 1;
+        let frames: Vec<i64> = obs.iter().map(|o| o["frame"].as_i64().unwrap()).collect();
+        assert!(frames.windows(2).all(|w| w[0] < w[1]), "frames of {id} rise strictly: {frames:?}");
+        assert_eq!(Some(frames[0]), t["frame_start"].as_i64(), "{t}");
+        assert_eq!(Some(*frames.last().unwrap()), t["frame_end"].as_i64(), "{t}");
+        assert_eq!(obs[0]["t_ms"], t["t_start_ms"], "{t}");
+        assert_eq!(obs.last().unwrap()["t_ms"], t["t_end_ms"], "{t}");
+        for o in obs {
+            let (frame, t_ms) = (o["frame"].as_i64().unwrap(), o["t_ms"].as_i64().unwrap());
+            assert!(
+                (t_ms as f64 - frame as f64 * frame_ms).abs() <= frame_ms / 2.0 + 1.0,
+                "frame {frame} at {t_ms} ms: {o}"
+            );
+            // Boxes lie on the frame: dlib's detector window may reach a few pixels past an edge.
+            let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| o[k].as_f64().unwrap());
+            let slack = 0.1 * h;
+            assert!(
+                x >= -slack && y >= -slack && x + w <= info.width as f64 + slack && y + h <= info.height as f64 + slack,
+                "box {x},{y} {w}x{h} outside the {}x{} frame: {o}",
+                info.width,
+                info.height
+            );
+        }
+    }
+    assert!(tracks >= 3 && photos == 1, "{tracks} tracks, {photos} photos");
 }
 
 #[path = "../../../libs/osprey-store/tests/support/s3_server.rs"]

@@ -116,6 +116,8 @@ pub struct Erasure {
     pub index_templates: usize,
     /// Template rows removed from the template tables.
     pub template_rows: usize,
+    /// Observation rows (per-frame boxes) of those templates removed.
+    pub observation_rows: usize,
     /// Search result rows naming the subject removed.
     pub result_rows: usize,
     /// Thumbnails deleted.

@@ -21,6 +21,7 @@ pub mod templates {
     pub const TASK_ID: &str = "task_id";
     pub const MEDIA_URI: &str = "media_uri";
     pub const TRACK_ID: &str = "track_id";
+    pub const PERSON_TRACK_ID: &str = "person_track_id";
     pub const MODALITY: &str = "modality";
     pub const MODEL: &str = "model";
     pub const EMBEDDING: &str = "embedding";
@@ -60,6 +61,12 @@ pub fn bbox_fields() -> Fields {
 ///
 /// `embedding` is null only for rows that record a failure (`error` set), so
 /// that an unreadable input is visible in SQL instead of silently missing.
+///
+/// `person_track_id` links the templates of one person across modalities: it
+/// is the `template_id` of the person (body) track that contains this track.
+/// A face track with no body around it is its own person track, so today,
+/// with faces only, it equals the row's own `template_id` (null where it is
+/// not known: failure rows, imported embeddings). Each row's per-frame boxes are in the [`observation_schema`] table.
 pub fn template_schema(dim: usize) -> SchemaRef {
     use templates::*;
     Arc::new(Schema::new(vec![
@@ -70,6 +77,7 @@ pub fn template_schema(dim: usize) -> SchemaRef {
         Field::new(TASK_ID, DataType::Utf8, true),
         Field::new(MEDIA_URI, DataType::Utf8, true),
         Field::new(TRACK_ID, DataType::Int64, true),
+        Field::new(PERSON_TRACK_ID, DataType::Utf8, true),
         Field::new(MODALITY, DataType::Utf8, false),
         Field::new(MODEL, DataType::Utf8, false),
         Field::new(EMBEDDING, embedding_type(dim), true),
@@ -84,6 +92,64 @@ pub fn template_schema(dim: usize) -> SchemaRef {
         Field::new(THUMBNAIL_URI, DataType::Utf8, true),
         Field::new(ERROR, DataType::Utf8, true),
         Field::new(CREATED_AT, utc_ms(), false),
+    ]))
+}
+
+/// Column names of the observations table, in order.
+pub mod observations {
+    #![allow(missing_docs)]
+    pub const TEMPLATE_ID: &str = "template_id";
+    pub const MODALITY: &str = "modality";
+    pub const FRAME: &str = "frame";
+    pub const T_MS: &str = "t_ms";
+    pub const BBOX: &str = "bbox";
+    pub const KEYPOINTS: &str = "keypoints";
+    pub const QUALITY: &str = "quality";
+}
+
+/// One keypoint: pixel coordinates in the frame and, where the model gives
+/// one, its confidence (`score`, null otherwise).
+pub fn keypoint_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("x", DataType::Float32, false),
+        Field::new("y", DataType::Float32, false),
+        Field::new("score", DataType::Float32, true),
+    ])
+}
+
+/// The `keypoints` column type: `List<Struct<x, y, score>>`.
+pub fn keypoints_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Struct(keypoint_fields()), false)))
+}
+
+/// One row per per-frame observation that went into a template: every frame
+/// of a video track, the single detection of a still image.
+///
+/// * `template_id`: the template it belongs to (the same id as in the
+///   template table);
+/// * `modality`: `face` (later `body`, `gait`: one table for all);
+/// * `frame`: the 0-based frame number in the stream, as decoded (from the
+///   presentation time and frame rate); 0 for images;
+/// * `t_ms`: the frame's presentation time in milliseconds; 0 for images;
+/// * `bbox`: the box in the frame's pixels, the templates' struct;
+/// * `keypoints`: in the frame's pixels, in the model's order: for faces the
+///   5 landmarks of the detector or shape predictor (dlib's 5-point shape
+///   for `dlib-resnet-v1`; MTCNN's eyes, nose and mouth corners for the
+///   seed models; the template's `model` tells which), `score` null; body
+///   models will give COCO's 17 points with their scores; null when the
+///   model gives none;
+/// * `quality`: the observation's quality as the tracker weighed it (see the
+///   template table's `quality`).
+pub fn observation_schema() -> SchemaRef {
+    use observations::*;
+    Arc::new(Schema::new(vec![
+        Field::new(TEMPLATE_ID, DataType::Utf8, false),
+        Field::new(MODALITY, DataType::Utf8, false),
+        Field::new(FRAME, DataType::Int64, false),
+        Field::new(T_MS, DataType::Int64, false),
+        Field::new(BBOX, DataType::Struct(bbox_fields()), false),
+        Field::new(KEYPOINTS, keypoints_type(), true),
+        Field::new(QUALITY, DataType::Float32, true),
     ]))
 }
 
@@ -189,6 +255,14 @@ pub fn all_descriptions() -> Vec<(&'static str, serde_json::Value)> {
                 "templates",
                 &template_schema(1),
                 "One row per template. Parquet (zstd) under templates/model=<model>/; one embedding width D per model; embeddings are unit L2 norm so inner product is cosine similarity.",
+            ),
+        ),
+        (
+            "observations",
+            describe(
+                "observations",
+                &observation_schema(),
+                "One row per frame of each template's track (one row for a still image): where the face (later the body) was in that frame. Parquet (zstd) under observations/model=<model>/, one file beside each template file of the same name; join on template_id. frame is 0-based as decoded, t_ms the presentation time (both 0 for images); bbox and keypoints are in the frame's pixels; keypoints are the model's points in its own order (faces: the 5 landmarks of the template's model, score null; body models: COCO's 17 points with their scores), null when it has none.",
             ),
         ),
         (

@@ -1,7 +1,7 @@
 //! Enrolment: templates in, a committed gallery out.
 
 use osprey_core::{Error, ErrorKind, Result};
-use osprey_store::{PutOutcome, Root, Template, layout, write_templates};
+use osprey_store::{ObservationRow, PutOutcome, Root, Template, layout, write_observations, write_templates};
 
 use crate::Gallery;
 
@@ -18,17 +18,21 @@ pub struct EnrollOptions {
 }
 
 /// Enrols `templates` (all of one model and width, each with a subject) into
-/// gallery `name`, creating it if it does not exist.
+/// gallery `name`, creating it if it does not exist; `observations` (the
+/// per-frame boxes of those templates, possibly none) go to the
+/// observations table beside them.
 ///
 /// Order of writes: the template Parquet file (put-if-absent, keyed by
-/// `batch`), then the index snapshot, then the manifest. Nothing is written
-/// before every template is validated, and the template file is removed
-/// again if building the index fails, so a failed import leaves no trace.
+/// `batch`) and its observations file, then the index snapshot, then the
+/// manifest. Nothing is written before every template is validated, and both
+/// files are removed again if building the index fails, so a failed import
+/// leaves no trace.
 pub async fn enroll(
     root: &Root,
     name: &str,
     batch: &str,
     templates: Vec<Template>,
+    observations: &[ObservationRow],
     opts: &EnrollOptions,
 ) -> Result<Gallery> {
     layout::check_name("gallery", name)?;
@@ -37,22 +41,25 @@ pub async fn enroll(
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let (gallery, _) = enroll_into(root, existing, name, batch, templates, opts, false).await?;
+    let (gallery, _) = enroll_into(root, existing, name, batch, templates, observations, opts, false).await?;
     Ok(gallery)
 }
 
-/// Enrols `templates` into `gallery` (already loaded; `None` builds gallery
-/// `name`), and returns it with the number of templates added. With
+/// Enrols `templates` (and their `observations`) into `gallery` (already
+/// loaded; `None` builds gallery `name`), and returns it with the number of
+/// templates added. With
 /// `resume`, a batch whose template file already exists is not an error: only
 /// the templates the index lacks are added, so a retried enrolment (a
 /// coordinator restarted between the file and the snapshot) completes instead
 /// of failing or duplicating.
+#[allow(clippy::too_many_arguments)]
 pub async fn enroll_into(
     root: &Root,
     gallery: Option<Gallery>,
     name: &str,
     batch: &str,
     templates: Vec<Template>,
+    observations: &[ObservationRow],
     opts: &EnrollOptions,
     resume: bool,
 ) -> Result<(Gallery, usize)> {
@@ -102,6 +109,20 @@ pub async fn enroll_into(
             format!("template batch `{}` was already written; enrol it under a new batch id", root.url_of(&key)),
         ));
     }
+    let observations_key = layout::observation_file(&model, batch);
+    let observations_written = if observations.is_empty() {
+        PutOutcome::AlreadyExists
+    } else {
+        match write_observations(root, &observations_key, observations, true).await {
+            Ok(w) => w,
+            Err(e) => {
+                if written == PutOutcome::Created {
+                    root.delete(&key).await.ok();
+                }
+                return Err(e);
+            }
+        }
+    };
     // Only what the index lacks (a resumed batch may be partly in it).
     let (mut new_ids, mut new_vectors) = (Vec::with_capacity(ids.len()), Vec::with_capacity(vectors.len()));
     let present: std::collections::HashSet<&str> = gallery.iter().flat_map(|g| g.template_ids()).collect();
@@ -136,8 +157,13 @@ pub async fn enroll_into(
         Ok::<_, Error>(gallery)
     }
     .await;
-    if built.is_err() && written == PutOutcome::Created {
-        root.delete(&key).await.ok();
+    if built.is_err() {
+        if written == PutOutcome::Created {
+            root.delete(&key).await.ok();
+        }
+        if observations_written == PutOutcome::Created {
+            root.delete(&observations_key).await.ok();
+        }
     }
     Ok((built?, added))
 }

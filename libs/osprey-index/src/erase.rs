@@ -1,6 +1,8 @@
 //! The right to erasure: a subject removed from the index *and* from every
-//! table SQL reads.
+//! table SQL reads: templates, their per-frame observations, results, and
+//! the thumbnails.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
@@ -17,6 +19,8 @@ pub struct Erasure {
     pub index_templates: usize,
     /// Template rows removed from Parquet files.
     pub template_rows: usize,
+    /// Observation rows (per-frame boxes) of the removed templates removed.
+    pub observation_rows: usize,
     /// Search result rows naming the subject that were removed.
     pub result_rows: usize,
     /// Thumbnails (face crops) of the removed templates deleted.
@@ -27,7 +31,8 @@ pub struct Erasure {
 
 /// Removes `subject_id` from gallery `gallery`: from the FAISS index (rebuilt
 /// at once for index types that cannot remove), from the template tables
-/// (rows of that gallery and subject) and from search results naming it.
+/// (rows of that gallery and subject), from the observations of those
+/// templates, and from search results naming it.
 pub async fn erase_subject(root: &Root, gallery: &str, subject_id: &str) -> Result<Erasure> {
     let mut g = Gallery::load(root, gallery).await?;
     let removed = match g.remove_subject(subject_id)? {
@@ -40,18 +45,27 @@ pub async fn erase_subject(root: &Root, gallery: &str, subject_id: &str) -> Resu
     g.save(root).await?;
     let mut erasure = Erasure { index_templates: removed, ..Default::default() };
 
+    let mut erased = HashSet::new();
     for obj in root.glob(&format!("{}/**/*.parquet", layout::TEMPLATES)).await? {
         let ids =
             rewrite_without(root, &obj.key, |b| rows_matching(b, &[("gallery", gallery), ("subject_id", subject_id)]))
                 .await?;
         erasure.template_rows += ids.len();
         erasure.files_rewritten += usize::from(!ids.is_empty());
-        for id in ids.iter().flatten() {
+        for id in ids.into_iter().flatten() {
             let key = format!("{}/{id}.jpg", layout::THUMBNAILS);
             if root.exists(&key).await? {
                 root.delete(&key).await?;
                 erasure.thumbnails += 1;
             }
+            erased.insert(id);
+        }
+    }
+    if !erased.is_empty() {
+        for obj in root.glob(&format!("{}/**/*.parquet", layout::OBSERVATIONS)).await? {
+            let n = rewrite_without(root, &obj.key, |b| rows_of_templates(b, &erased)).await?.len();
+            erasure.observation_rows += n;
+            erasure.files_rewritten += usize::from(n > 0);
         }
     }
     for obj in root.glob(&format!("{}/**/*.parquet", layout::RESULTS)).await? {
@@ -73,6 +87,13 @@ fn rows_matching(batch: &RecordBatch, equal: &[(&str, &str)]) -> Vec<bool> {
         }
     }
     keep
+}
+
+/// Rows whose `template_id` is one of `ids`.
+fn rows_of_templates(batch: &RecordBatch, ids: &HashSet<String>) -> Vec<bool> {
+    let Some(a) = batch.column_by_name("template_id") else { return vec![false; batch.num_rows()] };
+    let a = a.as_string::<i32>();
+    (0..batch.num_rows()).map(|r| a.is_valid(r) && ids.contains(a.value(r))).collect()
 }
 
 /// Rewrites the Parquet file at `key` without the rows `matching` selects;

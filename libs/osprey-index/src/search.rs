@@ -2,7 +2,10 @@
 //! embedded batch jobs and (later) the coordinator.
 
 use osprey_core::{Error, OpenSetDecision, Result};
-use osprey_store::{Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, templates_to_batch};
+use osprey_store::{
+    ObservationRow, Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, templates_to_batch,
+    write_observations,
+};
 
 use crate::{Gallery, calibrate};
 
@@ -109,9 +112,11 @@ pub fn search_probes(
 }
 
 /// Writes a search's probe templates (all of them, failures included) to
-/// the template table and its result rows to `results/job=<job_id>/`;
-/// both put-if-absent under keys derived from the job (and `part`), so a
-/// rerun of the same job never duplicates rows.
+/// the template table, their per-frame `observations` beside them, and its
+/// result rows to `results/job=<job_id>/`; all put-if-absent under keys
+/// derived from the job (and `part`), so a rerun of the same job never
+/// duplicates rows.
+#[allow(clippy::too_many_arguments)]
 pub async fn store_search(
     root: &Root,
     job_id: &str,
@@ -119,15 +124,17 @@ pub async fn store_search(
     model: &str,
     dim: usize,
     probes: &[Template],
+    observations: &[ObservationRow],
     rows: &[SearchResultRow],
 ) -> Result<()> {
     layout::check_name("job", job_id)?;
+    let batch = format!("probes-{job_id}-{part}");
     let probe_batch = templates_to_batch(probes, dim)?;
-    root.put_if_absent(
-        &layout::template_file(model, &format!("probes-{job_id}-{part}")),
-        encode_parquet(probe_batch.schema(), &[probe_batch])?,
-    )
-    .await?;
+    root.put_if_absent(&layout::template_file(model, &batch), encode_parquet(probe_batch.schema(), &[probe_batch])?)
+        .await?;
+    if !observations.is_empty() {
+        write_observations(root, &layout::observation_file(model, &batch), observations, true).await?;
+    }
     let result_batch = results_to_batch(rows)?;
     root.put_if_absent(&layout::result_file(job_id, part), encode_parquet(result_batch.schema(), &[result_batch])?)
         .await?;

@@ -13,7 +13,7 @@ use osprey_models::caface::{BACKBONE_MODEL as CAFACE_BACKBONE, CafaceAggregator}
 use osprey_models::mtcnn::Mtcnn;
 use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind, face_model};
 use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, default_device, model_dir};
-use osprey_store::{BBox, Root, Template, layout};
+use osprey_store::{BBox, Keypoint, ObservationRow, Root, Template, layout};
 
 use crate::face::SeedFaceModels;
 use crate::{
@@ -578,6 +578,9 @@ pub fn template_row(
     let thumbnail_uri = root.url_of(&key);
     thumbnails.push((key, t.thumbnail_jpeg.clone()));
     Template {
+        // A face track with no body around it is its own person track (no
+        // person detector links faces to bodies yet).
+        person_track_id: Some(template_id.clone()),
         template_id,
         task_id: Some(format!("segment-{segment}")),
         media_uri: Some(input.to_string()),
@@ -597,6 +600,25 @@ pub fn template_row(
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         ..Default::default()
     }
+}
+
+/// The rows of the observations table for template `template_id` made from
+/// `t`: one per frame of its track (the one detection of a still image, at
+/// frame 0 and 0 ms), in time order.
+pub fn observation_rows(template_id: &str, t: &MediaTemplate) -> Vec<ObservationRow> {
+    t.points
+        .iter()
+        .map(|p| ObservationRow {
+            template_id: template_id.to_string(),
+            modality: Modality::Face,
+            frame: p.frame,
+            t_ms: p.t_ms,
+            bbox: BBox { x: p.bbox.x, y: p.bbox.y, w: p.bbox.w, h: p.bbox.h },
+            keypoints: (!p.landmarks.is_empty())
+                .then(|| p.landmarks.chunks_exact(2).map(|xy| Keypoint { x: xy[0], y: xy[1], score: None }).collect()),
+            quality: Some(p.quality),
+        })
+        .collect()
 }
 
 /// The row recording that `input` gave no template, with why.

@@ -95,6 +95,9 @@ pub struct TrackPoint {
     pub frame: i64,
     pub t_ms: i64,
     pub bbox: BoxF,
+    /// Keypoints in this frame, x0, y0, x1, y1, … in pixels (empty when the
+    /// model has none).
+    pub landmarks: Vec<f32>,
     pub quality: f32,
     pub embedding: Vec<f32>,
     /// The observation's feature norm where it measures quality.
@@ -110,6 +113,7 @@ impl TrackPoint {
             frame,
             t_ms,
             bbox: o.bbox,
+            landmarks: o.landmarks.clone(),
             quality: o.quality,
             embedding: o.embedding.clone(),
             quality_norm: o.quality_norm,

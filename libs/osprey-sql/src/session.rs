@@ -40,8 +40,9 @@ fn df_err(e: datafusion::error::DataFusionError) -> Error {
 }
 
 impl SqlSession {
-    /// Opens a session over `root` with the `templates`, `results` and
-    /// `galleries` tables registered.
+    /// Opens a session over `root` with the `templates`, `observations`
+    /// (per-frame boxes of the templates), `results` and `galleries` tables
+    /// registered; a table with no files yet is empty, with its schema.
     pub async fn open(root: &Root) -> Result<SqlSession> {
         Self::open_with(root, false).await
     }
@@ -58,6 +59,7 @@ impl SqlSession {
         }
         let session = SqlSession { ctx, root: root.clone() };
         session.register_templates().await?;
+        session.register_parquet_or_empty("observations", layout::OBSERVATIONS, schema::observation_schema()).await?;
         session.register_parquet_or_empty("results", layout::RESULTS, schema::result_schema()).await?;
         session.register_galleries().await?;
         if audit {

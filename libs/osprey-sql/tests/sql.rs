@@ -5,7 +5,10 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use osprey_core::{ErrorKind, Modality, OpenSetDecision};
 use osprey_sql::{OutputFormat, SqlSession, format_batches};
-use osprey_store::{Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, write_templates};
+use osprey_store::{
+    BBox, Keypoint, ObservationRow, Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch,
+    write_observations, write_templates,
+};
 
 fn template(id: &str, gallery: Option<&str>, subject: Option<&str>, model: &str, e: Vec<f32>) -> Template {
     let mut e = e;
@@ -32,6 +35,24 @@ async fn seeded(name: &str) -> Root {
     write_templates(&root, &layout::template_file("m4", "enrol-1"), &gallery, 4, true).await.unwrap();
     let probes = vec![template("p1", None, None, "m4", vec![0.0, 0.0, 3.0, 4.0])];
     write_templates(&root, &layout::template_file("m4", "probes-1"), &probes, 4, true).await.unwrap();
+    // The probe is a track over frames 30, 32 and 34 moving right; a1 a photo.
+    let observation = |id: &str, frame: i64, t_ms: i64, x: f32| ObservationRow {
+        template_id: id.into(),
+        modality: Modality::Face,
+        frame,
+        t_ms,
+        bbox: BBox { x, y: 50.0, w: 40.0, h: 48.0 },
+        keypoints: Some((0..5).map(|i| Keypoint { x: x + 8.0 * i as f32, y: 70.0, score: None }).collect()),
+        quality: Some(0.8),
+    };
+    let track = vec![
+        observation("p1", 30, 1200, 100.0),
+        observation("p1", 32, 1280, 110.0),
+        observation("p1", 34, 1360, 120.0),
+    ];
+    write_observations(&root, &layout::observation_file("m4", "probes-1"), &track, true).await.unwrap();
+    let photo = vec![ObservationRow { keypoints: None, ..observation("a1", 0, 0, 5.0) }];
+    write_observations(&root, &layout::observation_file("m4", "enrol-1"), &photo, true).await.unwrap();
     root
 }
 
@@ -47,10 +68,22 @@ fn single_f64(batches: &[RecordBatch]) -> f64 {
 async fn empty_root_has_empty_tables() {
     let root = Root::open("memory://sql-empty").unwrap();
     let s = SqlSession::open(&root).await.unwrap();
-    for table in ["templates", "results", "galleries"] {
+    for table in ["templates", "observations", "results", "galleries"] {
         let b = s.query(&format!("SELECT count(*) FROM {table}")).await.unwrap();
         assert_eq!(single_i64(&b), 0, "{table}");
     }
+    // The empty observations table has the table's columns and types.
+    let b = s.query("SELECT * FROM observations").await.unwrap();
+    let schema = b.first().map(|b| b.schema()).unwrap_or_else(|| osprey_core::schema::observation_schema());
+    assert_eq!(schema.fields(), osprey_core::schema::observation_schema().fields());
+    let b = s
+        .query("SELECT column_name FROM information_schema.columns WHERE table_name = 'observations' ORDER BY ordinal_position")
+        .await
+        .unwrap();
+    assert_eq!(
+        format_batches(&b, OutputFormat::Csv).unwrap(),
+        "column_name\ntemplate_id\nmodality\nframe\nt_ms\nbbox\nkeypoints\nquality\n"
+    );
 }
 
 #[tokio::test]
@@ -110,6 +143,30 @@ async fn templates_results_and_vector_functions() {
     assert_eq!(format_batches(&b, OutputFormat::Csv).unwrap(), "subject_id,decision\nalice,unknown\n");
     let json = format_batches(&b, OutputFormat::Json).unwrap();
     assert_eq!(json, r#"[{"subject_id":"alice","decision":"unknown"}]"#);
+
+    // Observations join templates: the boxes of a track, frame by frame.
+    let b = s
+        .query(
+            "SELECT o.frame, o.t_ms, o.bbox.x AS x, o.bbox.h AS h, array_length(o.keypoints) AS points, \
+             o.keypoints[1]['x'] AS x0 \
+             FROM observations o JOIN templates t ON o.template_id = t.template_id \
+             WHERE t.template_id = 'p1' ORDER BY o.frame",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        format_batches(&b, OutputFormat::Csv).unwrap(),
+        "frame,t_ms,x,h,points,x0\n30,1200,100.0,48.0,5,100.0\n32,1280,110.0,48.0,5,110.0\n34,1360,120.0,48.0,5,120.0\n"
+    );
+    // Every observation belongs to a template; a photo's has no keypoints here.
+    let b = s
+        .query(
+            "SELECT t.subject_id, count(*) AS n, count(o.keypoints) AS with_points FROM observations o \
+             LEFT JOIN templates t ON o.template_id = t.template_id GROUP BY 1 ORDER BY 1 NULLS LAST",
+        )
+        .await
+        .unwrap();
+    assert_eq!(format_batches(&b, OutputFormat::Csv).unwrap(), "subject_id,n,with_points\nalice,1,0\n,3,3\n");
 }
 
 #[tokio::test]
@@ -156,4 +213,19 @@ async fn several_models_are_one_templates_view() {
     assert_eq!(single_i64(&b), 5);
     let b = s.query("SELECT vector_norm(embedding) FROM templates WHERE model = 'm8'").await.unwrap();
     assert!((single_f64(&b) - 1.0).abs() < 1e-6);
+    // Observations of every model's folder are one table.
+    let box8 = BBox { x: 1.0, y: 2.0, w: 3.0, h: 4.0 };
+    let obs8 = ObservationRow {
+        template_id: "w1".into(),
+        modality: Modality::Face,
+        frame: 0,
+        t_ms: 0,
+        bbox: box8,
+        keypoints: None,
+        quality: None,
+    };
+    write_observations(&root, &layout::observation_file("m8", "enrol-1"), &[obs8], true).await.unwrap();
+    let s = SqlSession::open(&root).await.unwrap();
+    let b = s.query("SELECT count(*) FROM observations o JOIN templates t USING (template_id)").await.unwrap();
+    assert_eq!(single_i64(&b), 5);
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! templates/model=<model>/<batch>.parquet     template tables (one width per model)
+//! observations/model=<model>/<batch>.parquet  per-frame boxes of that batch's templates
 //! results/job=<job_id>/<part>.parquet         search results
 //! galleries/<name>/manifest.json              gallery metadata (the commit point)
 //! galleries/<name>/index/<version>.faiss      FAISS snapshot + its id map
@@ -10,6 +11,7 @@
 //! jobs/<job_id>/job.json                      a service job's spec (the commit point)
 //! jobs/<job_id>/tasks.json                    its tasks, once expanded
 //! jobs/<job_id>/outputs/<task_id>.parquet     a worker's templates for one task
+//! jobs/<job_id>/outputs/<task_id>.observations.parquet   and their observations
 //! jobs/<job_id>/done/<task_id>.json           a task's completion or failure
 //! jobs/<job_id>/final.json                    the job's end state
 //! ```
@@ -18,6 +20,8 @@ use osprey_core::{Error, Result};
 
 /// Prefix of the template tables.
 pub const TEMPLATES: &str = "templates";
+/// Prefix of the observations table (per-frame boxes of the templates).
+pub const OBSERVATIONS: &str = "observations";
 /// Prefix of the search results.
 pub const RESULTS: &str = "results";
 /// Prefix of the gallery manifests and snapshots.
@@ -56,6 +60,20 @@ pub fn template_file(model: &str, batch: &str) -> String {
     format!("{}/{batch}.parquet", model_dir(model))
 }
 
+/// The key of the observations of the template file `template_file(model,
+/// batch)`: the same model folder and batch name under `observations/`, so
+/// every template file has its observations beside it.
+pub fn observation_file(model: &str, batch: &str) -> String {
+    format!("{OBSERVATIONS}/model={model}/{batch}.parquet")
+}
+
+/// Where a worker stages the observations of the templates it stages at
+/// `templates_key` (a `.parquet` key): beside it, as `<stem>.observations.parquet`.
+pub fn staged_observations(templates_key: &str) -> String {
+    let stem = templates_key.strip_suffix(".parquet").unwrap_or(templates_key);
+    format!("{stem}.observations.parquet")
+}
+
 /// The key of one result file.
 pub fn result_file(job_id: &str, part: &str) -> String {
     format!("{RESULTS}/job={job_id}/{part}.parquet")
@@ -79,6 +97,13 @@ pub fn job_key(job_id: &str, rest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn observations_lie_beside_their_templates() {
+        assert_eq!(template_file("m", "probes-j-0"), "templates/model=m/probes-j-0.parquet");
+        assert_eq!(observation_file("m", "probes-j-0"), "observations/model=m/probes-j-0.parquet");
+        assert_eq!(staged_observations("jobs/j/outputs/t1.parquet"), "jobs/j/outputs/t1.observations.parquet");
+    }
 
     #[test]
     fn names_are_single_safe_segments() {

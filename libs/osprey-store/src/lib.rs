@@ -5,19 +5,25 @@
 //! roots behind one interface, so that the rest of Osprey never asks where its
 //! data lives. Template tables are Parquet (zstd) with a fixed-width
 //! `embedding` column, one embedding width per file, partitioned by model
-//! ([`layout`]). Task outputs are written with put-if-absent so that a
-//! retried task can never duplicate templates.
+//! ([`layout`]); each template file has its per-frame observations (boxes,
+//! keypoints) in a file of the same name under `observations/`. Task outputs
+//! are written with put-if-absent so that a retried task can never duplicate
+//! templates.
 #![warn(missing_docs)]
 
 mod audit;
 mod error;
 pub mod layout;
+mod observations;
 mod parquet_io;
 mod results;
 mod root;
 mod templates;
 
 pub use audit::{AuditRow, audit_to_batch};
+pub use observations::{
+    Keypoint, ObservationRow, observations_from_batch, observations_to_batch, read_observations, write_observations,
+};
 pub use parquet_io::{decode_parquet, encode_parquet};
 pub use results::{SearchResultRow, results_to_batch};
 pub use root::{ObjectInfo, PutOutcome, Root};

@@ -44,6 +44,11 @@ pub struct Template {
     pub media_uri: Option<String>,
     /// Track within the media, for video.
     pub track_id: Option<i64>,
+    /// The person track this track belongs to: the `template_id` of the
+    /// body track around it, or its own `template_id` for a face track with
+    /// no body around it (every face today). `None` where it is not known
+    /// (failure rows, imported embeddings).
+    pub person_track_id: Option<String>,
     /// Modality (`face` when defaulted).
     pub modality: Option<Modality>,
     /// Embedding model id, e.g. `dlib-resnet-v1`.
@@ -148,6 +153,7 @@ pub fn templates_to_batch(templates: &[Template], dim: usize) -> Result<RecordBa
         strings(&|t| t.task_id.as_deref()),
         strings(&|t| t.media_uri.as_deref()),
         i64s(&|t| t.track_id),
+        strings(&|t| t.person_track_id.as_deref()),
         strings(&|t| Some(t.modality.unwrap_or(Modality::Face).as_str())),
         strings(&|t| Some(&t.model)),
         Arc::new(embedding),
@@ -181,63 +187,78 @@ fn embedding_dim(batch: &RecordBatch) -> Result<usize> {
     }
 }
 
-/// Reads templates back from a template-schema batch.
+/// Reads templates back from a template-schema batch. Files written before
+/// the template table had `person_track_id` are read too (it is `None`).
 pub fn templates_from_batch(batch: &RecordBatch) -> Result<Vec<Template>> {
     let expected = schema::template_schema(embedding_dim(batch)?);
-    if batch.schema().fields() != expected.fields() {
+    let without_person_track: Vec<_> =
+        expected.fields().iter().filter(|f| f.name() != col::PERSON_TRACK_ID).cloned().collect();
+    let fields = batch.schema().fields().clone();
+    if fields != *expected.fields() && fields.iter().cloned().collect::<Vec<_>>() != without_person_track {
         return Err(Error::new(
             ErrorKind::Corrupt,
             "batch does not follow the template schema (schemas/templates.schema.json)",
         ));
     }
-    let c = |i: usize| batch.column(i);
-    let s = |i: usize, r: usize| -> Option<String> {
-        let a = c(i).as_string::<i32>();
-        a.is_valid(r).then(|| a.value(r).to_string())
-    };
-    let i64at = |i: usize, r: usize| -> Option<i64> {
-        let a = c(i).as_primitive::<Int64Type>();
-        a.is_valid(r).then(|| a.value(r))
-    };
-    let emb = c(9).as_fixed_size_list();
+    let c = |name: &str| batch.column_by_name(name).expect("checked against the schema");
+    let strings = |name: &str| c(name).as_string::<i32>().clone();
+    let s =
+        |a: &arrow::array::StringArray, r: usize| -> Option<String> { a.is_valid(r).then(|| a.value(r).to_string()) };
+    let i64s = |name: &str| c(name).as_primitive::<Int64Type>().clone();
+    let i64at = |a: &Int64Array, r: usize| -> Option<i64> { a.is_valid(r).then(|| a.value(r)) };
+    let (template_id, gallery, subject_id, job_id, task_id, media_uri) = (
+        strings(col::TEMPLATE_ID),
+        strings(col::GALLERY),
+        strings(col::SUBJECT_ID),
+        strings(col::JOB_ID),
+        strings(col::TASK_ID),
+        strings(col::MEDIA_URI),
+    );
+    let person_track_id = batch.column_by_name(col::PERSON_TRACK_ID).map(|a| a.as_string::<i32>().clone());
+    let (modality_col, model, thumbnail_uri, error) =
+        (strings(col::MODALITY), strings(col::MODEL), strings(col::THUMBNAIL_URI), strings(col::ERROR));
+    let (track_id, frame_start, frame_end, t_start_ms, t_end_ms) =
+        (i64s(col::TRACK_ID), i64s(col::FRAME_START), i64s(col::FRAME_END), i64s(col::T_START_MS), i64s(col::T_END_MS));
+    let emb = c(col::EMBEDDING).as_fixed_size_list();
     let emb_values = emb.values().as_primitive::<Float32Type>();
     let dim = emb.value_length() as usize;
-    let quality = c(10).as_primitive::<Float32Type>();
-    let num_frames = c(15).as_primitive::<Int32Type>();
-    let bbox = c(16).as_struct();
+    let quality = c(col::QUALITY).as_primitive::<Float32Type>();
+    let num_frames = c(col::NUM_FRAMES).as_primitive::<Int32Type>();
+    let bbox = c(col::BBOX).as_struct();
     let bbox_col = |j: usize| bbox.column(j).as_primitive::<Float32Type>().clone();
     let (bx, by, bw, bh) = (bbox_col(0), bbox_col(1), bbox_col(2), bbox_col(3));
-    let landmarks = c(17).as_list::<i32>();
-    let created = c(20).as_primitive::<TimestampMillisecondType>();
+    let landmarks = c(col::LANDMARKS).as_list::<i32>();
+    let created = c(col::CREATED_AT).as_primitive::<TimestampMillisecondType>();
 
     (0..batch.num_rows())
         .map(|r| {
-            let modality = s(7, r).unwrap_or_default();
+            let modality = s(&modality_col, r).unwrap_or_default();
             Ok(Template {
-                template_id: s(0, r).unwrap_or_default(),
-                gallery: s(1, r),
-                subject_id: s(2, r),
-                job_id: s(3, r),
-                task_id: s(4, r),
-                media_uri: s(5, r),
-                track_id: i64at(6, r),
+                template_id: s(&template_id, r).unwrap_or_default(),
+                gallery: s(&gallery, r),
+                subject_id: s(&subject_id, r),
+                job_id: s(&job_id, r),
+                task_id: s(&task_id, r),
+                media_uri: s(&media_uri, r),
+                track_id: i64at(&track_id, r),
+                person_track_id: person_track_id.as_ref().and_then(|a| s(a, r)),
                 modality: Some(
                     modality.parse().map_err(|e: Error| Error::new(ErrorKind::Corrupt, e.message().to_string()))?,
                 ),
-                model: s(8, r).unwrap_or_default(),
+                model: s(&model, r).unwrap_or_default(),
                 embedding: emb.is_valid(r).then(|| emb_values.values()[r * dim..(r + 1) * dim].to_vec()),
                 quality: quality.is_valid(r).then(|| quality.value(r)),
-                frame_start: i64at(11, r),
-                frame_end: i64at(12, r),
-                t_start_ms: i64at(13, r),
-                t_end_ms: i64at(14, r),
+                frame_start: i64at(&frame_start, r),
+                frame_end: i64at(&frame_end, r),
+                t_start_ms: i64at(&t_start_ms, r),
+                t_end_ms: i64at(&t_end_ms, r),
                 num_frames: num_frames.is_valid(r).then(|| num_frames.value(r)),
                 bbox: bbox.is_valid(r).then(|| BBox { x: bx.value(r), y: by.value(r), w: bw.value(r), h: bh.value(r) }),
                 landmarks: landmarks
                     .is_valid(r)
                     .then(|| landmarks.value(r).as_primitive::<Float32Type>().values().to_vec()),
-                thumbnail_uri: s(18, r),
-                error: s(19, r),
+                thumbnail_uri: s(&thumbnail_uri, r),
+                error: s(&error, r),
                 created_at_ms: created.value(r),
             })
         })

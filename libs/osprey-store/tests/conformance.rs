@@ -8,7 +8,10 @@ use s3_server::start_s3;
 
 use bytes::Bytes;
 use osprey_core::{ErrorKind, Modality};
-use osprey_store::{BBox, PutOutcome, Root, Template, read_templates, templates_to_batch, write_templates};
+use osprey_store::{
+    BBox, Keypoint, ObservationRow, PutOutcome, Root, Template, read_observations, read_templates, templates_to_batch,
+    write_observations, write_templates,
+};
 
 fn unit(dim: usize, seed: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|i| ((i * 31 + seed * 17) % 13) as f32 - 6.0).collect();
@@ -29,6 +32,7 @@ fn sample_templates(dim: usize) -> Vec<Template> {
             task_id: Some("task-1".into()),
             media_uri: Some("s3://bucket/a.mp4".into()),
             track_id: Some(3),
+            person_track_id: Some("t-1".into()),
             modality: Some(Modality::Face),
             model: "m".into(),
             embedding: Some(unit(dim, 1)),
@@ -54,6 +58,35 @@ fn sample_templates(dim: usize) -> Vec<Template> {
             created_at_ms: 1_700_000_000_001,
             ..Default::default()
         },
+    ]
+}
+
+fn sample_observations() -> Vec<ObservationRow> {
+    let face = |frame: i64, t_ms: i64| ObservationRow {
+        template_id: "t-1".into(),
+        modality: Modality::Face,
+        frame,
+        t_ms,
+        bbox: BBox { x: 10.0 + frame as f32, y: 20.0, w: 30.0, h: 31.5 },
+        keypoints: Some((0..5).map(|i| Keypoint { x: i as f32, y: 2.0 * i as f32, score: None }).collect()),
+        quality: Some(0.5),
+    };
+    vec![
+        face(10, 400),
+        face(11, 440),
+        ObservationRow {
+            template_id: "t-3".into(),
+            modality: Modality::Body,
+            frame: 0,
+            t_ms: 0,
+            bbox: BBox { x: 0.0, y: 0.0, w: 64.0, h: 128.0 },
+            keypoints: Some(vec![
+                Keypoint { x: 1.0, y: 2.0, score: Some(0.9) },
+                Keypoint { x: 3.0, y: 4.0, score: Some(0.1) },
+            ]),
+            quality: None,
+        },
+        ObservationRow { keypoints: None, ..face(12, 480) },
     ]
 }
 
@@ -113,6 +146,28 @@ async fn suite(root: Root) {
     assert_eq!(emb_col.compression(), parquet::basic::Compression::ZSTD(Default::default()));
     let (schema, _) = osprey_store::decode_parquet(root.get(key).await.unwrap(), key).unwrap();
     assert_eq!(schema.field_with_name("embedding").unwrap().data_type(), &osprey_core::schema::embedding_type(dim));
+
+    // Files written before the table had `person_track_id` still read.
+    let mut legacy = templates_to_batch(&templates, dim).unwrap();
+    legacy.remove_column(legacy.schema().index_of("person_track_id").unwrap());
+    root.put("templates/model=m/legacy.parquet", osprey_store::encode_parquet(legacy.schema(), &[legacy]).unwrap())
+        .await
+        .unwrap();
+    let back = read_templates(&root, "templates/model=m/legacy.parquet").await.unwrap();
+    let expected: Vec<Template> = templates.iter().map(|t| Template { person_track_id: None, ..t.clone() }).collect();
+    assert_eq!(back, expected);
+
+    // Observation tables round-trip: keypoints with and without scores, and none.
+    let observations = sample_observations();
+    let key = "observations/model=m/batch-1.parquet";
+    assert_eq!(write_observations(&root, key, &observations, true).await.unwrap(), PutOutcome::Created);
+    assert_eq!(write_observations(&root, key, &observations[..1], true).await.unwrap(), PutOutcome::AlreadyExists);
+    assert_eq!(read_observations(&root, key).await.unwrap(), observations);
+    let (schema, _) = osprey_store::decode_parquet(root.get(key).await.unwrap(), key).unwrap();
+    assert_eq!(schema.as_ref(), osprey_core::schema::observation_schema().as_ref());
+    // A template file is not an observations file.
+    let err = read_observations(&root, "templates/model=m/batch-1.parquet").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
 
     // Corrupt bytes are reported with the object's name.
     root.put("templates/model=m/bad.parquet", Bytes::from_static(b"PAR1 not really")).await.unwrap();

@@ -153,6 +153,7 @@ pub fn erasure_report(subject_id: String, e: &osprey_index::Erasure) -> Erasure 
         subject_id,
         index_templates: e.index_templates,
         template_rows: e.template_rows,
+        observation_rows: e.observation_rows,
         result_rows: e.result_rows,
         thumbnails: e.thumbnails,
     }

@@ -12,7 +12,7 @@ use osprey_index::{EnrollOptions, Gallery, enroll_into, operating_point, search_
 use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings};
-use osprey_store::{AuditRow, PutOutcome, Root, layout, read_templates};
+use osprey_store::{AuditRow, PutOutcome, Root, layout, read_observations, read_templates};
 
 use crate::audit::AuditLog;
 use crate::config::{ApiKey, Config};
@@ -434,7 +434,7 @@ impl Coordinator {
             row.task_id = Some(spec.task_id.clone());
             // Written at the model's width: one width per model folder.
             let dim = face_model(model)?.dim;
-            store_search(&self.root, &spec.job_id, &spec.task_id, model, dim, &[row], &[]).await?;
+            store_search(&self.root, &spec.job_id, &spec.task_id, model, dim, &[row], &[], &[]).await?;
         }
         let record = TaskRecord { ok: false, error: Some(error), frames: 0, templates: 0, attempts };
         self.end_task(spec, record).await?;
@@ -444,10 +444,13 @@ impl Coordinator {
 
     async fn end_task(self: &Arc<Self>, spec: &TaskSpec, record: TaskRecord) -> Result<()> {
         put_json(&self.root, &layout::job_key(&spec.job_id, &format!("done/{}.json", spec.task_id)), &record).await?;
-        // The staging copy has served: its templates now live in the template
-        // table (or the gallery), where erasure finds them.
-        if let Err(e) = self.root.delete(&output_key(spec)).await {
-            tracing::warn!("task {}: staging output left behind: {}", spec.task_id, e.message());
+        // The staging copies have served: their templates and observations
+        // now live in the tables (or the gallery), where erasure finds them.
+        let staged = output_key(spec);
+        for key in [layout::staged_observations(&staged), staged] {
+            if let Err(e) = self.root.delete(&key).await {
+                tracing::warn!("task {}: staging output {key} left behind: {}", spec.task_id, e.message());
+            }
         }
         let end = self.jobs.lock().expect("jobs lock").end_task(&spec.task_id, &record);
         if let TaskEnd::FinishJob(job_id) = end {
@@ -475,13 +478,20 @@ impl Coordinator {
     // ------------------------------------------------------------ ingest
 
     /// Reads a task's templates and adds them to the gallery (enrol) or
-    /// searches them and stores probes and results (search). Every write is
-    /// keyed by the task, so ingesting twice changes nothing.
+    /// searches them and stores probes and results (search); their
+    /// observations go beside them. Every write is keyed by the task, so
+    /// ingesting twice changes nothing.
     async fn ingest(&self, spec: &TaskSpec) -> Result<u64> {
-        let templates = match read_templates(&self.root, &output_key(spec)).await {
+        let staged = output_key(spec);
+        let templates = match read_templates(&self.root, &staged).await {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(Error::invalid("the worker reported success but wrote no output"));
             }
+            other => other?,
+        };
+        // A task without observations (no template, or only failures) stages none.
+        let observations = match read_observations(&self.root, &layout::staged_observations(&staged)).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             other => other?,
         };
         let n = templates.len() as u64;
@@ -494,7 +504,8 @@ impl Coordinator {
                 let batch = format!("job-{}", spec.task_id.replace('.', "-"));
                 let opts = EnrollOptions::default();
                 let (g, added) =
-                    enroll_into(&self.root, guard.take(), &spec.gallery, &batch, templates, &opts, true).await?;
+                    enroll_into(&self.root, guard.take(), &spec.gallery, &batch, templates, &observations, &opts, true)
+                        .await?;
                 *guard = Some(g);
                 tracing::info!("task {}: {added} templates enrolled into `{}`", spec.task_id, spec.gallery);
             }
@@ -522,7 +533,8 @@ impl Coordinator {
                 let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
                 let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
                 drop(guard);
-                store_search(&self.root, &spec.job_id, &spec.task_id, &model, dim, &templates, &rows).await?;
+                store_search(&self.root, &spec.job_id, &spec.task_id, &model, dim, &templates, &observations, &rows)
+                    .await?;
                 let audit: Vec<AuditRow> = rows
                     .iter()
                     .filter(|r| r.rank == 1)

@@ -12,9 +12,9 @@ use std::time::Duration;
 use osprey_api::{Heartbeat, JobKind, Lease, LeaseRequest, TaskAck, TaskCompletion, TaskFailure, TaskSpec};
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_media::video::Segment;
-use osprey_pipeline::media::{put_thumbnails, subject_tracks, template_id, template_row};
+use osprey_pipeline::media::{observation_rows, put_thumbnails, subject_tracks, template_id, template_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings, VideoPlan};
-use osprey_store::{Root, Template, write_templates};
+use osprey_store::{ObservationRow, Root, Template, layout, write_observations, write_templates};
 use reqwest::StatusCode;
 
 /// How a worker reaches its coordinator.
@@ -173,9 +173,11 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
     }
 }
 
-/// Makes a task's templates and writes them to the lease's output key;
-/// returns how many. An output already there (an earlier attempt wrote it
-/// before its worker was lost) is reported again without recomputing.
+/// Makes a task's templates and writes them to the lease's output key, their
+/// observations beside it (first, so that the templates are the commit
+/// point); returns how many templates. An output already there (an earlier
+/// attempt wrote it before its worker was lost) is reported again without
+/// recomputing.
 async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<AtomicU64>) -> Result<u64> {
     let root = Root::open(&lease.root)?;
     if root.exists(&lease.output_key).await? {
@@ -189,7 +191,7 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
     let counter = Arc::clone(frames);
     let task_root = root.clone();
     let analysis = Arc::clone(analysis);
-    let (rows, thumbnails) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (rows, observations, thumbnails) = tokio::task::spawn_blocking(move || -> Result<_> {
         // The job's own settings; a job naming another model or checkpoint
         // than the worker's loads it here (from an object URL if need be).
         let analysis = analysis.with_settings(&settings)?;
@@ -214,19 +216,24 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
         Some(d) => d,
         None => osprey_models::face_model(&lease.task.media.model)?.dim,
     };
+    if !observations.is_empty() {
+        write_observations(&root, &layout::staged_observations(&lease.output_key), &observations, true).await?;
+    }
     write_templates(&root, &lease.output_key, &rows, dim, true).await?;
     Ok(rows.len() as u64)
 }
 
-/// The template rows of a task's media result (and the thumbnails to write).
+/// The template rows of a task's media result, their observations, and the
+/// thumbnails to write.
 fn rows_of(
     root: &Root,
     spec: &TaskSpec,
     result: osprey_pipeline::MediaResult,
     same_person: f32,
     model: &str,
-) -> (Vec<Template>, Vec<(String, Vec<u8>)>) {
+) -> (Vec<Template>, Vec<ObservationRow>, Vec<(String, Vec<u8>)>) {
     let mut thumbnails = Vec::new();
+    let mut observations = Vec::new();
     let templates = match spec.kind {
         JobKind::Enroll if result.is_video => subject_tracks(result.templates, same_person),
         _ => result.templates,
@@ -239,6 +246,7 @@ fn rows_of(
         .iter()
         .map(|(segment, t)| {
             let id = template_id(&scope, &spec.input, *segment, t.track_id, model);
+            observations.extend(observation_rows(&id, t));
             let mut row = template_row(root, id, &spec.input, *segment, t, result.is_video, model, &mut thumbnails);
             row.task_id = Some(spec.task_id.clone());
             match spec.kind {
@@ -251,5 +259,5 @@ fn rows_of(
             row
         })
         .collect();
-    (rows, thumbnails)
+    (rows, observations, thumbnails)
 }
