@@ -36,7 +36,7 @@
 //   FRAMES.rgb is raw rgb24, frames concatenated (W*H*3 bytes each), e.g.
 //     ffmpeg -i IN -vf "select='eq(n\,0)+eq(n\,100)'" -vsync 0 \
 //            -f rawvideo -pix_fmt rgb24 FRAMES.rgb
-//   --bench N times N runs of preprocess+execute on the first frame (a
+//   --bench N times N runs of preprocess+execute cycling through the frames (a
 //   synthetic frame if --frames is omitted) after 2 warm-up runs and prints
 //   one JSON line with frames/s to stdout.
 //
@@ -339,8 +339,11 @@ async function main() {
   const frames = opts.frames ? readFrames(opts.frames, opts.width, opts.height) : [syntheticFrame(opts.width, opts.height)];
 
   if (opts.bench) {
-    const frame = frames[0];
+    // Cycles through every frame in the file (all of them once when N is
+    // the frame count), after two warm-up runs on the first.
+    let next = 0;
     const once = () => {
+      const frame = frames[next++ % frames.length];
       const input = preprocess(frame, opts.width, opts.height);
       const outs = model.execute(input, OUTPUTS);
       outs[2].dataSync(); // force completion
@@ -348,6 +351,7 @@ async function main() {
     };
     once();
     once();
+    next = 0;
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < opts.bench; i++) once();
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;

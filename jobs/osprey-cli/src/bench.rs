@@ -33,6 +33,9 @@ pub enum BenchCommand {
     /// Faces/s of MTCNN (boxes and landmarks) on whole images, searched at
     /// full size (facenet-pytorch's defaults: minimum face 20 px).
     Mtcnn(MtcnnBench),
+    /// Frames/s of the CenterNet person detector on raw RGB frames (the
+    /// TF.js runtime's counterpart: infra/scripts/bench-people.sh).
+    People(crate::bench_people::PeopleBench),
 }
 
 #[derive(clap::Args)]
@@ -211,6 +214,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Video(args) => video(args),
         BenchCommand::FaceModel(args) => face_model(args),
         BenchCommand::Mtcnn(args) => mtcnn(args),
+        BenchCommand::People(args) => crate::bench_people::people(args),
         BenchCommand::Rest(_) => bail!("`bench rest` runs in the async runtime"),
     }
 }
@@ -683,7 +687,7 @@ fn video(args: VideoBench) -> anyhow::Result<()> {
     );
     for (mode, sampling) in [("full", Sampling::All), ("sampled", Sampling::Fps(args.sample_fps))] {
         let started = Instant::now();
-        let out = process_video(&analyzer, &args.video, &name, VideoOptions { sampling, segment }, &|_| {})?;
+        let out = process_video(&[&analyzer], &args.video, &name, VideoOptions { sampling, segment }, &|_| {})?;
         let secs = started.elapsed().as_secs_f64();
         modes.insert(
             mode.into(),

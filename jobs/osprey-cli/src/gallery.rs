@@ -138,6 +138,21 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                 Mode::Remote(c) => c.get(&format!("/v1/galleries/{}", segment(&gallery))).await?,
                 Mode::Local(root) => gallery_detail(&Gallery::load(&Root::open(&root)?, &gallery).await?),
             };
+            // The indexes of other modalities beside it (`<gallery>.body`).
+            let mut beside = Vec::new();
+            if let Mode::Local(root) = target.mode()? {
+                let root = Root::open(&root)?;
+                for m in osprey_index::COMPANION_MODALITIES {
+                    let name = osprey_index::modality_gallery(&gallery, m);
+                    if let Ok(g) = Gallery::load(&root, &name).await {
+                        let gm = g.manifest();
+                        beside.push(format!(
+                            "{m}: {name} ({}, {} subjects, {} templates)",
+                            gm.model, gm.num_subjects, gm.num_templates
+                        ));
+                    }
+                }
+            }
             let s = &detail.summary;
             let mut rows = Rows::new(&["field", "value"]);
             let bytes = osprey_index::bytes_per_template_estimate(&s.index, s.dim);
@@ -153,6 +168,9 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                 ("subject ids", detail.subject_ids.join(" ")),
             ] {
                 rows.push(vec![k.to_string(), v]);
+            }
+            for b in beside {
+                rows.push(vec!["other modality index".to_string(), b]);
             }
             rows.print(format, &detail)
         }

@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
-use osprey_core::{Error, OpenSetDecision};
-use osprey_index::{EnrollOptions, Gallery, enroll, operating_point, search_probes, store_search};
+use osprey_core::{Error, Modality, OpenSetDecision};
+use osprey_index::{EnrollOptions, Gallery, enroll, modality_gallery, operating_point, search_probes, store_search};
 use osprey_media::is_video_path;
 use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind};
 use osprey_pipeline::media::{
-    self, AGGREGATORS, failure_row, observation_rows, put_thumbnails, subject_tracks, template_id, template_row,
+    self, AGGREGATORS, failure_row, media_template_id, observation_rows, put_thumbnails, subject_tracks, template_id,
+    template_row,
 };
 use osprey_pipeline::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 use osprey_store::{Root, SearchResultRow, Template, layout};
@@ -73,6 +74,21 @@ pub struct MediaArgs {
     /// `--aggregator caface`: a path or object URL.
     #[arg(long, value_name = "FILE")]
     pub aggregator_weights: Option<String>,
+    /// What to find and embed: `face`, `body`, or `face,body`. Bodies are
+    /// people found by the CenterNet person detector, tracked, and embedded
+    /// by --body-model; a gallery keeps one index per modality (the body one
+    /// is `<gallery>.body`), and results say which modality matched.
+    #[arg(long, value_delimiter = ',', default_value = "face")]
+    pub modalities: Vec<Modality>,
+    /// Body model: the out-of-the-box appearance model (default,
+    /// dinov2-vits14-imgfocus-0.1.1: same-day, same-clothing appearance) or a
+    /// body recogniser whose checkpoint you bring (osnet-x1_0,
+    /// osnet-ain-x1_0, clip3dreid) with --body-weights.
+    #[arg(long)]
+    pub body_model: Option<String>,
+    /// The body recogniser's checkpoint: a path or object URL.
+    #[arg(long, value_name = "FILE")]
+    pub body_weights: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -209,7 +225,15 @@ impl InputResult {
 }
 
 fn load_analysis(args: &MediaArgs) -> anyhow::Result<(MediaAnalysis, MediaSettings)> {
-    let settings = MediaSettings {
+    let settings = media_settings(args);
+    // Reading a checkpoint from an object URL blocks on the runtime.
+    let analysis = tokio::task::block_in_place(|| MediaAnalysis::load(&settings, args.models.as_deref()))?;
+    Ok((analysis, settings))
+}
+
+/// The analysis settings the flags stand for (unvalidated).
+fn media_settings(args: &MediaArgs) -> MediaSettings {
+    MediaSettings {
         sample_fps: args.sample_fps.clone(),
         upsample: args.upsample,
         max_detect_megapixels: args.max_detect_megapixels,
@@ -219,10 +243,10 @@ fn load_analysis(args: &MediaArgs) -> anyhow::Result<(MediaAnalysis, MediaSettin
         detector: args.detector.clone(),
         aggregator: args.aggregator.clone(),
         aggregator_weights: args.aggregator_weights.clone(),
-    };
-    // Reading a checkpoint from an object URL blocks on the runtime.
-    let analysis = tokio::task::block_in_place(|| MediaAnalysis::load(&settings, args.models.as_deref()))?;
-    Ok((analysis, settings))
+        modalities: args.modalities.clone(),
+        body_model: args.body_model.clone(),
+        body_weights: args.body_weights.clone(),
+    }
 }
 
 /// Runs `analysis` over `inputs` on a few threads (each network uses every
@@ -263,7 +287,7 @@ fn process_all(
                         let what = match &outcome {
                             Err(e) => format!("failed: {}", e.message()),
                             Ok(r) if r.is_video => format!("{} tracks from {} frames", r.templates.len(), r.frames),
-                            Ok(r) => format!("{} faces", r.templates.len()),
+                            Ok(r) => format!("{} found", r.templates.len()),
                         };
                         let r = InputResult { input: input.clone(), outcome };
                         progress.finished_input(n, inputs.len(), input, &what);
@@ -284,18 +308,20 @@ fn process_all(
 async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
     layout::check_name("gallery", &args.gallery)?;
     let root = Root::open(&args.root.root)?;
+    media_settings(&args.media).validate()?;
     let inputs = media::subject_inputs(&args.subjects_from_dirs, &|w| eprintln!("warning: {w}")).await?;
     if inputs.is_empty() {
         bail!(Error::invalid(format!("no subject folders with images or videos under {}", args.subjects_from_dirs)));
     }
-    let existing: std::collections::HashSet<String> = match Gallery::load(&root, &args.gallery).await {
-        Ok(g) => g.template_ids().map(str::to_string).collect(),
-        Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => Default::default(),
-        Err(e) => return Err(e.into()),
-    };
+    let mut existing = std::collections::HashSet::new();
+    for &m in &args.media.modalities {
+        match Gallery::load(&root, &modality_gallery(&args.gallery, m)).await {
+            Ok(g) => existing.extend(g.template_ids().map(str::to_string)),
+            Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (analysis, settings) = load_analysis(&args.media)?;
-    let model = analysis.model();
-    let same_person = analysis.same_person();
     let files: Vec<String> = inputs.iter().map(|(_, f)| f.clone()).collect();
     let (results, frames, secs) = process_all(&analysis, &settings, &files, true);
 
@@ -312,16 +338,18 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let chosen = if r.is_video { subject_tracks(r.templates, same_person) } else { r.templates };
+        let chosen =
+            if r.is_video { subject_tracks(r.templates, &|m| analysis.same_person_in(m)) } else { r.templates };
+        let scope = format!("gallery={}", args.gallery);
         for (segment, t) in chosen {
-            let id = template_id(&format!("gallery={}", args.gallery), &r.input, segment, t.track_id, model);
+            let id = media_template_id(&scope, &r.input, segment, &t);
             if existing.contains(&id) {
                 skipped += 1;
                 continue;
             }
             observations.extend(observation_rows(&id, &t));
-            let mut row = template_row(&root, id, &r.input, segment, &t, r.is_video, model, &mut thumbnails);
-            row.gallery = Some(args.gallery.clone());
+            let mut row = template_row(&root, &scope, &r.input, segment, &t, r.is_video, &mut thumbnails);
+            row.gallery = Some(modality_gallery(&args.gallery, t.modality));
             row.subject_id = Some(subject.clone());
             templates.push(row);
         }
@@ -336,22 +364,33 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
             eprintln!("nothing new: all {skipped} templates are already enrolled in `{}`", args.gallery);
             return Ok(());
         }
-        bail!(Error::invalid("no face could be enrolled from any input"));
+        bail!(Error::invalid("nothing could be enrolled from any input"));
     }
-    // The batch id is a digest of the templates, so the same enrolment
-    // repeated is recognised instead of enrolled twice.
-    let mut ids: Vec<&str> = templates.iter().map(|t| t.template_id.as_str()).collect();
-    ids.sort();
-    let batch = format!(
-        "enroll-{}-{}",
-        args.gallery,
-        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, ids.join(",").as_bytes()).simple()
-    );
     put_thumbnails(&root, thumbnails).await?;
     let n = templates.len();
     let opts = EnrollOptions { index_factory: args.index, nprobe: None, calibrate_fpir: Some(args.fpir) };
-    let gallery = enroll(&root, &args.gallery, &batch, templates, &observations, &opts).await?;
-    let m = gallery.manifest();
+    // One index per modality: the face gallery itself, `<gallery>.body` beside it.
+    let mut galleries = Vec::new();
+    for &modality in &args.media.modalities {
+        let name = modality_gallery(&args.gallery, modality);
+        let (these, _): (Vec<Template>, Vec<Template>) =
+            templates.iter().cloned().partition(|t| t.modality == Some(modality));
+        if these.is_empty() {
+            eprintln!("no {modality} template to enrol into `{name}`");
+            continue;
+        }
+        let ids: std::collections::HashSet<&str> = these.iter().map(|t| t.template_id.as_str()).collect();
+        let these_obs: Vec<_> = observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect();
+        // The batch id is a digest of the templates, so the same enrolment
+        // repeated is recognised instead of enrolled twice.
+        let mut sorted: Vec<&str> = ids.iter().copied().collect();
+        sorted.sort();
+        let batch = format!(
+            "enroll-{name}-{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, sorted.join(",").as_bytes()).simple()
+        );
+        galleries.push(enroll(&root, &name, &batch, these, &these_obs, &opts).await?);
+    }
     eprintln!(
         "enrolled {n} templates of {} subjects from {} inputs ({} failed, {skipped} already enrolled) in {secs:.1}s ({frames} frames, {:.2} frames/s)",
         subjects,
@@ -359,17 +398,21 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
         failed.len(),
         frames as f64 / secs.max(1e-9)
     );
-    eprintln!(
-        "gallery `{}`: {} subjects, {} templates, index {}; operating threshold {}",
-        m.name,
-        m.num_subjects,
-        m.num_templates,
-        m.index_factory,
-        match (m.threshold, m.threshold_fpir) {
-            (Some(t), Some(f)) => format!("{t:.4} (calibrated for FPIR {f})"),
-            _ => "not calibrated yet (needs two subjects)".to_string(),
-        }
-    );
+    for gallery in &galleries {
+        let m = gallery.manifest();
+        eprintln!(
+            "gallery `{}` ({}): {} subjects, {} templates, index {}; operating threshold {}",
+            m.name,
+            m.model,
+            m.num_subjects,
+            m.num_templates,
+            m.index_factory,
+            match (m.threshold, m.threshold_fpir) {
+                (Some(t), Some(f)) => format!("{t:.4} (calibrated for FPIR {f})"),
+                _ => "not calibrated yet (needs two subjects)".to_string(),
+            }
+        );
+    }
     Ok(())
 }
 
@@ -377,25 +420,61 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
 
 async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
-    let mut gallery = Gallery::load(&root, &args.search.gallery).await?;
-    if gallery.manifest().model != args.media.model {
-        bail!(Error::invalid(format!(
-            "gallery `{}` holds `{}` templates; these options embed with `{}`: search it with --model {} (and its --weights)",
-            args.search.gallery,
-            gallery.manifest().model,
-            args.media.model,
-            gallery.manifest().model
-        )));
-    }
     let job_id = args.search.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     layout::check_name("job", &job_id)?;
-    let op = operating_point(&root, &mut gallery, args.search.threshold, args.search.fpir).await?;
-    eprintln!("operating threshold {:.4} ({})", op.threshold, op.source);
+    media_settings(&args.media).validate()?;
+    // One index per modality: load each before any media work.
+    let mut galleries = Vec::new();
+    for &modality in &args.media.modalities {
+        let name = modality_gallery(&args.search.gallery, modality);
+        let gallery = match Gallery::load(&root, &name).await {
+            Ok(g) => g,
+            Err(e) if e.kind() == osprey_core::ErrorKind::NotFound && modality != Modality::Face => {
+                bail!(Error::new(
+                    osprey_core::ErrorKind::NotFound,
+                    format!(
+                        "gallery `{}` has no {modality} index (`{name}`): enrol it with --modalities {modality} (e.g. face,{modality})",
+                        args.search.gallery
+                    )
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if modality == Modality::Face && gallery.manifest().model != args.media.model {
+            bail!(Error::invalid(format!(
+                "gallery `{}` holds `{}` templates; these options embed with `{}`: search it with --model {} (and its --weights)",
+                args.search.gallery,
+                gallery.manifest().model,
+                args.media.model,
+                gallery.manifest().model
+            )));
+        }
+        galleries.push((modality, gallery));
+    }
+    let mut thresholds = Vec::new();
+    for (modality, gallery) in &mut galleries {
+        let op = operating_point(&root, gallery, args.search.threshold, args.search.fpir).await?;
+        eprintln!("{modality}: operating threshold {:.4} ({})", op.threshold, op.source);
+        thresholds.push(op.threshold);
+    }
     let inputs = expand_media(&args.inputs).await?;
     if inputs.is_empty() {
         bail!(Error::invalid("no input images or videos"));
     }
     let (analysis, settings) = load_analysis(&args.media)?;
+    for (modality, gallery) in &galleries {
+        let used = match modality {
+            Modality::Face => Some(analysis.model().to_string()),
+            _ => analysis.body().map(|b| osprey_pipeline::FrameAnalyzer::model(b).to_string()),
+        };
+        if let Some(used) = used.filter(|u| *u != gallery.manifest().model) {
+            bail!(Error::invalid(format!(
+                "`{}` holds `{}` {modality} templates; these options embed with `{used}`",
+                gallery.manifest().name,
+                gallery.manifest().model
+            )));
+        }
+    }
     let model = analysis.model();
     let (results, frames, secs) = process_all(&analysis, &settings, &inputs, false);
 
@@ -417,26 +496,42 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
             }
         };
         for (segment, t) in &r.templates {
-            let id = template_id(&scope, &r.input, *segment, t.track_id, model);
+            let id = media_template_id(&scope, &r.input, *segment, t);
             observations.extend(observation_rows(&id, t));
-            let mut row = template_row(&root, id, &r.input, *segment, t, r.is_video, model, &mut thumbnails);
+            let mut row = template_row(&root, &scope, &r.input, *segment, t, r.is_video, &mut thumbnails);
             row.job_id = Some(job_id.clone());
             probes.push(row);
         }
     }
-    let searchable: Vec<&Template> = probes.iter().filter(|p| p.embedding.is_some()).collect();
-    let rows = search_probes(&mut gallery, &job_id, &searchable, args.search.top_k, op.threshold)?;
     put_thumbnails(&root, thumbnails).await?;
-    let dim = gallery.manifest().dim;
-    store_search(&root, &job_id, "part-0", model, dim, &probes, &observations, &rows).await?;
-
+    let mut rows = Vec::new();
+    let mut searchable = 0;
+    for (i, ((modality, gallery), threshold)) in galleries.iter_mut().zip(thresholds).enumerate() {
+        // Rows of inputs that failed are stored once, with the first part.
+        let these: Vec<Template> = probes
+            .iter()
+            .filter(|p| if p.embedding.is_some() { p.modality == Some(*modality) } else { i == 0 })
+            .cloned()
+            .collect();
+        let with_embedding: Vec<&Template> = these.iter().filter(|p| p.embedding.is_some()).collect();
+        searchable += with_embedding.len();
+        let found = search_probes(gallery, &job_id, &with_embedding, args.search.top_k, threshold)?;
+        let ids: std::collections::HashSet<&str> = these.iter().map(|t| t.template_id.as_str()).collect();
+        let these_obs: Vec<_> = observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect();
+        let part = match modality {
+            Modality::Face => "part-0".to_string(),
+            m => format!("part-0-{m}"),
+        };
+        let m = gallery.manifest();
+        store_search(&root, &job_id, &part, &m.model, m.dim, &these, &these_obs, &found).await?;
+        rows.extend(found);
+    }
     print_appearances(&probes, &rows, args.search.format)?;
     let (matches, unknown) = osprey_index::count_decisions(&rows);
     eprintln!(
-        "job {job_id}: {} inputs ({failed} failed), {frames} frames in {secs:.1}s ({:.2} frames/s); {} probe templates: {matches} match, {unknown} unknown",
+        "job {job_id}: {} inputs ({failed} failed), {frames} frames in {secs:.1}s ({:.2} frames/s); {searchable} probe templates: {matches} match, {unknown} unknown",
         inputs.len(),
         frames as f64 / secs.max(1e-9),
-        searchable.len()
     );
     for r in &results {
         if let Some(e) = r.error() {
@@ -467,6 +562,7 @@ fn print_appearances(probes: &[Template], rows: &[SearchResultRow], format: Form
             };
             serde_json::json!({
                 "media": p.media_uri,
+                "modality": p.modality.map(|m| m.as_str()),
                 "track": p.track_id,
                 "t_start_s": p.t_start_ms.map(|t| t as f64 / 1000.0),
                 "t_end_s": p.t_end_ms.map(|t| t as f64 / 1000.0),

@@ -507,6 +507,9 @@ impl From<&MediaSpec> for osprey_pipeline::MediaSettings {
             detector: m.detector.clone(),
             aggregator: m.aggregator.clone(),
             aggregator_weights: m.aggregator_weights.clone(),
+            // Jobs through the services are face jobs for now: a worker
+            // writes one template file of one width per task.
+            ..Self::default()
         }
     }
 }

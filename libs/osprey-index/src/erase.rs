@@ -32,8 +32,49 @@ pub struct Erasure {
 /// Removes `subject_id` from gallery `gallery`: from the FAISS index (rebuilt
 /// at once for index types that cannot remove), from the template tables
 /// (rows of that gallery and subject), from the observations of those
-/// templates, and from search results naming it.
+/// templates, and from search results naming it. The subject's templates
+/// of other modalities, in the indexes beside the gallery (`<gallery>.body`,
+/// see [`crate::modality_gallery`]), are erased too; the counts add up.
 pub async fn erase_subject(root: &Root, gallery: &str, subject_id: &str) -> Result<Erasure> {
+    // The gallery itself must exist; the subject may be enrolled in any of
+    // its modalities' indexes (a body-only enrolment has no face template).
+    Gallery::load(root, gallery).await?;
+    let mut total = Erasure::default();
+    let mut first_error = None;
+    let mut found = false;
+    let names = std::iter::once(gallery.to_string())
+        .chain(crate::COMPANION_MODALITIES.iter().map(|&m| crate::modality_gallery(gallery, m)));
+    for name in names {
+        match erase_from(root, &name, subject_id).await {
+            Ok(e) => {
+                found = true;
+                total.add(&e);
+            }
+            Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e.context(format!("erasing `{subject_id}` from `{name}`"))),
+        }
+    }
+    match (found, first_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(total),
+    }
+}
+
+impl Erasure {
+    fn add(&mut self, o: &Erasure) {
+        self.index_templates += o.index_templates;
+        self.template_rows += o.template_rows;
+        self.observation_rows += o.observation_rows;
+        self.result_rows += o.result_rows;
+        self.thumbnails += o.thumbnails;
+        self.files_rewritten += o.files_rewritten;
+    }
+}
+
+/// [`erase_subject`] from one index and its templates.
+async fn erase_from(root: &Root, gallery: &str, subject_id: &str) -> Result<Erasure> {
     let mut g = Gallery::load(root, gallery).await?;
     let removed = match g.remove_subject(subject_id)? {
         Removal::Removed(n) => n,

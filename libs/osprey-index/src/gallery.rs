@@ -19,6 +19,20 @@ pub fn set_num_threads(n: usize) {
     unsafe { omp_set_num_threads(n.max(1) as std::ffi::c_int) }
 }
 
+/// The gallery holding `gallery`'s templates of `modality`: the gallery
+/// itself for faces, `<gallery>.<modality>` (e.g. `staff.body`) for the
+/// others. A subject enrolled with several modalities has templates in each;
+/// each is its own index of one model.
+pub fn modality_gallery(gallery: &str, modality: osprey_core::Modality) -> String {
+    match modality {
+        osprey_core::Modality::Face => gallery.to_string(),
+        m => format!("{gallery}.{m}"),
+    }
+}
+
+/// The modalities whose index may sit beside a face gallery.
+pub const COMPANION_MODALITIES: [osprey_core::Modality; 2] = [osprey_core::Modality::Body, osprey_core::Modality::Gait];
+
 /// What a gallery is, as stored in `galleries/<name>/manifest.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GalleryManifest {

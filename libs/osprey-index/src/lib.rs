@@ -18,6 +18,8 @@ mod snapshot;
 pub use choice::{auto_factory, bytes_per_template_estimate, default_nprobe};
 pub use enroll::{EnrollOptions, calibrate, enroll, enroll_into};
 pub use erase::{Erasure, erase_subject};
-pub use gallery::{Gallery, GalleryManifest, Removal, SubjectCandidate, set_num_threads};
+pub use gallery::{
+    COMPANION_MODALITIES, Gallery, GalleryManifest, Removal, SubjectCandidate, modality_gallery, set_num_threads,
+};
 pub use search::{DEFAULT_FPIR, OperatingPoint, count_decisions, operating_point, search_probes, store_search};
 pub use snapshot::list_galleries;

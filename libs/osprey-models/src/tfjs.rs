@@ -115,9 +115,9 @@ impl TfjsGraph {
                     Some((b, p)) if p.chars().all(|c| c.is_ascii_digit()) => (b, p.parse().unwrap_or(0)),
                     _ => (input, 0),
                 };
-                let idx = *by_name
-                    .get(base)
-                    .ok_or_else(|| corrupt(path, format!("node `{name}` reads `{input}`, which is not in the graph")))?;
+                let idx = *by_name.get(base).ok_or_else(|| {
+                    corrupt(path, format!("node `{name}` reads `{input}`, which is not in the graph"))
+                })?;
                 inputs.push((idx, port));
             }
             let attr = n["attr"].as_object().cloned().unwrap_or_default();
@@ -129,8 +129,13 @@ impl TfjsGraph {
             };
             nodes.push(Node { name, op, inputs, attr, value, conv: None });
         }
-        let mut graph =
-            TfjsGraph { path: path.to_path_buf(), nodes, by_name, device: device.clone(), traced_resize_inputs: OnceLock::new() };
+        let mut graph = TfjsGraph {
+            path: path.to_path_buf(),
+            nodes,
+            by_name,
+            device: device.clone(),
+            traced_resize_inputs: OnceLock::new(),
+        };
         graph.prepare_convolutions(&weights)?;
         Ok(graph)
     }
@@ -150,12 +155,21 @@ impl TfjsGraph {
                 corrupt(&self.path, format!("{op} `{}`: filter is not a constant", self.nodes[i].name))
             })?;
             let [kh, kw, cin, cout] = raw.shape[..] else {
-                return Err(corrupt(&self.path, format!("filter of `{}` has shape {:?}, expected 4-D", self.nodes[i].name, raw.shape)));
+                return Err(corrupt(
+                    &self.path,
+                    format!("filter of `{}` has shape {:?}, expected 4-D", self.nodes[i].name, raw.shape),
+                ));
             };
             let values = raw.floats();
             let conv = if depthwise {
                 if cout != 1 {
-                    return Err(corrupt(&self.path, format!("depthwise `{}` has channel multiplier {cout}; only 1 is supported", self.nodes[i].name)));
+                    return Err(corrupt(
+                        &self.path,
+                        format!(
+                            "depthwise `{}` has channel multiplier {cout}; only 1 is supported",
+                            self.nodes[i].name
+                        ),
+                    ));
                 }
                 let mut taps = vec![0f32; cin * kh * kw];
                 for ky in 0..kh {
@@ -172,7 +186,8 @@ impl TfjsGraph {
                     for kx in 0..kw {
                         for ci in 0..cin {
                             for co in 0..cout {
-                                oihw[((co * cin + ci) * kh + ky) * kw + kx] = values[((ky * kw + kx) * cin + ci) * cout + co];
+                                oihw[((co * cin + ci) * kh + ky) * kw + kx] =
+                                    values[((ky * kw + kx) * cin + ci) * cout + co];
                             }
                         }
                     }
@@ -195,11 +210,8 @@ impl TfjsGraph {
     /// and returns `outputs` (node names, `name:k` for output k), with 4-D
     /// results NCHW.
     pub fn run(&self, inputs: &[(&str, Tensor)], outputs: &[&str]) -> Result<Vec<Tensor>> {
-        let traced = if self.nodes.iter().any(|n| n.op == "ResizeBilinear") {
-            Some(self.traced_resize_inputs()?)
-        } else {
-            None
-        };
+        let traced =
+            if self.nodes.iter().any(|n| n.op == "ResizeBilinear") { Some(self.traced_resize_inputs()?) } else { None };
         self.evaluate(inputs, outputs, traced, &mut HashMap::new())
     }
 
@@ -217,11 +229,16 @@ impl TfjsGraph {
                 let _ = self.traced_resize_inputs.set(HashMap::new());
                 return Ok(self.traced_resize_inputs.get().expect("set above"));
             }
-            let zeros = Tensor::zeros((shape[0] as usize, shape[3] as usize, shape[1] as usize, shape[2] as usize), DType::F32, &self.device)
-                .map_err(cerr)?;
+            let zeros = Tensor::zeros(
+                (shape[0] as usize, shape[3] as usize, shape[1] as usize, shape[2] as usize),
+                DType::F32,
+                &self.device,
+            )
+            .map_err(cerr)?;
             feeds.push((p.name.as_str(), zeros));
         }
-        let resizes: Vec<String> = self.nodes.iter().filter(|n| n.op == "ResizeBilinear").map(|n| n.name.clone()).collect();
+        let resizes: Vec<String> =
+            self.nodes.iter().filter(|n| n.op == "ResizeBilinear").map(|n| n.name.clone()).collect();
         let names: Vec<&str> = resizes.iter().map(String::as_str).collect();
         self.evaluate(&feeds, &names, None, &mut seen)?;
         let _ = self.traced_resize_inputs.set(seen);
@@ -284,7 +301,13 @@ impl TfjsGraph {
                 .iter()
                 .map(|&(i, port)| {
                     values[i].as_ref().and_then(|v| v.get(port).cloned()).ok_or_else(|| {
-                        corrupt(&self.path, format!("node `{}` reads output {port} of `{}`, which has none", node.name, self.nodes[i].name))
+                        corrupt(
+                            &self.path,
+                            format!(
+                                "node `{}` reads output {port} of `{}`, which has none",
+                                node.name, self.nodes[i].name
+                            ),
+                        )
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -295,7 +318,10 @@ impl TfjsGraph {
                 }
             }
             let out = self.apply(n, args, inputs, traced, record).map_err(|e| {
-                Error::new(e.kind(), format!("TF.js model {}: node `{}` ({}): {}", self.path.display(), node.name, node.op, e.message()))
+                Error::new(
+                    e.kind(),
+                    format!("TF.js model {}: node `{}` ({}): {}", self.path.display(), node.name, node.op, e.message()),
+                )
             })?;
             values[n] = Some(out);
         }
@@ -340,7 +366,9 @@ impl TfjsGraph {
                 };
                 one(Value::Float(self.convolution(node, x, bias)?))
             }
-            "Add" | "AddV2" | "Mul" | "Sub" | "RealDiv" | "Maximum" | "Minimum" => one(binary(&node.op, &args[0], &args[1])?),
+            "Add" | "AddV2" | "Mul" | "Sub" | "RealDiv" | "Maximum" | "Minimum" => {
+                one(binary(&node.op, &args[0], &args[1])?)
+            }
             "Relu" => one(Value::Float(float(&args[0])?.relu().map_err(cerr)?)),
             "Relu6" => one(Value::Float(float(&args[0])?.clamp(0f32, 6f32).map_err(cerr)?)),
             "Sigmoid" => one(Value::Float(sigmoid(float(&args[0])?)?)),
@@ -377,7 +405,9 @@ impl TfjsGraph {
                         if oh % th != 0 || ow % tw != 0 {
                             return Err(Error::new(
                                 ErrorKind::InvalidInput,
-                                format!("cannot rescale a {th}×{tw} → {oh}×{ow} resize to a {h}×{w} input: choose an input size the graph's strides divide"),
+                                format!(
+                                    "cannot rescale a {th}×{tw} → {oh}×{ow} resize to a {h}×{w} input: choose an input size the graph's strides divide"
+                                ),
                             ));
                         }
                         (oh, ow) = (h * (oh / th), w * (ow / tw));
@@ -397,7 +427,9 @@ impl TfjsGraph {
                 .get(key)
                 .and_then(|v| v.pointer("/list/i"))
                 .and_then(Json::as_array)
-                .map(|a| a.iter().filter_map(|i| i.as_str().and_then(|s| s.parse().ok()).or_else(|| i.as_i64())).collect())
+                .map(|a| {
+                    a.iter().filter_map(|i| i.as_str().and_then(|s| s.parse().ok()).or_else(|| i.as_i64())).collect()
+                })
                 .unwrap_or_default()
         };
         let strides = attr_ints("strides");
@@ -446,15 +478,21 @@ impl TfjsGraph {
                     // A pointwise convolution is one matrix product per image.
                     let (b, c, _, _) = x.dims4().map_err(cerr)?;
                     if c != cin {
-                        return Err(Error::new(ErrorKind::InvalidInput, format!("input has {c} channels, filter expects {cin}")));
+                        return Err(Error::new(
+                            ErrorKind::InvalidInput,
+                            format!("input has {c} channels, filter expects {cin}"),
+                        ));
                     }
                     let f2 = f.reshape((cout, cin)).map_err(cerr)?;
                     let x2 = x.reshape((b, cin, h * w)).map_err(cerr)?;
-                    f2.broadcast_left(b).and_then(|f| f.matmul(&x2)).and_then(|y| y.reshape((b, cout, h, w))).map_err(cerr)?
+                    f2.broadcast_left(b)
+                        .and_then(|f| f.matmul(&x2))
+                        .and_then(|y| y.reshape((b, cout, h, w)))
+                        .map_err(cerr)?
                 } else {
                     let xp = x
-                        .pad_with_zeros(2, pads.0 .0, pads.0 .1)
-                        .and_then(|t| t.pad_with_zeros(3, pads.1 .0, pads.1 .1))
+                        .pad_with_zeros(2, pads.0.0, pads.0.1)
+                        .and_then(|t| t.pad_with_zeros(3, pads.1.0, pads.1.1))
                         .map_err(cerr)?;
                     xp.conv2d(f, 0, stride, 1, 1).map_err(cerr)?
                 }
@@ -522,10 +560,20 @@ fn depthwise(
                 let srow = &src[iy as usize * w..(iy as usize + 1) * w];
                 for kx in 0..kw {
                     let tap = k[ky * kw + kx];
-                    for (ox, o) in row.iter_mut().enumerate() {
-                        let ix = (ox * stride + kx) as isize - pl as isize;
-                        if ix >= 0 && ix < w as isize {
-                            *o += tap * srow[ix as usize];
+                    // Output columns whose input column `ox·stride + kx − pl` is inside the row.
+                    let lo = pl.saturating_sub(kx).div_ceil(stride);
+                    let hi = ((w + pl).saturating_sub(kx)).div_ceil(stride).min(ow);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let first = lo * stride + kx - pl;
+                    if stride == 1 {
+                        for (o, &v) in row[lo..hi].iter_mut().zip(&srow[first..first + (hi - lo)]) {
+                            *o += tap * v;
+                        }
+                    } else {
+                        for (o, &v) in row[lo..hi].iter_mut().zip(srow[first..].iter().step_by(stride)) {
+                            *o += tap * v;
                         }
                     }
                 }
@@ -544,11 +592,7 @@ fn depthwise(
 pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize, align_corners: bool, half_pixel: bool) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4().map_err(cerr)?;
     let scale = |inp: usize, out: usize| -> f32 {
-        if align_corners && out > 1 {
-            (inp - 1) as f32 / (out - 1) as f32
-        } else {
-            inp as f32 / out as f32
-        }
+        if align_corners && out > 1 { (inp - 1) as f32 / (out - 1) as f32 } else { inp as f32 / out as f32 }
     };
     let taps = |inp: usize, out: usize| -> Vec<(usize, usize, f32)> {
         let s = scale(inp, out);
@@ -628,7 +672,9 @@ fn binary(op: &str, a: &Value, b: &Value) -> Result<Value> {
     let as_float = |v: &Value| -> Result<Tensor> {
         match v {
             Value::Float(t) => Ok(t.clone()),
-            Value::Int { .. } => Err(Error::new(ErrorKind::Corrupt, "mixing integer and float operands is not supported")),
+            Value::Int { .. } => {
+                Err(Error::new(ErrorKind::Corrupt, "mixing integer and float operands is not supported"))
+            }
         }
     };
     let (x, y) = (as_float(a)?, as_float(b)?);
@@ -704,7 +750,11 @@ impl RawTensor {
             RawData::Float(v) => {
                 let t = Tensor::from_vec(v.clone(), self.shape.clone(), device).map_err(|e| e.to_string())?;
                 // 4-D float constants are NHWC in the graph, NCHW here.
-                let t = if t.rank() == 4 { t.permute((0, 3, 1, 2)).and_then(|t| t.contiguous()).map_err(|e| e.to_string())? } else { t };
+                let t = if t.rank() == 4 {
+                    t.permute((0, 3, 1, 2)).and_then(|t| t.contiguous()).map_err(|e| e.to_string())?
+                } else {
+                    t
+                };
                 Ok(Value::Float(t))
             }
             RawData::Int(v) => Ok(Value::Int { shape: self.shape.clone(), data: v.clone() }),
@@ -748,14 +798,23 @@ fn read_weights(path: &Path, json: &Json) -> Result<HashMap<String, RawTensor>> 
             let Some(raw) = bytes.get(offset..end) else {
                 return Err(corrupt(
                     path,
-                    format!("weight `{name}` needs bytes {offset}..{end} but the shards hold {} (truncated .bin?)", bytes.len()),
+                    format!(
+                        "weight `{name}` needs bytes {offset}..{end} but the shards hold {} (truncated .bin?)",
+                        bytes.len()
+                    ),
                 ));
             };
             let data = match (dtype, stored) {
-                ("int32", _) => RawData::Int(raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+                ("int32", _) => RawData::Int(
+                    raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+                ),
                 ("bool", _) => RawData::Int(raw.iter().map(|&v| v as i64).collect()),
-                (_, "float32") => RawData::Float(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-                (_, "float16") => RawData::Float(raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
+                (_, "float32") => {
+                    RawData::Float(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+                }
+                (_, "float16") => {
+                    RawData::Float(raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect())
+                }
                 (_, "uint8" | "uint16") => {
                     let q = quant.expect("quantised");
                     let scale = q["scale"].as_f64().unwrap_or(1.0) as f32;
@@ -767,13 +826,21 @@ fn read_weights(path: &Path, json: &Json) -> Result<HashMap<String, RawTensor>> 
                     };
                     RawData::Float(vals)
                 }
-                _ => return Err(corrupt(path, format!("weight `{name}`: dtype {dtype} stored as {stored} is not supported"))),
+                _ => {
+                    return Err(corrupt(
+                        path,
+                        format!("weight `{name}`: dtype {dtype} stored as {stored} is not supported"),
+                    ));
+                }
             };
             out.insert(name, RawTensor { shape, data });
             offset = end;
         }
         if offset != bytes.len() {
-            return Err(corrupt(path, format!("weight shards hold {} bytes, the manifest describes {offset}", bytes.len())));
+            return Err(corrupt(
+                path,
+                format!("weight shards hold {} bytes, the manifest describes {offset}", bytes.len()),
+            ));
         }
     }
     Ok(out)

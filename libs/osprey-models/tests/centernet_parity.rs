@@ -94,16 +94,29 @@ fn centernet_matches_tfjs_on_vtest_frames() {
         assert_eq!(maps.grid, (128, 128));
         let sum: f64 = maps.heat.iter().map(|&v| v as f64).sum();
         let max = maps.heat.iter().copied().fold(f32::MIN, f32::max) as f64;
-        assert!((sum - want.keypoints_person.sum).abs() < 1e-3 * want.keypoints_person.sum, "frame {index}: heat sum {sum}");
+        assert!(
+            (sum - want.keypoints_person.sum).abs() < 1e-3 * want.keypoints_person.sum,
+            "frame {index}: heat sum {sum}"
+        );
         assert!((max - want.keypoints_person.max).abs() < SCORE_TOLERANCE, "frame {index}: heat max {max}");
         let peaks = maps.peaks(0.0, want.keypoints_person.peaks.len());
         for (got, w) in peaks.iter().zip(&want.keypoints_person.peaks) {
             assert_eq!((got.y, got.x), (w[0] as usize, w[1] as usize), "frame {index}: peak order");
-            assert!((got.score as f64 - w[2]).abs() < SCORE_TOLERANCE, "frame {index}: peak score {} vs {}", got.score, w[2]);
+            assert!(
+                (got.score as f64 - w[2]).abs() < SCORE_TOLERANCE,
+                "frame {index}: peak score {} vs {}",
+                got.score,
+                w[2]
+            );
             let (cx, cy) = (got.x as f64 * 4.0, got.y as f64 * 4.0);
             let dist = [cx - got.x1 as f64, cy - got.y1 as f64, got.x2 as f64 - cx, got.y2 as f64 - cy];
             for k in 0..4 {
-                assert!((dist[k] - w[3 + k]).abs() < BOX_TOLERANCE_PX, "frame {index}: distance {k} {} vs {}", dist[k], w[3 + k]);
+                assert!(
+                    (dist[k] - w[3 + k]).abs() < BOX_TOLERANCE_PX,
+                    "frame {index}: distance {k} {} vs {}",
+                    dist[k],
+                    w[3 + k]
+                );
             }
         }
         // The graph's own person detections (its top-100 over all classes,
@@ -112,7 +125,10 @@ fn centernet_matches_tfjs_on_vtest_frames() {
         for d in &want.detections_person {
             let hit = all.iter().find(|p| {
                 (p.score as f64 - d[5]).abs() < SCORE_TOLERANCE
-                    && [p.x1, p.y1, p.x2, p.y2].iter().zip(&d[1..5]).all(|(a, b)| (*a as f64 - b).abs() < BOX_TOLERANCE_PX)
+                    && [p.x1, p.y1, p.x2, p.y2]
+                        .iter()
+                        .zip(&d[1..5])
+                        .all(|(a, b)| (*a as f64 - b).abs() < BOX_TOLERANCE_PX)
             });
             assert!(hit.is_some(), "frame {index}: detection {d:?} not found");
         }
@@ -123,7 +139,10 @@ fn centernet_matches_tfjs_on_vtest_frames() {
 fn people_in_vtest_are_found_at_their_size() {
     // Frame 0 holds three clearly visible pedestrians (heights 75–90 px).
     let reference: Reference = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/centernet_vtest_reference.json")).unwrap(),
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/centernet_vtest_reference.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let decoded = frames(&reference);

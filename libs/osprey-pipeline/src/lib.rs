@@ -1,5 +1,5 @@
-//! The media pipeline: a still image or a segment of video in, per-face (and
-//! later per-body, per-gait) templates out.
+//! The media pipeline: a still image or a segment of video in, per-face and
+//! per-body templates out (gait to follow).
 //!
 //! Every modality plugs in through [`FrameAnalyzer`]: it finds the objects of
 //! its kind in one frame and embeds each of them. The rest is shared:
@@ -10,6 +10,7 @@
 //! the embedded jobs and the workers: files and object URLs in, template rows
 //! of the table out.
 
+pub mod body;
 pub mod face;
 pub mod media;
 pub mod quality;
@@ -20,6 +21,7 @@ pub mod video;
 use image::RgbImage;
 use osprey_core::{Modality, Result};
 
+pub use body::{BodyAnalyzer, BodyEmbedder, BodyOptions};
 pub use face::FaceAnalyzer;
 pub use media::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 pub use track::{Tracker, TrackerConfig};
@@ -99,8 +101,16 @@ pub trait FrameAnalyzer: Send + Sync {
 /// A template made from one image observation or one video track.
 #[derive(Debug, Clone)]
 pub struct MediaTemplate {
-    /// Track number within the segment (video), or face number (image).
+    /// Track number within the segment (video), or face number (image),
+    /// counted per modality.
     pub track_id: i64,
+    /// What it is of, and the model that embedded it.
+    pub modality: Modality,
+    pub model: String,
+    /// For a face: the `track_id` and model of the body track (same
+    /// segment) that contains it, if people were tracked too (see
+    /// [`link_people`]).
+    pub person_track: Option<(i64, String)>,
     pub embedding: Vec<f32>,
     pub quality: f32,
     /// Box and landmarks in the representative (best) frame.
@@ -120,11 +130,14 @@ pub struct MediaTemplate {
 }
 
 impl MediaTemplate {
-    /// The template of one observation in a still image.
-    pub fn from_still(image: &RgbImage, o: Observation) -> Result<MediaTemplate> {
+    /// The template of one observation of `analyzer`'s in a still image.
+    pub fn from_still(analyzer: &dyn FrameAnalyzer, image: &RgbImage, o: Observation) -> Result<MediaTemplate> {
         let point = track::TrackPoint::of(0, 0, &o);
         Ok(MediaTemplate {
             track_id: 0,
+            modality: analyzer.modality(),
+            model: analyzer.model().to_string(),
+            person_track: None,
             thumbnail_jpeg: quality::thumbnail_jpeg(image, &o.bbox)?,
             embedding: o.embedding,
             quality: o.quality,
@@ -144,21 +157,132 @@ impl MediaTemplate {
 /// Templates for every object in a still image, one per observation, in the
 /// analyzer's order (`track_id` numbers them).
 pub fn image_templates(analyzer: &dyn FrameAnalyzer, image: &RgbImage) -> Result<Vec<MediaTemplate>> {
-    still_templates(image, analyzer.analyze(image)?)
+    still_templates(analyzer, image, analyzer.analyze(image)?)
 }
 
-/// Templates of observations already made in a still image.
-pub fn still_templates(image: &RgbImage, observations: Vec<Observation>) -> Result<Vec<MediaTemplate>> {
+/// Templates of `analyzer`'s observations already made in a still image.
+pub fn still_templates(
+    analyzer: &dyn FrameAnalyzer,
+    image: &RgbImage,
+    observations: Vec<Observation>,
+) -> Result<Vec<MediaTemplate>> {
     observations
         .into_iter()
         .enumerate()
-        .map(|(i, o)| Ok(MediaTemplate { track_id: i as i64, ..MediaTemplate::from_still(image, o)? }))
+        .map(|(i, o)| Ok(MediaTemplate { track_id: i as i64, ..MediaTemplate::from_still(analyzer, image, o)? }))
         .collect()
+}
+
+/// Share of a face box that must lie inside a body box for the body to
+/// contain it.
+const FACE_INSIDE_BODY: f32 = 0.8;
+
+/// Links each face template to the body template that contains it: the
+/// body whose box holds at least 80 % of the face's box, with the face in
+/// the body's upper half, in the most frames both were seen in (ties: the
+/// smaller body). Sets the faces' [`MediaTemplate::person_track`]; faces
+/// without such a body keep `None` (they are their own person track).
+pub fn link_people(templates: &mut [MediaTemplate]) {
+    let bodies: Vec<(i64, &str, std::collections::HashMap<i64, BoxF>)> = templates
+        .iter()
+        .filter(|t| t.modality == Modality::Body)
+        .map(|t| (t.track_id, t.model.as_str(), t.points.iter().map(|p| (p.frame, p.bbox)).collect()))
+        .collect();
+    let mut links = Vec::new();
+    if bodies.is_empty() {
+        return;
+    }
+    for (fi, face) in templates.iter().enumerate().filter(|(_, t)| t.modality == Modality::Face) {
+        let mut best: Option<(usize, f32, i64, &str)> = None;
+        for (id, model, boxes) in &bodies {
+            let mut hits = 0;
+            let mut area = 0.0;
+            for p in &face.points {
+                let Some(b) = boxes.get(&p.frame) else { continue };
+                let f = p.bbox;
+                let inter = BoxF {
+                    x: f.x.max(b.x),
+                    y: f.y.max(b.y),
+                    w: (f.x + f.w).min(b.x + b.w) - f.x.max(b.x),
+                    h: (f.y + f.h).min(b.y + b.h) - f.y.max(b.y),
+                };
+                let upper = f.center().1 <= b.y + b.h / 2.0;
+                if inter.w > 0.0 && inter.h > 0.0 && inter.area() >= FACE_INSIDE_BODY * f.area() && upper {
+                    hits += 1;
+                    area = b.area();
+                }
+            }
+            let better = match best {
+                None => hits > 0,
+                Some((h, a, _, _)) => hits > h || (hits == h && area < a),
+            };
+            if better {
+                best = Some((hits, area, *id, model));
+            }
+        }
+        links.push((fi, best.map(|(_, _, id, model)| (id, model.to_string()))));
+    }
+    for (fi, link) in links {
+        templates[fi].person_track = link;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn template(modality: Modality, track_id: i64, boxes: &[(i64, BoxF)]) -> MediaTemplate {
+        let points = boxes
+            .iter()
+            .map(|&(frame, bbox)| track::TrackPoint {
+                frame,
+                t_ms: frame * 100,
+                bbox,
+                landmarks: Vec::new(),
+                quality: 1.0,
+                embedding: vec![1.0],
+                quality_norm: None,
+                style: Vec::new(),
+            })
+            .collect();
+        MediaTemplate {
+            track_id,
+            modality,
+            model: "m".into(),
+            person_track: None,
+            embedding: vec![1.0],
+            quality: 1.0,
+            bbox: boxes[0].1,
+            landmarks: Vec::new(),
+            frame_start: boxes[0].0,
+            frame_end: boxes[boxes.len() - 1].0,
+            t_start_ms: 0,
+            t_end_ms: 0,
+            num_frames: boxes.len(),
+            best_frame: boxes[0].0,
+            thumbnail_jpeg: Vec::new(),
+            points,
+        }
+    }
+
+    #[test]
+    fn faces_link_to_the_body_around_them() {
+        let b = |x: f32, y: f32, w: f32, h: f32| BoxF { x, y, w, h };
+        let mut ts = vec![
+            template(Modality::Body, 0, &[(0, b(0.0, 0.0, 50.0, 150.0)), (1, b(2.0, 0.0, 50.0, 150.0))]),
+            template(Modality::Body, 1, &[(0, b(200.0, 0.0, 50.0, 150.0)), (1, b(200.0, 0.0, 50.0, 150.0))]),
+            // In body 1's head in both frames.
+            template(Modality::Face, 0, &[(0, b(210.0, 5.0, 20.0, 20.0)), (1, b(212.0, 5.0, 20.0, 20.0))]),
+            // At a body's feet: not its face.
+            template(Modality::Face, 1, &[(0, b(10.0, 120.0, 20.0, 20.0))]),
+            // Nobody around.
+            template(Modality::Face, 2, &[(0, b(400.0, 5.0, 20.0, 20.0))]),
+        ];
+        link_people(&mut ts);
+        assert_eq!(ts[2].person_track, Some((1, "m".to_string())));
+        assert_eq!(ts[3].person_track, None);
+        assert_eq!(ts[4].person_track, None);
+    }
 
     #[test]
     fn iou_of_boxes() {

@@ -9,15 +9,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_media::video::{Sampling, Segment, VideoReader, segments};
 use osprey_media::{decode_image, is_image_path, is_video_path};
+use osprey_models::appearance::{AppearanceEmbedder, MODEL_ID as APPEARANCE_MODEL};
 use osprey_models::caface::{BACKBONE_MODEL as CAFACE_BACKBONE, CafaceAggregator};
+use osprey_models::centernet::PersonDetector;
 use osprey_models::mtcnn::Mtcnn;
-use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind, face_model};
+use osprey_models::person::PersonRecognizer;
+use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind, face_model, person_model};
 use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, default_device, model_dir};
 use osprey_store::{BBox, Keypoint, ObservationRow, Root, Template, layout};
 
+use crate::body::{BodyAnalyzer, BodyEmbedder, BodyOptions};
 use crate::face::SeedFaceModels;
 use crate::{
-    FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, process_video, still_templates,
+    FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, link_people, process_video,
+    still_templates,
 };
 
 /// How media are turned into templates (the same knobs as `osprey run`'s
@@ -48,6 +53,14 @@ pub struct MediaSettings {
     pub aggregator: String,
     /// The CAFace checkpoint (path or object URL) for `aggregator: caface`.
     pub aggregator_weights: Option<String>,
+    /// What to find and embed: `face`, `body`, or both (default: `face`).
+    pub modalities: Vec<Modality>,
+    /// The body model: the out-of-the-box appearance model (default,
+    /// `dinov2-vits14-imgfocus-0.1.1`) or a body recogniser whose weights
+    /// users bring (`osnet-x1_0`, `osnet-ain-x1_0`, `clip3dreid`).
+    pub body_model: Option<String>,
+    /// The body recogniser's checkpoint (path or object URL).
+    pub body_weights: Option<String>,
 }
 
 /// The aggregators a video track's template can come from.
@@ -65,6 +78,9 @@ impl Default for MediaSettings {
             detector: None,
             aggregator: "mean".into(),
             aggregator_weights: None,
+            modalities: vec![Modality::Face],
+            body_model: None,
+            body_weights: None,
         }
     }
 }
@@ -98,6 +114,7 @@ impl MediaSettings {
             _ => {}
         }
         self.detector_kind()?;
+        self.validate_modalities()?;
         match (self.aggregator.as_str(), &self.aggregator_weights) {
             ("mean", None) => {}
             ("mean", Some(_)) => {
@@ -125,6 +142,44 @@ impl MediaSettings {
         Sampling::parse(&self.sample_fps)
     }
 
+    fn validate_modalities(&self) -> Result<()> {
+        if self.modalities.is_empty() {
+            return Err(Error::invalid("modalities: name at least one of face, body"));
+        }
+        if self.modalities.contains(&Modality::Gait) {
+            return Err(Error::invalid(
+                "modality `gait` is not available in media jobs yet (it needs per-track silhouettes); use `osprey embed --model gaitbase` on silhouette folders",
+            ));
+        }
+        let body = self.modalities.contains(&Modality::Body);
+        match (self.body_model.as_deref(), &self.body_weights) {
+            (_, Some(_)) | (Some(_), None) if !body => {
+                Err(Error::invalid("--body-model and --body-weights need `body` in --modalities"))
+            }
+            (None | Some(APPEARANCE_MODEL), None) => Ok(()),
+            (None | Some(APPEARANCE_MODEL), Some(_)) => Err(Error::invalid(format!(
+                "the appearance model `{APPEARANCE_MODEL}` is fetched by infra/scripts/fetch-models.sh; --body-weights is for body recognisers such as osnet-x1_0"
+            ))),
+            (Some(id), weights) => {
+                let spec = person_model(id)?;
+                if spec.modality != Modality::Body {
+                    return Err(Error::invalid(format!("`{id}` is a {} model, not a body model", spec.modality)));
+                }
+                if weights.is_none() {
+                    return Err(Error::invalid(format!(
+                        "body model `{id}` needs its checkpoint: pass --body-weights FILE (the job API's `body_weights`)"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether these settings produce templates of `modality`.
+    pub fn wants(&self, modality: Modality) -> bool {
+        self.modalities.contains(&modality)
+    }
+
     /// The face detector these settings run: the one named, else the model's.
     pub fn detector_kind(&self) -> Result<FaceDetectorKind> {
         match &self.detector {
@@ -137,6 +192,10 @@ impl MediaSettings {
 /// The face models loaded once, with the settings they run at.
 pub struct MediaAnalysis {
     analyzer: FaceAnalyzer,
+    /// Whether face templates are made (the face models are loaded anyway).
+    faces: bool,
+    /// People, when `body` is among the modalities and its models loaded.
+    body: Option<std::sync::Arc<BodyAnalyzer>>,
     sampling: Sampling,
     /// The settings' model, checkpoint, aggregator and its checkpoint (to
     /// tell whether a job's settings need other weights).
@@ -153,6 +212,9 @@ struct ModelChoice {
     detector: Option<String>,
     aggregator: String,
     aggregator_weights: Option<String>,
+    modalities: Vec<Modality>,
+    body_model: Option<String>,
+    body_weights: Option<String>,
 }
 
 fn model_choice(s: &MediaSettings) -> ModelChoice {
@@ -162,7 +224,24 @@ fn model_choice(s: &MediaSettings) -> ModelChoice {
         detector: s.detector.clone(),
         aggregator: s.aggregator.clone(),
         aggregator_weights: s.aggregator_weights.clone(),
+        modalities: s.modalities.clone(),
+        body_model: s.body_model.clone(),
+        body_weights: s.body_weights.clone(),
     }
+}
+
+/// The person detector and the body model the settings name. Missing model
+/// files (not fetched) are `NotFound`.
+fn load_body(settings: &MediaSettings, dir: &Path, device: &candle_core::Device) -> Result<BodyAnalyzer> {
+    let detector = PersonDetector::load(dir, device)?;
+    let embedder: std::sync::Arc<dyn BodyEmbedder> = match (&settings.body_model, &settings.body_weights) {
+        (Some(id), Some(weights)) => {
+            let spec = person_model(id)?;
+            std::sync::Arc::new(with_local_file(weights, |path| PersonRecognizer::load(&spec, path, device))?)
+        }
+        _ => std::sync::Arc::new(AppearanceEmbedder::load(dir, device)?),
+    };
+    Ok(BodyAnalyzer { detector: std::sync::Arc::new(detector), embedder, options: BodyOptions::default() })
 }
 
 /// MTCNN's nets from `dir/mtcnn`.
@@ -215,7 +294,27 @@ impl MediaAnalysis {
                 FaceAnalyzer::seed(SeedFaceModels { detector, mmod, recognizer, aggregator }, options)
             }
         };
-        Ok(MediaAnalysis { analyzer, sampling, model: model_choice(settings), model_dir: dir })
+        let body = if settings.wants(Modality::Body) {
+            match load_body(settings, &dir, &device) {
+                Ok(b) => Some(std::sync::Arc::new(b)),
+                Err(e) if e.kind() == ErrorKind::NotFound && settings.wants(Modality::Face) => {
+                    tracing::warn!("the body modality is skipped: {e}");
+                    eprintln!("warning: the body modality is skipped: {e}");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        Ok(MediaAnalysis {
+            analyzer,
+            faces: settings.wants(Modality::Face),
+            body,
+            sampling,
+            model: model_choice(settings),
+            model_dir: dir,
+        })
     }
 
     /// The models at other settings (a job's own): the same loaded models
@@ -228,6 +327,8 @@ impl MediaAnalysis {
         let sampling = settings.validate()?;
         Ok(MediaAnalysis {
             analyzer: self.analyzer.with_options(face_options(settings)),
+            faces: self.faces,
+            body: self.body.clone(),
             sampling,
             model: self.model.clone(),
             model_dir: self.model_dir.clone(),
@@ -241,6 +342,32 @@ impl MediaAnalysis {
 
     pub fn analyzer(&self) -> &FaceAnalyzer {
         &self.analyzer
+    }
+
+    /// The people analyzer, when bodies are analysed.
+    pub fn body(&self) -> Option<&BodyAnalyzer> {
+        self.body.as_deref()
+    }
+
+    /// The analyzers these settings run, faces first.
+    fn analyzers(&self) -> Vec<&dyn FrameAnalyzer> {
+        let mut out: Vec<&dyn FrameAnalyzer> = Vec::new();
+        if self.faces {
+            out.push(&self.analyzer);
+        }
+        if let Some(b) = &self.body {
+            out.push(b.as_ref());
+        }
+        out
+    }
+
+    /// Cosine at or above which two tracks of `modality` are taken for the
+    /// same person.
+    pub fn same_person_in(&self, modality: Modality) -> f32 {
+        match (modality, &self.body) {
+            (Modality::Body, Some(b)) => b.tracker_config().appearance_gate_far,
+            _ => self.same_person(),
+        }
     }
 
     /// Cosine at or above which two tracks are taken for the same person.
@@ -288,15 +415,40 @@ impl MediaAnalysis {
     ) -> Result<MediaResult> {
         let bytes = read_input(input, rt)?;
         let image = decode_image(&bytes, input)?.image;
-        let templates = if largest_only {
-            still_templates(&image, self.analyzer.analyze_with(&image, &self.analyzer.largest_only())?)?
-        } else {
-            image_templates(&self.analyzer, &image)?
-        };
+        let mut templates = Vec::new();
+        if self.faces {
+            templates.extend(if largest_only {
+                still_templates(
+                    &self.analyzer,
+                    &image,
+                    self.analyzer.analyze_with(&image, &self.analyzer.largest_only())?,
+                )?
+            } else {
+                image_templates(&self.analyzer, &image)?
+            });
+        }
+        if let Some(body) = &self.body {
+            let mut found = body.analyze(&image)?;
+            if found.is_empty() {
+                // An enrolment or probe photo that is itself a person crop.
+                found.extend(body.whole_crop(&image)?);
+            }
+            if largest_only {
+                found.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+                found.truncate(1);
+            }
+            templates.extend(still_templates(body.as_ref(), &image, found)?);
+        }
         on_frame();
         if templates.is_empty() {
-            return Err(Error::invalid(format!("{input}: no face found")));
+            let what = match (self.faces, self.body.is_some()) {
+                (true, true) => "no face or person",
+                (false, true) => "no person",
+                _ => "no face",
+            };
+            return Err(Error::invalid(format!("{input}: {what} found")));
         }
+        link_people(&mut templates);
         let templates = templates.into_iter().map(|t| (0, t)).collect();
         Ok(MediaResult { input: input.to_string(), templates, is_video: false, frames: 1 })
     }
@@ -320,7 +472,7 @@ impl MediaAnalysis {
         let mut templates = Vec::new();
         for (i, segment) in chosen {
             let out = process_video(
-                &self.analyzer,
+                &self.analyzers(),
                 local.path(),
                 input,
                 VideoOptions { sampling: self.sampling, segment },
@@ -329,7 +481,9 @@ impl MediaAnalysis {
                     on_frame();
                 },
             )?;
-            templates.extend(out.templates.into_iter().map(|t| (i, t)));
+            let mut found = out.templates;
+            link_people(&mut found);
+            templates.extend(found.into_iter().map(|t| (i, t)));
         }
         Ok(MediaResult { input: input.to_string(), templates, is_video: true, frames: frames.into_inner() as u64 })
     }
@@ -562,31 +716,46 @@ pub fn thumbnail_key(template_id: &str) -> String {
     format!("{}/{template_id}.jpg", layout::THUMBNAILS)
 }
 
-/// A template row for `t`; its thumbnail goes to `thumbnails` for writing.
+/// The id of template `t` of `input`'s segment `segment`, made in `scope`.
+pub fn media_template_id(scope: &str, input: &str, segment: usize, t: &MediaTemplate) -> String {
+    template_id(scope, input, segment, t.track_id, &t.model)
+}
+
+/// The person track template `t` belongs to: for a face inside a body
+/// track, that body template's id; otherwise its own (a face track with no
+/// body around it is its own person track, and a body track is one).
+pub fn person_track_id(scope: &str, input: &str, segment: usize, t: &MediaTemplate) -> String {
+    match &t.person_track {
+        Some((track, model)) => template_id(scope, input, segment, *track, model),
+        None => media_template_id(scope, input, segment, t),
+    }
+}
+
+/// The template row of `t` (from `input`'s segment `segment`, made in
+/// `scope`: its id is [`media_template_id`]); its thumbnail goes to
+/// `thumbnails` for writing.
 #[allow(clippy::too_many_arguments)]
 pub fn template_row(
     root: &Root,
-    template_id: String,
+    scope: &str,
     input: &str,
     segment: usize,
     t: &MediaTemplate,
     is_video: bool,
-    model: &str,
     thumbnails: &mut Vec<(String, Vec<u8>)>,
 ) -> Template {
+    let template_id = media_template_id(scope, input, segment, t);
     let key = thumbnail_key(&template_id);
     let thumbnail_uri = root.url_of(&key);
     thumbnails.push((key, t.thumbnail_jpeg.clone()));
     Template {
-        // A face track with no body around it is its own person track (no
-        // person detector links faces to bodies yet).
-        person_track_id: Some(template_id.clone()),
+        person_track_id: Some(person_track_id(scope, input, segment, t)),
         template_id,
         task_id: Some(format!("segment-{segment}")),
         media_uri: Some(input.to_string()),
         track_id: is_video.then_some(t.track_id),
-        modality: Some(Modality::Face),
-        model: model.to_string(),
+        modality: Some(t.modality),
+        model: t.model.clone(),
         embedding: Some(t.embedding.clone()),
         quality: Some(t.quality),
         frame_start: is_video.then_some(t.frame_start),
@@ -610,7 +779,7 @@ pub fn observation_rows(template_id: &str, t: &MediaTemplate) -> Vec<Observation
         .iter()
         .map(|p| ObservationRow {
             template_id: template_id.to_string(),
-            modality: Modality::Face,
+            modality: t.modality,
             frame: p.frame,
             t_ms: p.t_ms,
             bbox: BBox { x: p.bbox.x, y: p.bbox.y, w: p.bbox.w, h: p.bbox.h },
@@ -646,14 +815,29 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// The subject's own tracks in an enrolment video: the dominant one (most
-/// quality-weighted observations) and any other that looks like it
-/// (`same_person`: cosine); bystanders are dropped.
-pub fn subject_tracks(templates: Vec<(usize, MediaTemplate)>, same_person: f32) -> Vec<(usize, MediaTemplate)> {
+/// The subject's own tracks in an enrolment video, per modality: the
+/// dominant one (most quality-weighted observations) and any other that
+/// looks like it (`same_person(modality)`: cosine); bystanders are dropped.
+pub fn subject_tracks(
+    templates: Vec<(usize, MediaTemplate)>,
+    same_person: &dyn Fn(Modality) -> f32,
+) -> Vec<(usize, MediaTemplate)> {
     let weight = |t: &MediaTemplate| t.quality * t.num_frames as f32;
-    let Some(best) = templates.iter().max_by(|a, b| weight(&a.1).total_cmp(&weight(&b.1))) else {
-        return templates;
-    };
-    let anchor = best.1.embedding.clone();
-    templates.into_iter().filter(|(_, t)| cosine(&t.embedding, &anchor) >= same_person).collect()
+    let mut anchors: Vec<(Modality, Vec<f32>, f32)> = Vec::new();
+    for (_, t) in &templates {
+        match anchors.iter_mut().find(|(m, _, _)| *m == t.modality) {
+            Some(a) if weight(t) > a.2 => *a = (t.modality, t.embedding.clone(), weight(t)),
+            Some(_) => {}
+            None => anchors.push((t.modality, t.embedding.clone(), weight(t))),
+        }
+    }
+    templates
+        .into_iter()
+        .filter(|(_, t)| {
+            anchors
+                .iter()
+                .find(|(m, _, _)| *m == t.modality)
+                .is_some_and(|(m, anchor, _)| cosine(&t.embedding, anchor) >= same_person(*m))
+        })
+        .collect()
 }

@@ -220,6 +220,10 @@ impl Track {
         let last = self.points.last().expect("a track has a point");
         Ok(MediaTemplate {
             track_id: self.id,
+            // The tracker is modality-blind: `process_video` tags its tracks.
+            modality: osprey_core::Modality::Face,
+            model: String::new(),
+            person_track: None,
             embedding: self.aggregate.embedding().expect("a track has an observation"),
             quality: self.aggregate.quality(),
             bbox: self.best.bbox,

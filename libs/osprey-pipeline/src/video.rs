@@ -1,5 +1,7 @@
-//! One segment of one video → per-track templates. Decoding runs on its own
-//! thread a few frames ahead of inference, so the two overlap.
+//! One segment of one video → per-track templates of every modality asked
+//! for. Each frame is decoded once and handed to every modality's analyzer,
+//! each with its own tracker. Decoding runs on its own thread a few frames
+//! ahead of inference, so the two overlap.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -25,6 +27,8 @@ pub struct VideoOptions {
 pub struct VideoOutput {
     pub info: VideoInfo,
     pub segment: Segment,
+    /// The tracks of every analyzer, in the analyzers' order, each tagged
+    /// with its modality and model.
     pub templates: Vec<MediaTemplate>,
     pub decode: DecodeStats,
     /// Observations over all sampled frames.
@@ -44,10 +48,10 @@ enum Msg {
 }
 
 /// Decodes `options.segment` of the video at `path` (named `name` in errors)
-/// and tracks what `analyzer` finds; `on_frame` is called after each sampled
-/// frame (for progress).
+/// and tracks what each of `analyzers` finds; `on_frame` is called after
+/// each sampled frame (for progress).
 pub fn process_video(
-    analyzer: &dyn FrameAnalyzer,
+    analyzers: &[&dyn FrameAnalyzer],
     path: &Path,
     name: &str,
     options: VideoOptions,
@@ -68,7 +72,7 @@ pub fn process_video(
                 // The decoder failed to open the file; its error is reported below.
                 return Err(Error::internal("decoder stopped"));
             };
-            let mut tracker = Tracker::new(analyzer.tracker_config());
+            let mut trackers: Vec<Tracker> = analyzers.iter().map(|a| Tracker::new(a.tracker_config())).collect();
             let mut observations = 0;
             let mut last_signature: Option<Signature> = None;
             for msg in rx.iter() {
@@ -76,23 +80,32 @@ pub fn process_video(
                 let signature = Signature::of(&frame.image);
                 if last_signature.as_ref().is_some_and(|s| s.is_cut(&signature)) {
                     tracing::debug!(frame = frame.index, t_ms = frame.t_ms, "shot cut");
-                    tracker.cut();
+                    trackers.iter_mut().for_each(Tracker::cut);
                 }
                 last_signature = Some(signature);
-                let found = analyzer
-                    .analyze(&frame.image)
-                    .map_err(|e| e.context(format!("{name}: frame {} ({} ms)", frame.index, frame.t_ms)))?;
-                observations += found.len();
-                tracker.update(frame.index, frame.t_ms, &frame.image, &found);
-                on_frame(FrameDone { t_ms: frame.t_ms, found: found.len() });
+                let mut found_here = 0;
+                for (analyzer, tracker) in analyzers.iter().zip(&mut trackers) {
+                    let found = analyzer.analyze(&frame.image).map_err(|e| {
+                        e.context(format!("{name}: frame {} ({} ms), {}", frame.index, frame.t_ms, analyzer.modality()))
+                    })?;
+                    found_here += found.len();
+                    tracker.update(frame.index, frame.t_ms, &frame.image, &found);
+                }
+                observations += found_here;
+                on_frame(FrameDone { t_ms: frame.t_ms, found: found_here });
             }
-            let mut templates = tracker.finish()?;
-            for t in &mut templates {
-                if let Some(fused) = analyzer
-                    .fuse_track(&t.points)
-                    .map_err(|e| e.context(format!("{name}: fusing track {}", t.track_id)))?
-                {
-                    t.embedding = fused;
+            let mut templates = Vec::new();
+            for (analyzer, tracker) in analyzers.iter().zip(trackers) {
+                for mut t in tracker.finish()? {
+                    if let Some(fused) = analyzer
+                        .fuse_track(&t.points)
+                        .map_err(|e| e.context(format!("{name}: fusing track {}", t.track_id)))?
+                    {
+                        t.embedding = fused;
+                    }
+                    t.modality = analyzer.modality();
+                    t.model = analyzer.model().to_string();
+                    templates.push(t);
                 }
             }
             Ok((info, templates, observations))

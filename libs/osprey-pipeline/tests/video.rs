@@ -176,7 +176,7 @@ fn corrupt_truncated_empty_and_foreign_files_fail_clearly() {
     // the decoder thread does not hang.
     let path = dir.path().join("half.mp4");
     let err = process_video(
-        analyzer(),
+        &[analyzer()],
         &path,
         "half.mp4",
         VideoOptions { sampling: Sampling::Fps(1.0), segment: ALL },
@@ -195,7 +195,7 @@ fn walking_people_tracks_are_stable() {
     let path = data_dir().join("facenet-pytorch/examples/video.mp4");
     let started = std::time::Instant::now();
     let out = process_video(
-        analyzer(),
+        &[analyzer()],
         &path,
         "video.mp4",
         VideoOptions { sampling: Sampling::Fps(2.5), segment: ALL },

@@ -12,7 +12,7 @@ use std::time::Duration;
 use osprey_api::{Heartbeat, JobKind, Lease, LeaseRequest, TaskAck, TaskCompletion, TaskFailure, TaskSpec};
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_media::video::Segment;
-use osprey_pipeline::media::{observation_rows, put_thumbnails, subject_tracks, template_id, template_row};
+use osprey_pipeline::media::{media_template_id, observation_rows, put_thumbnails, subject_tracks, template_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings, VideoPlan};
 use osprey_store::{ObservationRow, Root, Template, layout, write_observations, write_templates};
 use reqwest::StatusCode;
@@ -207,7 +207,7 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
             counter.fetch_add(1, Ordering::Relaxed);
         };
         let result = analysis.process(&spec.input, largest_only, plan, &rt, &on_frame)?;
-        Ok(rows_of(&task_root, &spec, result, analysis.same_person(), analysis.model()))
+        Ok(rows_of(&task_root, &spec, result, &|m| analysis.same_person_in(m)))
     })
     .await
     .map_err(|e| Error::internal(format!("the analysis panicked: {e}")))??;
@@ -229,8 +229,7 @@ fn rows_of(
     root: &Root,
     spec: &TaskSpec,
     result: osprey_pipeline::MediaResult,
-    same_person: f32,
-    model: &str,
+    same_person: &dyn Fn(osprey_core::Modality) -> f32,
 ) -> (Vec<Template>, Vec<ObservationRow>, Vec<(String, Vec<u8>)>) {
     let mut thumbnails = Vec::new();
     let mut observations = Vec::new();
@@ -245,9 +244,9 @@ fn rows_of(
     let rows = templates
         .iter()
         .map(|(segment, t)| {
-            let id = template_id(&scope, &spec.input, *segment, t.track_id, model);
+            let id = media_template_id(&scope, &spec.input, *segment, t);
             observations.extend(observation_rows(&id, t));
-            let mut row = template_row(root, id, &spec.input, *segment, t, result.is_video, model, &mut thumbnails);
+            let mut row = template_row(root, &scope, &spec.input, *segment, t, result.is_video, &mut thumbnails);
             row.task_id = Some(spec.task_id.clone());
             match spec.kind {
                 JobKind::Enroll => {
