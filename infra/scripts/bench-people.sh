@@ -30,19 +30,22 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# label, clip, ffmpeg filter before sampling (demo5.mp4 is stored sideways
+# without rotation metadata: turned upright, 720×1280).
 clips=(
-  "576p debian-opencv-doc/vtest.avi"
-  "720p All-in-One-Gait/history_Inputvideos/demo5.mp4"
-  "1080p facenet-pytorch/examples/video.mp4"
+  "576p debian-opencv-doc/vtest.avi null"
+  "720p All-in-One-Gait/history_Inputvideos/demo5.mp4 transpose=1"
+  "1080p facenet-pytorch/examples/video.mp4 null"
 )
 printf '%-6s %-34s %8s %8s %8s\n' clip run threads fps people
 for entry in "${clips[@]}"; do
-  read -r label clip <<<"$entry"
+  read -r label clip filter <<<"$entry"
   src="$data/$clip"
   size="$(ffprobe -v error -select_streams v:0 -show_entries stream=width,height -of csv=p=0:s=x "$src")"
   w="${size%x*}" h="${size#*x}"
+  [ "$filter" = null ] || { t="$w"; w="$h"; h="$t"; }
   raw="$work/$label.rgb"
-  ffmpeg -v error -i "$src" -vf fps=5 -frames:v "$frames_per_clip" -f rawvideo -pix_fmt rgb24 "$raw"
+  ffmpeg -v error -i "$src" -vf "$filter,fps=5" -frames:v "$frames_per_clip" -f rawvideo -pix_fmt rgb24 "$raw"
   n=$(($(stat -c %s "$raw") / (w * h * 3)))
   for t in "${threads[@]}"; do
     cpus="0-$((t - 1))"
