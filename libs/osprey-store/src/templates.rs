@@ -46,7 +46,8 @@ pub struct Template {
     pub track_id: Option<i64>,
     /// The person track this track belongs to: the `template_id` of the
     /// body track around it, or its own `template_id` for a face track with
-    /// no body around it (every face today). `None` where it is not known
+    /// no body around it (every face of a face-only job) and for a body
+    /// track. `None` where it is not known
     /// (failure rows, imported embeddings).
     pub person_track_id: Option<String>,
     /// Modality (`face` when defaulted).
