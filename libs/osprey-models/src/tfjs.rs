@@ -111,10 +111,7 @@ impl TfjsGraph {
                 if input.starts_with('^') {
                     continue;
                 }
-                let (base, port) = match input.rsplit_once(':') {
-                    Some((b, p)) if p.chars().all(|c| c.is_ascii_digit()) => (b, p.parse().unwrap_or(0)),
-                    _ => (input, 0),
-                };
+                let (base, port) = split_port(input);
                 let idx = *by_name.get(base).ok_or_else(|| {
                     corrupt(path, format!("node `{name}` reads `{input}`, which is not in the graph"))
                 })?;
@@ -254,10 +251,7 @@ impl TfjsGraph {
     ) -> Result<Vec<Tensor>> {
         let mut wanted = Vec::new();
         for o in outputs {
-            let (base, port) = match o.rsplit_once(':') {
-                Some((b, p)) if p.chars().all(|c| c.is_ascii_digit()) => (b, p.parse().unwrap_or(0)),
-                _ => (*o, 0),
-            };
+            let (base, port) = split_port(o);
             let idx = *self.by_name.get(base).ok_or_else(|| {
                 Error::new(ErrorKind::InvalidInput, format!("TF.js model {} has no node `{o}`", self.path.display()))
             })?;
@@ -519,6 +513,14 @@ impl TfjsGraph {
 /// The logistic function, elementwise.
 fn sigmoid(x: &Tensor) -> Result<Tensor> {
     x.neg().and_then(|t| t.exp()).and_then(|e| e + 1.0).and_then(|t| t.recip()).map_err(cerr)
+}
+
+/// A node reference `name` or `name:k` as (name, output k).
+fn split_port(reference: &str) -> (&str, usize) {
+    match reference.rsplit_once(':') {
+        Some((b, p)) if p.chars().all(|c| c.is_ascii_digit()) => (b, p.parse().unwrap_or(0)),
+        _ => (reference, 0),
+    }
 }
 
 /// TF's SAME padding along one axis: (before, after).

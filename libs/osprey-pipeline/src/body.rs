@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use image::{RgbImage, imageops};
+use image::RgbImage;
 use osprey_core::{Modality, Result};
 use osprey_models::appearance::{AppearanceEmbedder, EMBEDDING_DIM, MODEL_ID as APPEARANCE_MODEL};
 use osprey_models::centernet::{PersonBox, PersonDetector, PersonOptions};
@@ -122,11 +122,7 @@ impl BodyAnalyzer {
 
 /// The pixels of `b` (rounded outwards, inside the frame).
 pub fn crop(frame: &RgbImage, b: &BoxF) -> RgbImage {
-    let x0 = b.x.floor().clamp(0.0, frame.width().saturating_sub(1) as f32) as u32;
-    let y0 = b.y.floor().clamp(0.0, frame.height().saturating_sub(1) as f32) as u32;
-    let x1 = ((b.x + b.w).ceil() as u32).clamp(x0 + 1, frame.width());
-    let y1 = ((b.y + b.h).ceil() as u32).clamp(y0 + 1, frame.height());
-    imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image()
+    crate::quality::crop_edges(frame, b.x, b.y, b.x + b.w, b.y + b.h)
 }
 
 impl FrameAnalyzer for BodyAnalyzer {

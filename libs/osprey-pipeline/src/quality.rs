@@ -99,15 +99,21 @@ impl Aggregate {
     }
 }
 
+/// The pixels between the edges `left`..`right`, `top`..`bottom` (rounded
+/// outwards, clamped to the image, at least one pixel).
+pub fn crop_edges(img: &RgbImage, left: f32, top: f32, right: f32, bottom: f32) -> RgbImage {
+    let x0 = left.floor().clamp(0.0, img.width().saturating_sub(1) as f32) as u32;
+    let y0 = top.floor().clamp(0.0, img.height().saturating_sub(1) as f32) as u32;
+    let x1 = (right.ceil() as u32).clamp(x0 + 1, img.width());
+    let y1 = (bottom.ceil() as u32).clamp(y0 + 1, img.height());
+    imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image()
+}
+
 /// The crop around `bbox` (with 40 % margin, clamped to the image), at most
 /// [`THUMBNAIL_SIZE`] px on its longer side.
 pub fn thumbnail(img: &RgbImage, bbox: &BoxF) -> RgbImage {
     let m = 0.4 * bbox.w.max(bbox.h);
-    let x0 = (bbox.x - m).floor().clamp(0.0, img.width().saturating_sub(1) as f32) as u32;
-    let y0 = (bbox.y - m).floor().clamp(0.0, img.height().saturating_sub(1) as f32) as u32;
-    let x1 = ((bbox.x + bbox.w + m).ceil() as u32).clamp(x0 + 1, img.width());
-    let y1 = ((bbox.y + bbox.h + m).ceil() as u32).clamp(y0 + 1, img.height());
-    let crop = imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+    let crop = crop_edges(img, bbox.x - m, bbox.y - m, bbox.x + bbox.w + m, bbox.y + bbox.h + m);
     let longer = crop.width().max(crop.height());
     if longer <= THUMBNAIL_SIZE {
         return crop;
