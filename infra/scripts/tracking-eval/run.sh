@@ -47,6 +47,14 @@ if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$here/requirements.txt" "$venv/.re
 fi
 py="$venv/bin/python"
 
+# The committed ground truth must be what the committed keyframes give, and
+# the scorer must give a perfect score to the ground truth itself.
+"$py" "$here/build_gt.py" "$here/vtest_keyframes.txt" "${TMPDIR:-/tmp}/vtest_gt.check.$$" --frames "$frames" >/dev/null
+cmp -s "$gt" "${TMPDIR:-/tmp}/vtest_gt.check.$$" || { rm -f "${TMPDIR:-/tmp}/vtest_gt.check.$$"; echo "error: vtest_gt.txt is not build_gt.py's output for vtest_keyframes.txt" >&2; exit 1; }
+rm -f "${TMPDIR:-/tmp}/vtest_gt.check.$$"
+"$py" "$here/score.py" "$gt" "gt=$gt" --frames "$frames" | grep -Eq '^gt +[0-9]+ +100\.0 .* 100\.0 +0 +0 +0 ' \
+  || { echo "error: the scorer does not give the ground truth a perfect score" >&2; exit 1; }
+
 work="$(mktemp -d "${TMPDIR:-/tmp}/osprey-tracking-eval.XXXXXX")"
 if [[ "${KEEP_TMP:-0}" == 1 ]]; then echo "== work dir kept: $work"; else trap 'rm -rf "$work"' EXIT; fi
 
@@ -106,6 +114,20 @@ echo "== scores (py-motmetrics)"
 if [[ -n "${TRACKING_EVAL_OUT:-}" ]]; then
   mkdir -p "$TRACKING_EVAL_OUT"
   cp "$work"/{osprey.txt,scores.csv,search.json} "$TRACKING_EVAL_OUT"/
-  [[ -f "$work/hog_sort.txt" ]] && cp "$work/hog_sort.txt" "$TRACKING_EVAL_OUT"/
+  if [[ -f "$work/hog_sort.txt" ]]; then cp "$work/hog_sort.txt" "$TRACKING_EVAL_OUT"/; fi
   echo "== tracks and scores copied to $TRACKING_EVAL_OUT"
+fi
+
+# The acceptance criterion: Osprey beats the baseline on MOTA and on IDF1.
+if [[ "$skip_baseline" == 0 ]]; then
+  "$py" - "$work/scores.csv" <<'PY'
+import sys
+import pandas as pd
+t = pd.read_csv(sys.argv[1], index_col=0)
+o, b = t.loc["osprey"], t.loc["hog_sort"]
+ok = o["MOTA"] > b["MOTA"] and o["IDF1"] > b["IDF1"]
+print(f"{'PASS' if ok else 'FAIL'}: osprey MOTA {100 * o['MOTA']:.1f} vs {100 * b['MOTA']:.1f}, "
+      f"IDF1 {100 * o['IDF1']:.1f} vs {100 * b['IDF1']:.1f} (HOG + SORT)")
+sys.exit(0 if ok else 1)
+PY
 fi
