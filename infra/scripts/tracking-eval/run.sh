@@ -29,7 +29,7 @@ done
 
 video="$data/debian-opencv-doc/vtest.avi"
 gt="$here/vtest_gt.txt"
-frames=100   # the annotated stretch: decoded frames 0..99 (10 s at 10 fps)
+frames=150   # the annotated stretch: decoded frames 0..149 (15 s at 10 fps)
 osprey="${OSPREY_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}/release/osprey}"
 export OSPREY_MODELS="${OSPREY_MODELS:-$repo/models}"
 venv="${TRACKING_EVAL_VENV:-$HOME/.cache/osprey/tracking-eval-venv}"
