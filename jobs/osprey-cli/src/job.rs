@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use osprey_api::{JobCreated, JobKind, JobList, JobSpec, JobState, JobStatus, ResultsPage, SubjectsFrom};
+use osprey_core::Modality;
 
 use crate::Format;
 use crate::client::{Client, Target, segment};
@@ -116,6 +117,18 @@ pub struct SubmitArgs {
     /// The CAFace checkpoint, as for --weights.
     #[arg(long, value_name = "KEY_OR_URL")]
     aggregator_weights: Option<String>,
+    /// What to find and embed: `face` (default), `body`, or `face,body`;
+    /// each modality has its own index in the gallery (`<gallery>.body`).
+    #[arg(long, value_delimiter = ',')]
+    modalities: Option<Vec<Modality>>,
+    /// Body model (default: the appearance model
+    /// dinov2-vits14-imgfocus-0.1.1; osnet-x1_0, osnet-ain-x1_0 or
+    /// clip3dreid with --body-weights).
+    #[arg(long)]
+    body_model: Option<String>,
+    /// The body recogniser's checkpoint, as for --weights.
+    #[arg(long, value_name = "KEY_OR_URL")]
+    body_weights: Option<String>,
     /// Search: calibrate the threshold for this FPIR.
     #[arg(long, conflicts_with = "threshold")]
     fpir: Option<f64>,
@@ -246,6 +259,9 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         detector: args.detector,
         aggregator: args.aggregator,
         aggregator_weights: args.aggregator_weights,
+        modalities: args.modalities,
+        body_model: args.body_model,
+        body_weights: args.body_weights,
         fpir: args.fpir,
         threshold: args.threshold,
         top_k: args.top_k,
@@ -362,10 +378,12 @@ async fn print_results(client: &Client, job_id: &str, limit: Option<usize>, form
             break;
         }
     }
-    let mut rows = Rows::new(&["media", "track", "start (s)", "end (s)", "decision", "subject", "score", "threshold"]);
+    let mut rows =
+        Rows::new(&["media", "modality", "track", "start (s)", "end (s)", "decision", "subject", "score", "threshold"]);
     for r in &all {
         rows.push(vec![
             r.media_uri.as_deref().map(display_media).unwrap_or_else(|| "-".into()),
+            opt(r.modality.as_ref()),
             opt(r.track_id),
             seconds(r.t_start_ms),
             seconds(r.t_end_ms),

@@ -430,6 +430,121 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
     assert!(metrics.as_str().unwrap().contains("osprey_searches_total 51"), "{metrics}");
 }
 
+/// Bodies through the services: an enrol job with `modalities: [face, body]`
+/// fills the gallery's body index (`people.body`), a body search job over a
+/// Market-1501 camera frame and three seconds of vtest.avi finds person 0001
+/// and tracks the pedestrians, results say which modality matched, and
+/// erasing a subject known only by their body works from the gallery's name.
+#[test]
+fn body_jobs_enrol_and_search_people_through_the_services() {
+    let s3 = s3_server::start_s3("media");
+    let bucket = s3.dir.path().join("media");
+    let put = |key: &str, from: &Path| {
+        let to = bucket.join("osprey/media").join(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    };
+    let market = data().join("person_search_demo");
+    put("subjects/p0001/crop.jpg", &market.join("query/0001_c1s1_001051_00.jpg"));
+    put("subjects/obama/obama.jpg", &data().join("face_recognition/examples/obama.jpg"));
+    put("probes/c1s1_001051.jpg", &market.join("data/samples/c1s1_001051.jpg"));
+    let clip = tempfile::tempdir().unwrap();
+    let plaza = clip.path().join("plaza.avi");
+    let cut = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(data().join("debian-opencv-doc/vtest.avi"))
+        .args(["-t", "3", "-c", "copy"])
+        .arg(&plaza)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(cut.success());
+    put("probes/plaza.avi", &plaza);
+
+    let cluster = Cluster {
+        s3_port: s3.port,
+        root: "s3://media/osprey".into(),
+        port: free_port(),
+        logs: tempfile::tempdir().unwrap(),
+    };
+    let _coordinator = cluster.start_coordinator("coordinator.log");
+    let _worker = cluster.start_worker("worker.log");
+    let api = Api::new(cluster.port);
+
+    let enroll = json!({"kind": "enroll", "gallery": "people", "inputs": ["media/subjects/"], "subjects_from": "dirs",
+                        "modalities": ["face", "body"]});
+    let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(enroll));
+    assert_eq!(status, 202, "{body}");
+    let enrolled = api.wait(body["job_id"].as_str().unwrap(), Duration::from_secs(300), |_| false);
+    assert_eq!(enrolled["state"], "completed", "{enrolled}\n{}", cluster.all_logs());
+    let (_, bodies) = api.call("GET", "/v1/galleries/people.body", Some(READER), None);
+    assert_eq!(bodies["subject_ids"], json!(["obama", "p0001"]), "{bodies}");
+    assert_eq!(bodies["model"], "dinov2-vits14-imgfocus-0.1.1", "{bodies}");
+    let (_, faces) = api.call("GET", "/v1/galleries/people", Some(READER), None);
+    assert_eq!(faces["subject_ids"], json!(["obama"]), "the Market crop has no face: {faces}");
+
+    // Options are checked at submission, with the reason.
+    let bad: [(Value, u16, &str); 3] = [
+        (json!({"modalities": ["body"], "gallery": "nobody"}), 404, "no gallery `nobody`"),
+        (json!({"modalities": ["body"], "body_model": "osnet-x1_0"}), 400, "needs its checkpoint"),
+        (json!({"modalities": ["gait"]}), 400, "modality `gait` is not available"),
+    ];
+    for (extra, want_status, want) in bad {
+        let mut spec = json!({"kind": "search", "gallery": "people", "inputs": ["media/probes/"]});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(spec.clone()));
+        assert_eq!(status, want_status, "{spec}: {body}");
+        assert!(body.to_string().contains(want), "{spec}: {body}");
+    }
+
+    // A body search job (the appearance model's cosines run high for
+    // everyone, so the threshold is given rather than calibrated on two).
+    let search = json!({"kind": "search", "gallery": "people", "inputs": ["media/probes/"], "modalities": ["body"],
+                        "threshold": 0.93, "sample_fps": 5});
+    let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(search));
+    assert_eq!(status, 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_string();
+    let done = api.wait(&job_id, Duration::from_secs(600), |_| false);
+    assert_eq!(done["state"], "completed", "{done}\n{}", cluster.all_logs());
+    let (status, page) = api.call("GET", &format!("/v1/jobs/{job_id}/results?limit=1000"), Some(READER), None);
+    assert_eq!(status, 200, "{page}");
+    let rows = page["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["modality"] == "body"), "{page}");
+    let in_frame: Vec<&Value> = rows.iter().filter(|r| base(r["media_uri"].as_str().unwrap()) == "c1s1_001051.jpg").collect();
+    assert!(in_frame.len() >= 4, "pedestrians in the camera frame: {page}");
+    let matches: Vec<&&Value> = in_frame.iter().filter(|r| r["decision"] == "match").collect();
+    assert_eq!(matches.len(), 1, "{page}");
+    assert_eq!(matches[0]["subject_id"], "p0001", "{page}");
+    // The plaza's pedestrians: person tracks with one observation per frame.
+    let tracks = api.sql(
+        READER,
+        &format!(
+            "SELECT t.template_id, max(t.num_frames) AS num_frames, count(o.frame) AS n FROM templates t \
+             JOIN observations o ON o.template_id = t.template_id \
+             WHERE t.job_id = '{job_id}' AND t.modality = 'body' AND t.media_uri LIKE '%plaza.avi' GROUP BY 1"
+        ),
+    );
+    assert!(tracks.len() >= 3, "{tracks:?}");
+    for r in &tracks {
+        assert_eq!(r["n"], r["num_frames"], "one observation per frame: {r}");
+    }
+    let audit = api.sql(ADMIN, &format!("SELECT DISTINCT gallery FROM audit WHERE job_id = '{job_id}'"));
+    assert_eq!(audit, vec![json!({"gallery": "people.body"})], "body searches are audited against the body index");
+    let outputs = bucket.join("osprey/jobs").join(&job_id).join("outputs");
+    let left: Vec<_> = std::fs::read_dir(&outputs)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging outputs left: {left:?}");
+
+    // p0001 is only in the body index; erasing them through the gallery's name reaches it.
+    let (status, erased) = api.call("DELETE", "/v1/galleries/people/subjects/p0001", Some(OPERATOR), None);
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["index_templates"], 1, "{erased}");
+    let (_, bodies) = api.call("GET", "/v1/galleries/people.body", Some(READER), None);
+    assert_eq!(bodies["subject_ids"], json!(["obama"]), "{bodies}");
+    assert!(api.sql(READER, "SELECT * FROM templates WHERE subject_id = 'p0001'").is_empty());
+    assert!(api.sql(READER, "SELECT * FROM results WHERE subject_id = 'p0001'").is_empty());
+}
+
 /// Job `job_id`'s observations as sorted keys (media, track, frame, time, box).
 fn observation_keys(api: &Api, job_id: &str) -> Vec<String> {
     let rows = api.sql(

@@ -4,6 +4,7 @@
 //! never disagree about a field.
 #![warn(missing_docs)]
 
+use osprey_core::Modality;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -194,6 +195,21 @@ pub struct JobSpec {
     /// The CAFace checkpoint for `aggregator: caface`, as for `weights`.
     #[serde(default)]
     pub aggregator_weights: Option<String>,
+    /// What to find and embed: `face`, `body` or both (default `["face"]`).
+    /// Enrolment puts each modality's templates in its own index of the
+    /// gallery (`<gallery>.body` for bodies); a search job searches each
+    /// named modality in its index, and results say which matched.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["face", "body"]))]
+    pub modalities: Option<Vec<Modality>>,
+    /// The body model: the out-of-the-box appearance model (default,
+    /// `dinov2-vits14-imgfocus-0.1.1`) or a body recogniser whose weights
+    /// users bring (`osnet-x1_0`, `osnet-ain-x1_0`, `clip3dreid`).
+    #[serde(default)]
+    pub body_model: Option<String>,
+    /// The body recogniser's checkpoint, as for `weights`.
+    #[serde(default)]
+    pub body_weights: Option<String>,
     /// Search: calibrate the threshold for this false-positive identification rate.
     #[serde(default)]
     pub fpir: Option<f64>,
@@ -348,6 +364,14 @@ pub struct JobResult {
     pub media_uri: Option<String>,
     /// Track within a video.
     pub track_id: Option<i64>,
+    /// What the probe is of (`face`, `body`): the gallery index it was
+    /// searched in.
+    #[serde(default)]
+    pub modality: Option<String>,
+    /// The person track (body track in the same segment) a face track
+    /// belongs to, when people were tracked too.
+    #[serde(default)]
+    pub person_track_id: Option<String>,
     /// First and last time seen (ms), for video.
     pub t_start_ms: Option<i64>,
     /// Last time seen (ms).
@@ -360,7 +384,7 @@ pub struct JobResult {
     pub score: Option<f32>,
     /// The threshold used.
     pub threshold: f32,
-    /// The probe's face crop.
+    /// The probe's crop (face or whole person).
     pub thumbnail_uri: Option<String>,
 }
 
@@ -491,6 +515,17 @@ pub struct MediaSpec {
     /// The aggregator's checkpoint URL (`caface`).
     #[serde(default)]
     pub aggregator_weights: Option<String>,
+    /// What is found and embedded (tasks recorded before jobs named
+    /// modalities are face tasks).
+    #[serde(default = "default_modalities")]
+    #[schema(value_type = Vec<String>)]
+    pub modalities: Vec<Modality>,
+    /// The body model id (`null`: the appearance model).
+    #[serde(default)]
+    pub body_model: Option<String>,
+    /// The body recogniser's checkpoint URL.
+    #[serde(default)]
+    pub body_weights: Option<String>,
 }
 
 /// The analysis settings a task's media spec stands for (unvalidated: see
@@ -507,11 +542,16 @@ impl From<&MediaSpec> for osprey_pipeline::MediaSettings {
             detector: m.detector.clone(),
             aggregator: m.aggregator.clone(),
             aggregator_weights: m.aggregator_weights.clone(),
-            // Jobs through the services are face jobs for now: a worker
-            // writes one template file of one width per task.
-            ..Self::default()
+            modalities: m.modalities.clone(),
+            body_model: m.body_model.clone(),
+            body_weights: m.body_weights.clone(),
         }
     }
+}
+
+/// The modalities of tasks recorded before jobs named them.
+fn default_modalities() -> Vec<Modality> {
+    vec![Modality::Face]
 }
 
 /// The aggregator of tasks recorded before jobs named one.

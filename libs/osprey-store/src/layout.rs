@@ -7,6 +7,7 @@
 //! galleries/<name>/manifest.json              gallery metadata (the commit point)
 //! galleries/<name>/index/<version>.faiss      FAISS snapshot + its id map
 //! thumbnails/<template_id>.jpg                face crops
+//! silhouettes/<template_id>.png               a body track's silhouettes (64×64 each, side by side)
 //! audit/<part>.parquet                        one row per search
 //! jobs/<job_id>/job.json                      a service job's spec (the commit point)
 //! jobs/<job_id>/tasks.json                    its tasks, once expanded
@@ -28,6 +29,8 @@ pub const RESULTS: &str = "results";
 pub const GALLERIES: &str = "galleries";
 /// Folder of template thumbnails (`<template_id>.jpg`).
 pub const THUMBNAILS: &str = "thumbnails";
+/// Folder of body tracks' silhouette strips (`<template_id>.png`).
+pub const SILHOUETTES: &str = "silhouettes";
 /// Prefix of the audit table.
 pub const AUDIT: &str = "audit";
 /// Prefix of the service's job manifests and task outputs.
@@ -72,6 +75,16 @@ pub fn observation_file(model: &str, batch: &str) -> String {
 pub fn staged_observations(templates_key: &str) -> String {
     let stem = templates_key.strip_suffix(".parquet").unwrap_or(templates_key);
     format!("{stem}.observations.parquet")
+}
+
+/// Where a worker stages its templates of `modality` when that is not the
+/// face (each modality's embeddings have their own width, so each its own
+/// file): beside `templates_key`, as `<stem>.<modality>.parquet`. The face
+/// templates (and the rows of inputs that failed) stay at `templates_key`,
+/// which is written last and so commits the task.
+pub fn staged_modality(templates_key: &str, modality: osprey_core::Modality) -> String {
+    let stem = templates_key.strip_suffix(".parquet").unwrap_or(templates_key);
+    format!("{stem}.{modality}.parquet")
 }
 
 /// The key of one result file.

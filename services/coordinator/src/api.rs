@@ -254,15 +254,30 @@ async fn delete_subject(
 ) -> ApiResult<Json<Erasure>> {
     caller.require(OPERATE, "erasing a subject")?;
     layout::check_name("subject", &subject_id)?;
-    let mut guard = c.lock_gallery(&name).await?;
-    let g = guard.as_ref().ok_or_else(|| ApiError::not_found(format!("no gallery `{name}`")))?;
-    if !g.subjects().any(|s| s == subject_id) {
+    // The gallery and its other modalities' indexes (`<name>.body`): the
+    // subject may be enrolled in any of them, and erasure covers all.
+    let names: Vec<String> = std::iter::once(name.clone())
+        .chain(osprey_index::COMPANION_MODALITIES.iter().map(|&m| osprey_index::modality_gallery(&name, m)))
+        .collect();
+    let mut guards = Vec::new();
+    for n in &names {
+        guards.push(c.lock_gallery(n).await?);
+    }
+    let loaded: Vec<&Gallery> = guards.iter().filter_map(|g| g.as_ref()).collect();
+    if loaded.is_empty() {
+        return Err(ApiError::not_found(format!("no gallery `{name}`")));
+    }
+    if !loaded.iter().any(|g| g.subjects().any(|s| s == subject_id)) {
         return Err(ApiError::not_found(format!("gallery `{name}` has no subject `{subject_id}`")));
     }
     let e = osprey_index::erase_subject(&c.root, &name, &subject_id).await?;
-    *guard = None; // read again from the erased snapshot
-    drop(guard);
-    c.forget_gallery(&name);
+    // Read again from the erased snapshots.
+    for mut guard in guards {
+        *guard = None;
+    }
+    for n in &names {
+        c.forget_gallery(n);
+    }
     tracing::info!("subject {subject_id} erased from {name} by {}", caller.key_id);
     Ok(Json(erasure_report(subject_id, &e)))
 }
@@ -381,8 +396,9 @@ async fn job_results(
     let total = json_rows(&total)?.first().and_then(|r| r.get("n")).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
     let batches = session
         .query(&format!(
-            "SELECT r.probe_template_id, t.media_uri, t.track_id, t.t_start_ms, t.t_end_ms, r.decision, r.subject_id, \
-             r.score, r.threshold, t.thumbnail_uri {from} ORDER BY t.media_uri, t.t_start_ms, r.probe_template_id \
+            "SELECT r.probe_template_id, t.media_uri, t.track_id, t.modality, t.person_track_id, t.t_start_ms, \
+             t.t_end_ms, r.decision, r.subject_id, \
+             r.score, r.threshold, t.thumbnail_uri {from} ORDER BY t.media_uri, t.t_start_ms, t.modality, r.probe_template_id \
              LIMIT {limit} OFFSET {offset}"
         ))
         .await?;

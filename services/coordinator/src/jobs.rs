@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use osprey_api::{
     JobError, JobKind, JobSpec, JobState, JobStatus, Lease, MediaSpec, Role, TaskCounts, TaskSegment, TaskSpec,
 };
+use osprey_core::Modality;
 use osprey_index::OperatingPoint;
 use serde::{Deserialize, Serialize};
 
@@ -80,8 +81,8 @@ pub struct Job {
     cancelled: bool,
     finished: Option<FinalRecord>,
     finalizing: bool,
-    /// A search job's threshold, fixed at its first ingest.
-    pub operating_point: Option<OperatingPoint>,
+    /// A search job's threshold per modality, fixed at its first ingest.
+    pub operating_points: HashMap<Modality, OperatingPoint>,
 }
 
 /// What the caller must do after a task ended for good.
@@ -150,7 +151,7 @@ impl JobTable {
             cancelled,
             finished,
             finalizing: false,
-            operating_point: None,
+            operating_points: HashMap::new(),
         };
         if let Some(tasks) = tasks {
             job.set_tasks(tasks, ended);
@@ -472,6 +473,9 @@ mod tests {
             detector: None,
             aggregator: "mean".into(),
             aggregator_weights: None,
+            modalities: vec![osprey_core::Modality::Face],
+            body_model: None,
+            body_weights: None,
         };
         let inputs = (0..n).map(|i| (format!("file:///m/{i}.jpg"), None, Vec::new())).collect();
         let tasks = make_tasks("j1", JobKind::Search, "g", &media, inputs);

@@ -2,13 +2,16 @@
 //! leases, ingesting task outputs (enrolment into galleries, open-set search),
 //! recovery after a restart, and the galleries it holds in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use osprey_api::{JobKind, JobSpec, JobState, MediaSpec, Role, TaskSegment, TaskSpec};
-use osprey_core::{Error, ErrorKind, Result};
-use osprey_index::{EnrollOptions, Gallery, enroll_into, operating_point, search_probes, store_search};
+use osprey_core::{Error, ErrorKind, Modality, Result};
+use osprey_index::{
+    COMPANION_MODALITIES, EnrollOptions, Gallery, enroll_into, modality_gallery, operating_point, search_probes,
+    store_search,
+};
 use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings};
@@ -215,6 +218,7 @@ impl Coordinator {
         // or an allowed prefix only.
         spec.weights = spec.weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         spec.aggregator_weights = spec.aggregator_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
+        spec.body_weights = spec.body_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         media_settings(&spec.media_spec())?;
         match spec.kind {
             JobKind::Enroll if spec.subjects_from.is_none() => {
@@ -223,18 +227,36 @@ impl Coordinator {
                 ));
             }
             JobKind::Search => {
-                let model = spec.media_spec().model;
-                match self.lock_gallery(&spec.gallery).await?.as_ref() {
-                    None => return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery))),
-                    Some(g) if g.manifest().model != model => {
-                        return Err(ApiError::bad_request(format!(
-                            "gallery `{}` holds `{}` templates; this job would make `{model}` probes (set `model` to `{}`)",
-                            spec.gallery,
-                            g.manifest().model,
-                            g.manifest().model
-                        )));
+                let media = spec.media_spec();
+                for &modality in &media.modalities {
+                    let name = modality_gallery(&spec.gallery, modality);
+                    let (model, option) = match modality {
+                        Modality::Face => (media.model.clone(), "model"),
+                        _ => (
+                            media.body_model.clone().unwrap_or_else(|| osprey_models::appearance::MODEL_ID.to_string()),
+                            "body_model",
+                        ),
+                    };
+                    let found = self.lock_gallery(&name).await?.is_some();
+                    if !found && (modality == Modality::Face || self.lock_gallery(&spec.gallery).await?.is_none()) {
+                        return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery)));
                     }
-                    Some(_) => {}
+                    match self.lock_gallery(&name).await?.as_ref() {
+                        None => {
+                            return Err(ApiError::not_found(format!(
+                                "gallery `{}` has no {modality} index (`{name}`): enrol it with `modalities` naming {modality}",
+                                spec.gallery
+                            )));
+                        }
+                        Some(g) if g.manifest().model != model => {
+                            return Err(ApiError::bad_request(format!(
+                                "gallery `{name}` holds `{}` {modality} templates; this job would make `{model}` probes (set `{option}` to `{}`)",
+                                g.manifest().model,
+                                g.manifest().model
+                            )));
+                        }
+                        Some(_) => {}
+                    }
                 }
                 if let Some(k) = spec.top_k {
                     if !(1..=100).contains(&k) {
@@ -447,7 +469,8 @@ impl Coordinator {
         // The staging copies have served: their templates and observations
         // now live in the tables (or the gallery), where erasure finds them.
         let staged = output_key(spec);
-        for key in [layout::staged_observations(&staged), staged] {
+        let companions = COMPANION_MODALITIES.iter().map(|&m| layout::staged_modality(&staged, m));
+        for key in [layout::staged_observations(&staged)].into_iter().chain(companions).chain([staged.clone()]) {
             if let Err(e) = self.root.delete(&key).await {
                 tracing::warn!("task {}: staging output {key} left behind: {}", spec.task_id, e.message());
             }
@@ -483,80 +506,121 @@ impl Coordinator {
     /// ingesting twice changes nothing.
     async fn ingest(&self, spec: &TaskSpec) -> Result<u64> {
         let staged = output_key(spec);
-        let templates = match read_templates(&self.root, &staged).await {
+        let mut templates = match read_templates(&self.root, &staged).await {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(Error::invalid("the worker reported success but wrote no output"));
             }
             other => other?,
         };
+        for m in COMPANION_MODALITIES {
+            match read_templates(&self.root, &layout::staged_modality(&staged, m)).await {
+                Ok(rows) => templates.extend(rows),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         // A task without observations (no template, or only failures) stages none.
         let observations = match read_observations(&self.root, &layout::staged_observations(&staged)).await {
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             other => other?,
         };
         let n = templates.len() as u64;
-        match spec.kind {
-            JobKind::Enroll => {
-                if templates.is_empty() {
-                    return Ok(0);
-                }
-                let mut guard = self.lock_gallery(&spec.gallery).await?;
-                let batch = format!("job-{}", spec.task_id.replace('.', "-"));
-                let opts = EnrollOptions::default();
-                let (g, added) =
-                    enroll_into(&self.root, guard.take(), &spec.gallery, &batch, templates, &observations, &opts, true)
-                        .await?;
-                *guard = Some(g);
-                tracing::info!("task {}: {added} templates enrolled into `{}`", spec.task_id, spec.gallery);
-            }
-            JobKind::Search => {
-                let mut guard = self.lock_gallery(&spec.gallery).await?;
-                let gallery =
-                    guard.as_mut().ok_or_else(|| Error::not_found(format!("no gallery `{}`", spec.gallery)))?;
-                // The job's record once: its threshold (fixed at its first
-                // ingest), top-k and submitter for the audit rows.
-                let record = self.job_spec_record(&spec.job_id)?;
-                let cached =
-                    self.jobs.lock().expect("jobs lock").get(&spec.job_id).and_then(|j| j.operating_point.clone());
-                let op = match cached {
-                    Some(op) => op,
-                    None => {
-                        let op = operating_point(&self.root, gallery, record.spec.threshold, record.spec.fpir).await?;
-                        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
-                            j.operating_point = Some(op.clone());
-                        }
-                        op
+        // One index per modality: the face gallery itself, `<gallery>.body` beside it.
+        let record = self.job_spec_record(&spec.job_id)?;
+        for (i, modality) in spec.media.modalities.iter().copied().enumerate() {
+            // The rows of inputs that failed go with the first modality.
+            let these: Vec<osprey_store::Template> = templates
+                .iter()
+                .filter(|t| if t.embedding.is_some() { t.modality == Some(modality) } else { i == 0 })
+                .cloned()
+                .collect();
+            let ids: HashSet<&str> = these.iter().map(|t| t.template_id.as_str()).collect();
+            let these_obs: Vec<_> =
+                observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect();
+            let name = modality_gallery(&spec.gallery, modality);
+            match spec.kind {
+                JobKind::Enroll => {
+                    if these.is_empty() {
+                        continue;
                     }
-                };
-                let (threshold, top_k, dim) = (op.threshold, record.spec.top_k.unwrap_or(5), gallery.manifest().dim);
-                let model = gallery.manifest().model.clone();
-                let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
-                let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
-                drop(guard);
-                store_search(&self.root, &spec.job_id, &spec.task_id, &model, dim, &templates, &observations, &rows)
-                    .await?;
-                let audit: Vec<AuditRow> = rows
-                    .iter()
-                    .filter(|r| r.rank == 1)
-                    .map(|r| AuditRow {
-                        at_ms: now_ms(),
-                        key_id: record.key_id.clone(),
-                        role: record.role.as_str().to_string(),
-                        source: "job".into(),
-                        job_id: Some(spec.job_id.clone()),
-                        gallery: spec.gallery.clone(),
-                        probe: r.probe_template_id.clone(),
-                        top_subject_id: r.subject_id.clone(),
-                        top_score: r.score,
-                        decision: r.decision,
-                        threshold: r.threshold,
-                    })
-                    .collect();
-                self.audit.write_task(&spec.task_id, &audit).await?;
-                self.metrics.probes_searched.add(audit.len() as u64);
+                    let mut guard = self.lock_gallery(&name).await?;
+                    let batch = match modality {
+                        Modality::Face => format!("job-{}", spec.task_id.replace('.', "-")),
+                        m => format!("job-{}-{m}", spec.task_id.replace('.', "-")),
+                    };
+                    let opts = EnrollOptions::default();
+                    let (g, added) =
+                        enroll_into(&self.root, guard.take(), &name, &batch, these, &these_obs, &opts, true).await?;
+                    *guard = Some(g);
+                    tracing::info!("task {}: {added} templates enrolled into `{name}`", spec.task_id);
+                }
+                JobKind::Search => self.search_task(spec, &record, modality, &name, &these, &these_obs).await?,
             }
         }
         Ok(n)
+    }
+
+    /// Searches a task's probes of one modality in that modality's index of
+    /// the job's gallery, and stores probes, results and audit rows.
+    async fn search_task(
+        &self,
+        spec: &TaskSpec,
+        record: &JobRecord,
+        modality: Modality,
+        name: &str,
+        templates: &[osprey_store::Template],
+        observations: &[osprey_store::ObservationRow],
+    ) -> Result<()> {
+        let mut guard = self.lock_gallery(name).await?;
+        let gallery = guard.as_mut().ok_or_else(|| Error::not_found(format!("no gallery `{name}`")))?;
+        // The job's threshold for this modality once (fixed at its first
+        // ingest), top-k and submitter for the audit rows.
+        let cached = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .get(&spec.job_id)
+            .and_then(|j| j.operating_points.get(&modality).cloned());
+        let op = match cached {
+            Some(op) => op,
+            None => {
+                let op = operating_point(&self.root, gallery, record.spec.threshold, record.spec.fpir).await?;
+                if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
+                    j.operating_points.insert(modality, op.clone());
+                }
+                op
+            }
+        };
+        let (threshold, top_k, dim) = (op.threshold, record.spec.top_k.unwrap_or(5), gallery.manifest().dim);
+        let model = gallery.manifest().model.clone();
+        let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
+        let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
+        drop(guard);
+        let part = match modality {
+            Modality::Face => spec.task_id.clone(),
+            m => format!("{}-{m}", spec.task_id),
+        };
+        store_search(&self.root, &spec.job_id, &part, &model, dim, templates, observations, &rows).await?;
+        let audit: Vec<AuditRow> = rows
+            .iter()
+            .filter(|r| r.rank == 1)
+            .map(|r| AuditRow {
+                at_ms: now_ms(),
+                key_id: record.key_id.clone(),
+                role: record.role.as_str().to_string(),
+                source: "job".into(),
+                job_id: Some(spec.job_id.clone()),
+                gallery: name.to_string(),
+                probe: r.probe_template_id.clone(),
+                top_subject_id: r.subject_id.clone(),
+                top_score: r.score,
+                decision: r.decision,
+                threshold: r.threshold,
+            })
+            .collect();
+        self.audit.write_task(&part, &audit).await?;
+        self.metrics.probes_searched.add(audit.len() as u64);
+        Ok(())
     }
 
     fn job_spec_record(&self, job_id: &str) -> Result<JobRecord> {
@@ -592,12 +656,15 @@ impl Coordinator {
         }
     }
 
+    /// Calibrates each of the job's modality indexes of its gallery.
     async fn calibrate(&self, spec: &JobSpec) -> Result<()> {
-        let mut guard = self.lock_gallery(&spec.gallery).await?;
-        let Some(g) = guard.as_mut() else { return Ok(()) };
-        if g.manifest().num_subjects >= 2 {
-            osprey_index::calibrate(&self.root, g, spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR)).await?;
-            g.save(&self.root).await?;
+        for modality in spec.media_spec().modalities {
+            let mut guard = self.lock_gallery(&modality_gallery(&spec.gallery, modality)).await?;
+            let Some(g) = guard.as_mut() else { continue };
+            if g.manifest().num_subjects >= 2 {
+                osprey_index::calibrate(&self.root, g, spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR)).await?;
+                g.save(&self.root).await?;
+            }
         }
         Ok(())
     }
@@ -701,6 +768,9 @@ impl MediaSpecOf for JobSpec {
             detector: self.detector.clone(),
             aggregator: self.aggregator.clone().unwrap_or(d.aggregator),
             aggregator_weights: self.aggregator_weights.clone(),
+            modalities: self.modalities.clone().unwrap_or(d.modalities),
+            body_model: self.body_model.clone(),
+            body_weights: self.body_weights.clone(),
         }
     }
 }

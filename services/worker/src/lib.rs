@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use osprey_api::{Heartbeat, JobKind, Lease, LeaseRequest, TaskAck, TaskCompletion, TaskFailure, TaskSpec};
-use osprey_core::{Error, ErrorKind, Result};
+use osprey_core::{Error, ErrorKind, Modality, Result};
+use osprey_index::COMPANION_MODALITIES;
 use osprey_media::video::Segment;
 use osprey_pipeline::media::{media_template_id, observation_rows, put_thumbnails, subject_tracks, template_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings, VideoPlan};
@@ -173,15 +174,24 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
     }
 }
 
-/// Makes a task's templates and writes them to the lease's output key, their
-/// observations beside it (first, so that the templates are the commit
-/// point); returns how many templates. An output already there (an earlier
-/// attempt wrote it before its worker was lost) is reported again without
-/// recomputing.
+/// Makes a task's templates and writes them to the lease's output key (the
+/// face templates and the rows of inputs that failed), each other
+/// modality's beside it ([`layout::staged_modality`]: a file per embedding
+/// width) and all their observations beside that; the face file is written
+/// last, so it is the commit point. Returns how many templates. An output
+/// already there (an earlier attempt wrote it before its worker was lost)
+/// is reported again without recomputing.
 async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<AtomicU64>) -> Result<u64> {
     let root = Root::open(&lease.root)?;
     if root.exists(&lease.output_key).await? {
-        let n = osprey_store::read_templates(&root, &lease.output_key).await?.len() as u64;
+        let mut n = osprey_store::read_templates(&root, &lease.output_key).await?.len() as u64;
+        for m in COMPANION_MODALITIES {
+            match osprey_store::read_templates(&root, &layout::staged_modality(&lease.output_key, m)).await {
+                Ok(rows) => n += rows.len() as u64,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         tracing::info!("task {}: output already written by an earlier attempt", lease.task.task_id);
         return Ok(n);
     }
@@ -212,15 +222,25 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
     .await
     .map_err(|e| Error::internal(format!("the analysis panicked: {e}")))??;
     put_thumbnails(&root, thumbnails).await?;
-    let dim = match rows.iter().find_map(|t| t.embedding.as_ref().map(Vec::len)) {
-        Some(d) => d,
-        None => osprey_models::face_model(&lease.task.media.model)?.dim,
-    };
     if !observations.is_empty() {
         write_observations(&root, &layout::staged_observations(&lease.output_key), &observations, true).await?;
     }
-    write_templates(&root, &lease.output_key, &rows, dim, true).await?;
-    Ok(rows.len() as u64)
+    let n = rows.len() as u64;
+    let (faces, mut others): (Vec<Template>, Vec<Template>) =
+        rows.into_iter().partition(|t| t.embedding.is_none() || t.modality == Some(Modality::Face));
+    for m in COMPANION_MODALITIES {
+        let these: Vec<Template>;
+        (these, others) = others.into_iter().partition(|t| t.modality == Some(m));
+        if let Some(dim) = these.first().and_then(|t| t.embedding.as_ref().map(Vec::len)) {
+            write_templates(&root, &layout::staged_modality(&lease.output_key, m), &these, dim, true).await?;
+        }
+    }
+    let dim = match faces.iter().find_map(|t| t.embedding.as_ref().map(Vec::len)) {
+        Some(d) => d,
+        None => osprey_models::face_model(&lease.task.media.model)?.dim,
+    };
+    write_templates(&root, &lease.output_key, &faces, dim, true).await?;
+    Ok(n)
 }
 
 /// The template rows of a task's media result, their observations, and the
@@ -250,7 +270,7 @@ fn rows_of(
             row.task_id = Some(spec.task_id.clone());
             match spec.kind {
                 JobKind::Enroll => {
-                    row.gallery = Some(spec.gallery.clone());
+                    row.gallery = Some(osprey_index::modality_gallery(&spec.gallery, t.modality));
                     row.subject_id = spec.subject_id.clone();
                 }
                 JobKind::Search => row.job_id = Some(spec.job_id.clone()),
