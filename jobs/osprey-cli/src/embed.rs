@@ -317,6 +317,7 @@ fn embed_aligned(args: &EmbedArgs, spec: &FaceModelSpec, inputs: &[String]) -> a
                 bbox: osprey_pipeline::BoxF { x: 0.0, y: 0.0, w: side as f32, h: side as f32 },
                 confidence: 1.0,
                 landmarks: kp.iter().flat_map(|p| *p).collect(),
+                landmark_scores: Vec::new(),
                 embedding,
                 quality_norm: norm.filter(|_| spec.norm_is_quality),
                 quality: norm.unwrap_or(1.0),

@@ -3,16 +3,24 @@
 //! person's crop: the out-of-the-box appearance model, or a body recogniser
 //! loaded from the user's checkpoint (OSNet, CLIP3DReID).
 //!
+//! When the pose model is loaded ([`osprey_models::movenet`], MoveNet
+//! single-pose on each person's crop), every body observation carries the 17
+//! COCO keypoints: `landmarks` holds their x, y in frame pixels and
+//! `landmark_scores` their scores, which also enter [`body_quality`].
+//!
 //! Tracking bodies is motion first, appearance second (see
 //! [`BodyAnalyzer::tracker_config`]): people in a crowd often wear similar
 //! clothes, while their boxes move smoothly.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use candle_core::Device;
 use image::RgbImage;
-use osprey_core::{Modality, Result};
+use osprey_core::{ErrorKind, Modality, Result};
 use osprey_models::appearance::{AppearanceEmbedder, EMBEDDING_DIM, MODEL_ID as APPEARANCE_MODEL};
 use osprey_models::centernet::{PersonBox, PersonDetector, PersonOptions};
+use osprey_models::movenet::{Keypoint, PoseEstimator, visible_share};
 use osprey_models::person::PersonRecognizer;
 
 use crate::{BoxF, FrameAnalyzer, Observation, TrackerConfig};
@@ -71,16 +79,42 @@ impl Default for BodyOptions {
 /// A person is embedded at full weight from this height (pixels) up.
 const FULL_QUALITY_HEIGHT: f32 = 128.0;
 
+/// A keypoint counts as visible from this pose score up.
+pub const VISIBLE_KEYPOINT_SCORE: f32 = 0.3;
+
 /// A body observation's quality in [0, 1]: the detector's score times a
-/// size term (height over 128 px, capped at 1).
-pub fn body_quality(b: &PersonBox) -> f32 {
-    (b.score.clamp(0.0, 1.0) * (b.height() / FULL_QUALITY_HEIGHT).clamp(0.0, 1.0)).clamp(0.0, 1.0)
+/// size term (height over 128 px, capped at 1), and, when the pose model
+/// ran (`keypoints` not empty), times the share of the 17 keypoints that are
+/// visible (score ≥ [`VISIBLE_KEYPOINT_SCORE`]): a person cut off by the frame
+/// edge or hidden behind others shows fewer of them, and makes a poorer
+/// thumbnail and template.
+pub fn body_quality(b: &PersonBox, keypoints: &[Keypoint]) -> f32 {
+    let size = (b.height() / FULL_QUALITY_HEIGHT).clamp(0.0, 1.0);
+    let visible = if keypoints.is_empty() { 1.0 } else { visible_share(keypoints, VISIBLE_KEYPOINT_SCORE) };
+    (b.score.clamp(0.0, 1.0) * size * visible).clamp(0.0, 1.0)
+}
+
+/// The pose model from the model directory, or `None` with one warning when
+/// its files are not there (bodies are then found and embedded without
+/// keypoints).
+pub fn load_pose(models: &Path, device: &Device) -> Result<Option<Arc<PoseEstimator>>> {
+    match PoseEstimator::load(models, device) {
+        Ok(p) => Ok(Some(Arc::new(p))),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            tracing::warn!("body keypoints are off: {e}");
+            eprintln!("warning: body keypoints are off: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// People in frames, detected and embedded.
 pub struct BodyAnalyzer {
     pub detector: Arc<PersonDetector>,
     pub embedder: Arc<dyn BodyEmbedder>,
+    /// The 17 COCO keypoints per person, when loaded (see [`load_pose`]).
+    pub pose: Option<Arc<PoseEstimator>>,
     pub options: BodyOptions,
 }
 
@@ -112,9 +146,10 @@ impl BodyAnalyzer {
             bbox: BoxF { x: 0.0, y: 0.0, w, h },
             confidence: 1.0,
             landmarks: Vec::new(),
+            landmark_scores: Vec::new(),
             embedding,
             quality_norm: None,
-            quality: body_quality(&person),
+            quality: body_quality(&person, &[]),
             style: Vec::new(),
         }))
     }
@@ -166,18 +201,27 @@ impl FrameAnalyzer for BodyAnalyzer {
         let boxes: Vec<BoxF> = people.iter().map(|p| BoxF { x: p.x1, y: p.y1, w: p.width(), h: p.height() }).collect();
         let crops: Vec<RgbImage> = boxes.iter().map(|b| crop(frame, b)).collect();
         let embeddings = self.embedder.embed(&crops)?;
+        let poses = match &self.pose {
+            Some(pose) => pose.estimate(frame.as_raw(), frame.width() as usize, frame.height() as usize, &people)?,
+            None => Vec::new(),
+        };
         Ok(people
             .iter()
+            .enumerate()
             .zip(boxes)
             .zip(embeddings)
-            .map(|((p, bbox), embedding)| Observation {
-                bbox,
-                confidence: p.score,
-                landmarks: Vec::new(),
-                embedding,
-                quality_norm: None,
-                quality: body_quality(p),
-                style: Vec::new(),
+            .map(|(((i, p), bbox), embedding)| {
+                let keypoints: &[Keypoint] = poses.get(i).map(|k| &k[..]).unwrap_or(&[]);
+                Observation {
+                    bbox,
+                    confidence: p.score,
+                    landmarks: keypoints.iter().flat_map(|k| [k.x, k.y]).collect(),
+                    landmark_scores: keypoints.iter().map(|k| k.score).collect(),
+                    embedding,
+                    quality_norm: None,
+                    quality: body_quality(p, keypoints),
+                    style: Vec::new(),
+                }
             })
             .collect())
     }
@@ -190,9 +234,21 @@ mod tests {
     #[test]
     fn quality_grows_with_score_and_height() {
         let b = |score: f32, h: f32| PersonBox { x1: 0.0, y1: 0.0, x2: h / 2.0, y2: h, score };
-        assert_eq!(body_quality(&b(0.8, 256.0)), 0.8);
-        assert!((body_quality(&b(0.8, 64.0)) - 0.4).abs() < 1e-6);
-        assert!(body_quality(&b(0.5, 64.0)) < body_quality(&b(0.8, 64.0)));
+        assert_eq!(body_quality(&b(0.8, 256.0), &[]), 0.8);
+        assert!((body_quality(&b(0.8, 64.0), &[]) - 0.4).abs() < 1e-6);
+        assert!(body_quality(&b(0.5, 64.0), &[]) < body_quality(&b(0.8, 64.0), &[]));
+    }
+
+    #[test]
+    fn quality_counts_visible_keypoints() {
+        let b = PersonBox { x1: 0.0, y1: 0.0, x2: 100.0, y2: 256.0, score: 0.8 };
+        let mut kp = [Keypoint { x: 0.0, y: 0.0, score: 0.9 }; 17];
+        assert!((body_quality(&b, &kp) - 0.8).abs() < 1e-6);
+        // The legs hidden: 11 of 17 visible.
+        for k in kp.iter_mut().skip(11) {
+            k.score = 0.1;
+        }
+        assert!((body_quality(&b, &kp) - 0.8 * 11.0 / 17.0).abs() < 1e-6);
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn dlib_observations(
                 bbox,
                 confidence: f.confidence,
                 landmarks: f.landmarks.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect(),
+                landmark_scores: Vec::new(),
                 embedding: f.embedding,
                 // dlib's descriptor norm is not trained to carry quality.
                 quality_norm: None,
@@ -213,6 +214,7 @@ fn seed_observations(models: &SeedFaceModels, image: &RgbImage, options: &FaceOp
                 bbox,
                 confidence: f.score,
                 landmarks: f.landmarks.iter().flat_map(|p| *p).collect(),
+                landmark_scores: Vec::new(),
                 embedding: e.embedding,
                 quality_norm: norm_is_quality.then_some(e.norm),
                 style,

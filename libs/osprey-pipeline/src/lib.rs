@@ -65,6 +65,9 @@ pub struct Observation {
     pub confidence: f32,
     /// Keypoints as x0, y0, x1, y1, … (empty when the model has none).
     pub landmarks: Vec<f32>,
+    /// Each keypoint's score in [0, 1], in `landmarks`' order, where the
+    /// model gives one (body pose); empty otherwise.
+    pub landmark_scores: Vec<f32>,
     /// Unit-norm embedding.
     pub embedding: Vec<f32>,
     /// The embedding's norm before normalisation, for models whose norm
@@ -239,6 +242,7 @@ mod tests {
                 t_ms: frame * 100,
                 bbox,
                 landmarks: Vec::new(),
+                landmark_scores: Vec::new(),
                 quality: 1.0,
                 embedding: vec![1.0],
                 quality_norm: None,

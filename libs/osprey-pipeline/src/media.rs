@@ -241,7 +241,8 @@ fn load_body(settings: &MediaSettings, dir: &Path, device: &candle_core::Device)
         }
         _ => std::sync::Arc::new(AppearanceEmbedder::load(dir, device)?),
     };
-    Ok(BodyAnalyzer { detector: std::sync::Arc::new(detector), embedder, options: BodyOptions::default() })
+    let pose = crate::body::load_pose(dir, device)?;
+    Ok(BodyAnalyzer { detector: std::sync::Arc::new(detector), embedder, pose, options: BodyOptions::default() })
 }
 
 /// MTCNN's nets from `dir/mtcnn`.
@@ -783,8 +784,13 @@ pub fn observation_rows(template_id: &str, t: &MediaTemplate) -> Vec<Observation
             frame: p.frame,
             t_ms: p.t_ms,
             bbox: BBox { x: p.bbox.x, y: p.bbox.y, w: p.bbox.w, h: p.bbox.h },
-            keypoints: (!p.landmarks.is_empty())
-                .then(|| p.landmarks.chunks_exact(2).map(|xy| Keypoint { x: xy[0], y: xy[1], score: None }).collect()),
+            keypoints: (!p.landmarks.is_empty()).then(|| {
+                p.landmarks
+                    .chunks_exact(2)
+                    .enumerate()
+                    .map(|(k, xy)| Keypoint { x: xy[0], y: xy[1], score: p.landmark_scores.get(k).copied() })
+                    .collect()
+            }),
             quality: Some(p.quality),
         })
         .collect()

@@ -98,6 +98,8 @@ pub struct TrackPoint {
     /// Keypoints in this frame, x0, y0, x1, y1, … in pixels (empty when the
     /// model has none).
     pub landmarks: Vec<f32>,
+    /// The keypoints' scores (see [`Observation::landmark_scores`]).
+    pub landmark_scores: Vec<f32>,
     pub quality: f32,
     pub embedding: Vec<f32>,
     /// The observation's feature norm where it measures quality.
@@ -114,6 +116,7 @@ impl TrackPoint {
             t_ms,
             bbox: o.bbox,
             landmarks: o.landmarks.clone(),
+            landmark_scores: o.landmark_scores.clone(),
             quality: o.quality,
             embedding: o.embedding.clone(),
             quality_norm: o.quality_norm,
@@ -350,6 +353,7 @@ mod tests {
             bbox: BoxF { x, y, w: size, h: size },
             confidence: 1.0,
             landmarks: vec![],
+            landmark_scores: vec![],
             embedding: e,
             quality_norm: None,
             style: Vec::new(),
