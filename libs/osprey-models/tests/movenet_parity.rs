@@ -199,3 +199,72 @@ fn bad_input_is_a_clear_error() {
     assert!(err.to_string().contains("not MoveNet Lightning"), "{err}");
     assert_eq!(osprey_models::movenet::KEYPOINT_NAMES.len(), 17);
 }
+
+/// Keypoint cost on the reference's 8 frames of vtest.avi (52 people): for
+/// Lightning and Thunder, crop + graph per person, timed per frame and per
+/// person; and, with `MOVENET_MULTIPOSE` naming `movenet-multipose.json`
+/// (in the npm package, not fetched), MultiPose's network (up to its six
+/// output heads, without its small decoding) on whole frames at 768×576 and
+/// at 256×192. Run with
+/// `RAYON_NUM_THREADS=1 taskset -c 0 cargo test --release -p osprey-models
+/// --test movenet_parity bench -- --ignored --nocapture` (one thread).
+#[test]
+#[ignore = "a benchmark"]
+fn bench_pose_cost() {
+    use std::time::Instant;
+    let reference = reference();
+    let [width, height] = reference.frame_size;
+    let decoded = frames(&reference);
+    let crops = &reference.models["lightning"].crops;
+    let people: Vec<Vec<PersonBox>> =
+        (0..decoded.len()).map(|f| crops.iter().filter(|c| c.frame == f).map(|c| person(c.person)).collect()).collect();
+    let total: usize = people.iter().map(Vec::len).sum();
+    for variant in [MoveNet::Lightning, MoveNet::Thunder] {
+        let pose = PoseEstimator::load_variant(&models(), variant, &Device::Cpu).unwrap();
+        pose.estimate(&decoded[0], width, height, &people[0][..1]).unwrap(); // warm-up
+        let t = Instant::now();
+        for (rgb, p) in decoded.iter().zip(&people) {
+            pose.estimate(rgb, width, height, p).unwrap();
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{variant:?}: {} frames, {total} people: {:.1} ms per frame, {:.2} ms per person",
+            decoded.len(),
+            1e3 * s / decoded.len() as f64,
+            1e3 * s / total as f64
+        );
+    }
+    let Some(path) = std::env::var_os("MOVENET_MULTIPOSE") else {
+        println!("MultiPose: skipped (set MOVENET_MULTIPOSE to movenet-multipose.json)");
+        return;
+    };
+    let graph = osprey_models::tfjs::TfjsGraph::load(std::path::Path::new(&path), &Device::Cpu).unwrap();
+    let heads = [
+        "StatefulPartitionedCall/Sigmoid",
+        "StatefulPartitionedCall/Sigmoid_1",
+        "StatefulPartitionedCall/kpt_regress_0/conv2d_8/BiasAdd",
+        "StatefulPartitionedCall/kpt_offset_0/conv2d_9/BiasAdd",
+        "StatefulPartitionedCall/box_scale_0/conv2d_5/BiasAdd",
+        "StatefulPartitionedCall/box_offset_0/conv2d_6/BiasAdd",
+    ];
+    for (h, w) in [(576usize, 768usize), (192, 256)] {
+        let run = |rgb: &[u8]| {
+            let mut planes = vec![0f32; 3 * width * height];
+            for (p, px) in rgb.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    planes[c * width * height + p] = px[c] as f32;
+                }
+            }
+            let x = candle_core::Tensor::from_vec(planes, (1, 3, height, width), &Device::Cpu).unwrap();
+            let x = osprey_models::tfjs::resize_bilinear(&x, h, w, false, false).unwrap().round().unwrap();
+            graph.run(&[("input", x)], &heads).unwrap()
+        };
+        run(&decoded[0]);
+        let t = Instant::now();
+        for rgb in &decoded {
+            run(rgb);
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!("MultiPose network at {w}×{h}: {:.1} ms per frame", 1e3 * s / decoded.len() as f64);
+    }
+}
