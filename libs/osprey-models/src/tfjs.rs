@@ -14,7 +14,7 @@
 //! means, bilinear resizes, concatenation) and the shape and index ops of
 //! post-processing that graphs carry inside (casts, reshapes, packing and
 //! unpacking, expand/squeeze, arg-max, `GatherNd`, floor division, square
-//! roots), which run on the host in TF's own layout; any other op on the path
+//! roots, `Shape` and `StridedSlice` of shape vectors), which run on the host in TF's own layout; any other op on the path
 //! to a requested output is a clear error naming it. Graph semantics are TF's
 //! (NHWC); inside, every 4-D float tensor is kept NCHW for candle, and axis
 //! attributes are mapped accordingly.
@@ -488,6 +488,45 @@ impl TfjsGraph {
                     Value::Float(_) => return Err(Error::new(ErrorKind::Corrupt, "GatherNd indices must be integers")),
                 };
                 one(params.gather_nd(&indices.0, &indices.1)?.into_value(&self.device)?)
+            }
+            "Shape" => {
+                let dims: Vec<i64> = match &args[0] {
+                    Value::Int { shape, .. } => shape.iter().map(|&d| d as i64).collect(),
+                    Value::Float(t) if t.rank() == 4 => {
+                        let (b, c, h, w) = t.dims4().map_err(cerr)?;
+                        vec![b as i64, h as i64, w as i64, c as i64]
+                    }
+                    Value::Float(t) => t.dims().iter().map(|&d| d as i64).collect(),
+                };
+                one(Value::Int { shape: vec![dims.len()], data: dims })
+            }
+            "StridedSlice" => {
+                // Slices of shape vectors (1-D integers), as Keras'
+                // up-sampling computes its output size.
+                let (Value::Int { shape, data }, Ok(begin), Ok(end), Ok(strides)) =
+                    (&args[0], ints(&args[1]), ints(&args[2]), ints(&args[3]))
+                else {
+                    return Err(Error::new(ErrorKind::Corrupt, "StridedSlice is supported on integer vectors only"));
+                };
+                let masks = ["ellipsis_mask", "new_axis_mask"].iter().map(|k| attr_int(node, k).unwrap_or(0));
+                if shape.len() != 1 || begin.len() != 1 || strides != [1] || masks.into_iter().any(|m| m != 0) {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        "StridedSlice is supported on integer vectors with stride 1 only",
+                    ));
+                }
+                let n = data.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+                let b = if attr_int(node, "begin_mask").unwrap_or(0) & 1 != 0 { 0 } else { clamp(begin[0]) };
+                let e = if attr_int(node, "end_mask").unwrap_or(0) & 1 != 0 { n as usize } else { clamp(end[0]) };
+                if attr_int(node, "shrink_axis_mask").unwrap_or(0) & 1 != 0 {
+                    let v = *data
+                        .get(b)
+                        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "StridedSlice index out of range"))?;
+                    return one(Value::Int { shape: vec![], data: vec![v] });
+                }
+                let part = data[b.min(e)..e].to_vec();
+                one(Value::Int { shape: vec![part.len()], data: part })
             }
             other => Err(Error::new(ErrorKind::Corrupt, format!("unsupported op {other}"))),
         }
@@ -1241,6 +1280,45 @@ mod tests {
         assert_eq!(decode_b64("U0FNRQ=="), "SAME");
         assert_eq!(decode_b64("TkhXQw=="), "NHWC");
         assert_eq!(decode_b64("UmVsdTY="), "Relu6");
+    }
+
+    #[test]
+    fn host_ops_follow_tf_layout() {
+        // A [1, 2, 3, 2] NHWC tensor with values 0..12, stored NCHW.
+        let nhwc: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let t = Tensor::from_vec(nhwc.clone(), (1, 2, 3, 2), &Device::Cpu).unwrap();
+        let v = Value::Float(t.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap());
+        let h = Host::of(&v).unwrap();
+        assert_eq!(h.shape, [1, 2, 3, 2]);
+        let HostData::Float(d) = &h.data else { panic!("float") };
+        assert_eq!(d, &nhwc);
+        // GatherNd [batch 0, y 1, x 2] picks the last two channels.
+        let g = h.gather_nd(&[1, 3], &[0, 1, 2]).unwrap();
+        assert_eq!(g.shape, [1, 2]);
+        let HostData::Float(d) = &g.data else { panic!("float") };
+        assert_eq!(d, &[10.0, 11.0]);
+        assert!(h.gather_nd(&[1, 3], &[0, 2, 0]).is_err(), "out of range");
+        // ArgMax over a reshaped [1, 6, 2]: the last position per channel.
+        let r = h.with_shape(reshaped(&[1, 2, 3, 2], &[1, -1, 2]).unwrap());
+        let Value::Int { shape, data } = r.argmax(1).unwrap() else { panic!("int") };
+        assert_eq!((shape, data), (vec![1, 2], vec![5, 5]));
+        assert!(reshaped(&[1, 2, 3, 2], &[5, -1]).is_err());
+        // Unstack then stack is the identity.
+        let parts = r.unstack(2);
+        assert_eq!(parts[1].shape, [1, 6]);
+        let back = Host::stack(&parts, 2).unwrap();
+        let (HostData::Float(a), HostData::Float(b)) = (&back.data, &r.data) else { panic!("float") };
+        assert_eq!(a, b);
+        assert_eq!(
+            binary(
+                "FloorDiv",
+                &Value::Int { shape: vec![1], data: vec![-7] },
+                &Value::Int { shape: vec![], data: vec![2] }
+            )
+            .ok()
+            .and_then(|v| if let Value::Int { data, .. } = v { Some(data) } else { None }),
+            Some(vec![-4])
+        );
     }
 
     #[test]
