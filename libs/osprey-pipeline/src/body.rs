@@ -142,14 +142,22 @@ impl BodyAnalyzer {
         }
         let person = PersonBox { x1: 0.0, y1: 0.0, x2: w, y2: h, score: 1.0 };
         let embedding = self.embedder.embed(std::slice::from_ref(image))?.remove(0);
+        let keypoints: Vec<Keypoint> = match &self.pose {
+            // (The crop needs 2×2 pixels to interpolate in.)
+            Some(pose) if image.width() >= 2 => pose
+                .estimate(image.as_raw(), image.width() as usize, image.height() as usize, &[person])?
+                .remove(0)
+                .to_vec(),
+            _ => Vec::new(),
+        };
         Ok(Some(Observation {
             bbox: BoxF { x: 0.0, y: 0.0, w, h },
             confidence: 1.0,
-            landmarks: Vec::new(),
-            landmark_scores: Vec::new(),
+            landmarks: keypoints.iter().flat_map(|k| [k.x, k.y]).collect(),
+            landmark_scores: keypoints.iter().map(|k| k.score).collect(),
             embedding,
             quality_norm: None,
-            quality: body_quality(&person, &[]),
+            quality: body_quality(&person, &keypoints),
             style: Vec::new(),
         }))
     }
@@ -186,6 +194,7 @@ impl FrameAnalyzer for BodyAnalyzer {
             min_hits: 3,
             iou_gate: 0.3,
             near_distance: 0.5,
+            near_distance_unseen: 0.0,
             max_distance: 3.0,
             max_scale_change: 1.5,
             appearance_gate_near: 0.5,

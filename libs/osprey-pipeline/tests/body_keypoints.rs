@@ -2,7 +2,8 @@
 //! at 5 frames/s through `process_video` with CenterNet, the appearance
 //! model and MoveNet Lightning give body tracks whose every observation
 //! carries the 17 COCO keypoints with scores, and the observations table's
-//! rows carry them too (x, y in frame pixels, score).
+//! rows carry them too (x, y in frame pixels, score); a still that is a
+//! person crop gets them as well.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,14 @@ fn body_observations_carry_17_scored_keypoints() {
         pose: Some(pose),
         options: BodyOptions::default(),
     };
+    // A still that is itself a person crop (Market-1501 query, 64×128):
+    // keypoints too, inside the image, the head above the ankles.
+    let query = image::open(data_dir().join("person_search_demo/query/0001_c1s1_001051_00.jpg")).unwrap().to_rgb8();
+    let still = body.whole_crop(&query).unwrap().expect("a person crop");
+    assert_eq!((still.landmarks.len(), still.landmark_scores.len()), (34, 17));
+    let (nose_y, ankle_y) = (still.landmarks[1], still.landmarks[2 * 15 + 1].max(still.landmarks[2 * 16 + 1]));
+    assert!(nose_y < ankle_y, "nose at y {nose_y}, ankles at {ankle_y}");
+
     let path = data_dir().join("debian-opencv-doc/vtest.avi");
     let options = VideoOptions { sampling: Sampling::Fps(5.0), segment: Segment { start_ms: 0, end_ms: 2000 } };
     let out = process_video(&[&body], &path, "vtest.avi", options, &|_| {}).unwrap();
