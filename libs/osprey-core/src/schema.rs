@@ -34,6 +34,8 @@ pub mod templates {
     pub const BBOX: &str = "bbox";
     pub const LANDMARKS: &str = "landmarks";
     pub const THUMBNAIL_URI: &str = "thumbnail_uri";
+    pub const SILHOUETTE_URI: &str = "silhouette_uri";
+    pub const SILHOUETTE_FRAMES: &str = "silhouette_frames";
     pub const ERROR: &str = "error";
     pub const CREATED_AT: &str = "created_at";
 }
@@ -67,6 +69,12 @@ pub fn bbox_fields() -> Fields {
 /// A face track with no body around it is its own person track, so today,
 /// with faces only, it equals the row's own `template_id` (null where it is
 /// not known: failure rows, imported embeddings). Each row's per-frame boxes are in the [`observation_schema`] table.
+///
+/// `silhouette_uri` is the track's silhouette strip under the root (a body
+/// track of a static-camera video: `silhouettes/<template_id>.png`, 64×64
+/// binary frames side by side, OpenGait's normalisation) and
+/// `silhouette_frames` the number of frames in it; both null where there is
+/// none (faces, images, moving cameras, tracks whose masks were all empty).
 pub fn template_schema(dim: usize) -> SchemaRef {
     use templates::*;
     Arc::new(Schema::new(vec![
@@ -90,6 +98,8 @@ pub fn template_schema(dim: usize) -> SchemaRef {
         Field::new(BBOX, DataType::Struct(bbox_fields()), true),
         Field::new(LANDMARKS, DataType::List(Arc::new(Field::new_list_field(DataType::Float32, false))), true),
         Field::new(THUMBNAIL_URI, DataType::Utf8, true),
+        Field::new(SILHOUETTE_URI, DataType::Utf8, true),
+        Field::new(SILHOUETTE_FRAMES, DataType::Int32, true),
         Field::new(ERROR, DataType::Utf8, true),
         Field::new(CREATED_AT, utc_ms(), false),
     ]))

@@ -1,6 +1,6 @@
 //! The right to erasure: a subject removed from the index *and* from every
-//! table SQL reads: templates, their per-frame observations, results, and
-//! the thumbnails.
+//! table SQL reads: templates, their per-frame observations, results, the
+//! thumbnails and the silhouette strips.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct Erasure {
     pub result_rows: usize,
     /// Thumbnails (face crops) of the removed templates deleted.
     pub thumbnails: usize,
+    /// Silhouette strips (body tracks) of the removed templates deleted.
+    pub silhouettes: usize,
     /// Parquet files rewritten.
     pub files_rewritten: usize,
 }
@@ -36,9 +38,9 @@ pub struct Erasure {
 /// of other modalities, in the indexes beside the gallery (`<gallery>.body`,
 /// see [`crate::modality_gallery`]), are erased too; the counts add up.
 pub async fn erase_subject(root: &Root, gallery: &str, subject_id: &str) -> Result<Erasure> {
-    // The gallery itself must exist; the subject may be enrolled in any of
-    // its modalities' indexes (a body-only enrolment has no face template).
-    Gallery::load(root, gallery).await?;
+    // The subject may be enrolled in any of the gallery's modality indexes;
+    // a body-only enrolment made `<gallery>.body` and no face index at all.
+    // With none of them there, the face index's `NotFound` is the answer.
     let mut total = Erasure::default();
     let mut first_error = None;
     let mut found = false;
@@ -69,6 +71,7 @@ impl Erasure {
         self.observation_rows += o.observation_rows;
         self.result_rows += o.result_rows;
         self.thumbnails += o.thumbnails;
+        self.silhouettes += o.silhouettes;
         self.files_rewritten += o.files_rewritten;
     }
 }
@@ -98,6 +101,11 @@ async fn erase_from(root: &Root, gallery: &str, subject_id: &str) -> Result<Eras
             if root.exists(&key).await? {
                 root.delete(&key).await?;
                 erasure.thumbnails += 1;
+            }
+            let strip = format!("{}/{id}.png", layout::SILHOUETTES);
+            if root.exists(&strip).await? {
+                root.delete(&strip).await?;
+                erasure.silhouettes += 1;
             }
             erased.insert(id);
         }

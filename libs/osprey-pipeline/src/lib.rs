@@ -15,6 +15,7 @@ pub mod face;
 pub mod media;
 pub mod quality;
 pub mod scene;
+pub mod silhouette;
 pub mod track;
 pub mod video;
 
@@ -130,6 +131,9 @@ pub struct MediaTemplate {
     pub thumbnail_jpeg: Vec<u8>,
     /// Every observation, in time order.
     pub points: Vec<track::TrackPoint>,
+    /// A body track's silhouettes (static-camera video; see [`silhouette`]),
+    /// `None` for faces, stills and tracks without any.
+    pub silhouettes: Option<silhouette::SilhouetteStrip>,
 }
 
 impl MediaTemplate {
@@ -153,6 +157,7 @@ impl MediaTemplate {
             num_frames: 1,
             best_frame: 0,
             points: vec![point],
+            silhouettes: None,
         })
     }
 }
@@ -266,6 +271,7 @@ mod tests {
             best_frame: boxes[0].0,
             thumbnail_jpeg: Vec::new(),
             points,
+            silhouettes: None,
         }
     }
 

@@ -717,6 +717,20 @@ pub fn thumbnail_key(template_id: &str) -> String {
     format!("{}/{template_id}.jpg", layout::THUMBNAILS)
 }
 
+/// Where a body template's silhouette strip is stored under the root.
+pub fn silhouette_key(template_id: &str) -> String {
+    format!("{}/{template_id}.png", layout::SILHOUETTES)
+}
+
+/// The silhouettes of template `template_id` (see
+/// [`crate::silhouette::decode_strip`]): 64×64 frames in time order, or
+/// `NotFound` when the template has no strip.
+pub async fn read_silhouettes(root: &Root, template_id: &str) -> Result<Vec<Vec<u8>>> {
+    let key = silhouette_key(template_id);
+    let bytes = root.get(&key).await?;
+    crate::silhouette::decode_strip(&bytes, &root.url_of(&key))
+}
+
 /// The id of template `t` of `input`'s segment `segment`, made in `scope`.
 pub fn media_template_id(scope: &str, input: &str, segment: usize, t: &MediaTemplate) -> String {
     template_id(scope, input, segment, t.track_id, &t.model)
@@ -733,8 +747,8 @@ pub fn person_track_id(scope: &str, input: &str, segment: usize, t: &MediaTempla
 }
 
 /// The template row of `t` (from `input`'s segment `segment`, made in
-/// `scope`: its id is [`media_template_id`]); its thumbnail goes to
-/// `thumbnails` for writing.
+/// `scope`: its id is [`media_template_id`]); its thumbnail (and its
+/// silhouette strip, if it has one) go to `thumbnails` for writing.
 #[allow(clippy::too_many_arguments)]
 pub fn template_row(
     root: &Root,
@@ -749,7 +763,15 @@ pub fn template_row(
     let key = thumbnail_key(&template_id);
     let thumbnail_uri = root.url_of(&key);
     thumbnails.push((key, t.thumbnail_jpeg.clone()));
+    let silhouette_uri = t.silhouettes.as_ref().map(|s| {
+        let key = silhouette_key(&template_id);
+        let uri = root.url_of(&key);
+        thumbnails.push((key, s.png.clone()));
+        uri
+    });
     Template {
+        silhouette_frames: t.silhouettes.as_ref().map(|s| s.frames.len() as i32),
+        silhouette_uri,
         person_track_id: Some(person_track_id(scope, input, segment, t)),
         template_id,
         task_id: Some(format!("segment-{segment}")),
@@ -809,7 +831,8 @@ pub fn failure_row(template_id: String, input: &str, model: &str, error: &str) -
     }
 }
 
-/// Writes thumbnails (from [`template_row`]) under the root.
+/// Writes thumbnails and silhouette strips (from [`template_row`]) under
+/// the root.
 pub async fn put_thumbnails(root: &Root, thumbnails: Vec<(String, Vec<u8>)>) -> Result<()> {
     for (key, bytes) in thumbnails {
         root.put(&key, bytes.into()).await?;

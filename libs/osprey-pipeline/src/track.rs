@@ -257,6 +257,9 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
+            // Silhouettes come from the video's background model, not the
+            // tracker: `process_video` attaches them.
+            silhouettes: None,
         Self { config, live: Vec::new(), finished: Vec::new(), next_id: 0 }
     }
 

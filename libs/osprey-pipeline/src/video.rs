@@ -1,15 +1,19 @@
 //! One segment of one video → per-track templates of every modality asked
 //! for. Each frame is decoded once and handed to every modality's analyzer,
 //! each with its own tracker. Decoding runs on its own thread a few frames
-//! ahead of inference, so the two overlap.
+//! ahead of inference, so the two overlap. When bodies are tracked, every
+//! analysed frame also feeds a background model, whose foreground inside
+//! each person's box becomes that body track's silhouettes
+//! ([`crate::silhouette`]).
 
 use std::path::Path;
 use std::sync::mpsc;
 
-use osprey_core::{Error, Result};
+use osprey_core::{Error, Modality, Result};
 use osprey_media::video::{DecodeStats, Sampling, Segment, VideoFrame, VideoInfo, VideoReader};
 
 use crate::scene::Signature;
+use crate::silhouette::{SilhouetteOptions, SilhouetteTracks};
 use crate::{FrameAnalyzer, MediaTemplate, Tracker};
 
 /// Frames decoded ahead of inference.
@@ -73,6 +77,10 @@ pub fn process_video(
                 return Err(Error::internal("decoder stopped"));
             };
             let mut trackers: Vec<Tracker> = analyzers.iter().map(|a| Tracker::new(a.tracker_config())).collect();
+            // The body analyzer's tracks get silhouettes from a background
+            // model that sees every analysed frame in order.
+            let body = analyzers.iter().position(|a| a.modality() == Modality::Body);
+            let mut silhouettes = body.map(|_| SilhouetteTracks::new(SilhouetteOptions::default()));
             let mut observations = 0;
             let mut last_signature: Option<Signature> = None;
             for msg in rx.iter() {
@@ -81,22 +89,36 @@ pub fn process_video(
                 if last_signature.as_ref().is_some_and(|s| s.is_cut(&signature)) {
                     tracing::debug!(frame = frame.index, t_ms = frame.t_ms, "shot cut");
                     trackers.iter_mut().for_each(Tracker::cut);
+                    silhouettes.iter_mut().for_each(SilhouetteTracks::cut);
                 }
                 last_signature = Some(signature);
+                if let Some(s) = &mut silhouettes {
+                    s.learn(&frame.image).map_err(|e| {
+                        e.context(format!("{name}: frame {} ({} ms), background", frame.index, frame.t_ms))
+                    })?;
+                }
                 let mut found_here = 0;
-                for (analyzer, tracker) in analyzers.iter().zip(&mut trackers) {
+                for (i, (analyzer, tracker)) in analyzers.iter().zip(&mut trackers).enumerate() {
                     let found = analyzer.analyze(&frame.image).map_err(|e| {
                         e.context(format!("{name}: frame {} ({} ms), {}", frame.index, frame.t_ms, analyzer.modality()))
                     })?;
                     found_here += found.len();
-                    tracker.update(frame.index, frame.t_ms, &frame.image, &found);
+                    let ids = tracker.update(frame.index, frame.t_ms, &frame.image, &found);
+                    if let Some(s) = silhouettes.as_mut().filter(|_| body == Some(i)) {
+                        let boxes: Vec<_> = found.iter().map(|o| o.bbox).collect();
+                        s.add_people(frame.index, &boxes, &ids)?;
+                    }
                 }
                 observations += found_here;
                 on_frame(FrameDone { t_ms: frame.t_ms, found: found_here });
             }
+            let mut strips = silhouettes.map(|s| s.finish(name)).unwrap_or_default();
             let mut templates = Vec::new();
-            for (analyzer, tracker) in analyzers.iter().zip(trackers) {
+            for (i, (analyzer, tracker)) in analyzers.iter().zip(trackers).enumerate() {
                 for mut t in tracker.finish()? {
+                    if body == Some(i) {
+                        t.silhouettes = strips.remove(&t.track_id).map(|s| s.strip()).transpose()?;
+                    }
                     if let Some(fused) = analyzer
                         .fuse_track(&t.points)
                         .map_err(|e| e.context(format!("{name}: fusing track {}", t.track_id)))?

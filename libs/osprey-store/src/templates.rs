@@ -74,6 +74,11 @@ pub struct Template {
     pub landmarks: Option<Vec<f32>>,
     /// Best-frame crop under the root.
     pub thumbnail_uri: Option<String>,
+    /// The track's silhouette strip under the root (64×64 frames side by
+    /// side, PNG); `None` where the track has none.
+    pub silhouette_uri: Option<String>,
+    /// Frames in the silhouette strip.
+    pub silhouette_frames: Option<i32>,
     /// Why no embedding could be computed.
     pub error: Option<String>,
     /// Creation time, milliseconds since the Unix epoch (UTC).
@@ -167,6 +172,8 @@ pub fn templates_to_batch(templates: &[Template], dim: usize) -> Result<RecordBa
         Arc::new(bbox),
         Arc::new(landmarks.finish()),
         strings(&|t| t.thumbnail_uri.as_deref()),
+        strings(&|t| t.silhouette_uri.as_deref()),
+        Arc::new(templates.iter().map(|t| t.silhouette_frames).collect::<Int32Array>()),
         strings(&|t| t.error.as_deref()),
         Arc::new(
             templates.iter().map(|t| Some(t.created_at_ms)).collect::<TimestampMillisecondArray>().with_timezone("UTC"),
@@ -188,14 +195,24 @@ fn embedding_dim(batch: &RecordBatch) -> Result<usize> {
     }
 }
 
+/// Columns added to the template table after its first files were
+/// written: a file may lack them (they read as `None`).
+const LATER_COLUMNS: [&str; 3] = [col::PERSON_TRACK_ID, col::SILHOUETTE_URI, col::SILHOUETTE_FRAMES];
+
 /// Reads templates back from a template-schema batch. Files written before
-/// the template table had `person_track_id` are read too (it is `None`).
+/// the template table had `person_track_id` or the silhouette columns are
+/// read too (those are `None`).
 pub fn templates_from_batch(batch: &RecordBatch) -> Result<Vec<Template>> {
     let expected = schema::template_schema(embedding_dim(batch)?);
-    let without_person_track: Vec<_> =
-        expected.fields().iter().filter(|f| f.name() != col::PERSON_TRACK_ID).cloned().collect();
     let fields = batch.schema().fields().clone();
-    if fields != *expected.fields() && fields.iter().cloned().collect::<Vec<_>>() != without_person_track {
+    // The expected fields less the later columns this file lacks.
+    let present: Vec<_> = expected
+        .fields()
+        .iter()
+        .filter(|f| !LATER_COLUMNS.contains(&f.name().as_str()) || fields.iter().any(|g| g.name() == f.name()))
+        .cloned()
+        .collect();
+    if fields.iter().cloned().collect::<Vec<_>>() != present {
         return Err(Error::new(
             ErrorKind::Corrupt,
             "batch does not follow the template schema (schemas/templates.schema.json)",
@@ -216,6 +233,8 @@ pub fn templates_from_batch(batch: &RecordBatch) -> Result<Vec<Template>> {
         strings(col::MEDIA_URI),
     );
     let person_track_id = batch.column_by_name(col::PERSON_TRACK_ID).map(|a| a.as_string::<i32>().clone());
+    let silhouette_uri = batch.column_by_name(col::SILHOUETTE_URI).map(|a| a.as_string::<i32>().clone());
+    let silhouette_frames = batch.column_by_name(col::SILHOUETTE_FRAMES).map(|a| a.as_primitive::<Int32Type>().clone());
     let (modality_col, model, thumbnail_uri, error) =
         (strings(col::MODALITY), strings(col::MODEL), strings(col::THUMBNAIL_URI), strings(col::ERROR));
     let (track_id, frame_start, frame_end, t_start_ms, t_end_ms) =
@@ -259,6 +278,8 @@ pub fn templates_from_batch(batch: &RecordBatch) -> Result<Vec<Template>> {
                     .is_valid(r)
                     .then(|| landmarks.value(r).as_primitive::<Float32Type>().values().to_vec()),
                 thumbnail_uri: s(&thumbnail_uri, r),
+                silhouette_uri: silhouette_uri.as_ref().and_then(|a| s(a, r)),
+                silhouette_frames: silhouette_frames.as_ref().and_then(|a| a.is_valid(r).then(|| a.value(r))),
                 error: s(&error, r),
                 created_at_ms: created.value(r),
             })

@@ -45,6 +45,8 @@ fn sample_templates(dim: usize) -> Vec<Template> {
             bbox: Some(BBox { x: 1.0, y: 2.0, w: 30.0, h: 40.0 }),
             landmarks: Some(vec![1.0, 2.0, 3.0, 4.0]),
             thumbnail_uri: Some("thumbs/t-1.jpg".into()),
+            silhouette_uri: Some("silhouettes/t-1.png".into()),
+            silhouette_frames: Some(30),
             error: None,
             created_at_ms: 1_700_000_000_000,
         },
@@ -147,14 +149,32 @@ async fn suite(root: Root) {
     let (schema, _) = osprey_store::decode_parquet(root.get(key).await.unwrap(), key).unwrap();
     assert_eq!(schema.field_with_name("embedding").unwrap().data_type(), &osprey_core::schema::embedding_type(dim));
 
-    // Files written before the table had `person_track_id` still read.
+    // Files written before the table had `person_track_id` or the
+    // silhouette columns still read.
     let mut legacy = templates_to_batch(&templates, dim).unwrap();
-    legacy.remove_column(legacy.schema().index_of("person_track_id").unwrap());
+    for column in ["person_track_id", "silhouette_uri", "silhouette_frames"] {
+        legacy.remove_column(legacy.schema().index_of(column).unwrap());
+    }
     root.put("templates/model=m/legacy.parquet", osprey_store::encode_parquet(legacy.schema(), &[legacy]).unwrap())
         .await
         .unwrap();
     let back = read_templates(&root, "templates/model=m/legacy.parquet").await.unwrap();
-    let expected: Vec<Template> = templates.iter().map(|t| Template { person_track_id: None, ..t.clone() }).collect();
+    let expected: Vec<Template> = templates
+        .iter()
+        .map(|t| Template { person_track_id: None, silhouette_uri: None, silhouette_frames: None, ..t.clone() })
+        .collect();
+    assert_eq!(back, expected);
+    // Without only the silhouette columns (written between the two changes).
+    let mut between = templates_to_batch(&templates, dim).unwrap();
+    for column in ["silhouette_uri", "silhouette_frames"] {
+        between.remove_column(between.schema().index_of(column).unwrap());
+    }
+    root.put("templates/model=m/between.parquet", osprey_store::encode_parquet(between.schema(), &[between]).unwrap())
+        .await
+        .unwrap();
+    let back = read_templates(&root, "templates/model=m/between.parquet").await.unwrap();
+    let expected: Vec<Template> =
+        templates.iter().map(|t| Template { silhouette_uri: None, silhouette_frames: None, ..t.clone() }).collect();
     assert_eq!(back, expected);
 
     // Observation tables round-trip: keypoints with and without scores, and none.
