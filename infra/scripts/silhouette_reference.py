@@ -23,11 +23,16 @@ Usage:
   silhouette_reference.py [DATA_ROOT] [OUT_DIR]
     DATA_ROOT defaults to ../../../shared/data from this script's repository;
     OUT_DIR to libs/osprey-pipeline/tests/data.
+  silhouette_reference.py --bench VIDEO [FRAMES]
+    OpenCV's cost per frame on the first FRAMES (default 200) frames of VIDEO,
+    timed after the first 20, like Osprey's
+    `cargo run --release -p osprey-pipeline --example bench_background`.
 """
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -47,13 +52,14 @@ def fnv1a64(data: bytes) -> str:
     return f"{h:016x}"
 
 
-def frames(path: Path):
-    """The video's frames as rgb24 bytes, in decode order."""
+def frames(path: Path, width=WIDTH, height=HEIGHT, limit=None):
+    """The video's frames (the first `limit`, default all) as rgb24 bytes, in decode order."""
+    count = ["-frames:v", str(limit)] if limit else []
     proc = subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        ["ffmpeg", "-v", "error", "-i", str(path), *count, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
         stdout=subprocess.PIPE,
     )
-    size = WIDTH * HEIGHT * 3
+    size = width * height * 3
     while True:
         buf = proc.stdout.read(size)
         if len(buf) < size:
@@ -63,7 +69,36 @@ def frames(path: Path):
         raise SystemExit(f"ffmpeg failed on {path}")
 
 
+def bench(path: Path, limit: int):
+    """Milliseconds per frame of OpenCV's MOG2 (defaults) on the first `limit` frames."""
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True).stdout
+    width, height = (int(v) for v in probe.strip().split(",")[:2])
+    images = []
+    for rgb in frames(path, width, height, limit):
+        images.append(np.ascontiguousarray(np.frombuffer(rgb, np.uint8).reshape(height, width, 3)[:, :, ::-1]))
+    warmup = 20
+    if len(images) <= warmup:
+        raise SystemExit(f"{path} has {len(images)} frames; the benchmark needs more than {warmup}")
+    subtractor = cv2.createBackgroundSubtractorMOG2()
+    total = 0.0
+    for i, img in enumerate(images):
+        start = time.perf_counter()
+        subtractor.apply(img)
+        if i >= warmup:
+            total += time.perf_counter() - start
+    n = len(images) - warmup
+    print(f"{path}: {width}x{height}, {n} frames timed, OpenCV {cv2.__version__} with {cv2.getNumThreads()} "
+          f"threads: MOG2 apply {1000 * total / n:.1f} ms/frame")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--bench":
+        if len(sys.argv) < 3:
+            raise SystemExit("usage: silhouette_reference.py --bench VIDEO [FRAMES]")
+        bench(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 200)
+        return
     repo = Path(__file__).resolve().parents[2]
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else repo.parent / "shared" / "data"
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else repo / "libs/osprey-pipeline/tests/data"
