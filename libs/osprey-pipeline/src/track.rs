@@ -139,7 +139,11 @@ struct Best {
 pub struct Track {
     pub id: i64,
     axes: [Axis; 4],
+    /// When the track was last seen (its age counts from here).
     last_t_ms: i64,
+    /// The time the Kalman state refers to: the last prediction's, which
+    /// runs ahead of `last_t_ms` while the track goes unseen.
+    state_t_ms: i64,
     appearance: Vec<f32>,
     aggregate: Aggregate,
     best: Best,
@@ -168,6 +172,7 @@ impl Track {
             id,
             axes,
             last_t_ms: t_ms,
+            state_t_ms: t_ms,
             appearance: o.embedding.clone(),
             aggregate,
             best: Best {
@@ -181,11 +186,15 @@ impl Track {
         }
     }
 
+    /// Moves the state on to `t_ms`, from where the last prediction left it
+    /// (an unseen track is predicted one step at a time, not again from
+    /// its last sighting each step).
     fn predict_to(&mut self, t_ms: i64) {
-        let dt = ((t_ms - self.last_t_ms) as f32 / 1000.0).max(0.0);
+        let dt = ((t_ms - self.state_t_ms) as f32 / 1000.0).max(0.0);
         if dt == 0.0 {
             return;
         }
+        self.state_t_ms = t_ms;
         let h = self.axes[3].x.max(1.0);
         for (i, axis) in self.axes.iter_mut().enumerate() {
             axis.predict(dt, if i < 2 { 1.5 * h } else { 0.5 * h });
@@ -239,6 +248,9 @@ impl Track {
             best_frame: self.best.frame,
             thumbnail_jpeg: encode_jpeg(&self.best.crop)?,
             points: self.points,
+            // Silhouettes come from the video's background model, not the
+            // tracker: `process_video` attaches them.
+            silhouettes: None,
         })
     }
 }
@@ -257,9 +269,6 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
-            // Silhouettes come from the video's background model, not the
-            // tracker: `process_video` attaches them.
-            silhouettes: None,
         Self { config, live: Vec::new(), finished: Vec::new(), next_id: 0 }
     }
 
@@ -375,6 +384,22 @@ mod tests {
         assert!((a.v - 100.0).abs() < 10.0, "v = {}", a.v);
         a.predict(0.1, 1.0);
         assert!((a.x - 110.0).abs() < 3.0, "x = {}", a.x);
+    }
+
+    #[test]
+    fn an_unseen_track_is_predicted_once_per_step() {
+        let img = RgbImage::new(800, 200);
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        // Walking right at 100 px/s for a second, then hidden for half a second.
+        for f in 0..10 {
+            tracker.update(f, f * 100, &img, &[obs(10.0 + 10.0 * f as f32, 50.0, 40.0, [1.0, 0.0])]);
+        }
+        for f in 10..15 {
+            tracker.update(f, f * 100, &img, &[]);
+        }
+        // At 1.4 s it is expected near x = 10 + 140 (box centre + 20).
+        let x = tracker.live()[0].predicted_box().center().0;
+        assert!((x - 170.0).abs() < 10.0, "predicted centre {x}");
     }
 
     #[test]
