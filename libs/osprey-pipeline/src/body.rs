@@ -194,7 +194,6 @@ impl FrameAnalyzer for BodyAnalyzer {
             min_hits: 3,
             iou_gate: 0.3,
             near_distance: 0.5,
-            near_distance_unseen: 0.0,
             max_distance: 3.0,
             max_scale_change: 1.5,
             appearance_gate_near: 0.5,
