@@ -836,6 +836,63 @@ mod tests {
         assert!(shadow >= w * h * 95 / 100, "{shadow} shadow pixels of {}", w * h);
     }
 
+    /// A textured scene shifted `dx` pixels (a panning camera when dx
+    /// changes), with a person-like bar (20×60 px) at `person`.
+    fn scene(w: u32, h: u32, dx: u32, person: Option<(u32, u32)>, noise: &mut Noise) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            if person.is_some_and(|(px, py)| (px..px + 20).contains(&x) && (py..py + 60).contains(&y)) {
+                return image::Rgb([200, 30, 60]);
+            }
+            let u = x + dx;
+            let v = ((u / 8 + y / 8) % 2) as i32 * 80 + 60 + noise.next(2);
+            image::Rgb([v as u8, (v + 20) as u8, (v + 40) as u8])
+        })
+    }
+
+    #[test]
+    fn a_static_camera_gives_each_track_its_silhouettes() {
+        let mut tracks = SilhouetteTracks::new(SilhouetteOptions::default());
+        let mut noise = Noise(5);
+        for f in 0..40 {
+            let person = (f >= 20).then(|| (10 + 4 * (f - 20) as u32, 20));
+            tracks.learn(&scene(160, 100, 0, person, &mut noise)).unwrap();
+            if let Some((x, y)) = person {
+                let b = BoxF { x: x as f32 - 2.0, y: y as f32 - 2.0, w: 24.0, h: 64.0 };
+                tracks.add_people(f as i64, &[b], &[7]).unwrap();
+            }
+        }
+        let out = tracks.finish("static");
+        let sil = &out[&7];
+        assert_eq!(sil.frames, (20..40).collect::<Vec<i64>>());
+        // A solid bar: every stored frame is the bar, 64 rows, centred.
+        for img in &sil.images {
+            assert!(img[..SIZE].iter().any(|&v| v > 0) && img[(SIZE - 1) * SIZE..].iter().any(|&v| v > 0));
+            assert!(img[SIZE / 2 * SIZE + SIZE / 2] == 255 && img[SIZE / 2 * SIZE] == 0);
+        }
+    }
+
+    #[test]
+    fn a_panning_camera_gives_no_silhouettes() {
+        let run = |options: SilhouetteOptions| {
+            let mut tracks = SilhouetteTracks::new(options);
+            let mut noise = Noise(9);
+            for f in 0..40u32 {
+                // Pans 3 px a frame after the first 10 frames; the person
+                // moves with the camera.
+                let dx = 3 * f.saturating_sub(10);
+                tracks.learn(&scene(160, 100, dx, Some((60, 20)), &mut noise)).unwrap();
+                let b = BoxF { x: 58.0, y: 18.0, w: 24.0, h: 64.0 };
+                tracks.add_people(f as i64, &[b], &[1]).unwrap();
+            }
+            tracks.finish("panning")
+        };
+        assert!(run(SilhouetteOptions::default()).is_empty());
+        // The moving-camera test is what drops them: without it the
+        // (meaningless) masks would give silhouettes.
+        let blind = SilhouetteOptions { unsteady_share: 1.0, ..SilhouetteOptions::default() };
+        assert!(!run(blind).is_empty());
+    }
+
     #[test]
     fn bad_sizes_are_refused() {
         let mut model = BackgroundModel::new(4, 4, BackgroundConfig::default()).unwrap();
