@@ -6,8 +6,9 @@
 #      Tom Hanks) to search;
 #   2. starts `osprey serve` (coordinator + in-process worker, local root) in
 #      the background, with fresh API keys;
-#   3. enrols a gallery and runs a search job through the CLI over REST, and
-#      prints who was found where (match / unknown, score, time range);
+#   3. enrols a gallery (faces and bodies) and runs a search job through the
+#      CLI over REST, and prints who was found where (match / unknown, score,
+#      time range), the street clip's pedestrians as person tracks;
 #   4. shows a REST image search and SQL over the results, then leaves the
 #      server running for the commands it prints (stop it: `make demo-stop`).
 #
@@ -83,20 +84,24 @@ echo "serving http://127.0.0.1:$port (pid $(cat "$out/server.pid"), log $out/ser
 # shellcheck disable=SC1091
 source "$out/env"
 
-step "3. enrol: one folder per subject under media/gallery/"
+step "3. enrol faces and bodies: one folder per subject under media/gallery/"
 show osprey gallery create --gallery people
-show osprey job submit enroll media/gallery/ --gallery people --watch
+show osprey job submit enroll media/gallery/ --gallery people --modalities face,body --watch
 show osprey gallery show --gallery people
 
-step "4. search: photos and the street clip (2 frames/s), open-set"
-echo "$ osprey job submit search media/probes/ --gallery people --sample-fps 2"
-job="$(osprey job submit search media/probes/ --gallery people --sample-fps 2 2>/dev/null)"
+step "4. search faces and bodies: photos and the street clip (2 frames/s), open-set"
+echo "$ osprey job submit search media/probes/ --gallery people --modalities face,body --sample-fps 2"
+job="$(osprey job submit search media/probes/ --gallery people --modalities face,body --sample-fps 2 2>/dev/null)"
 echo "$job"
 echo "export DEMO_SEARCH_JOB=$job" >>"$out/env"
 show osprey job watch "$job"
 echo
-echo "Who was found, and where (one row per face in a photo, or per face track in the clip):"
+echo "Who was found, and where (one row per face or person in a photo, or per face or person track in the clip):"
 show osprey job results "$job"
+echo
+echo "The pedestrians in the street clip are far too small for faces; they come back as person tracks:"
+show osprey sql "SELECT t.track_id, t.t_start_ms, t.t_end_ms, t.num_frames, round(t.quality, 2) AS quality, t.thumbnail_uri
+  FROM templates t WHERE t.job_id = '$job' AND t.modality = 'body' AND t.media_uri LIKE '%street-clip.mp4' ORDER BY 2, 1"
 
 step "5. the same gallery through REST and SQL"
 show osprey search --gallery people "$root/media/probes/obama3.jpg"

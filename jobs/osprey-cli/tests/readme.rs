@@ -79,12 +79,16 @@ fn demo_and_readme_examples_run_as_written() {
     assert!(demo.status.success(), "the demo failed:\n{stdout}\n{stderr}");
     println!("{stdout}");
 
-    // Its results table: media, track, start, end, decision, subject, score, threshold.
-    let rows: Vec<Vec<&str>> = stdout
+    // Its results table: media, modality, track, start, end, decision, subject, score, threshold.
+    let all_rows: Vec<Vec<&str>> = stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|c| c.len() == 8 && (c[4] == "match" || c[4] == "unknown"))
+        .filter(|c| c.len() == 9 && (c[5] == "match" || c[5] == "unknown"))
         .collect();
+    // Face rows as (media, track, start, end, decision, subject), and body rows.
+    let rows: Vec<Vec<&str>> =
+        all_rows.iter().filter(|c| c[1] == "face").map(|c| vec![c[0], c[2], c[3], c[4], c[5], c[6]]).collect();
+    let bodies: Vec<&Vec<&str>> = all_rows.iter().filter(|c| c[1] == "body").collect();
     let find = |media: &str, decision: &str| rows.iter().filter(|r| r[0].ends_with(media) && r[4] == decision).count();
     assert!(find("obama3.jpg", "match") == 1, "obama3.jpg is not matched:\n{stdout}");
     assert!(find("obama_partial_face.jpg", "match") == 1, "obama_partial_face.jpg is not matched:\n{stdout}");
@@ -106,6 +110,12 @@ fn demo_and_readme_examples_run_as_written() {
         clip.iter().find(|r| r[4] == "unknown").unwrap_or_else(|| panic!("no unknown track in the clip:\n{stdout}"));
     let hanks_start: f64 = hanks[2].parse().unwrap();
     assert!((6.9..=7.6).contains(&hanks_start), "the unknown track starts at {hanks_start} s:\n{stdout}");
+    // The pedestrians of the clip's first 4 s, too small for faces, are person tracks.
+    let walkers = bodies
+        .iter()
+        .filter(|r| r[0].ends_with("street-clip.mp4") && r[4].parse::<f64>().unwrap() <= 4.1)
+        .count();
+    assert!(walkers >= 3, "the street clip's pedestrians are not person tracks:\n{stdout}");
     assert!(stdout.contains("The demo server is still running"), "{stdout}");
 
     // Every README example, in order, in the demo's folder.

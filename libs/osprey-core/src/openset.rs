@@ -72,9 +72,17 @@ pub fn threshold_for_fpir(nonmated_best: &[f32], target_fpir: f64) -> Option<f32
 /// raw descriptors, whose norms are 1.31–1.60 (median 1.44); at the median
 /// norm that is cosine 0.905. 0.91 gave FMR 0.17 % and FNMR 0.6 % over 1,400
 /// pairs of the labelled faces in dlib's `johns` and face-api.js's examples.
+///
+/// `dinov2-vits14-imgfocus-0.1.1` (the out-of-the-box body appearance
+/// model): its cosines run high for everyone; between different people in
+/// the people test's footage (vtest.avi's plaza, a Market-1501 camera
+/// frame) they reached 0.93, while a person against a crop of themselves in
+/// the same scene scores above 0.95. 0.93 keeps those strangers apart; it is
+/// a same-day, same-clothing rule, not a re-identification threshold.
 pub fn model_operating_threshold(model: &str) -> Option<f32> {
     match model {
         "dlib-resnet-v1" => Some(0.91),
+        "dinov2-vits14-imgfocus-0.1.1" => Some(0.93),
         _ => None,
     }
 }

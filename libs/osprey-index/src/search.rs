@@ -42,6 +42,22 @@ pub async fn operating_point(
         if !(f > 0.0 && f < 1.0) {
             return Err(Error::invalid(format!("FPIR {f} must be between 0 and 1")));
         }
+    }
+    // One subject gives no non-mated scores to calibrate from: the model's
+    // own operating threshold, where it has one, stands in.
+    if gallery.manifest().num_subjects < 2 && gallery.manifest().threshold.is_none() {
+        if let Some(t) = osprey_core::model_operating_threshold(&gallery.manifest().model) {
+            return Ok(OperatingPoint {
+                threshold: t,
+                source: format!(
+                    "`{}`'s operating threshold: the gallery has {} subject(s), too few to calibrate",
+                    gallery.manifest().model,
+                    gallery.manifest().num_subjects
+                ),
+            });
+        }
+    }
+    if let Some(f) = fpir {
         let t = calibrate(root, gallery, f).await?;
         return Ok(OperatingPoint { threshold: t, source: format!("calibrated now for FPIR {f}") });
     }

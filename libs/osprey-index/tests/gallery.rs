@@ -150,3 +150,19 @@ async fn snapshot_round_trip() {
     root.put("galleries/broken/manifest.json", bytes::Bytes::from_static(b"{not json")).await.unwrap();
     assert_eq!(Gallery::load(&root, "broken").await.unwrap_err().kind(), ErrorKind::Corrupt);
 }
+
+#[tokio::test]
+async fn a_one_subject_gallery_uses_its_models_operating_threshold() {
+    let root = Root::open("memory://one-subject").unwrap();
+    let (ids, data) = clustered(1, 3, 5);
+    // A model with a known operating threshold: it stands in for calibration.
+    let mut g =
+        Gallery::build("bodies", "dinov2-vits14-imgfocus-0.1.1", DIM, Some("Flat"), ids.clone(), &data).unwrap();
+    let op = osprey_index::operating_point(&root, &mut g, None, None).await.unwrap();
+    assert_eq!(op.threshold, 0.93);
+    assert!(op.source.contains("too few to calibrate"), "{}", op.source);
+    // A model without one: calibration's own error, which says why.
+    let mut other = Gallery::build("other", "m", DIM, Some("Flat"), ids, &data).unwrap();
+    let err = osprey_index::operating_point(&root, &mut other, None, None).await.unwrap_err();
+    assert!(err.message().contains("needs at least 2 subjects"), "{}", err.message());
+}
