@@ -190,6 +190,7 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                 "observation rows",
                 "result rows",
                 "thumbnails",
+                "silhouettes",
             ]);
             rows.push(vec![
                 erasure.subject_id.clone(),
@@ -198,6 +199,7 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                 erasure.observation_rows.to_string(),
                 erasure.result_rows.to_string(),
                 erasure.thumbnails.to_string(),
+                erasure.silhouettes.to_string(),
             ]);
             rows.print(format, &erasure)
         }

@@ -19,7 +19,7 @@ use osprey_pipeline::media::{
     template_row,
 };
 use osprey_pipeline::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
-use osprey_store::{Root, SearchResultRow, Template, layout};
+use osprey_store::{Root, SearchResultRow, Template, layout, modality_part, observations_of};
 
 use crate::Format;
 use crate::embed::read_input_list;
@@ -373,14 +373,13 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let mut galleries = Vec::new();
     for &modality in &args.media.modalities {
         let name = modality_gallery(&args.gallery, modality);
-        let (these, _): (Vec<Template>, Vec<Template>) =
-            templates.iter().cloned().partition(|t| t.modality == Some(modality));
+        let these = modality_part(&templates, modality, false);
         if these.is_empty() {
             eprintln!("no {modality} template to enrol into `{name}`");
             continue;
         }
+        let these_obs = observations_of(&observations, &these);
         let ids: std::collections::HashSet<&str> = these.iter().map(|t| t.template_id.as_str()).collect();
-        let these_obs: Vec<_> = observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect();
         // The batch id is a digest of the templates, so the same enrolment
         // repeated is recognised instead of enrolled twice.
         let mut sorted: Vec<&str> = ids.iter().copied().collect();
@@ -508,16 +507,11 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     let mut searchable = 0;
     for (i, ((modality, gallery), threshold)) in galleries.iter_mut().zip(thresholds).enumerate() {
         // Rows of inputs that failed are stored once, with the first part.
-        let these: Vec<Template> = probes
-            .iter()
-            .filter(|p| if p.embedding.is_some() { p.modality == Some(*modality) } else { i == 0 })
-            .cloned()
-            .collect();
+        let these = modality_part(&probes, *modality, i == 0);
         let with_embedding: Vec<&Template> = these.iter().filter(|p| p.embedding.is_some()).collect();
         searchable += with_embedding.len();
         let found = search_probes(gallery, &job_id, &with_embedding, args.search.top_k, threshold)?;
-        let ids: std::collections::HashSet<&str> = these.iter().map(|t| t.template_id.as_str()).collect();
-        let these_obs: Vec<_> = observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect();
+        let these_obs = observations_of(&observations, &these);
         let part = match modality {
             Modality::Face => "part-0".to_string(),
             m => format!("part-0-{m}"),

@@ -123,6 +123,9 @@ pub struct Erasure {
     pub result_rows: usize,
     /// Thumbnails deleted.
     pub thumbnails: usize,
+    /// Silhouette strips (body tracks) deleted.
+    #[serde(default)]
+    pub silhouettes: usize,
 }
 
 // ---------------------------------------------------------------- jobs

@@ -22,9 +22,12 @@ mod templates;
 
 pub use audit::{AuditRow, audit_to_batch};
 pub use observations::{
-    Keypoint, ObservationRow, observations_from_batch, observations_to_batch, read_observations, write_observations,
+    Keypoint, ObservationRow, observations_from_batch, observations_of, observations_to_batch, read_observations,
+    write_observations,
 };
 pub use parquet_io::{decode_parquet, encode_parquet};
 pub use results::{SearchResultRow, results_to_batch};
 pub use root::{ObjectInfo, PutOutcome, Root};
-pub use templates::{BBox, Template, read_templates, templates_from_batch, templates_to_batch, write_templates};
+pub use templates::{
+    BBox, Template, modality_part, read_templates, templates_from_batch, templates_to_batch, write_templates,
+};

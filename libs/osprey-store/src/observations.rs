@@ -45,6 +45,12 @@ pub struct ObservationRow {
     pub quality: Option<f32>,
 }
 
+/// The rows of `observations` that belong to `templates`.
+pub fn observations_of(observations: &[ObservationRow], templates: &[crate::Template]) -> Vec<ObservationRow> {
+    let ids: std::collections::HashSet<&str> = templates.iter().map(|t| t.template_id.as_str()).collect();
+    observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect()
+}
+
 /// Builds an observations-table batch.
 pub fn observations_to_batch(rows: &[ObservationRow]) -> Result<RecordBatch> {
     if let Some(i) = rows.iter().position(|r| r.template_id.is_empty()) {

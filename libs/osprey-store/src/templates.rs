@@ -305,6 +305,18 @@ pub async fn write_templates(
     }
 }
 
+/// The templates of `modality` among `templates` (each modality has its own
+/// gallery index and embedding width), and with `with_failures` also the
+/// rows of inputs that gave no template (no embedding), which are stored
+/// once, with one modality's part.
+pub fn modality_part(templates: &[Template], modality: Modality, with_failures: bool) -> Vec<Template> {
+    templates
+        .iter()
+        .filter(|t| if t.embedding.is_some() { t.modality == Some(modality) } else { with_failures })
+        .cloned()
+        .collect()
+}
+
 /// Reads every template of the Parquet file at `key`.
 pub async fn read_templates(root: &Root, key: &str) -> Result<Vec<Template>> {
     let bytes = root.get(key).await?;

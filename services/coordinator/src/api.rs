@@ -156,6 +156,7 @@ pub fn erasure_report(subject_id: String, e: &osprey_index::Erasure) -> Erasure 
         observation_rows: e.observation_rows,
         result_rows: e.result_rows,
         thumbnails: e.thumbnails,
+        silhouettes: e.silhouettes,
     }
 }
 

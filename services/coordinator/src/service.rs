@@ -2,7 +2,7 @@
 //! leases, ingesting task outputs (enrolment into galleries, open-set search),
 //! recovery after a restart, and the galleries it holds in memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use osprey_index::{
 use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings};
-use osprey_store::{AuditRow, PutOutcome, Root, layout, read_observations, read_templates};
+use osprey_store::{
+    AuditRow, PutOutcome, Root, layout, modality_part, observations_of, read_observations, read_templates,
+};
 
 use crate::audit::AuditLog;
 use crate::config::{ApiKey, Config};
@@ -529,14 +531,8 @@ impl Coordinator {
         let record = self.job_spec_record(&spec.job_id)?;
         for (i, modality) in spec.media.modalities.iter().copied().enumerate() {
             // The rows of inputs that failed go with the first modality.
-            let these: Vec<osprey_store::Template> = templates
-                .iter()
-                .filter(|t| if t.embedding.is_some() { t.modality == Some(modality) } else { i == 0 })
-                .cloned()
-                .collect();
-            let ids: HashSet<&str> = these.iter().map(|t| t.template_id.as_str()).collect();
-            let these_obs: Vec<_> =
-                observations.iter().filter(|o| ids.contains(o.template_id.as_str())).cloned().collect();
+            let these = modality_part(&templates, modality, i == 0);
+            let these_obs = observations_of(&observations, &these);
             let name = modality_gallery(&spec.gallery, modality);
             match spec.kind {
                 JobKind::Enroll => {
