@@ -251,8 +251,9 @@ impl Coordinator {
                             )));
                         }
                         Some(g) if g.manifest().model != model => {
+                            let what = if modality == Modality::Face { String::new() } else { format!("{modality} ") };
                             return Err(ApiError::bad_request(format!(
-                                "gallery `{name}` holds `{}` {modality} templates; this job would make `{model}` probes (set `{option}` to `{}`)",
+                                "gallery `{name}` holds `{}` {what}templates; this job would make `{model}` probes (set `{option}` to `{}`)",
                                 g.manifest().model,
                                 g.manifest().model
                             )));
