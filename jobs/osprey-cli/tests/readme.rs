@@ -111,10 +111,8 @@ fn demo_and_readme_examples_run_as_written() {
     let hanks_start: f64 = hanks[2].parse().unwrap();
     assert!((6.9..=7.6).contains(&hanks_start), "the unknown track starts at {hanks_start} s:\n{stdout}");
     // The pedestrians of the clip's first 4 s, too small for faces, are person tracks.
-    let walkers = bodies
-        .iter()
-        .filter(|r| r[0].ends_with("street-clip.mp4") && r[4].parse::<f64>().unwrap() <= 4.1)
-        .count();
+    let walkers =
+        bodies.iter().filter(|r| r[0].ends_with("street-clip.mp4") && r[4].parse::<f64>().unwrap() <= 4.1).count();
     assert!(walkers >= 3, "the street clip's pedestrians are not person tracks:\n{stdout}");
     assert!(stdout.contains("The demo server is still running"), "{stdout}");
 

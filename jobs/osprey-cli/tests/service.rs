@@ -509,7 +509,8 @@ fn body_jobs_enrol_and_search_people_through_the_services() {
     assert_eq!(status, 200, "{page}");
     let rows = page["rows"].as_array().unwrap();
     assert!(rows.iter().all(|r| r["modality"] == "body"), "{page}");
-    let in_frame: Vec<&Value> = rows.iter().filter(|r| base(r["media_uri"].as_str().unwrap()) == "c1s1_001051.jpg").collect();
+    let in_frame: Vec<&Value> =
+        rows.iter().filter(|r| base(r["media_uri"].as_str().unwrap()) == "c1s1_001051.jpg").collect();
     assert!(in_frame.len() >= 4, "pedestrians in the camera frame: {page}");
     let matches: Vec<&&Value> = in_frame.iter().filter(|r| r["decision"] == "match").collect();
     assert_eq!(matches.len(), 1, "{page}");
