@@ -45,6 +45,8 @@ import time
 
 import numpy as np
 
+from score import iou  # the tracking scorer's IoU, so both score boxes alike
+
 
 def load(path, frames):
     """{frame: [(x, y, w, h, score)]}, frames 0..frames-1 only."""
@@ -63,20 +65,6 @@ def load(path, frames):
             if frames is None or 0 <= fr < frames:
                 out[fr].append((x, y, w, h, s))
     return out
-
-
-def iou(a, b):
-    """IoU of boxes x, y, w, h: (N,4) x (M,4)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-    y2 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    return inter / union
 
 
 def label(gt, pred, frames, min_height, iou_thr):

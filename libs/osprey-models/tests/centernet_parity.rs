@@ -45,19 +45,9 @@ struct RefHeat {
     peaks: Vec<[f64; 7]>,
 }
 
-fn fnv1a64(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    format!("{h:016x}")
-}
-
-fn models() -> PathBuf {
-    std::env::var_os("OSPREY_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
-
 fn detector() -> PersonDetector {
-    PersonDetector::load(&models(), &Device::Cpu).expect("person detector (run infra/scripts/fetch-models.sh)")
+    PersonDetector::load(&common::model_root(), &Device::Cpu)
+        .expect("person detector (run infra/scripts/fetch-models.sh)")
 }
 
 /// The reference's frames of vtest.avi, decoded by Osprey's decoder.
@@ -89,7 +79,11 @@ fn centernet_matches_tfjs_on_vtest_frames() {
     assert_eq!(decoded.len(), reference.frames.len(), "decoded frames");
     for ((index, rgb), want) in decoded.iter().zip(&reference.frames) {
         assert_eq!(*index, want.source_frame);
-        assert_eq!(fnv1a64(rgb), want.rgb_fnv1a64, "frame {index}: the decoder's RGB differs from the reference's");
+        assert_eq!(
+            common::fnv1a64(rgb),
+            want.rgb_fnv1a64,
+            "frame {index}: the decoder's RGB differs from the reference's"
+        );
         let maps = detector.maps(rgb, width, height, (512, 512)).unwrap();
         assert_eq!(maps.grid, (128, 128));
         let sum: f64 = maps.heat.iter().map(|&v| v as f64).sum();
@@ -162,7 +156,7 @@ fn bad_frames_and_files_are_clear_errors() {
     assert!(err.to_string().contains("expected 768×576×3"), "{err}");
     let dir = tempfile_dir();
     let json = dir.join("centernet.json");
-    std::fs::copy(models().join(osprey_models::centernet::MODEL_FILE), &json).unwrap();
+    std::fs::copy(common::model_root().join(osprey_models::centernet::MODEL_FILE), &json).unwrap();
     std::fs::write(dir.join("centernet.bin"), [0u8; 1000]).unwrap();
     let err = PersonDetector::load_file(&json, &Device::Cpu).err().expect("a truncated .bin is refused");
     assert!(err.to_string().contains("truncated"), "{err}");

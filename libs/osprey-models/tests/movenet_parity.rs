@@ -56,17 +56,6 @@ struct RefCrop {
     frame_keypoints: Vec<[f64; 2]>,
 }
 
-fn fnv1a64(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    format!("{h:016x}")
-}
-
-fn models() -> PathBuf {
-    std::env::var_os("OSPREY_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
-
 fn reference() -> Reference {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/movenet_vtest_reference.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
@@ -89,7 +78,7 @@ fn frames(reference: &Reference) -> Vec<Vec<u8>> {
         })
         .expect("decode vtest.avi");
     for (rgb, want) in out.iter().zip(&reference.frames) {
-        assert_eq!(fnv1a64(rgb), want.rgb_fnv1a64, "frame {}: the decoder's RGB differs", want.source_frame);
+        assert_eq!(common::fnv1a64(rgb), want.rgb_fnv1a64, "frame {}: the decoder's RGB differs", want.source_frame);
     }
     out
 }
@@ -105,7 +94,7 @@ fn check(variant: MoveNet, name: &str) {
     let want = &reference.models[name];
     assert_eq!(want.input_size, variant.input_size());
     assert!(want.crops.len() >= 40, "reference holds {} crops", want.crops.len());
-    let pose = PoseEstimator::load_variant(&models(), variant, &Device::Cpu)
+    let pose = PoseEstimator::load_variant(&common::model_root(), variant, &Device::Cpu)
         .expect("pose model (run infra/scripts/fetch-models.sh)");
     let mut worst = 0f64;
     for (n, c) in want.crops.iter().enumerate() {
@@ -116,7 +105,7 @@ fn check(variant: MoveNet, name: &str) {
         assert_eq!([crop.top, crop.left, crop.side], c.crop, "crop {n}: square");
         assert_eq!(crop.normalised, c.normalised, "crop {n}: normalised box");
         let input = crop_input(rgb, width, height, &crop, variant.input_size());
-        assert_eq!(fnv1a64(&input), c.input_fnv1a64, "crop {n}: the crop's pixels differ from cropAndResize's");
+        assert_eq!(common::fnv1a64(&input), c.input_fnv1a64, "crop {n}: the crop's pixels differ from cropAndResize's");
         // The graph's output.
         let got = pose.run_crop(&input).unwrap();
         for (k, (g, w)) in got.iter().zip(&c.keypoints).enumerate() {
@@ -159,7 +148,7 @@ fn keypoints_fall_on_the_person() {
     let reference = reference();
     let [width, height] = reference.frame_size;
     let decoded = frames(&reference);
-    let pose = PoseEstimator::load(&models(), &Device::Cpu).unwrap();
+    let pose = PoseEstimator::load(&common::model_root(), &Device::Cpu).unwrap();
     let people: Vec<PersonBox> =
         reference.models["lightning"].crops.iter().filter(|c| c.frame == 0).map(|c| person(c.person)).collect();
     let all = pose.estimate(&decoded[0], width, height, &people).unwrap();
@@ -183,7 +172,7 @@ fn keypoints_fall_on_the_person() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let pose = PoseEstimator::load(&models(), &Device::Cpu).unwrap();
+    let pose = PoseEstimator::load(&common::model_root(), &Device::Cpu).unwrap();
     let p = PersonBox { x1: 1.0, y1: 1.0, x2: 5.0, y2: 9.0, score: 1.0 };
     let err = pose.estimate(&[0u8; 10], 768, 576, &[p]).unwrap_err();
     assert!(err.to_string().contains("expected 768×576×3"), "{err}");
@@ -193,9 +182,10 @@ fn bad_input_is_a_clear_error() {
     let err = pose.estimate(&vec![0u8; 20 * 20 * 3], 20, 20, &[empty]).unwrap_err();
     assert!(err.to_string().contains("empty person box"), "{err}");
     // Thunder's file is not Lightning.
-    let err = PoseEstimator::load_file(&models().join(MoveNet::Thunder.file()), MoveNet::Lightning, &Device::Cpu)
-        .err()
-        .expect("a wrong variant is refused");
+    let err =
+        PoseEstimator::load_file(&common::model_root().join(MoveNet::Thunder.file()), MoveNet::Lightning, &Device::Cpu)
+            .err()
+            .expect("a wrong variant is refused");
     assert!(err.to_string().contains("not MoveNet Lightning"), "{err}");
     assert_eq!(osprey_models::movenet::KEYPOINT_NAMES.len(), 17);
 }
@@ -220,7 +210,7 @@ fn bench_pose_cost() {
         (0..decoded.len()).map(|f| crops.iter().filter(|c| c.frame == f).map(|c| person(c.person)).collect()).collect();
     let total: usize = people.iter().map(Vec::len).sum();
     for variant in [MoveNet::Lightning, MoveNet::Thunder] {
-        let pose = PoseEstimator::load_variant(&models(), variant, &Device::Cpu).unwrap();
+        let pose = PoseEstimator::load_variant(&common::model_root(), variant, &Device::Cpu).unwrap();
         pose.estimate(&decoded[0], width, height, &people[0][..1]).unwrap(); // warm-up
         let t = Instant::now();
         for (rgb, p) in decoded.iter().zip(&people) {

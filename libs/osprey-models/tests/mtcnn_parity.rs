@@ -7,6 +7,8 @@
 //! read from `$OSPREY_MTCNN_WEIGHTS` or else `models/mtcnn/` at the
 //! repository root.
 
+mod common;
+
 use osprey_models::mtcnn::{Mtcnn, MtcnnFace};
 use osprey_models::torch_legacy;
 use serde::Deserialize;
@@ -54,14 +56,6 @@ fn weights_dir() -> PathBuf {
     dir
 }
 
-fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
-    dir
-}
-
 fn reference() -> Reference {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mtcnn_reference.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -74,11 +68,6 @@ fn max_diff<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item 
 }
 
 /// FNV-1a (64-bit) of the bytes, as the reference script writes it.
-fn fnv1a64(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    format!("{h:016x}")
-}
-
 /// Deviations of one face from facenet's: (box, landmarks) in pixels, and
 /// probability.
 fn deviation(g: &MtcnnFace, e: &RefFace) -> (f32, f32, f32) {
@@ -97,7 +86,7 @@ fn deviation(g: &MtcnnFace, e: &RefFace) -> (f32, f32, f32) {
 #[test]
 fn detections_match_facenet_pytorch() {
     let mtcnn = Mtcnn::load(&weights_dir()).expect("load MTCNN weights");
-    let data = data_dir();
+    let data = common::data_dir();
     let reference = reference();
     let (mut faces, mut images, mut worst) = (0, 0, (0f32, 0f32, 0f32));
     for r in &reference.images {
@@ -106,7 +95,7 @@ fn detections_match_facenet_pytorch() {
         assert_eq!((img.width(), img.height()), (r.width, r.height), "{}: image size", r.path);
         let got = mtcnn.detect(&img).expect("detect");
         assert_eq!(got.len(), r.faces.len(), "{}: {got:#?}", r.path);
-        if fnv1a64(img.as_raw()) != r.rgb_fnv1a64 {
+        if common::fnv1a64(img.as_raw()) != r.rgb_fnv1a64 {
             let nearest = r
                 .faces
                 .iter()

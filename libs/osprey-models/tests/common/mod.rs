@@ -20,16 +20,28 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The model folder: `$OSPREY_MODELS`, else `models/` at the repository root.
-pub fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_MODELS")
+pub fn model_root() -> PathBuf {
+    std::env::var_os("OSPREY_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+/// [`model_root`], checked to hold dlib's models.
+pub fn models_dir() -> PathBuf {
+    let dir = model_root();
     assert!(
         dir.join(osprey_models::face::DESCRIPTOR_FILE).is_file(),
         "dlib models not found in {}; run infra/scripts/fetch-models.sh",
         dir.display()
     );
     dir
+}
+
+/// FNV-1a (64-bit) of `bytes` as 16 hex digits: how the reference scripts
+/// fingerprint the exact input tensors they fed the model.
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
 }
 
 /// The models, loaded once per test binary.
