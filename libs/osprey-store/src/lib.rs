@@ -29,5 +29,6 @@ pub use parquet_io::{decode_parquet, encode_parquet};
 pub use results::{SearchResultRow, results_to_batch};
 pub use root::{ObjectInfo, PutOutcome, Root};
 pub use templates::{
-    BBox, Template, modality_part, read_templates, templates_from_batch, templates_to_batch, write_templates,
+    BBox, Template, modality_part, read_staged_templates, read_templates, templates_from_batch, templates_to_batch,
+    write_templates,
 };

@@ -317,6 +317,22 @@ pub fn modality_part(templates: &[Template], modality: Modality, with_failures: 
         .collect()
 }
 
+/// The templates a worker staged for one task: those at `key` and, beside
+/// it, each of `modalities`' own file ([`crate::layout::staged_modality`];
+/// a modality without templates stages none). `NotFound` when `key` itself
+/// is missing: it is written last and commits the task.
+pub async fn read_staged_templates(root: &Root, key: &str, modalities: &[Modality]) -> Result<Vec<Template>> {
+    let mut templates = read_templates(root, key).await?;
+    for &m in modalities {
+        match read_templates(root, &crate::layout::staged_modality(key, m)).await {
+            Ok(rows) => templates.extend(rows),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(templates)
+}
+
 /// Reads every template of the Parquet file at `key`.
 pub async fn read_templates(root: &Root, key: &str) -> Result<Vec<Template>> {
     let bytes = root.get(key).await?;

@@ -16,7 +16,7 @@ use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings};
 use osprey_store::{
-    AuditRow, PutOutcome, Root, layout, modality_part, observations_of, read_observations, read_templates,
+    AuditRow, PutOutcome, Root, layout, modality_part, observations_of, read_observations, read_staged_templates,
 };
 
 use crate::audit::AuditLog;
@@ -509,19 +509,12 @@ impl Coordinator {
     /// ingesting twice changes nothing.
     async fn ingest(&self, spec: &TaskSpec) -> Result<u64> {
         let staged = output_key(spec);
-        let mut templates = match read_templates(&self.root, &staged).await {
+        let templates = match read_staged_templates(&self.root, &staged, &COMPANION_MODALITIES).await {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(Error::invalid("the worker reported success but wrote no output"));
             }
             other => other?,
         };
-        for m in COMPANION_MODALITIES {
-            match read_templates(&self.root, &layout::staged_modality(&staged, m)).await {
-                Ok(rows) => templates.extend(rows),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
         // A task without observations (no template, or only failures) stages none.
         let observations = match read_observations(&self.root, &layout::staged_observations(&staged)).await {
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),

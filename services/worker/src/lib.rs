@@ -15,7 +15,9 @@ use osprey_index::COMPANION_MODALITIES;
 use osprey_media::video::Segment;
 use osprey_pipeline::media::{media_template_id, observation_rows, put_thumbnails, subject_tracks, template_row};
 use osprey_pipeline::{MediaAnalysis, MediaSettings, VideoPlan};
-use osprey_store::{ObservationRow, Root, Template, layout, write_observations, write_templates};
+use osprey_store::{
+    ObservationRow, Root, Template, layout, modality_part, read_staged_templates, write_observations, write_templates,
+};
 use reqwest::StatusCode;
 
 /// How a worker reaches its coordinator.
@@ -184,14 +186,7 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
 async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<AtomicU64>) -> Result<u64> {
     let root = Root::open(&lease.root)?;
     if root.exists(&lease.output_key).await? {
-        let mut n = osprey_store::read_templates(&root, &lease.output_key).await?.len() as u64;
-        for m in COMPANION_MODALITIES {
-            match osprey_store::read_templates(&root, &layout::staged_modality(&lease.output_key, m)).await {
-                Ok(rows) => n += rows.len() as u64,
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let n = read_staged_templates(&root, &lease.output_key, &COMPANION_MODALITIES).await?.len() as u64;
         tracing::info!("task {}: output already written by an earlier attempt", lease.task.task_id);
         return Ok(n);
     }
@@ -226,15 +221,14 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
         write_observations(&root, &layout::staged_observations(&lease.output_key), &observations, true).await?;
     }
     let n = rows.len() as u64;
-    let (faces, mut others): (Vec<Template>, Vec<Template>) =
-        rows.into_iter().partition(|t| t.embedding.is_none() || t.modality == Some(Modality::Face));
     for m in COMPANION_MODALITIES {
-        let these: Vec<Template>;
-        (these, others) = others.into_iter().partition(|t| t.modality == Some(m));
+        let these = modality_part(&rows, m, false);
         if let Some(dim) = these.first().and_then(|t| t.embedding.as_ref().map(Vec::len)) {
             write_templates(&root, &layout::staged_modality(&lease.output_key, m), &these, dim, true).await?;
         }
     }
+    // The face templates and the rows of inputs that failed commit the task.
+    let faces = modality_part(&rows, Modality::Face, true);
     let dim = match faces.iter().find_map(|t| t.embedding.as_ref().map(Vec::len)) {
         Some(d) => d,
         None => osprey_models::face_model(&lease.task.media.model)?.dim,
