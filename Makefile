@@ -19,7 +19,7 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup models build test demo demo-stop bench bench-faces bench-face-models bench-people bench-video bench-jobs schemas fmt
+.PHONY: setup models build test demo demo-stop bench bench-faces bench-face-models bench-person-models bench-people bench-video bench-jobs schemas fmt
 
 setup:
 	infra/scripts/setup.sh
@@ -64,6 +64,14 @@ bench-face-models:
 	infra/scripts/setup.sh --no-python --no-s3
 	cargo build --release -p osprey-cli
 	OSPREY=$(OSPREY) infra/scripts/bench-face-models.sh
+
+# The seed body and gait recognisers (OSNet x1.0, OSNet-AIN x1.0, GaitBase)
+# against PyTorch on the same weights and real crops/silhouettes (a parity
+# check first); PyTorch from the same venv as bench-face-models.
+bench-person-models:
+	infra/scripts/setup.sh --no-python --no-s3
+	cargo build --release -p osprey-cli
+	OSPREY=$(OSPREY) infra/scripts/bench-person-models.sh
 
 # The CenterNet person detector against the TF.js runtime on the same frames.
 bench-people: models

@@ -30,6 +30,12 @@ pub enum BenchCommand {
     /// batch of 112×112 crops. Threads: `osprey --threads N bench face-model …`
     /// (the global option sets candle's and rayon's pool for the whole process).
     FaceModel(FaceModelBench),
+    /// Embeddings/s of one body or gait recogniser (OSNet, CLIP3DReID,
+    /// GaitBase) on real crops or silhouette sequences, loaded from a
+    /// checkpoint through the ordinary loader; optionally checked against
+    /// another implementation's embeddings of the same inputs first.
+    /// Threads: `osprey --threads N bench person-model …`.
+    PersonModel(PersonModelBench),
     /// Faces/s of MTCNN (boxes and landmarks) on whole images, searched at
     /// full size (facenet-pytorch's defaults: minimum face 20 px).
     Mtcnn(MtcnnBench),
@@ -79,6 +85,40 @@ pub struct FaceModelBench {
     /// the same crops from another implementation
     /// (`infra/scripts/face_models_torch_bench.py --save-reference`), run with
     /// the same weights; fails unless every cosine exceeds 0.9999.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct PersonModelBench {
+    /// Registry id of a body or gait model (`osprey models list`), e.g.
+    /// osnet-x1_0, osnet-ain-x1_0, clip3dreid, gaitbase.
+    #[arg(long)]
+    model: String,
+    /// The checkpoint (any layout `osprey embed --weights` reads).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Body models: crop images, or folders of them (sorted by path),
+    /// repeated in order to --batch. Gait models: one folder of silhouettes
+    /// per sequence (frames sorted by path); every pass embeds them all,
+    /// one sequence per forward pass as `osprey embed` does.
+    #[arg(long, num_args = 1.., required = true)]
+    inputs: Vec<String>,
+    /// Body crops per timed pass (`PersonRecognizer::embed_bodies` runs them
+    /// in forward passes of at most 32). Gait: the number of sequences.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed passes after one warm-up pass; the best and the median are reported.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Parity check: safetensors with `embedding` [N, D] of the same inputs
+    /// from another implementation (`infra/scripts/person_models_torch_bench.py
+    /// --save-reference`; for gait also `frames` [N], the frames each sequence
+    /// kept), run with the same weights; fails unless every cosine exceeds
+    /// 0.9999 (and, for gait, the same frames were kept).
     #[arg(long)]
     reference: Option<PathBuf>,
     /// Print one JSON line instead of text.
@@ -213,6 +253,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Faces(args) => faces(args),
         BenchCommand::Video(args) => video(args),
         BenchCommand::FaceModel(args) => face_model(args),
+        BenchCommand::PersonModel(args) => person_model(args),
         BenchCommand::Mtcnn(args) => mtcnn(args),
         BenchCommand::People(args) => crate::bench_people::people(args),
         BenchCommand::Rest(_) => bail!("`bench rest` runs in the async runtime"),
@@ -540,6 +581,23 @@ fn read_safetensors_f32(path: &std::path::Path, name: &str) -> anyhow::Result<Op
     Ok(Some((shape, data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())))
 }
 
+/// The best and the median of timed passes (seconds; `times` not empty).
+fn best_and_median(times: &[f64]) -> (f64, f64) {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 };
+    (sorted[0], median)
+}
+
+/// Cosine of two vectors, accumulated in f64.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
 fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
     use osprey_models::recognizer::{self, FaceRecognizer};
     let spec = osprey_models::face_model(&args.model)?;
@@ -578,14 +636,7 @@ fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     let finite = embedded.iter().all(|e| e.norm.is_finite() && e.embedding.iter().all(|v| v.is_finite()));
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let best = sorted[0];
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
+    let (best, median) = best_and_median(&times);
 
     let parity = match &args.reference {
         None => None,
@@ -600,10 +651,7 @@ fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
             let mut min_cos = f64::INFINITY;
             let mut max_norm_rel = 0f64;
             for (i, (e, w)) in embedded.iter().zip(want.chunks(dim)).enumerate() {
-                let dot: f64 = e.embedding.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let na: f64 = e.embedding.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-                let nb: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-                min_cos = min_cos.min(dot / (na * nb));
+                min_cos = min_cos.min(cosine(&e.embedding, w));
                 if let Some(n) = &norms {
                     max_norm_rel = max_norm_rel.max(((e.norm - n[i]) / n[i]).abs() as f64);
                 }
@@ -654,6 +702,159 @@ fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
         && p["pass"] != true
     {
         bail!("parity check failed: min cosine {} ≤ {PARITY_MIN_COSINE}", p["min_cosine"]);
+    }
+    Ok(())
+}
+
+/// The decoded inputs of `bench person-model`: body crops (already repeated
+/// to the batch), or gait sequences (folder, grey silhouettes in order).
+enum PersonInputs {
+    Bodies(Vec<image::RgbImage>),
+    Gait(Vec<(String, Vec<image::GrayImage>)>),
+}
+
+fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use osprey_models::person::PersonRecognizer;
+    let spec = osprey_models::registry::person_model(&args.model)?;
+    let gait = spec.modality == osprey_core::Modality::Gait;
+    let started = Instant::now();
+    let model = PersonRecognizer::load(&spec, &args.weights, &osprey_models::default_device())?;
+    let load_s = started.elapsed().as_secs_f64();
+
+    // Decoding is not timed: both sides start from decoded pixels.
+    let inputs = if gait {
+        let mut sequences = Vec::with_capacity(args.inputs.len());
+        for folder in &args.inputs {
+            if !std::path::Path::new(folder).is_dir() {
+                bail!("{folder}: a gait sequence is a folder of silhouettes");
+            }
+            let frames = crate::embed::expand_inputs(std::slice::from_ref(folder))?
+                .iter()
+                .map(|f| Ok(image::open(f).with_context(|| format!("{f}: not a readable image"))?.into_luma8()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if frames.is_empty() {
+                bail!("{folder}: no silhouettes");
+            }
+            sequences.push((folder.clone(), frames));
+        }
+        PersonInputs::Gait(sequences)
+    } else {
+        if args.batch == 0 {
+            bail!("--batch must be positive");
+        }
+        let decoded = crate::embed::expand_inputs(&args.inputs)?
+            .iter()
+            .map(|f| osprey_media::read_image(std::path::Path::new(f)).map(|d| d.image))
+            .collect::<osprey_core::Result<Vec<_>>>()?;
+        if decoded.is_empty() {
+            bail!("no crops among the inputs");
+        }
+        PersonInputs::Bodies((0..args.batch).map(|i| decoded[i % decoded.len()].clone()).collect())
+    };
+    let frames: usize = match &inputs {
+        PersonInputs::Gait(s) => s.iter().map(|(_, f)| f.len()).sum(),
+        PersonInputs::Bodies(_) => 0,
+    };
+    // One pass: every input embedded, and for gait the frames each sequence kept.
+    let pass = || -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        match &inputs {
+            PersonInputs::Bodies(crops) => Ok((model.embed_bodies(crops)?, Vec::new())),
+            PersonInputs::Gait(sequences) => {
+                let mut out = (Vec::with_capacity(sequences.len()), Vec::with_capacity(sequences.len()));
+                for (folder, silhouettes) in sequences {
+                    let (embedding, used) = model.embed_gait(silhouettes).with_context(|| folder.clone())?;
+                    out.0.push(embedding);
+                    out.1.push(used);
+                }
+                Ok(out)
+            }
+        }
+    };
+
+    // Warm-up (first-touch allocations, thread pool start); its output is the one checked.
+    let (embedded, kept) = pass()?;
+    let mut times = Vec::with_capacity(args.iters.max(1));
+    for _ in 0..args.iters.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(pass()?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let (best, median) = best_and_median(&times);
+    let units = embedded.len();
+    let finite = embedded.iter().all(|e| e.iter().all(|v| v.is_finite()));
+
+    let parity = match &args.reference {
+        None => None,
+        Some(path) => {
+            let (shape, want) = read_safetensors_f32(path, "embedding")?
+                .ok_or_else(|| anyhow::anyhow!("{}: no `embedding` tensor", path.display()))?;
+            if shape != [units, spec.dim] {
+                bail!("{}: `embedding` is {shape:?}, this run has [{units}, {}]", path.display(), spec.dim);
+            }
+            let cosines: Vec<f64> = embedded.iter().zip(want.chunks(spec.dim)).map(|(e, w)| cosine(e, w)).collect();
+            let min_cos = cosines.iter().copied().fold(f64::INFINITY, f64::min);
+            let (_, median_cos) = best_and_median(&cosines);
+            // Gait: the pretreatment must have kept the same frames.
+            let frames_match = match read_safetensors_f32(path, "frames")? {
+                Some((_, theirs)) if gait => Some(theirs.iter().map(|f| *f as usize).collect::<Vec<_>>() == kept),
+                _ => None,
+            };
+            let ok = min_cos > PARITY_MIN_COSINE && frames_match != Some(false);
+            Some(serde_json::json!({"reference": path.display().to_string(), "min_cosine": min_cos,
+                "median_cosine": median_cos, "frames_kept_match": frames_match, "pass": ok}))
+        }
+    };
+    let mut report = serde_json::json!({
+        "impl": "osprey",
+        "model": spec.id,
+        "modality": spec.modality.as_str(),
+        "batch": units,
+        "threads": rayon::current_num_threads(),
+        "iters": times.len(),
+        "weights": args.weights.display().to_string(),
+        "load_s": load_s,
+        "best_s": best,
+        "median_s": median,
+        "embeddings_per_s": units as f64 / best,
+        "median_embeddings_per_s": units as f64 / median,
+        "finite": finite,
+        "parity": parity,
+    });
+    if gait {
+        report["frames"] = frames.into();
+        report["frames_kept"] = kept.iter().sum::<usize>().into();
+        report["frames_per_s"] = (frames as f64 / best).into();
+        report["median_frames_per_s"] = (frames as f64 / median).into();
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        let what = if gait { format!("{units} sequences ({frames} silhouettes)") } else { format!("{units} crops") };
+        println!(
+            "{}: {what}, {} threads: {:.2} embeddings/s best of {} ({:.2} median){}",
+            spec.id,
+            report["threads"],
+            units as f64 / best,
+            times.len(),
+            units as f64 / median,
+            if gait { format!(", {:.1} silhouettes/s", frames as f64 / best) } else { String::new() },
+        );
+        if let Some(p) = &parity {
+            println!("parity against {}: min cosine {:.6}", p["reference"], p["min_cosine"].as_f64().unwrap_or(0.0));
+        }
+    }
+    if !finite {
+        bail!("non-finite embeddings");
+    }
+    if let Some(p) = &parity
+        && p["pass"] != true
+    {
+        bail!(
+            "parity check failed: min cosine {} (needs > {PARITY_MIN_COSINE}), same frames kept: {}",
+            p["min_cosine"],
+            p["frames_kept_match"]
+        );
     }
     Ok(())
 }

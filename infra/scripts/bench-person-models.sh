@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# `osprey bench person-model` against PyTorch (CPU) running our own
+# definitions of the same networks (person_models_torch_bench.py), with the
+# same weights on the same real inputs, in the same run, on the same machine.
+#
+# Weights: the seed fixtures' full-size OSNet x1.0, OSNet-AIN x1.0 and
+# GaitBase weights (shared/fixtures/seed-models/*.weights.f16.safetensors,
+# the published names), read by both sides (Osprey through the ordinary
+# checkpoint loader). Inputs: body models get the 26 Market-1501 person
+# crops of the appearance reference (written once as PNG, so both sides
+# decode the same pixels) repeated to BATCH; GaitBase gets four real
+# silhouette sequences (All-in-One-Gait's gallery tracks, 59 frames of
+# 192x192 each), one forward per sequence. Both sides start from decoded
+# pixels and do their model's whole preprocessing (PIL bilinear resize;
+# OpenGait's pretreatment).
+#
+# For each model: PyTorch first checks its definitions against the upstream
+# reference fixtures and writes its embeddings of the inputs; every Osprey
+# run fails unless all its embeddings have cosine > 0.9999 with PyTorch's
+# (and, for gait, the same frames were kept). Then both sides are timed at
+# each thread count, each pinned with `taskset` to as many cores as threads.
+# Prints both JSON lines per run and the tables of embeddings/s.
+#
+# Pillow: torchreid resizes with Pillow's bilinear filter, which Osprey
+# reproduces byte for byte as Pillow up to 12.x computes it; Pillow 13.0
+# gives different bytes (±1 on about a seventh of the pixels of a
+# downscaled crop). The PyTorch side therefore imports Pillow 12.3.0 from
+# $OSPREY_BENCH_PILLOW (default ~/.cache/osprey/bench-pillow12, installed
+# there with `pip install --target` on first use) ahead of the venv's own.
+#
+# Usage: bench-person-models.sh [ITERS] [MODEL...]
+#   defaults: 5, osnet-x1_0 osnet-ain-x1_0 gaitbase; BATCH=32 sets the body
+#   crops per pass, THREADS="1 2" the thread counts. PyTorch comes from the
+#   venv at $OSPREY_BENCH_VENV (default ~/.cache/osprey/bench-venv, created
+#   on first use from PyPI: torch torchvision numpy safetensors
+#   opencv-python-headless).
+set -euo pipefail
+osprey="${OSPREY:-osprey}"
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="${OSPREY_BENCH_VENV:-$HOME/.cache/osprey/bench-venv}"
+pillow="${OSPREY_BENCH_PILLOW:-$HOME/.cache/osprey/bench-pillow12}"
+fixtures="${OSPREY_SEED_FIXTURES:-$repo/../shared/fixtures/seed-models}"
+data="${OSPREY_DATA:-$repo/../shared/data}"
+iters="${1:-5}"
+shift $(($# < 1 ? $# : 1))
+(($# == 0)) && set -- osnet-x1_0 osnet-ain-x1_0 gaitbase
+batch="${BATCH:-32}"
+read -r -a threads <<<"${THREADS:-1 2}"
+
+[ -d "$fixtures" ] || { echo "no seed fixtures at $fixtures (set OSPREY_SEED_FIXTURES)" >&2; exit 1; }
+python="$venv/bin/python"
+if ! [ -x "$python" ] || ! "$python" -c 'import torch, torchvision, numpy, safetensors, cv2' 2>/dev/null; then
+  echo "preparing the PyTorch venv at $venv (from PyPI)" >&2
+  [ -x "$python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check torch torchvision numpy safetensors \
+    opencv-python-headless==4.10.0.84
+fi
+if ! PYTHONPATH="$pillow" "$python" -c 'import PIL, sys; sys.exit(PIL.__version__ != "12.3.0")' 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --target "$pillow" pillow==12.3.0
+fi
+torch_bench=(env PYTHONPATH="$pillow" "$python" "$here/person_models_torch_bench.py")
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+results="$work/results.jsonl"
+echo "== crops, and the PyTorch definitions against the upstream reference fixtures" >&2
+"${torch_bench[@]}" --write-crops "$data" "$work/crops" --self-check "$fixtures" --threads "$(nproc)" >"$work/setup.json"
+echo "PyTorch self-check: $(cat "$work/setup.json")" >&2
+crops=("$work"/crops/*.png)
+sils="$data/All-in-One-Gait/OpenGait/demo/output/GaitSilhouette/gallery"
+sequences=("$sils"/001/undefined "$sils"/002/undefined "$sils"/003/undefined "$sils"/004/undefined)
+
+for model in "$@"; do
+  case "$model" in
+    osnet-x1_0) weights="$fixtures/osnet_x1_0.weights.f16.safetensors" inputs=("${crops[@]}") ;;
+    osnet-ain-x1_0) weights="$fixtures/osnet_ain_x1_0.weights.f16.safetensors" inputs=("${crops[@]}") ;;
+    gaitbase) weights="$fixtures/gaitbase.weights.f16.safetensors" inputs=("${sequences[@]}") ;;
+    *) echo "no PyTorch definition of $model here (osnet-x1_0, osnet-ain-x1_0, gaitbase)" >&2; exit 2 ;;
+  esac
+  reference="$work/$model.reference.safetensors"
+  echo "== $model: reference embeddings from PyTorch" >&2
+  "${torch_bench[@]}" --model "$model" --weights "$weights" --batch "$batch" --iters 1 --threads "$(nproc)" \
+    --save-reference "$reference" --inputs "${inputs[@]}" >/dev/null
+  for t in "${threads[@]}"; do
+    cpus="0-$((t - 1))"
+    ref=$(OMP_NUM_THREADS=$t taskset -c "$cpus" "${torch_bench[@]}" --model "$model" --weights "$weights" \
+      --batch "$batch" --iters "$iters" --threads "$t" --inputs "${inputs[@]}")
+    ours=$(taskset -c "$cpus" "$osprey" --threads "$t" bench person-model --model "$model" --weights "$weights" \
+      --reference "$reference" --batch "$batch" --iters "$iters" --json --inputs "${inputs[@]}")
+    echo "threads=$t pytorch: $ref"
+    echo "threads=$t osprey:  $ours"
+    printf '%s\n%s\n' "$ref" "$ours" >>"$results"
+  done
+done
+
+"$python" - "$results" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+pairs = list(zip(rows[0::2], rows[1::2]))
+print(f"\nbest of {rows[0]['iters']} passes after one warm-up (median in brackets); PyTorch {rows[0]['torch']}")
+body = [(r, o) for r, o in pairs if o["modality"] == "body"]
+gait = [(r, o) for r, o in pairs if o["modality"] == "gait"]
+if body:
+    print(f"\nbody: batch of {body[0][1]['batch']} crops\n")
+    print("| model | threads | Osprey embeddings/s (median) | PyTorch embeddings/s (median) | ratio Osprey/PyTorch | parity min cosine |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for ref, ours in body:
+        print(f"| {ours['model']} | {ours['threads']} | {ours['embeddings_per_s']:.2f} ({ours['median_embeddings_per_s']:.2f}) "
+              f"| {ref['embeddings_per_s']:.2f} ({ref['median_embeddings_per_s']:.2f}) "
+              f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} |")
+if gait:
+    g = gait[0][1]
+    print(f"\ngait: {g['batch']} sequences, {g['frames']} silhouettes ({g['frames_kept']} kept by the pretreatment)\n")
+    print("| model | threads | Osprey sequences/s (silhouettes/s) | PyTorch sequences/s (silhouettes/s) | ratio Osprey/PyTorch | parity min cosine |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for ref, ours in gait:
+        print(f"| {ours['model']} | {ours['threads']} | {ours['embeddings_per_s']:.3f} ({ours['frames_per_s']:.1f}) "
+              f"| {ref['embeddings_per_s']:.3f} ({ref['frames_per_s']:.1f}) "
+              f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} |")
+PY
