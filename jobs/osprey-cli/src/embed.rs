@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::{Error, Modality};
 use osprey_media::{decode_image, is_image_path};
+use osprey_models::appearance::AppearanceEmbedder;
 use osprey_models::person::PersonRecognizer;
 use osprey_models::recognizer::{BATCH, template_keypoints_for, to_input_size};
 use osprey_models::registry::{
@@ -18,16 +19,22 @@ use osprey_models::registry::{
 };
 use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, FaceSelection, default_device, model_dir};
 use osprey_pipeline::media::{failure_row, read_input, walk};
-use osprey_pipeline::{MediaAnalysis, MediaSettings, Observation};
+use osprey_pipeline::{BodyEmbedder, MediaAnalysis, MediaSettings, Observation};
 use osprey_store::{BBox, Template, encode_parquet, templates_to_batch};
 
 #[derive(clap::Args)]
 pub struct EmbedArgs {
-    /// Model (`osprey models list`): a face model, or a body model (inputs
-    /// are person crops, one template each) or a gait model (inputs are
-    /// folders of silhouettes, one template per folder).
-    #[arg(long, default_value = DEFAULT_FACE_MODEL)]
-    pub model: String,
+    /// What the inputs show: `face` (default), `body` (person crops, one
+    /// template each) or `gait` (folders of silhouettes, one template per
+    /// folder). Without --model: the default face model, the out-of-the-box
+    /// body appearance model; gait needs --model.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["face", "body", "gait"]))]
+    pub modality: Option<String>,
+    /// Model (`osprey models list`): a face model, a body model or a gait
+    /// model; its modality decides how inputs are read (default: the
+    /// modality's default model).
+    #[arg(long)]
+    pub model: Option<String>,
     /// The model's checkpoint, for models whose weights users bring
     /// (AdaFace's .ckpt, CVLface's model.safetensors, a state dict).
     #[arg(long, value_name = "FILE")]
@@ -66,10 +73,104 @@ pub struct EmbedArgs {
     /// Output Parquet file (template schema).
     #[arg(long)]
     pub out: PathBuf,
+    /// Folders (or files) of crops taken whole, no detection: person crops
+    /// for body models (one template each), aligned face crops for face
+    /// models (as --aligned).
+    #[arg(long, value_name = "DIR", conflicts_with = "silhouettes")]
+    pub crops: Vec<String>,
+    /// Folders of silhouette sequences for gait models: every folder that
+    /// holds images is one sequence (CASIA-B's and OpenGait's layout), its
+    /// frames in file-name order.
+    #[arg(long, value_name = "DIR")]
+    pub silhouettes: Vec<String>,
     /// Image files, folders (searched recursively), `@list.txt` files (one
     /// input per line) or object URLs (s3://…, file://…).
-    #[arg(required = true)]
     pub inputs: Vec<String>,
+}
+
+impl EmbedArgs {
+    /// Every input: the positional ones, then --crops and --silhouettes.
+    fn all_inputs(&self) -> Vec<String> {
+        self.inputs.iter().chain(&self.crops).chain(&self.silhouettes).cloned().collect()
+    }
+
+    /// The model these arguments name, checked against --modality and the
+    /// kind of inputs given.
+    fn chosen_model(&self) -> anyhow::Result<ChosenModel> {
+        let modality = self.modality.as_deref().map(str::parse::<Modality>).transpose()?;
+        let chosen = match (self.model.as_deref(), modality) {
+            (None, None | Some(Modality::Face)) if !self.silhouettes.is_empty() => bail!(Error::invalid(
+                "--silhouettes are read by gait models: add --modality gait --model gaitbase (see `osprey models list`)"
+            )),
+            (None, None | Some(Modality::Face)) => ChosenModel::Face(face_model(DEFAULT_FACE_MODEL)?),
+            (None, Some(Modality::Body)) => ChosenModel::Appearance,
+            (None, Some(_)) => {
+                let gait: Vec<&str> =
+                    person_models().iter().filter(|m| m.modality == Modality::Gait).map(|m| m.id).collect();
+                bail!(Error::invalid(format!("--modality gait needs --model: one of {}", gait.join(", "))))
+            }
+            (Some(id), _) if id == osprey_models::appearance::MODEL_ID => ChosenModel::Appearance,
+            (Some(id), _) => match (face_model(id), person_model(id)) {
+                (Ok(spec), _) => ChosenModel::Face(spec),
+                (Err(_), Ok(spec)) => ChosenModel::Person(spec),
+                (Err(_), Err(_)) => {
+                    let faces: Vec<&str> = face_models().iter().map(|m| m.id).collect();
+                    let mut others: Vec<&str> = vec![osprey_models::appearance::MODEL_ID];
+                    others.extend(person_models().iter().map(|m| m.id));
+                    bail!(Error::invalid(format!(
+                        "unknown model `{id}`; face models: {}; body and gait models: {} (see `osprey models list`)",
+                        faces.join(", "),
+                        others.join(", ")
+                    )));
+                }
+            },
+        };
+        let actual = chosen.modality();
+        if let Some(m) = modality.filter(|m| *m != actual) {
+            bail!(Error::invalid(format!("--modality {m}: `{}` is a {actual} model", chosen.id())));
+        }
+        if !self.silhouettes.is_empty() && actual != Modality::Gait {
+            bail!(Error::invalid(format!("--silhouettes are for gait models; `{}` is a {actual} model", chosen.id())));
+        }
+        if !self.crops.is_empty() && actual == Modality::Gait {
+            bail!(Error::invalid("gait models read --silhouettes (folders of silhouettes), not --crops"));
+        }
+        if self.all_inputs().is_empty() {
+            bail!(Error::invalid(match actual {
+                Modality::Gait => "no inputs: name folders of silhouettes (--silhouettes DIR)",
+                Modality::Body => "no inputs: name person crops (--crops DIR)",
+                _ => "no inputs: name images, folders or --crops DIR",
+            }));
+        }
+        Ok(chosen)
+    }
+}
+
+/// The model `osprey embed` runs.
+enum ChosenModel {
+    Face(FaceModelSpec),
+    /// The out-of-the-box body appearance model (files from fetch-models.sh).
+    Appearance,
+    /// A body or gait recogniser whose checkpoint the user brings.
+    Person(PersonModelSpec),
+}
+
+impl ChosenModel {
+    fn modality(&self) -> Modality {
+        match self {
+            ChosenModel::Face(_) => Modality::Face,
+            ChosenModel::Appearance => Modality::Body,
+            ChosenModel::Person(spec) => spec.modality,
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            ChosenModel::Face(spec) => spec.id,
+            ChosenModel::Appearance => osprey_models::appearance::MODEL_ID,
+            ChosenModel::Person(spec) => spec.id,
+        }
+    }
 }
 
 /// Images decoded and searched at the same time.
@@ -149,26 +250,17 @@ impl Progress {
 }
 
 pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
-    let spec = match (face_model(&args.model), person_model(&args.model)) {
-        (Ok(spec), _) => spec,
-        (Err(_), Ok(spec)) => return embed_person(&args, &spec),
-        (Err(_), Err(_)) => {
-            let faces: Vec<&str> = face_models().iter().map(|m| m.id).collect();
-            let others: Vec<&str> = person_models().iter().map(|m| m.id).collect();
-            bail!(Error::invalid(format!(
-                "unknown model `{}`; face models: {}; body and gait models: {} (see `osprey models list`)",
-                args.model,
-                faces.join(", "),
-                others.join(", ")
-            )));
-        }
+    let spec = match args.chosen_model()? {
+        ChosenModel::Face(spec) => spec,
+        other => return embed_person(&args, &other),
     };
-    let inputs = expand_inputs(&args.inputs)?;
+    let aligned = args.aligned || !args.crops.is_empty();
+    let inputs = expand_inputs(&args.all_inputs())?;
     if inputs.is_empty() {
         bail!(Error::invalid("no input images"));
     }
     let started = Instant::now();
-    let rows = if args.aligned { embed_aligned(&args, &spec, &inputs)? } else { embed_detected(&args, &inputs)? };
+    let rows = if aligned { embed_aligned(&args, &spec, &inputs)? } else { embed_detected(&args, &spec, &inputs)? };
     let faces = rows.iter().filter(|t| t.embedding.is_some()).count();
     let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
     write_rows(&args.out, &rows, spec.dim)?;
@@ -181,7 +273,7 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{faces} {} from {} images ({} without a face or unreadable) in {secs:.1}s ({:.1} images/s) with {} → {}",
-        if args.aligned { "crops" } else { "faces" },
+        if aligned { "crops" } else { "faces" },
         inputs.len(),
         failed.len(),
         inputs.len() as f64 / secs,
@@ -192,11 +284,11 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
 }
 
 /// Detect, align and embed every (or the largest) face of each image.
-fn embed_detected(args: &EmbedArgs, inputs: &[String]) -> anyhow::Result<Vec<Template>> {
+fn embed_detected(args: &EmbedArgs, spec: &FaceModelSpec, inputs: &[String]) -> anyhow::Result<Vec<Template>> {
     let settings = MediaSettings {
         upsample: args.upsample,
         max_detect_megapixels: args.max_detect_megapixels,
-        model: args.model.clone(),
+        model: spec.id.to_string(),
         weights: args.weights.clone(),
         detector: args.detector.clone(),
         ..MediaSettings::default()
@@ -334,97 +426,124 @@ fn embed_aligned(args: &EmbedArgs, spec: &FaceModelSpec, inputs: &[String]) -> a
 }
 
 /// Body crops or gait silhouette sequences through a body or gait model:
-/// one template per crop (body) or per folder of silhouettes (gait). Person
-/// detection in whole frames is not there yet, so the inputs are what it
-/// would produce.
-fn embed_person(args: &EmbedArgs, spec: &PersonModelSpec) -> anyhow::Result<()> {
-    if args.largest_face || args.detector.is_some() {
+/// one template per crop (body) or per folder of silhouettes (gait), taken
+/// as they are (no detection: the inputs are what a user's own detector
+/// and segmenter made).
+fn embed_person(args: &EmbedArgs, chosen: &ChosenModel) -> anyhow::Result<()> {
+    let modality = chosen.modality();
+    if args.largest_face || args.detector.is_some() || args.aligned {
         bail!(Error::invalid(format!(
-            "`{}` reads {}: --largest-face and --detector are for face models",
-            spec.id,
-            if spec.modality == Modality::Gait { "silhouette sequences" } else { "person crops" }
+            "`{}` reads {}: --largest-face, --detector and --aligned are for face models",
+            chosen.id(),
+            if modality == Modality::Gait { "silhouette sequences" } else { "person crops" }
         )));
     }
-    let Some(weights) = &args.weights else {
-        bail!(Error::invalid(format!("model `{}` needs its checkpoint: pass --weights FILE", spec.id)));
-    };
     let started = Instant::now();
-    let recognizer = PersonRecognizer::load(spec, std::path::Path::new(weights), &default_device())?;
+    let device = default_device();
+    // Gait reads sequences through the recogniser; bodies read crops
+    // through any body embedder.
+    let embedder = match chosen {
+        ChosenModel::Appearance => {
+            if args.weights.is_some() {
+                bail!(Error::invalid(format!(
+                    "the appearance model `{}` is fetched by infra/scripts/fetch-models.sh; --weights is for body recognisers such as osnet-x1_0",
+                    chosen.id()
+                )));
+            }
+            PersonEmbedder::Body(Box::new(AppearanceEmbedder::load(&model_dir(args.models.as_deref()), &device)?))
+        }
+        ChosenModel::Person(spec) => {
+            let Some(weights) = &args.weights else {
+                bail!(Error::invalid(format!("model `{}` needs its checkpoint: pass --weights FILE", spec.id)));
+            };
+            let r = PersonRecognizer::load(spec, std::path::Path::new(weights), &device)?;
+            if modality == Modality::Gait { PersonEmbedder::Gait(r) } else { PersonEmbedder::Body(Box::new(r)) }
+        }
+        ChosenModel::Face(_) => unreachable!("faces go through embed_detected/embed_aligned"),
+    };
+    let (model_id, dim) = match &embedder {
+        PersonEmbedder::Gait(r) => (r.spec().id.to_string(), r.spec().dim),
+        PersonEmbedder::Body(b) => (b.model().to_string(), b.dim()),
+    };
     let runtime = tokio::runtime::Handle::current();
     let subject = |input: &str| args.subject_from_parent.then(|| parent_name(input)).flatten();
     let row = |input: &str, embedding: Vec<f32>, frames: usize| Template {
-        template_id: template_id(input, 0, spec.id),
+        template_id: template_id(input, 0, &model_id),
         subject_id: subject(input),
         media_uri: Some(input.to_string()),
-        modality: Some(spec.modality),
-        model: spec.id.to_string(),
+        modality: Some(modality),
+        model: model_id.clone(),
         embedding: Some(embedding),
         num_frames: Some(frames as i32),
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         ..Default::default()
     };
     let fail = |input: &str, why: &str| Template {
-        modality: Some(spec.modality),
+        modality: Some(modality),
         subject_id: subject(input),
-        ..failure(input, spec.id, why)
+        ..failure(input, &model_id, why)
     };
     let mut rows = Vec::new();
-    let units;
-    if spec.modality == Modality::Gait {
-        let sequences = silhouette_sequences(&args.inputs)?;
-        units = sequences.len();
-        let progress = Progress::new(sequences.len() as u64, "sequences");
-        for (folder, files) in &sequences {
-            let frames = files
-                .iter()
-                .map(|f| {
-                    let bytes = read_input(f, &runtime)?;
-                    image::load_from_memory(&bytes)
-                        .map(|d| d.into_luma8())
-                        .map_err(|e| Error::invalid(format!("{f}: not a readable image: {e}")))
-                })
-                .collect::<osprey_core::Result<Vec<_>>>();
-            rows.push(match frames.and_then(|frames| recognizer.embed_gait(&frames)) {
-                Ok((embedding, used)) => row(folder, embedding, used),
-                Err(e) => fail(folder, e.message()),
-            });
-            progress.inc();
-        }
-        progress.finish();
-    } else {
-        let inputs = expand_inputs(&args.inputs)?;
-        units = inputs.len();
-        let progress = Progress::new(inputs.len() as u64, "crops");
-        for chunk in inputs.chunks(osprey_models::person::BODY_BATCH) {
-            let mut crops = Vec::with_capacity(chunk.len());
-            let mut names = Vec::with_capacity(chunk.len());
-            for input in chunk {
-                match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
-                    Ok(d) => {
-                        crops.push(d.image);
-                        names.push(input.as_str());
-                    }
-                    Err(e) => rows.push(fail(input, e.message())),
-                }
+    let units = match &embedder {
+        PersonEmbedder::Gait(recognizer) => {
+            let sequences = silhouette_sequences(&args.all_inputs())?;
+            let units = sequences.len();
+            let progress = Progress::new(sequences.len() as u64, "sequences");
+            for (folder, files) in &sequences {
+                let frames = files
+                    .iter()
+                    .map(|f| {
+                        let bytes = read_input(f, &runtime)?;
+                        image::load_from_memory(&bytes)
+                            .map(|d| d.into_luma8())
+                            .map_err(|e| Error::invalid(format!("{f}: not a readable image: {e}")))
+                    })
+                    .collect::<osprey_core::Result<Vec<_>>>();
+                rows.push(match frames.and_then(|frames| recognizer.embed_gait(&frames)) {
+                    Ok((embedding, used)) => row(folder, embedding, used),
+                    Err(e) => fail(folder, e.message()),
+                });
                 progress.inc();
             }
-            for ((input, embedding), crop) in names.into_iter().zip(recognizer.embed_bodies(&crops)?).zip(&crops) {
-                rows.push(Template {
-                    bbox: Some(BBox { x: 0.0, y: 0.0, w: crop.width() as f32, h: crop.height() as f32 }),
-                    ..row(input, embedding, 1)
-                });
-            }
+            progress.finish();
+            units
         }
-        progress.finish();
-    }
+        PersonEmbedder::Body(body) => {
+            let inputs = expand_inputs(&args.all_inputs())?;
+            let units = inputs.len();
+            let progress = Progress::new(inputs.len() as u64, "crops");
+            for chunk in inputs.chunks(osprey_models::person::BODY_BATCH) {
+                let mut crops = Vec::with_capacity(chunk.len());
+                let mut names = Vec::with_capacity(chunk.len());
+                for input in chunk {
+                    match read_input(input, &runtime).and_then(|b| decode_image(&b, input)) {
+                        Ok(d) => {
+                            crops.push(d.image);
+                            names.push(input.as_str());
+                        }
+                        Err(e) => rows.push(fail(input, e.message())),
+                    }
+                    progress.inc();
+                }
+                for ((input, embedding), crop) in names.into_iter().zip(body.embed(&crops)?).zip(&crops) {
+                    rows.push(Template {
+                        bbox: Some(BBox { x: 0.0, y: 0.0, w: crop.width() as f32, h: crop.height() as f32 }),
+                        ..row(input, embedding, 1)
+                    });
+                }
+            }
+            progress.finish();
+            units
+        }
+    };
     if units == 0 {
-        bail!(Error::invalid(if spec.modality == Modality::Gait {
+        bail!(Error::invalid(if modality == Modality::Gait {
             "no silhouette sequences: name folders of silhouette images (one folder per sequence)"
         } else {
             "no input images"
         }));
     }
-    write_rows(&args.out, &rows, spec.dim)?;
+    write_rows(&args.out, &rows, dim)?;
     let failed: Vec<&Template> = rows.iter().filter(|t| t.embedding.is_none()).collect();
     for f in failed.iter().take(20) {
         eprintln!("  {}: {}", f.media_uri.as_deref().unwrap_or("?"), f.error.as_deref().unwrap_or("?"));
@@ -432,14 +551,21 @@ fn embed_person(args: &EmbedArgs, spec: &PersonModelSpec) -> anyhow::Result<()> 
     eprintln!(
         "{} {} templates from {units} {} ({} failed) in {:.1}s with {} → {}",
         rows.len() - failed.len(),
-        spec.modality.as_str(),
-        if spec.modality == Modality::Gait { "sequences" } else { "crops" },
+        modality.as_str(),
+        if modality == Modality::Gait { "sequences" } else { "crops" },
         failed.len(),
         started.elapsed().as_secs_f64(),
-        spec.id,
+        model_id,
         args.out.display()
     );
     Ok(())
+}
+
+/// What reads a person input: a gait recogniser reads silhouette sequences,
+/// a body embedder reads crops.
+enum PersonEmbedder {
+    Gait(PersonRecognizer),
+    Body(Box<dyn BodyEmbedder>),
 }
 
 /// Writes template rows of `dim`-wide embeddings as Parquet to `out`,

@@ -1142,7 +1142,8 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         None => scratch.path().join("embeddings.parquet"),
     };
     crate::embed::run(crate::embed::EmbedArgs {
-        model: args.model.clone(),
+        modality: None,
+        model: Some(args.model.clone()),
         weights: args.weights.clone(),
         detector: args.detector.clone(),
         aligned: false,
@@ -1154,6 +1155,8 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         subject_from_parent: false,
         out: parquet.clone(),
         inputs: images.clone(),
+        crops: Vec::new(),
+        silhouettes: Vec::new(),
     })
     .await?;
     let bytes = std::fs::read(&parquet).with_context(|| format!("cannot read {}", parquet.display()))?;

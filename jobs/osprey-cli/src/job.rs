@@ -117,8 +117,9 @@ pub struct SubmitArgs {
     /// The CAFace checkpoint, as for --weights.
     #[arg(long, value_name = "KEY_OR_URL")]
     aggregator_weights: Option<String>,
-    /// What to find and embed: `face` (default), `body`, or `face,body`;
-    /// each modality has its own index in the gallery (`<gallery>.body`).
+    /// What to find and embed: `face` (default), `body`, `gait` (with
+    /// `body`), or several; each modality has its own index in the gallery
+    /// (`<gallery>.body`, `<gallery>.gait`).
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<Modality>>,
     /// Body model (default: the appearance model
@@ -129,6 +130,12 @@ pub struct SubmitArgs {
     /// The body recogniser's checkpoint, as for --weights.
     #[arg(long, value_name = "KEY_OR_URL")]
     body_weights: Option<String>,
+    /// Gait model for `gait` in --modalities (gaitbase; needs `body` too).
+    #[arg(long)]
+    gait_model: Option<String>,
+    /// The gait model's checkpoint, as for --weights.
+    #[arg(long, value_name = "KEY_OR_URL")]
+    gait_weights: Option<String>,
     /// Search: calibrate the threshold for this FPIR.
     #[arg(long, conflicts_with = "threshold")]
     fpir: Option<f64>,
@@ -262,6 +269,8 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         modalities: args.modalities,
         body_model: args.body_model,
         body_weights: args.body_weights,
+        gait_model: args.gait_model,
+        gait_weights: args.gait_weights,
         fpir: args.fpir,
         threshold: args.threshold,
         top_k: args.top_k,

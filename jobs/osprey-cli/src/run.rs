@@ -89,6 +89,14 @@ pub struct MediaArgs {
     /// The body recogniser's checkpoint: a path or object URL.
     #[arg(long, value_name = "FILE")]
     pub body_weights: Option<String>,
+    /// Gait model for `gait` in --modalities (gaitbase): one gait template
+    /// per body track, from its silhouettes (static cameras; at least 25
+    /// silhouettes, so sample densely for short walks).
+    #[arg(long)]
+    pub gait_model: Option<String>,
+    /// The gait model's checkpoint (OpenGait's .pt): a path or object URL.
+    #[arg(long, value_name = "FILE")]
+    pub gait_weights: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -246,6 +254,8 @@ fn media_settings(args: &MediaArgs) -> MediaSettings {
         modalities: args.modalities.clone(),
         body_model: args.body_model.clone(),
         body_weights: args.body_weights.clone(),
+        gait_model: args.gait_model.clone(),
+        gait_weights: args.gait_weights.clone(),
     }
 }
 

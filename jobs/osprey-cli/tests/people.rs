@@ -182,9 +182,13 @@ fn body_options_are_checked_before_any_work() {
     std::fs::create_dir_all(subjects.join("obama")).unwrap();
     std::fs::copy(&photo, subjects.join("obama/obama.jpg")).unwrap();
     ok(&["run", "enroll", "--root", s(&root), "--gallery", "faces", "--subjects-from-dirs", s(&subjects)]);
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--modalities", "body"], "has no body index (`faces.body`)"),
-        (&["--modalities", "gait"], "modality `gait` is not available"),
+        (&["--modalities", "gait"], "modality `gait` needs `body` too"),
+        (&["--modalities", "body,gait"], "needs a gait model: pass --gait-model gaitbase"),
+        (&["--modalities", "body,gait", "--gait-model", "gaitbase"], "needs its checkpoint: pass --gait-weights"),
+        (&["--modalities", "body,gait", "--gait-model", "osnet-x1_0", "--gait-weights", "w.pt"], "not a gait model"),
+        (&["--modalities", "body", "--gait-model", "gaitbase"], "need `gait` in --modalities"),
         (&["--modalities", "body", "--body-model", "osnet-x1_0"], "needs its checkpoint: pass --body-weights"),
     ];
     for (extra, want) in cases {

@@ -59,7 +59,20 @@ fn osnet_embeds_person_crops() {
     std::fs::write(&broken, b"not a jpeg").unwrap();
     let out = tmp.path().join("bodies.parquet");
     let weights = fixture("osnet_x1_0.weights.f16.safetensors");
-    ok(&["embed", "--model", "osnet-x1_0", "--weights", s(&weights), "--out", s(&out), s(&crops), s(&broken)]);
+    ok(&[
+        "embed",
+        "--modality",
+        "body",
+        "--model",
+        "osnet-x1_0",
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+        "--crops",
+        s(&crops),
+        s(&broken),
+    ]);
     let rows = read_rows(&out);
     assert_eq!(rows.len(), 3, "{rows:?}");
     let good: Vec<&Row> = rows.iter().filter(|r| r.embedding.is_some()).collect();
@@ -109,6 +122,8 @@ fn gaitbase_embeds_silhouette_sequences() {
     let weights = fixture("gaitbase.weights.f16.safetensors");
     ok(&[
         "embed",
+        "--modality",
+        "gait",
         "--model",
         "gaitbase",
         "--weights",
@@ -116,6 +131,7 @@ fn gaitbase_embeds_silhouette_sequences() {
         "--subject-from-parent",
         "--out",
         s(&out),
+        "--silhouettes",
         s(&seqs),
     ]);
     let rows = read_rows(&out);
@@ -138,4 +154,52 @@ fn gaitbase_embeds_silhouette_sequences() {
     let out = osprey(&["embed", "--model", "gaitbase", "--weights", s(&weights), "--out", s(&out), one]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("folders of silhouettes"));
+
+    // A gait model reads silhouettes, not crops; a body model not silhouettes.
+    let out = osprey(&[
+        "embed",
+        "--modality",
+        "gait",
+        "--model",
+        "gaitbase",
+        "--weights",
+        s(&weights),
+        "--crops",
+        s(&seqs),
+        "--out",
+        "x.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--silhouettes"));
+    let out = osprey(&[
+        "embed",
+        "--modality",
+        "body",
+        "--model",
+        "gaitbase",
+        "--weights",
+        s(&weights),
+        "--crops",
+        s(&seqs),
+        "--out",
+        "x.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a gait model"));
+}
+
+/// `--modality body` without a model embeds crops with the out-of-the-box
+/// appearance model (its files come from fetch-models.sh).
+#[test]
+fn body_crops_default_to_the_appearance_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bodies.parquet");
+    let crops = data().join("person_search_demo/query");
+    ok(&["embed", "--modality", "body", "--out", s(&out), "--crops", s(&crops)]);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!((r.modality.as_str(), r.model.as_str()), ("body", "dinov2-vits14-imgfocus-0.1.1"));
+        assert!(unit(r.embedding.as_ref().unwrap()));
+    }
 }

@@ -486,7 +486,7 @@ fn body_jobs_enrol_and_search_people_through_the_services() {
     let bad: [(Value, u16, &str); 3] = [
         (json!({"modalities": ["body"], "gallery": "nobody"}), 404, "no gallery `nobody`"),
         (json!({"modalities": ["body"], "body_model": "osnet-x1_0"}), 400, "needs its checkpoint"),
-        (json!({"modalities": ["gait"]}), 400, "modality `gait` is not available"),
+        (json!({"modalities": ["gait"]}), 400, "modality `gait` needs `body` too"),
     ];
     for (extra, want_status, want) in bad {
         let mut spec = json!({"kind": "search", "gallery": "people", "inputs": ["media/probes/"]});
@@ -544,6 +544,117 @@ fn body_jobs_enrol_and_search_people_through_the_services() {
     assert_eq!(bodies["subject_ids"], json!(["obama"]), "{bodies}");
     assert!(api.sql(READER, "SELECT * FROM templates WHERE subject_id = 'p0001'").is_empty());
     assert!(api.sql(READER, "SELECT * FROM results WHERE subject_id = 'p0001'").is_empty());
+}
+
+/// The seed's body and gait recognisers through the services, on the
+/// reference fixtures' random weights (the mechanics, never accuracy): an
+/// enrol job with `body_model: osnet-x1_0` and `gait_model: gaitbase` makes
+/// one index per modality with that model's templates, gait templates come
+/// from body tracks' silhouettes and link to them by `person_track_id`, and
+/// a search job of the same walk finds the walker's own gait template (the
+/// same silhouettes give the same template, whatever the weights).
+#[test]
+fn gait_and_body_recognisers_run_in_service_jobs() {
+    let s3 = s3_server::start_s3("media");
+    let bucket = s3.dir.path().join("media");
+    let put = |key: &str, from: &Path| {
+        let to = bucket.join("osprey").join(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    };
+    let fixtures = std::env::var_os("OSPREY_SEED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/fixtures/seed-models"));
+    put("weights/osnet.safetensors", &fixtures.join("osnet_x1_0.weights.f16.safetensors"));
+    put("weights/gaitbase.safetensors", &fixtures.join("gaitbase.weights.f16.safetensors"));
+    // One person walking indoors in front of a still camera, 6 s.
+    let walk = data().join("All-in-One-Gait/history_Inputvideos/demo3.mp4");
+    put("media/subjects/walker/walk.mp4", &walk);
+    put("media/probes/walk.mp4", &walk);
+
+    let cluster = Cluster {
+        s3_port: s3.port,
+        root: "s3://media/osprey".into(),
+        port: free_port(),
+        logs: tempfile::tempdir().unwrap(),
+    };
+    let _coordinator = cluster.start_coordinator("coordinator.log");
+    let _worker = cluster.start_worker("worker.log");
+    let api = Api::new(cluster.port);
+    let models = json!({"modalities": ["body", "gait"], "sample_fps": "every:2",
+                        "body_model": "osnet-x1_0", "body_weights": "weights/osnet.safetensors",
+                        "gait_model": "gaitbase", "gait_weights": "weights/gaitbase.safetensors"});
+    let with_models = |spec: Value| {
+        let mut spec = spec;
+        spec.as_object_mut().unwrap().extend(models.as_object().unwrap().clone());
+        spec
+    };
+
+    let enroll = with_models(json!({"kind": "enroll", "gallery": "walkers", "inputs": ["media/subjects/"],
+                                    "subjects_from": "dirs"}));
+    let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(enroll));
+    assert_eq!(status, 202, "{body}");
+    let enrolled = api.wait(body["job_id"].as_str().unwrap(), Duration::from_secs(600), |_| false);
+    assert_eq!(enrolled["state"], "completed", "{enrolled}\n{}", cluster.all_logs());
+    for (gallery, model, dim) in [("walkers.body", "osnet-x1_0", 512), ("walkers.gait", "gaitbase", 4096)] {
+        let (status, g) = api.call("GET", &format!("/v1/galleries/{gallery}"), Some(READER), None);
+        assert_eq!(status, 200, "{gallery}: {g}");
+        assert_eq!((g["model"].as_str(), g["dim"].as_u64()), (Some(model), Some(dim)), "{g}");
+        assert_eq!(g["subject_ids"], json!(["walker"]), "{g}");
+    }
+    // Each gait template belongs to an enrolled body track of the walker.
+    let linked = api.sql(
+        READER,
+        "SELECT g.num_frames, g.quality, b.silhouette_frames FROM templates g \
+         JOIN templates b ON b.template_id = g.person_track_id \
+         WHERE g.modality = 'gait' AND b.modality = 'body' AND g.subject_id = 'walker'",
+    );
+    assert!(!linked.is_empty(), "gait templates link to their body tracks");
+    for r in &linked {
+        let used = r["num_frames"].as_i64().unwrap();
+        assert!(used >= 25 && used <= r["silhouette_frames"].as_i64().unwrap(), "{r}");
+        assert!(r["quality"].as_f64().unwrap() > 0.0, "{r}");
+    }
+
+    // A gait search needs a gallery with a gait index of the same model.
+    let wrong = with_models(json!({"kind": "search", "gallery": "walkers", "inputs": ["media/probes/"]}));
+    let mut wrong = wrong;
+    wrong["body_model"] = json!(null);
+    wrong["body_weights"] = json!(null);
+    let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(wrong));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("set `body_model` to `osnet-x1_0`"), "{body}");
+
+    let search = with_models(json!({"kind": "search", "gallery": "walkers", "inputs": ["media/probes/"],
+                                    "threshold": 0.5}));
+    let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(search));
+    assert_eq!(status, 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_string();
+    let done = api.wait(&job_id, Duration::from_secs(600), |_| false);
+    assert_eq!(done["state"], "completed", "{done}\n{}", cluster.all_logs());
+    let (status, page) = api.call("GET", &format!("/v1/jobs/{job_id}/results?limit=1000"), Some(READER), None);
+    assert_eq!(status, 200, "{page}");
+    let rows = page["rows"].as_array().unwrap();
+    let gait: Vec<&Value> = rows.iter().filter(|r| r["modality"] == "gait").collect();
+    assert!(!gait.is_empty(), "gait results: {page}");
+    let best = gait.iter().map(|r| r["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert!(best > 0.999, "the same walk gives the same gait template: {page}");
+    assert!(gait.iter().any(|r| r["subject_id"] == "walker" && r["decision"] == "match"), "{page}");
+    assert!(rows.iter().any(|r| r["modality"] == "body"), "body results too: {page}");
+    // Body tracks too short for gait are recorded with the reason.
+    let probes = api.sql(
+        READER,
+        &format!(
+            "SELECT modality, model, error, embedding IS NULL AS empty FROM templates WHERE job_id = '{job_id}' \
+             AND modality = 'gait'"
+        ),
+    );
+    for r in &probes {
+        assert_eq!(r["model"], "gaitbase", "{r}");
+        assert_eq!(r["empty"].as_bool(), Some(!r["error"].is_null()), "an error or an embedding: {r}");
+    }
+    let audit = api.sql(ADMIN, &format!("SELECT DISTINCT gallery FROM audit WHERE job_id = '{job_id}' ORDER BY 1"));
+    assert_eq!(audit, vec![json!({"gallery": "walkers.body"}), json!({"gallery": "walkers.gait"})]);
 }
 
 /// Job `job_id`'s observations as sorted keys (media, track, frame, time, box).

@@ -198,9 +198,10 @@ pub struct JobSpec {
     /// The CAFace checkpoint for `aggregator: caface`, as for `weights`.
     #[serde(default)]
     pub aggregator_weights: Option<String>,
-    /// What to find and embed: `face`, `body` or both (default `["face"]`).
-    /// Enrolment puts each modality's templates in its own index of the
-    /// gallery (`<gallery>.body` for bodies); a search job searches each
+    /// What to find and embed: `face`, `body`, `gait` (with `body`), or
+    /// several (default `["face"]`). Enrolment puts each modality's
+    /// templates in its own index of the gallery (`<gallery>.body`,
+    /// `<gallery>.gait`); a search job searches each
     /// named modality in its index, and results say which matched.
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["face", "body"]))]
@@ -213,6 +214,15 @@ pub struct JobSpec {
     /// The body recogniser's checkpoint, as for `weights`.
     #[serde(default)]
     pub body_weights: Option<String>,
+    /// The gait model (`gaitbase`) for `gait` among the modalities (which
+    /// needs `body` too): one gait template per body track of a video, from
+    /// its silhouettes; tracks with too few get a row with an `error`.
+    #[serde(default)]
+    #[schema(example = "gaitbase")]
+    pub gait_model: Option<String>,
+    /// The gait model's checkpoint, as for `weights`.
+    #[serde(default)]
+    pub gait_weights: Option<String>,
     /// Search: calibrate the threshold for this false-positive identification rate.
     #[serde(default)]
     pub fpir: Option<f64>,
@@ -529,6 +539,12 @@ pub struct MediaSpec {
     /// The body recogniser's checkpoint URL.
     #[serde(default)]
     pub body_weights: Option<String>,
+    /// The gait model id (with `gait` among the modalities).
+    #[serde(default)]
+    pub gait_model: Option<String>,
+    /// The gait model's checkpoint URL.
+    #[serde(default)]
+    pub gait_weights: Option<String>,
 }
 
 /// The analysis settings a task's media spec stands for (unvalidated: see
@@ -548,6 +564,8 @@ impl From<&MediaSpec> for osprey_pipeline::MediaSettings {
             modalities: m.modalities.clone(),
             body_model: m.body_model.clone(),
             body_weights: m.body_weights.clone(),
+            gait_model: m.gait_model.clone(),
+            gait_weights: m.gait_weights.clone(),
         }
     }
 }

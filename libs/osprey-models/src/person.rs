@@ -9,12 +9,13 @@
 //!   evaluations do.
 //! * Gait (GaitBase): each frame of a sequence goes through OpenGait's
 //!   pretreatment ([`crate::gait_pretreat`]; empty frames are dropped), the
-//!   sequence through the network, and each of the 16 strips' 256-d part
-//!   vectors is L2-normalised and scaled by 1/4, so the inner product of two
-//!   templates is the mean over the strips of each strip's cosine. OpenGait
-//!   itself ranks by the strip-averaged Euclidean distance of the raw strips
-//!   ([`crate::gaitbase::distance`]); the two orders agree when the strips'
-//!   norms are alike, not in general.
+//!   sequence through the network, and its [256, 16] output is flattened in
+//!   OpenGait's own row-major order (`c·16 + p`) and L2-normalised as a
+//!   whole, so templates compare by cosine. OpenGait itself ranks by the
+//!   strip-averaged Euclidean distance of the raw strips
+//!   ([`crate::gaitbase::distance`]); cosine of the whole vector orders
+//!   pairs alike when the strips' norms are alike, not in general, and keeps
+//!   the template the upstream output up to scale.
 
 use std::path::Path;
 
@@ -113,59 +114,47 @@ impl PersonRecognizer {
     /// size, in time order) and the number of frames it used; an error when
     /// fewer than [`MIN_GAIT_FRAMES`] frames survive the pretreatment.
     pub fn embed_gait(&self, frames: &[GrayImage]) -> Result<(Vec<f32>, usize)> {
-        let Net::GaitBase(net) = &self.net else {
-            return Err(Error::invalid(format!("`{}` is a body model: it reads body crops", self.spec.id)));
-        };
+        self.gait_net()?;
         let kept = crate::gait_pretreat::pretreat_sequence(
             frames.iter().map(|f| (f.as_raw().as_slice(), f.width() as usize, f.height() as usize)),
         )?;
+        self.embed_cut_sequence(&kept, frames.len())
+    }
+
+    /// The gait template of a sequence already pretreated as OpenGait
+    /// stores it (64×64 frames, [`crate::gait_pretreat::pretreat_frame`]'s
+    /// output, as a track's silhouette strip holds them): each frame is cut
+    /// to 64×44 and the sequence embedded; the error as for [`Self::embed_gait`].
+    pub fn embed_gait_pretreated(&self, frames: &[Vec<u8>]) -> Result<(Vec<f32>, usize)> {
+        self.gait_net()?;
+        let cut = frames.iter().map(|f| crate::gait_pretreat::cut(f)).collect::<Result<Vec<_>>>()?;
+        self.embed_cut_sequence(&cut, frames.len())
+    }
+
+    fn gait_net(&self) -> Result<&GaitBase> {
+        match &self.net {
+            Net::GaitBase(net) => Ok(net),
+            _ => Err(Error::invalid(format!("`{}` is a body model: it reads body crops", self.spec.id))),
+        }
+    }
+
+    /// 64×44 frames (`offered` before any were dropped) → the unit template.
+    fn embed_cut_sequence(&self, kept: &[Vec<u8>], offered: usize) -> Result<(Vec<f32>, usize)> {
+        let net = self.gait_net()?;
         if kept.len() < MIN_GAIT_FRAMES {
             return Err(Error::invalid(format!(
-                "{} of {} silhouettes usable (empty or off-centre ones are dropped); a gait template needs at least {MIN_GAIT_FRAMES}, about one gait cycle",
+                "{} of {offered} silhouettes usable (empty or off-centre ones are dropped); a gait template needs at least {MIN_GAIT_FRAMES}, about one gait cycle",
                 kept.len(),
-                frames.len()
             )));
         }
-        let x = crate::gait_pretreat::to_tensor(&kept, net.device())?;
-        let embedding = gaitbase::flatten(&net.forward(&x)?)?.into_iter().next().expect("one sequence");
-        Ok((strip_normalised(&embedding), kept.len()))
+        let x = crate::gait_pretreat::to_tensor(kept, net.device())?;
+        let mut embedding = gaitbase::flatten(&net.forward(&x)?)?.into_iter().next().expect("one sequence");
+        osprey_core::l2_normalize(&mut embedding);
+        Ok((embedding, kept.len()))
     }
 }
 
 /// `crop` resized to `w`×`h` with Pillow's bilinear filter, as RGB bytes.
 fn pil_resized(crop: &RgbImage, w: usize, h: usize) -> Result<Vec<u8>> {
     crate::pil_resize::resize_rgb(crop.as_raw(), crop.width() as usize, crop.height() as usize, w, h)
-}
-
-/// A flattened GaitBase embedding (index `c·16 + p`) with each strip's part
-/// vector L2-normalised and the whole scaled to unit norm.
-fn strip_normalised(embedding: &[f32]) -> Vec<f32> {
-    let parts = gaitbase::PARTS;
-    let mut out = embedding.to_vec();
-    for p in 0..parts {
-        let norm = (0..gaitbase::PART_DIM).map(|c| out[c * parts + p].powi(2)).sum::<f32>().sqrt();
-        let scale = if norm > 0.0 { 1.0 / (norm * (parts as f32).sqrt()) } else { 0.0 };
-        for c in 0..gaitbase::PART_DIM {
-            out[c * parts + p] *= scale;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_are_normalised_to_a_unit_whole() {
-        let e: Vec<f32> =
-            (0..gaitbase::EMBEDDING_DIM).map(|i| ((i * 37 % 101) as f32 - 50.0) * (1 + i % 16) as f32).collect();
-        let n = strip_normalised(&e);
-        let total: f32 = n.iter().map(|v| v * v).sum();
-        assert!((total - 1.0).abs() < 1e-5, "{total}");
-        for p in 0..gaitbase::PARTS {
-            let s: f32 = (0..gaitbase::PART_DIM).map(|c| n[c * gaitbase::PARTS + p].powi(2)).sum();
-            assert!((s - 1.0 / 16.0).abs() < 1e-6, "strip {p}: {s}");
-        }
-    }
 }

@@ -262,8 +262,8 @@ pub fn person_models() -> Vec<PersonModelSpec> {
             input: "a sequence of binary silhouettes, OpenGait's pretreatment (row crop, bicubic to height 64, centred, cut to 64×44), /255",
             output: "256 × 16 strips (OpenGait's SeparateFCs output), stored flattened (4096)",
             dim: crate::gaitbase::EMBEDDING_DIM,
-            distance: "cosine of the strip-wise L2-normalised embedding, i.e. the mean over the 16 strips of each strip's cosine \
-                       (OpenGait's own metric is the strip-averaged Euclidean distance of the raw strips, `gaitbase::distance`)",
+            distance: "cosine of the whole flattened embedding (the upstream output, unit-normalised); \
+                       OpenGait's own metric is the strip-averaged Euclidean distance of the raw strips, `gaitbase::distance`",
             weights: "user-supplied: OpenGait's .pt checkpoint (state dict under `model`; BNNecks ignored)",
             licence: "OpenGait publishes no licence file (0efafd47): check with its authors and the training set's terms",
         },

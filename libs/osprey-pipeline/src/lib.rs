@@ -1,5 +1,5 @@
 //! The media pipeline: a still image or a segment of video in, per-face and
-//! per-body templates out (gait to follow).
+//! per-body and per-body-track gait templates out.
 //!
 //! Every modality plugs in through [`FrameAnalyzer`]: it finds the objects of
 //! its kind in one frame and embeds each of them. The rest is shared:
@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod face;
+pub mod gait;
 pub mod media;
 pub mod quality;
 pub mod scene;
@@ -134,6 +135,10 @@ pub struct MediaTemplate {
     /// A body track's silhouettes (static-camera video; see [`silhouette`]),
     /// `None` for faces, stills and tracks without any.
     pub silhouettes: Option<silhouette::SilhouetteStrip>,
+    /// Why this track has no template of its modality (a gait template of a
+    /// track too short for a gait cycle, say); `embedding` is then empty and
+    /// the row is stored with this `error` and no embedding.
+    pub error: Option<String>,
 }
 
 impl MediaTemplate {
@@ -158,6 +163,7 @@ impl MediaTemplate {
             best_frame: 0,
             points: vec![point],
             silhouettes: None,
+            error: None,
         })
     }
 }
@@ -272,6 +278,7 @@ mod tests {
             thumbnail_jpeg: Vec::new(),
             points,
             silhouettes: None,
+            error: None,
         }
     }
 

@@ -53,7 +53,8 @@ pub struct MediaSettings {
     pub aggregator: String,
     /// The CAFace checkpoint (path or object URL) for `aggregator: caface`.
     pub aggregator_weights: Option<String>,
-    /// What to find and embed: `face`, `body`, or both (default: `face`).
+    /// What to find and embed: `face`, `body`, `gait` (which needs `body`:
+    /// gait templates come from body tracks), or several (default: `face`).
     pub modalities: Vec<Modality>,
     /// The body model: the out-of-the-box appearance model (default,
     /// `dinov2-vits14-imgfocus-0.1.1`) or a body recogniser whose weights
@@ -61,6 +62,10 @@ pub struct MediaSettings {
     pub body_model: Option<String>,
     /// The body recogniser's checkpoint (path or object URL).
     pub body_weights: Option<String>,
+    /// The gait model (`gaitbase`), needed with `gait` among the modalities.
+    pub gait_model: Option<String>,
+    /// The gait model's checkpoint (path or object URL).
+    pub gait_weights: Option<String>,
 }
 
 /// The aggregators a video track's template can come from.
@@ -81,6 +86,8 @@ impl Default for MediaSettings {
             modalities: vec![Modality::Face],
             body_model: None,
             body_weights: None,
+            gait_model: None,
+            gait_weights: None,
         }
     }
 }
@@ -144,13 +151,9 @@ impl MediaSettings {
 
     fn validate_modalities(&self) -> Result<()> {
         if self.modalities.is_empty() {
-            return Err(Error::invalid("modalities: name at least one of face, body"));
+            return Err(Error::invalid("modalities: name at least one of face, body, gait"));
         }
-        if self.modalities.contains(&Modality::Gait) {
-            return Err(Error::invalid(
-                "modality `gait` is not available in media jobs yet (it needs per-track silhouettes); use `osprey embed --model gaitbase` on silhouette folders",
-            ));
-        }
+        self.validate_gait()?;
         let body = self.modalities.contains(&Modality::Body);
         match (self.body_model.as_deref(), &self.body_weights) {
             (_, Some(_)) | (Some(_), None) if !body => {
@@ -175,6 +178,44 @@ impl MediaSettings {
         }
     }
 
+    fn validate_gait(&self) -> Result<()> {
+        if !self.wants(Modality::Gait) {
+            return match (&self.gait_model, &self.gait_weights) {
+                (None, None) => Ok(()),
+                _ => Err(Error::invalid("--gait-model and --gait-weights need `gait` in --modalities")),
+            };
+        }
+        if !self.wants(Modality::Body) {
+            return Err(Error::invalid(
+                "modality `gait` needs `body` too: gait templates come from body tracks' silhouettes (e.g. --modalities face,body,gait)",
+            ));
+        }
+        let Some(id) = self.gait_model.as_deref() else {
+            return Err(Error::invalid(
+                "modality `gait` needs a gait model: pass --gait-model gaitbase --gait-weights FILE (the job API's `gait_model`, `gait_weights`)",
+            ));
+        };
+        let spec = person_model(id)?;
+        if spec.modality != Modality::Gait {
+            return Err(Error::invalid(format!("`{id}` is a {} model, not a gait model", spec.modality)));
+        }
+        if self.gait_weights.is_none() {
+            return Err(Error::invalid(format!(
+                "gait model `{id}` needs its checkpoint: pass --gait-weights FILE (the job API's `gait_weights`)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The model id of `modality`'s templates under these settings.
+    pub fn model_of(&self, modality: Modality) -> String {
+        match modality {
+            Modality::Face => self.model.clone(),
+            Modality::Body => self.body_model.clone().unwrap_or_else(|| APPEARANCE_MODEL.to_string()),
+            Modality::Gait => self.gait_model.clone().unwrap_or_default(),
+        }
+    }
+
     /// Whether these settings produce templates of `modality`.
     pub fn wants(&self, modality: Modality) -> bool {
         self.modalities.contains(&modality)
@@ -196,6 +237,9 @@ pub struct MediaAnalysis {
     faces: bool,
     /// People, when `body` is among the modalities and its models loaded.
     body: Option<std::sync::Arc<BodyAnalyzer>>,
+    /// The gait recogniser, when `gait` is among the modalities: one gait
+    /// template per body track of a video.
+    gait: Option<std::sync::Arc<PersonRecognizer>>,
     sampling: Sampling,
     /// The settings' model, checkpoint, aggregator and its checkpoint (to
     /// tell whether a job's settings need other weights).
@@ -215,6 +259,8 @@ struct ModelChoice {
     modalities: Vec<Modality>,
     body_model: Option<String>,
     body_weights: Option<String>,
+    gait_model: Option<String>,
+    gait_weights: Option<String>,
 }
 
 fn model_choice(s: &MediaSettings) -> ModelChoice {
@@ -227,6 +273,8 @@ fn model_choice(s: &MediaSettings) -> ModelChoice {
         modalities: s.modalities.clone(),
         body_model: s.body_model.clone(),
         body_weights: s.body_weights.clone(),
+        gait_model: s.gait_model.clone(),
+        gait_weights: s.gait_weights.clone(),
     }
 }
 
@@ -299,8 +347,13 @@ impl MediaAnalysis {
             match load_body(settings, &dir, &device) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
                 Err(e) if e.kind() == ErrorKind::NotFound && settings.wants(Modality::Face) => {
-                    tracing::warn!("the body modality is skipped: {e}");
-                    eprintln!("warning: the body modality is skipped: {e}");
+                    let what = if settings.wants(Modality::Gait) {
+                        "body and gait modalities are"
+                    } else {
+                        "body modality is"
+                    };
+                    tracing::warn!("the {what} skipped: {e}");
+                    eprintln!("warning: the {what} skipped: {e}");
                     None
                 }
                 Err(e) => return Err(e),
@@ -308,10 +361,20 @@ impl MediaAnalysis {
         } else {
             None
         };
+        let gait = match (&settings.gait_model, &settings.gait_weights) {
+            (Some(id), Some(weights)) if settings.wants(Modality::Gait) && body.is_some() => {
+                let spec = person_model(id)?;
+                Some(std::sync::Arc::new(with_local_file(weights, |path| {
+                    PersonRecognizer::load(&spec, path, &device)
+                })?))
+            }
+            _ => None,
+        };
         Ok(MediaAnalysis {
             analyzer,
             faces: settings.wants(Modality::Face),
             body,
+            gait,
             sampling,
             model: model_choice(settings),
             model_dir: dir,
@@ -330,6 +393,7 @@ impl MediaAnalysis {
             analyzer: self.analyzer.with_options(face_options(settings)),
             faces: self.faces,
             body: self.body.clone(),
+            gait: self.gait.clone(),
             sampling,
             model: self.model.clone(),
             model_dir: self.model_dir.clone(),
@@ -484,6 +548,10 @@ impl MediaAnalysis {
             )?;
             let mut found = out.templates;
             link_people(&mut found);
+            if let Some(gait) = &self.gait {
+                let gaits = crate::gait::gait_templates(gait, &found);
+                found.extend(gaits);
+            }
             templates.extend(found.into_iter().map(|t| (i, t)));
         }
         Ok(MediaResult { input: input.to_string(), templates, is_video: true, frames: frames.into_inner() as u64 })
@@ -779,7 +847,8 @@ pub fn template_row(
         track_id: is_video.then_some(t.track_id),
         modality: Some(t.modality),
         model: t.model.clone(),
-        embedding: Some(t.embedding.clone()),
+        embedding: t.error.is_none().then(|| t.embedding.clone()),
+        error: t.error.clone(),
         quality: Some(t.quality),
         frame_start: is_video.then_some(t.frame_start),
         frame_end: is_video.then_some(t.frame_end),
@@ -847,26 +916,36 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// The subject's own tracks in an enrolment video, per modality: the
 /// dominant one (most quality-weighted observations) and any other that
 /// looks like it (`same_person(modality)`: cosine); bystanders are dropped.
+/// Gait templates follow their body track (kept when it is), since a gait
+/// embedding of a short track says less about who it is than its body's.
 pub fn subject_tracks(
     templates: Vec<(usize, MediaTemplate)>,
     same_person: &dyn Fn(Modality) -> f32,
 ) -> Vec<(usize, MediaTemplate)> {
     let weight = |t: &MediaTemplate| t.quality * t.num_frames as f32;
     let mut anchors: Vec<(Modality, Vec<f32>, f32)> = Vec::new();
-    for (_, t) in &templates {
+    for (_, t) in templates.iter().filter(|(_, t)| t.modality != Modality::Gait) {
         match anchors.iter_mut().find(|(m, _, _)| *m == t.modality) {
             Some(a) if weight(t) > a.2 => *a = (t.modality, t.embedding.clone(), weight(t)),
             Some(_) => {}
             None => anchors.push((t.modality, t.embedding.clone(), weight(t))),
         }
     }
-    templates
-        .into_iter()
-        .filter(|(_, t)| {
-            anchors
-                .iter()
-                .find(|(m, _, _)| *m == t.modality)
-                .is_some_and(|(m, anchor, _)| cosine(&t.embedding, anchor) >= same_person(*m))
-        })
-        .collect()
+    let is_subject = |t: &MediaTemplate| {
+        anchors
+            .iter()
+            .find(|(m, _, _)| *m == t.modality)
+            .is_some_and(|(m, anchor, _)| cosine(&t.embedding, anchor) >= same_person(*m))
+    };
+    let (gaits, others): (Vec<_>, Vec<_>) = templates.into_iter().partition(|(_, t)| t.modality == Modality::Gait);
+    let mut kept: Vec<(usize, MediaTemplate)> = others.into_iter().filter(|(_, t)| is_subject(t)).collect();
+    let kept_bodies: std::collections::HashSet<(usize, i64, String)> = kept
+        .iter()
+        .filter(|(_, t)| t.modality == Modality::Body)
+        .map(|(s, t)| (*s, t.track_id, t.model.clone()))
+        .collect();
+    kept.extend(gaits.into_iter().filter(|(s, t)| {
+        t.person_track.as_ref().is_some_and(|(track, model)| kept_bodies.contains(&(*s, *track, model.clone())))
+    }));
+    kept
 }

@@ -476,6 +476,8 @@ mod tests {
             modalities: vec![osprey_core::Modality::Face],
             body_model: None,
             body_weights: None,
+            gait_model: None,
+            gait_weights: None,
         };
         let inputs = (0..n).map(|i| (format!("file:///m/{i}.jpg"), None, Vec::new())).collect();
         let tasks = make_tasks("j1", JobKind::Search, "g", &media, inputs);

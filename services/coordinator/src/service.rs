@@ -221,6 +221,7 @@ impl Coordinator {
         spec.weights = spec.weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         spec.aggregator_weights = spec.aggregator_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         spec.body_weights = spec.body_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
+        spec.gait_weights = spec.gait_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         media_settings(&spec.media_spec())?;
         match spec.kind {
             JobKind::Enroll if spec.subjects_from.is_none() => {
@@ -232,12 +233,11 @@ impl Coordinator {
                 let media = spec.media_spec();
                 for &modality in &media.modalities {
                     let name = modality_gallery(&spec.gallery, modality);
-                    let (model, option) = match modality {
-                        Modality::Face => (media.model.clone(), "model"),
-                        _ => (
-                            media.body_model.clone().unwrap_or_else(|| osprey_models::appearance::MODEL_ID.to_string()),
-                            "body_model",
-                        ),
+                    let model = MediaSettings::from(&media).model_of(modality);
+                    let option = match modality {
+                        Modality::Face => "model",
+                        Modality::Body => "body_model",
+                        Modality::Gait => "gait_model",
                     };
                     let found = self.lock_gallery(&name).await?.is_some();
                     if !found && (modality == Modality::Face || self.lock_gallery(&spec.gallery).await?.is_none()) {
@@ -761,6 +761,8 @@ impl MediaSpecOf for JobSpec {
             modalities: self.modalities.clone().unwrap_or(d.modalities),
             body_model: self.body_model.clone(),
             body_weights: self.body_weights.clone(),
+            gait_model: self.gait_model.clone(),
+            gait_weights: self.gait_weights.clone(),
         }
     }
 }

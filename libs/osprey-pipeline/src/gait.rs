@@ -1,0 +1,93 @@
+//! Gait templates: one per body track, from the silhouettes the video's
+//! background model cut for it ([`crate::silhouette`]), through a gait
+//! recogniser (OpenGait's GaitBase).
+//!
+//! A track's strip holds OpenGait's stored 64×64 frames, so the recogniser
+//! reads them as OpenGait reads its pickles (cut to 64×44, /255), in time
+//! order; GaitBase pools over the set, so the sampling rate changes which
+//! poses are seen, not the arithmetic. A track gets a template when at least
+//! [`MIN_GAIT_FRAMES`] silhouettes survive (about one gait cycle at 25
+//! frames/s: with `sample_fps` 5, five seconds of walking; sample every frame
+//! for short walks). Otherwise its gait row carries the reason in `error`
+//! and no embedding, so a user sees why a person has no gait template.
+
+use osprey_core::Modality;
+use osprey_models::person::{MIN_GAIT_FRAMES, PersonRecognizer};
+
+use crate::MediaTemplate;
+use crate::silhouette::decode_strip;
+
+/// The gait template of body track `body` (its silhouettes through
+/// `recognizer`): linked to the body track by `person_track`, with the
+/// body's box, times and thumbnail, and its observations the frames that
+/// gave silhouettes. A track without enough silhouettes gives a row with
+/// `error` set.
+pub fn gait_template(recognizer: &PersonRecognizer, body: &MediaTemplate) -> MediaTemplate {
+    let spec = recognizer.spec();
+    let mut t = MediaTemplate {
+        modality: Modality::Gait,
+        model: spec.id.to_string(),
+        person_track: Some((body.track_id, body.model.clone())),
+        embedding: Vec::new(),
+        quality: 0.0,
+        landmarks: Vec::new(),
+        silhouettes: None,
+        error: None,
+        ..body.clone()
+    };
+    let Some(strip) = &body.silhouettes else {
+        t.num_frames = 0;
+        t.points.clear();
+        t.error = Some(format!(
+            "no silhouettes for this track (a moving camera, or the person never seen whole against the background); a gait template needs at least {MIN_GAIT_FRAMES}"
+        ));
+        return t;
+    };
+    let embedded =
+        decode_strip(&strip.png, "silhouette strip").and_then(|frames| recognizer.embed_gait_pretreated(&frames));
+    t.points.retain(|p| strip.frames.contains(&p.frame));
+    match embedded {
+        Ok((embedding, used)) => {
+            t.embedding = embedding;
+            t.num_frames = used;
+            t.quality = gait_quality(used, body.num_frames);
+        }
+        Err(e) => {
+            t.num_frames = strip.frames.len();
+            t.error = Some(e.message().to_string());
+        }
+    }
+    t
+}
+
+/// Gait templates for the body tracks among `templates`, in their order.
+pub fn gait_templates(recognizer: &PersonRecognizer, templates: &[MediaTemplate]) -> Vec<MediaTemplate> {
+    templates.iter().filter(|t| t.modality == Modality::Body).map(|b| gait_template(recognizer, b)).collect()
+}
+
+/// How far a gait template can be trusted, 0..1: the share of a gait
+/// cycle's worth of frames ([`MIN_GAIT_FRAMES`]) seen twice over, times the
+/// share of the track's observations that gave a whole silhouette.
+pub fn gait_quality(silhouettes: usize, track_frames: usize) -> f32 {
+    if silhouettes == 0 || track_frames == 0 {
+        return 0.0;
+    }
+    let length = (silhouettes as f32 / (2 * MIN_GAIT_FRAMES) as f32).min(1.0);
+    let coverage = (silhouettes as f32 / track_frames as f32).min(1.0);
+    length * coverage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gait_quality_grows_with_length_and_coverage() {
+        assert_eq!(gait_quality(0, 10), 0.0);
+        assert_eq!(gait_quality(50, 50), 1.0);
+        assert_eq!(gait_quality(100, 100), 1.0);
+        assert!((gait_quality(25, 25) - 0.5).abs() < 1e-6);
+        assert!((gait_quality(50, 100) - 0.5).abs() < 1e-6);
+        assert!(gait_quality(30, 60) < gait_quality(30, 30));
+    }
+}
