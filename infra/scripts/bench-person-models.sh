@@ -22,9 +22,9 @@
 # Prints both JSON lines per run and the tables of embeddings/s.
 #
 # Pillow: torchreid resizes with Pillow's bilinear filter, which Osprey
-# reproduces byte for byte as Pillow up to 12.x computes it; Pillow 13.0
-# gives different bytes (±1 on about a seventh of the pixels of a
-# downscaled crop). The PyTorch side therefore imports Pillow 12.3.0 from
+# reproduces byte for byte as Pillow 11.3 and 12.3 compute it; Pillow 13.0
+# gives different bytes for many downscales (±1 on 10-16 % of the bytes of
+# 17 of the 26 crops here). The PyTorch side therefore imports Pillow 12.3.0 from
 # $OSPREY_BENCH_PILLOW (default ~/.cache/osprey/bench-pillow12, installed
 # there with `pip install --target` on first use) ahead of the venv's own.
 #
