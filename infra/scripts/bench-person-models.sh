@@ -22,11 +22,11 @@
 # Prints both JSON lines per run and the tables of embeddings/s.
 #
 # Pillow: torchreid resizes with Pillow's bilinear filter, which Osprey
-# reproduces byte for byte as Pillow 11.3 and 12.3 compute it; Pillow 13.0
-# gives different bytes for many downscales (±1 on 10-16 % of the bytes of
-# 17 of the 26 crops here). The PyTorch side therefore imports Pillow 12.3.0 from
-# $OSPREY_BENCH_PILLOW (default ~/.cache/osprey/bench-pillow12, installed
-# there with `pip install --target` on first use) ahead of the venv's own.
+# reproduces byte for byte, in Pillow 13's pass order by default (Pillow 13
+# shrinks tall crops vertically first: ±1 on 10-16 % of the bytes of 17 of
+# the 26 crops here against Pillow 12) or in the earlier releases' with
+# OSPREY_PILLOW=12. The Osprey side is told the PyTorch side's Pillow major
+# version, so both resize alike.
 #
 # Usage: bench-person-models.sh [ITERS] [MODEL...]
 #   defaults: 5, osnet-x1_0 osnet-ain-x1_0 gaitbase; BATCH=32 sets the body
@@ -39,7 +39,6 @@ osprey="${OSPREY:-osprey}"
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 venv="${OSPREY_BENCH_VENV:-$HOME/.cache/osprey/bench-venv}"
-pillow="${OSPREY_BENCH_PILLOW:-$HOME/.cache/osprey/bench-pillow12}"
 fixtures="${OSPREY_SEED_FIXTURES:-$repo/../shared/fixtures/seed-models}"
 data="${OSPREY_DATA:-$repo/../shared/data}"
 iters="${1:-5}"
@@ -56,10 +55,10 @@ if ! [ -x "$python" ] || ! "$python" -c 'import torch, torchvision, numpy, safet
   "$venv/bin/pip" install -q --disable-pip-version-check torch torchvision numpy safetensors \
     opencv-python-headless==4.10.0.84
 fi
-if ! PYTHONPATH="$pillow" "$python" -c 'import PIL, sys; sys.exit(PIL.__version__ != "12.3.0")' 2>/dev/null; then
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --target "$pillow" pillow==12.3.0
-fi
-torch_bench=(env PYTHONPATH="$pillow" "$python" "$here/person_models_torch_bench.py")
+OSPREY_PILLOW="$("$python" -c 'import PIL; print(PIL.__version__)')"
+export OSPREY_PILLOW
+echo "PyTorch side: Pillow $OSPREY_PILLOW (Osprey resizes as it does)" >&2
+torch_bench=("$python" "$here/person_models_torch_bench.py")
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

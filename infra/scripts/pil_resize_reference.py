@@ -4,11 +4,16 @@ Osprey's bit-exact Rust port (libs/osprey-models/src/pil_resize.rs), which
 re-identification models such as torchreid's OSNet need because they were
 trained on crops resized by `PIL.Image.resize(size, Image.BILINEAR)`.
 
-Run once with the pinned Pillow; the output is committed as test data:
+Run once with each pinned Pillow (11.3.0 for the releases before 13, whose
+pass order is always horizontal first, and 13.0.0, which shrinks tall
+images vertically first); the outputs are committed as test data:
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install pillow==11.3.0
     /tmp/venv/bin/python infra/scripts/pil_resize_reference.py --data ../shared/data \\
         --out libs/osprey-models/tests/data/pil_resize_reference.json
+    python3 -m venv /tmp/venv13 && /tmp/venv13/bin/pip install pillow==13.0.0
+    /tmp/venv13/bin/python infra/scripts/pil_resize_reference.py --data ../shared/data \\
+        --out libs/osprey-models/tests/data/pil_resize_reference_13.json
 
 No image data is written: each case records the SHA-256 of the decoded
 (converted, cropped) source bytes, so the Rust test knows whether its own
@@ -26,7 +31,7 @@ import os
 import PIL
 from PIL import Image
 
-PILLOW_VERSION = "11.3.0"
+PILLOW_VERSIONS = ("11.3.0", "13.0.0")
 
 # (name, source under --data, crop box (left, top, right, bottom) or None, output (width, height))
 CASES = [
@@ -40,6 +45,9 @@ CASES = [
     ("height_only", "facenet-pytorch/data/test_images_aligned/kate_siegel/1.png", None, (160, 301)),
     ("query_jpeg_up", "person_search_demo/query/0001_c1s1_001051_00.jpg", None, (128, 256)),
     ("frame_jpeg_crop_down", "person_search_demo/data/samples/c1s1_001051.jpg", (812, 290, 1003, 713), (128, 256)),
+    # Tall crops shrunk more in height than in width: Pillow 13 runs the vertical pass first.
+    ("tall_png_crop_down", "face_recognition/examples/lin-manuel-miranda.png", (200, 40, 300, 600), (128, 256)),
+    ("tall_png_both_down", "scikit-image/skimage/data/astronaut.png", (100, 0, 250, 512), (128, 256)),
 ]
 
 SAMPLE_POINTS = [(0, 0), (1, 0), (0, 1), (17, 33), (63, 127), (64, 128), (100, 200), (-1, -1), (-2, 5), (5, -2)]
@@ -54,8 +62,8 @@ def main():
     ap.add_argument("--data", required=True, help="the shared data folder (holds scikit-image/, person_search_demo/, ...)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if PIL.__version__ != PILLOW_VERSION:
-        raise SystemExit(f"Pillow {PIL.__version__} installed, the reference is pinned to {PILLOW_VERSION}")
+    if PIL.__version__ not in PILLOW_VERSIONS:
+        raise SystemExit(f"Pillow {PIL.__version__} installed, the references are pinned to {' or '.join(PILLOW_VERSIONS)}")
 
     cases = []
     for name, source, box, size in CASES:

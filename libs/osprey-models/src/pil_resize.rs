@@ -19,11 +19,48 @@
 //!   rounded half away from zero;
 //! * a sample is `(2^21 + Σ w·v) >> 22`, clamped to 0…255.
 //!
-//! The horizontal pass runs first (only over the source rows the vertical
-//! pass will read), its result is rounded to 8 bits, then the vertical pass.
-//! An axis whose size does not change is not resampled.
+//! Up to Pillow 12 the horizontal pass runs first (only over the source rows
+//! the vertical pass will read), its result is rounded to 8 bits, then the
+//! vertical pass. Pillow 13 runs the vertical pass first (over every column)
+//! when the height shrinks by more than twice as many pixels as the width
+//! does, `h − m_h > 0 && h − m_h > 2·(w − m_w)`, which is the common case of
+//! a tall person crop shrunk to 256×128: the 8-bit rounding between the
+//! passes then falls elsewhere and about one byte in ten moves by one grey
+//! level. Both orders are reproduced ([`Pillow`]); the default is the
+//! current release's, and `OSPREY_PILLOW=12` selects the older one for
+//! models evaluated with Pillow 12 or earlier. An axis whose size does not
+//! change is not resampled.
 
 use osprey_core::{Error, ErrorKind, Result};
+
+/// Which Pillow release's arithmetic to reproduce (they differ only in
+/// the order of the two passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pillow {
+    /// Pillow 12.x and earlier: always horizontal, then vertical.
+    Before13,
+    /// Pillow 13.0 and later: vertical first when the height shrinks by
+    /// more than twice what the width does.
+    From13,
+}
+
+impl Pillow {
+    /// The release to match: `OSPREY_PILLOW` (`12`, `11`, … for
+    /// [`Pillow::Before13`]; `13` or later for [`Pillow::From13`]), else
+    /// the current release ([`Pillow::From13`]).
+    pub fn configured() -> Pillow {
+        match std::env::var("OSPREY_PILLOW").ok().and_then(|v| v.split('.').next()?.trim().parse::<u32>().ok()) {
+            Some(major) if major < 13 => Pillow::Before13,
+            _ => Pillow::From13,
+        }
+    }
+
+    /// Whether this release resizes `w`×`h` → `out_w`×`out_h` vertically first.
+    fn vertical_first(self, w: usize, h: usize, out_w: usize, out_h: usize) -> bool {
+        let (dw, dh) = (w as i64 - out_w as i64, h as i64 - out_h as i64);
+        self == Pillow::From13 && dh > 0 && dh > 2 * dw
+    }
+}
 
 /// Fractional bits of the fixed-point weights.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -86,10 +123,24 @@ fn clip8(acc: i64) -> u8 {
 /// Resizes an 8-bit image of `channels` interleaved channels (1 for L, 3 for
 /// RGB), `width × height` pixels in row-major order, to `out_width ×
 /// out_height` exactly as Pillow's `Image.resize((out_width, out_height),
-/// Image.BILINEAR)` does for modes L and RGB.
+/// Image.BILINEAR)` does for modes L and RGB, in the configured release's
+/// pass order ([`Pillow::configured`]).
 ///
 /// Not for RGBA/LA: Pillow premultiplies alpha around the resize.
 pub fn resize_bilinear(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    out_width: usize,
+    out_height: usize,
+) -> Result<Vec<u8>> {
+    resize_bilinear_as(Pillow::configured(), src, width, height, channels, out_width, out_height)
+}
+
+/// [`resize_bilinear`] as Pillow release `pillow` computes it.
+pub fn resize_bilinear_as(
+    pillow: Pillow,
     src: &[u8],
     width: usize,
     height: usize,
@@ -116,52 +167,76 @@ pub fn resize_bilinear(
             format!("bilinear resize: {} bytes for a {width}×{height}×{channels} image", src.len()),
         ));
     }
-    let half = 1i64 << (PRECISION_BITS - 1);
+    if pillow.vertical_first(width, height, out_width, out_height) {
+        let mid = vertical_pass(src, width * channels, 0, &Coefficients::new(height, out_height));
+        if out_width == width {
+            return Ok(mid);
+        }
+        return Ok(horizontal_pass(&mid, width, 0..out_height, channels, &Coefficients::new(width, out_width)));
+    }
     let vertical = Coefficients::new(height, out_height);
     // Source rows the vertical pass reads (all of them when it is skipped).
     let (row0, row1) =
         if out_height != height { (vertical.first.first().copied().unwrap_or(0), vertical.end()) } else { (0, height) };
 
-    // Horizontal pass over rows row0..row1.
-    let (mid, mid_width) = if out_width != width {
-        let horizontal = Coefficients::new(width, out_width);
-        let mut mid = vec![0u8; (row1 - row0) * out_width * channels];
-        for (r, out_row) in mid.chunks_exact_mut(out_width * channels).enumerate() {
-            let in_row = &src[(row0 + r) * width * channels..(row0 + r + 1) * width * channels];
-            for (x, out_px) in out_row.chunks_exact_mut(channels).enumerate() {
-                let first = horizontal.first[x];
-                for (c, out) in out_px.iter_mut().enumerate() {
-                    let mut acc = half;
-                    for (k, &w) in horizontal.weights[x].iter().enumerate() {
-                        acc += in_row[(first + k) * channels + c] as i64 * w as i64;
-                    }
-                    *out = clip8(acc);
-                }
-            }
-        }
-        (mid, out_width)
+    let mid = if out_width != width {
+        horizontal_pass(src, width, row0..row1, channels, &Coefficients::new(width, out_width))
     } else {
-        (src[row0 * width * channels..row1 * width * channels].to_vec(), width)
+        src[row0 * width * channels..row1 * width * channels].to_vec()
     };
     if out_height == height {
         return Ok(mid);
     }
+    // `mid` starts at source row row0.
+    Ok(vertical_pass(&mid, out_width * channels, row0, &vertical))
+}
 
-    // Vertical pass; `mid` starts at source row row0.
-    let stride = mid_width * channels;
-    let mut out = vec![0u8; out_height * stride];
+/// The horizontal pass over source rows `rows` of `src` (`width` pixels of
+/// `channels` bytes a row): one row of `coefficients.first.len()` pixels each.
+fn horizontal_pass(
+    src: &[u8],
+    width: usize,
+    rows: std::ops::Range<usize>,
+    channels: usize,
+    coefficients: &Coefficients,
+) -> Vec<u8> {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let out_width = coefficients.first.len();
+    let mut out = vec![0u8; rows.len() * out_width * channels];
+    for (r, out_row) in out.chunks_exact_mut(out_width * channels).enumerate() {
+        let y = rows.start + r;
+        let in_row = &src[y * width * channels..(y + 1) * width * channels];
+        for (x, out_px) in out_row.chunks_exact_mut(channels).enumerate() {
+            let first = coefficients.first[x];
+            for (c, out) in out_px.iter_mut().enumerate() {
+                let mut acc = half;
+                for (k, &w) in coefficients.weights[x].iter().enumerate() {
+                    acc += in_row[(first + k) * channels + c] as i64 * w as i64;
+                }
+                *out = clip8(acc);
+            }
+        }
+    }
+    out
+}
+
+/// The vertical pass over `src` (rows of `stride` bytes, its first row being
+/// source row `row0`): one row of `stride` bytes per output row.
+fn vertical_pass(src: &[u8], stride: usize, row0: usize, coefficients: &Coefficients) -> Vec<u8> {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let mut out = vec![0u8; coefficients.first.len() * stride];
     for (y, out_row) in out.chunks_exact_mut(stride).enumerate() {
-        let first = vertical.first[y] - row0;
-        let weights = &vertical.weights[y];
+        let first = coefficients.first[y] - row0;
+        let weights = &coefficients.weights[y];
         for (i, o) in out_row.iter_mut().enumerate() {
             let mut acc = half;
             for (k, &w) in weights.iter().enumerate() {
-                acc += mid[(first + k) * stride + i] as i64 * w as i64;
+                acc += src[(first + k) * stride + i] as i64 * w as i64;
             }
             *o = clip8(acc);
         }
     }
-    Ok(out)
+    out
 }
 
 /// [`resize_bilinear`] for RGB images.

@@ -218,15 +218,23 @@ fn usizes(v: &serde_json::Value) -> Vec<usize> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
 }
 
-/// Pillow 11.3.0's `resize(size, Image.BILINEAR)` of real images (up, down,
-/// non-integer factors, one axis only), compared byte for byte. Sources are
-/// decoded here with the `image` crate; a case whose decoded pixels differ
-/// from Pillow's (JPEG decoders may) is reported and skipped, while every PNG
-/// case must decode identically and resize exactly.
+/// Pillow's `resize(size, Image.BILINEAR)` of real images (up, down,
+/// non-integer factors, one axis only, tall crops shrunk more in height),
+/// compared byte for byte: 11.3.0's with [`Pillow::Before13`] and 13.0.0's
+/// (which shrinks tall images vertically first) with [`Pillow::From13`].
+/// Sources are decoded here with the `image` crate; a case whose decoded
+/// pixels differ from Pillow's (JPEG decoders may) is reported and skipped,
+/// while every PNG case must decode identically and resize exactly.
 #[test]
 fn pil_bilinear_resize_is_bit_exact() {
-    use osprey_models::pil_resize::resize_rgb;
-    let doc: serde_json::Value = serde_json::from_str(include_str!("data/pil_resize_reference.json")).unwrap();
+    use osprey_models::pil_resize::Pillow;
+    pil_reference_matches(include_str!("data/pil_resize_reference.json"), "11.3.0", Pillow::Before13);
+    pil_reference_matches(include_str!("data/pil_resize_reference_13.json"), "13.0.0", Pillow::From13);
+}
+
+fn pil_reference_matches(json: &str, version: &str, pillow: osprey_models::pil_resize::Pillow) {
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(doc["pillow"], version);
     let data = shared_data();
     let mut checked = 0;
     for case in doc["cases"].as_array().unwrap() {
@@ -253,7 +261,7 @@ fn pil_bilinear_resize_is_bit_exact() {
         }
         let size = usizes(&case["size"]);
         let (w, h) = (size[0], size[1]);
-        let out = resize_rgb(&src, sw, sh, w, h).unwrap();
+        let out = osprey_models::pil_resize::resize_bilinear_as(pillow, &src, sw, sh, 3, w, h).unwrap();
         assert_eq!(out.len(), w * h * 3, "{name}");
         if sha256_hex(&out) != case["output_sha256"].as_str().unwrap() {
             let want_rows = usizes(&case["row_sums"]);
@@ -275,10 +283,10 @@ fn pil_bilinear_resize_is_bit_exact() {
                 samples.len()
             );
         }
-        eprintln!("{name}: {sw}x{sh} -> {w}x{h} identical to Pillow");
+        eprintln!("{name}: {sw}x{sh} -> {w}x{h} identical to Pillow {version}");
         checked += 1;
     }
-    assert!(checked >= 8, "only {checked} cases checked");
+    assert!(checked >= 10, "only {checked} cases checked");
 }
 
 #[test]

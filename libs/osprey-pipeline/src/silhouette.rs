@@ -381,6 +381,11 @@ pub struct SilhouetteOptions {
     pub min_height_share: f32,
     /// …and cover at least this share of the box's area.
     pub min_area_share: f32,
+    /// Most silhouettes kept per track. A longer track is thinned evenly:
+    /// at the limit every second silhouette is dropped and from then on
+    /// only every second (fourth, …) one is taken, so the strip spans the
+    /// whole track in bounded memory, strip size and gait-model time.
+    pub max_per_track: usize,
 }
 
 impl Default for SilhouetteOptions {
@@ -393,6 +398,8 @@ impl Default for SilhouetteOptions {
             box_margin: 0.1,
             min_height_share: 0.6,
             min_area_share: 0.08,
+            // 12 s at 25 frames/s, a minute at 5: many gait cycles.
+            max_per_track: 300,
         }
     }
 }
@@ -436,6 +443,9 @@ pub struct SilhouetteTracks {
     judged: usize,
     unsteady: usize,
     tracks: HashMap<i64, Silhouettes>,
+    /// Per track: silhouettes offered so far and the stride they are
+    /// taken at (1, then 2, 4, … once thinned; see `max_per_track`).
+    thinning: HashMap<i64, (usize, usize)>,
 }
 
 impl SilhouetteTracks {
@@ -449,6 +459,7 @@ impl SilhouetteTracks {
             judged: 0,
             unsteady: 0,
             tracks: HashMap::new(),
+            thinning: HashMap::new(),
         }
     }
 
@@ -542,12 +553,31 @@ impl SilhouetteTracks {
                 continue;
             }
             if let Some(sil) = pretreat_frame(&crop, cw, ch)? {
-                let t = self.tracks.entry(track).or_default();
-                t.frames.push(frame);
-                t.images.push(sil);
+                self.keep(track, frame, sil);
             }
         }
         Ok(())
+    }
+
+    /// Adds a silhouette to `track`'s, thinning as `max_per_track` says.
+    fn keep(&mut self, track: i64, frame: i64, silhouette: Vec<u8>) {
+        let (offered, stride) = self.thinning.entry(track).or_insert((0, 1));
+        let take = *offered % *stride == 0;
+        *offered += 1;
+        if !take {
+            return;
+        }
+        let t = self.tracks.entry(track).or_default();
+        t.frames.push(frame);
+        t.images.push(silhouette);
+        let cap = self.options.max_per_track.max(2);
+        if t.frames.len() >= cap {
+            let mut i = 0;
+            t.frames.retain(|_| (i % 2 == 0, i += 1).0);
+            let mut i = 0;
+            t.images.retain(|_| (i % 2 == 0, i += 1).0);
+            *stride *= 2;
+        }
     }
 
     /// Whether a cleaned crop (`w`×`h`) holds a whole person rather than a
@@ -950,5 +980,22 @@ mod tests {
         assert_eq!(&out[..3], &[5, 5, 7]);
         assert_eq!(&out[6..9], &[40, 5, 7]);
         assert_eq!(&out[9..12], &[5, 20, 7]);
+    }
+
+    #[test]
+    fn long_tracks_are_thinned_evenly_within_the_limit() {
+        let mut tracks = SilhouetteTracks::new(SilhouetteOptions { max_per_track: 8, ..Default::default() });
+        for frame in 0..100 {
+            tracks.keep(7, frame, vec![frame as u8; SIZE * SIZE]);
+        }
+        let t = &tracks.tracks[&7];
+        assert!(t.frames.len() < 8 && t.frames.len() >= 4, "{:?}", t.frames);
+        assert_eq!(t.frames.len(), t.images.len());
+        assert_eq!(t.frames[0], 0);
+        // Evenly spaced over the whole track, the images with their frames.
+        let gaps: Vec<i64> = t.frames.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|&g| g == gaps[0]), "{:?}", t.frames);
+        assert!(*t.frames.last().unwrap() >= 64, "{:?}", t.frames);
+        assert!(t.frames.iter().zip(&t.images).all(|(f, i)| i[0] == *f as u8));
     }
 }
