@@ -474,7 +474,8 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     for (modality, gallery) in &galleries {
         let used = match modality {
             Modality::Face => Some(analysis.model().to_string()),
-            _ => analysis.body().map(|b| osprey_pipeline::FrameAnalyzer::model(b).to_string()),
+            Modality::Body => analysis.body().map(|b| osprey_pipeline::FrameAnalyzer::model(b).to_string()),
+            Modality::Gait => settings.gait_model.clone(),
         };
         if let Some(used) = used.filter(|u| *u != gallery.manifest().model) {
             bail!(Error::invalid(format!(

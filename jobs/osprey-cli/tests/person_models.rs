@@ -203,3 +203,58 @@ fn body_crops_default_to_the_appearance_model() {
         assert!(unit(r.embedding.as_ref().unwrap()));
     }
 }
+
+/// Gait templates from body tracks through `osprey run` (fixture weights:
+/// the mechanics): a walker filmed by a still camera is enrolled with
+/// `--modalities body,gait`, which fills `<gallery>.gait` with GaitBase
+/// templates linked to the body tracks, and a search of the same walk
+/// finds the walker's gait template (the same silhouettes give the same
+/// template, whatever the weights).
+#[test]
+fn gait_templates_come_from_body_tracks_in_osprey_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let walker = tmp.path().join("subjects/walker");
+    std::fs::create_dir_all(&walker).unwrap();
+    let walk = data().join("All-in-One-Gait/history_Inputvideos/demo3.mp4");
+    std::os::unix::fs::symlink(&walk, walker.join("walk.mp4")).unwrap();
+    let weights = fixture("gaitbase.weights.f16.safetensors");
+    let gait = ["--modalities", "body,gait", "--gait-model", "gaitbase", "--gait-weights", s(&weights)];
+    let mut enroll = vec!["run", "enroll", "--root", s(&root), "--gallery", "g", "--sample-fps", "every:2"];
+    enroll.extend_from_slice(&gait);
+    let subjects = tmp.path().join("subjects");
+    enroll.extend_from_slice(&["--subjects-from-dirs", s(&subjects)]);
+    ok(&enroll);
+    let (out, _) = ok(&["gallery", "show", "--root", s(&root), "--gallery", "g.gait", "--format", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((shown["model"].as_str(), shown["dim"].as_u64()), (Some("gaitbase"), Some(4096)), "{shown}");
+
+    let mut search = vec!["run", "search", "--root", s(&root), "--gallery", "g", "--sample-fps", "every:2"];
+    search.extend_from_slice(&gait);
+    search.extend_from_slice(&["--threshold", "0.5", "--format", "json", "--job-id", "walk", s(&walk)]);
+    let (out, _) = ok(&search);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let gait_rows: Vec<&serde_json::Value> = rows.iter().filter(|r| r["modality"] == "gait").collect();
+    assert!(
+        gait_rows.iter().any(|r| r["best_candidate"] == "walker"
+            && r["decision"] == "match"
+            && r["score"].as_f64().unwrap() > 0.999),
+        "{rows:?}"
+    );
+    // Every probe gait row is a template or says why not, and belongs to a body track.
+    let (out, _) = ok(&[
+        "sql",
+        "--root",
+        s(&root),
+        "--format",
+        "json",
+        "SELECT g.error IS NULL AS ok, g.embedding IS NULL AS empty, b.modality AS of FROM templates g \
+         LEFT JOIN templates b ON b.template_id = g.person_track_id WHERE g.modality = 'gait' AND g.job_id = 'walk'",
+    ]);
+    let linked: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(!linked.is_empty());
+    for r in &linked {
+        assert_eq!(r["of"], "body", "{r}");
+        assert_ne!(r["ok"], r["empty"], "an embedding or an error: {r}");
+    }
+}
