@@ -8,17 +8,10 @@
 
 mod common;
 
-use common::{data, ok, osprey, repo, s};
+use common::{data, ok, osprey, s};
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/fixtures/seed-models"));
-    let f = dir.join(name);
-    assert!(f.is_file(), "seed fixture not found at {} (set OSPREY_SEED_FIXTURES)", f.display());
-    f
-}
+use common::seed_fixture as fixture;
 
 #[derive(Debug)]
 struct Row {

@@ -11,12 +11,7 @@ use common::{data, ok, osprey, repo, s};
 use std::path::PathBuf;
 
 fn fixture_weights() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/fixtures/seed-models"));
-    let w = dir.join("adaface_ir_18.weights.f16.safetensors");
-    assert!(w.is_file(), "seed fixture not found at {} (set OSPREY_SEED_FIXTURES)", w.display());
-    w
+    common::seed_fixture("adaface_ir_18.weights.f16.safetensors")
 }
 
 fn face_api(person: &str, n: u32) -> PathBuf {

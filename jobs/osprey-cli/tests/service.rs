@@ -562,11 +562,8 @@ fn gait_and_body_recognisers_run_in_service_jobs() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, to).unwrap();
     };
-    let fixtures = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/fixtures/seed-models"));
-    put("weights/osnet.safetensors", &fixtures.join("osnet_x1_0.weights.f16.safetensors"));
-    put("weights/gaitbase.safetensors", &fixtures.join("gaitbase.weights.f16.safetensors"));
+    put("weights/osnet.safetensors", &common::seed_fixture("osnet_x1_0.weights.f16.safetensors"));
+    put("weights/gaitbase.safetensors", &common::seed_fixture("gaitbase.weights.f16.safetensors"));
     // One person walking indoors in front of a still camera, 6 s.
     let walk = data().join("All-in-One-Gait/history_Inputvideos/demo3.mp4");
     put("media/subjects/walker/walk.mp4", &walk);

@@ -163,18 +163,7 @@ impl MediaSettings {
             (None | Some(APPEARANCE_MODEL), Some(_)) => Err(Error::invalid(format!(
                 "the appearance model `{APPEARANCE_MODEL}` is fetched by infra/scripts/fetch-models.sh; --body-weights is for body recognisers such as osnet-x1_0"
             ))),
-            (Some(id), weights) => {
-                let spec = person_model(id)?;
-                if spec.modality != Modality::Body {
-                    return Err(Error::invalid(format!("`{id}` is a {} model, not a body model", spec.modality)));
-                }
-                if weights.is_none() {
-                    return Err(Error::invalid(format!(
-                        "body model `{id}` needs its checkpoint: pass --body-weights FILE (the job API's `body_weights`)"
-                    )));
-                }
-                Ok(())
-            }
+            (Some(id), weights) => check_recogniser(id, weights.is_some(), Modality::Body),
         }
     }
 
@@ -195,16 +184,7 @@ impl MediaSettings {
                 "modality `gait` needs a gait model: pass --gait-model gaitbase --gait-weights FILE (the job API's `gait_model`, `gait_weights`)",
             ));
         };
-        let spec = person_model(id)?;
-        if spec.modality != Modality::Gait {
-            return Err(Error::invalid(format!("`{id}` is a {} model, not a gait model", spec.modality)));
-        }
-        if self.gait_weights.is_none() {
-            return Err(Error::invalid(format!(
-                "gait model `{id}` needs its checkpoint: pass --gait-weights FILE (the job API's `gait_weights`)"
-            )));
-        }
-        Ok(())
+        check_recogniser(id, self.gait_weights.is_some(), Modality::Gait)
     }
 
     /// The model id of `modality`'s templates under these settings.
@@ -228,6 +208,22 @@ impl MediaSettings {
             None => Ok(face_model(&self.model)?.default_detector()),
         }
     }
+}
+
+/// Checks that `id` is a registered `modality` recogniser and that its
+/// checkpoint was given (`--<modality>-weights`, the job API's
+/// `<modality>_weights`).
+fn check_recogniser(id: &str, has_weights: bool, modality: Modality) -> Result<()> {
+    let spec = person_model(id)?;
+    if spec.modality != modality {
+        return Err(Error::invalid(format!("`{id}` is a {} model, not a {modality} model", spec.modality)));
+    }
+    if !has_weights {
+        return Err(Error::invalid(format!(
+            "{modality} model `{id}` needs its checkpoint: pass --{modality}-weights FILE (the job API's `{modality}_weights`)"
+        )));
+    }
+    Ok(())
 }
 
 /// The face models loaded once, with the settings they run at.

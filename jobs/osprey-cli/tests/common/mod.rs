@@ -16,6 +16,17 @@ pub fn data() -> PathBuf {
     dir
 }
 
+/// A file of the seed models' reference fixtures
+/// (`$OSPREY_SEED_FIXTURES`, else ../shared/fixtures/seed-models).
+pub fn seed_fixture(name: &str) -> PathBuf {
+    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/fixtures/seed-models"));
+    let f = dir.join(name);
+    assert!(f.is_file(), "seed fixture not found at {} (set OSPREY_SEED_FIXTURES)", f.display());
+    f
+}
+
 pub fn osprey(args: &[&str]) -> Output {
     let models = std::env::var_os("OSPREY_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
     Command::new(env!("CARGO_BIN_EXE_osprey"))
