@@ -301,16 +301,497 @@ class GaitBase(nn.Module):
         return self.FCs(z.mean(-1) + z.max(-1).values)
 
 
+# ------------------------------------------------------------- CLIP3DReID
+
+
+class ConvBn(nn.Module):
+    """TinyViT's Conv2d_BN: a bias-free convolution `c` and a BatchNorm `bn`."""
+
+    def __init__(self, cin, cout, k=1, stride=1, groups=1):
+        super().__init__()
+        self.c = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.c(x))
+
+
+class MbConv(nn.Module):
+    """Inverted residual of TinyViT's first stage: 1x1 up, depthwise 3x3,
+    1x1 down, each a ConvBn; GELU after the first two and after the add."""
+
+    def __init__(self, c, hidden):
+        super().__init__()
+        self.conv1 = ConvBn(c, hidden)
+        self.conv2 = ConvBn(hidden, hidden, 3, groups=hidden)
+        self.conv3 = ConvBn(hidden, c)
+
+    def forward(self, x):
+        y = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        return F.gelu(x + y)
+
+
+class Merge(nn.Module):
+    """Patch merging between stages: 1x1, GELU, depthwise 3x3 stride 2, GELU, 1x1."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = ConvBn(cin, cout)
+        self.conv2 = ConvBn(cout, cout, 3, 2, groups=cout)
+        self.conv3 = ConvBn(cout, cout)
+
+    def forward(self, x):  # [B, C, H, W] -> [B, C', H/2, W/2]
+        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+
+
+def window_offsets(window):
+    """Index [N, N] of the offset (|dy|, |dx|) between each pair of a
+    window's points (row-major), offsets numbered in order of first
+    appearance; and how many offsets there are."""
+    pts = [(y, x) for y in range(window) for x in range(window)]
+    ids = {}
+    idx = [[ids.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(ids)) for b in pts] for a in pts]
+    return torch.tensor(idx), len(ids)
+
+
+class WindowAttention(nn.Module):
+    """TinyViT attention inside one window: own LayerNorm, qkv viewed per
+    head as [q | k | v] slices, logits scaled by head_dim^-1/2 plus a learned
+    bias per head and offset."""
+
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.heads, self.hd = heads, dim // heads
+        idx, offsets = window_offsets(window)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(heads, offsets))
+        self.register_buffer("bias_index", idx, persistent=False)
+
+    def forward(self, x):  # [B', N, C]
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).view(b, n, self.heads, 3 * self.hd).transpose(1, 2)
+        q, k, v = qkv.split(self.hd, dim=-1)
+        logits = q @ k.transpose(-1, -2) * self.hd**-0.5 + self.attention_biases[:, self.bias_index]
+        return self.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class TokenMlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class ViTBlock(nn.Module):
+    """x += windowed attention; depthwise 3x3 ConvBn on the map (no residual); x += MLP."""
+
+    def __init__(self, dim, heads, window, mlp_ratio):
+        super().__init__()
+        self.window = window
+        self.attn = WindowAttention(dim, heads, window)
+        self.local_conv = ConvBn(dim, dim, 3, groups=dim)
+        self.mlp = TokenMlp(dim, int(dim * mlp_ratio))
+
+    def attend(self, x, h, w):  # tokens [B, H*W, C]
+        ws = self.window
+        if h == ws and w == ws:
+            return self.attn(x)
+        b, _, c = x.shape
+        ph, pw = -h % ws, -w % ws  # zero padding at the bottom and right
+        m = F.pad(x.view(b, h, w, c), (0, 0, 0, pw, 0, ph))
+        nh, nw = (h + ph) // ws, (w + pw) // ws
+        win = m.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+        y = self.attn(win).view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, h + ph, w + pw, c)
+        return y[:, :h, :w].reshape(b, h * w, c)
+
+    def forward(self, x, h, w):
+        b, l, c = x.shape
+        x = x + self.attend(x, h, w)
+        x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w)).reshape(b, c, l).transpose(1, 2)
+        return x + self.mlp(x)
+
+
+class Stage(nn.Module):
+    """`layers.{s}`: its blocks, then (all but the last) a patch merging."""
+
+    def __init__(self, blocks, downsample):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+
+class TinyVit(nn.Module):
+    """TinyViT's encoder as CLIP3DReID uses it (classifier head an identity):
+    [B, 3, 224, 224] -> the LayerNormed last-stage tokens [B, 49, 576]."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        e = cfg["embed_dims"]
+        self.patch_embed = nn.Module()
+        self.patch_embed.seq = nn.Sequential(ConvBn(3, e[0] // 2, 3, 2), nn.GELU(), ConvBn(e[0] // 2, e[0], 3, 2))
+        stages = [Stage([MbConv(e[0], int(e[0] * cfg["mbconv_ratio"])) for _ in range(cfg["depths"][0])], Merge(e[0], e[1]))]
+        for s in range(1, 4):
+            blocks = [ViTBlock(e[s], cfg["num_heads"][s], cfg["window_sizes"][s], cfg["mlp_ratio"]) for _ in range(cfg["depths"][s])]
+            stages.append(Stage(blocks, Merge(e[s], e[s + 1]) if s < 3 else None))
+        self.layers = nn.ModuleList(stages)
+        self.norm_head = nn.LayerNorm(e[3])
+
+    def forward(self, x):
+        x = self.patch_embed.seq(x)
+        for block in self.layers[0].blocks:
+            x = block(x)
+        x = self.layers[0].downsample(x)
+        for stage in self.layers[1:]:
+            b, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            for block in stage.blocks:
+                t = block(t, h, w)
+            x = t.transpose(1, 2).reshape(b, c, h, w)
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return self.norm_head(x.flatten(2).transpose(1, 2))
+
+
+class IdClassifier(nn.Module):
+    """The training-time identity classifier (`classifier.classifier`)."""
+
+    def __init__(self, dim, classes):
+        super().__init__()
+        self.classifier = nn.Linear(dim, classes)
+
+
+class Clip3dReid(nn.Module):
+    """The CLIP3DReID student as the training script's `Model` names it.
+    `forward_feature`: (global [B, 512], local [B, 49, 576]); `forward`: the
+    evaluation embedding of `test.py`, L2-normalised global(x) + global(flip x)."""
+
+    FULL = {"embed_dims": [96, 192, 384, 576], "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 18],
+            "window_sizes": [7, 7, 14, 7], "mlp_ratio": 4.0, "mbconv_ratio": 4.0, "num_classes": 632}
+    TEACHER = 768  # CLIP ViT-L/14 width: the teacher-side layers (training only)
+
+    def __init__(self, cfg=None):
+        super().__init__()
+        cfg = dict(self.FULL, **(cfg or {}))
+        feat = 512
+        self.sv_fc = nn.Linear(576, feat)
+        self.tv_fc = nn.Linear(self.TEACHER, feat)
+        self.tt_fc = nn.Linear(self.TEACHER, 576)
+        self.sv_bn = nn.BatchNorm1d(feat)  # commented out upstream: not applied
+        self.tv_bn = nn.BatchNorm1d(feat)
+        self.student_encoder = nn.Module()
+        self.student_encoder.base = TinyVit(cfg)
+        tokens = (224 // 32) ** 2
+        self.student_encoder.proj = nn.Parameter(torch.zeros(tokens, 1))
+        self.classifier = IdClassifier(feat, cfg["num_classes"])
+        self.classifier_teacher = IdClassifier(feat, cfg["num_classes"])
+
+    def forward_feature(self, x):
+        local = self.student_encoder.base(x)
+        pooled = (local.transpose(1, 2) @ self.student_encoder.proj).squeeze(-1)  # [B, 576]
+        return self.sv_fc(pooled), local
+
+    def forward(self, x):
+        both, _ = self.forward_feature(torch.cat([x, x.flip(3)]))
+        g, g_flip = both.chunk(2)
+        return F.normalize(g + g_flip, dim=1)
+
+
+# ---------------------------------------------------------------- BigGait
+
+
+class DinoAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = (q * (c // self.heads) ** -0.5) @ k.transpose(-1, -2)
+        return self.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class DinoMlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class DinoBlock(nn.Module):
+    """Pre-norm ViT block with LayerScale: x += ls1(attn(norm1 x)); x += ls2(mlp(norm2 x))."""
+
+    def __init__(self, dim, heads, mlp_ratio):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = DinoAttention(dim, heads)
+        self.ls1 = LayerScale(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = DinoMlp(dim, dim * mlp_ratio)
+        self.ls2 = LayerScale(dim)
+
+    def forward(self, x):
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class Dinov2(nn.Module):
+    """DINOv2 ViT (release names). `forward` on [f, 3, H, W] gives the final
+    LayerNorm's patch tokens [f, L, C] and the LayerNorm (no affine) of the
+    concatenated outputs of four evenly spaced blocks [f, L, 4C], class token
+    dropped, as OpenGait's BigGait copy of DINOv2 returns them."""
+
+    def __init__(self, dim=384, depth=12, heads=6, patch=14, img_size=518, mlp_ratio=4):
+        super().__init__()
+        self.patch, self.grid = patch, img_size // patch
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid**2 + 1, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))  # training only
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, dim, patch, patch)
+        self.blocks = nn.ModuleList(DinoBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.taps = [int(i * depth / 4 + depth / 4 - 1) for i in range(4)]
+
+    def position(self, rows, cols):
+        """The learned grid resampled to rows x cols with DINOv2's offset
+        scale factor ((rows + 0.1) / grid, (cols + 0.1) / grid), bicubic."""
+        g, c = self.grid, self.pos_embed.shape[-1]
+        grid = self.pos_embed[:, 1:].reshape(1, g, g, c).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / g, (cols + 0.1) / g), mode="bicubic")
+        assert grid.shape[-2:] == (rows, cols)
+        return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, rows * cols, c)], 1)
+
+    def forward(self, x):
+        rows, cols = x.shape[2] // self.patch, x.shape[3] // self.patch
+        t = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls_token.expand(len(t), -1, -1), t], 1) + self.position(rows, cols)
+        taps = []
+        for i, block in enumerate(self.blocks):
+            t = block(t)
+            if i in self.taps:
+                taps.append(t)
+        mid = torch.cat(taps, -1)
+        mid = F.layer_norm(mid, mid.shape[-1:], eps=1e-6)
+        return self.norm(t)[:, 1:], mid[:, 1:]
+
+
+class Distill(nn.Module):
+    """OpenGait's `infoDistillation` branch (eval): BN (no affine) of the
+    input, then `down_sampling`; softmax, or sigmoid after `bn_t`.
+    `deep`: down_sampling is Linear(C, C/2) · BN · GELU · Linear(C/2, out)."""
+
+    def __init__(self, cin, cout, softmax, deep=False, up=False):
+        super().__init__()
+        self.bn_s = nn.BatchNorm1d(cin, affine=False)
+        self.bn_t = nn.BatchNorm1d(cout, affine=False)
+        if deep:
+            self.down_sampling = nn.Sequential(nn.Linear(cin, cin // 2), nn.BatchNorm1d(cin // 2, affine=False),
+                                               nn.GELU(), nn.Linear(cin // 2, cout))
+        else:
+            self.down_sampling = nn.Linear(cin, cout)
+        if up:
+            self.up_sampling = nn.Linear(cout, cin)  # feeds a training loss only
+        self.softmax = softmax
+
+    def forward(self, x):  # [pixels, C]
+        y = self.down_sampling(self.bn_s(x))
+        return y.softmax(-1) if self.softmax else torch.sigmoid(self.bn_t(y))
+
+
+class Wrapped(nn.Module):
+    """OpenGait's SetBlockWrapper: the wrapped module sits under `forward_block`."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.forward_block = block
+
+    def forward(self, x):
+        return self.forward_block(x)
+
+
+class GaitStem(nn.Module):
+    """conv3x3 (no bias, under `conv1.conv`) · BN · ReLU · one BasicBlock (`layer1`)."""
+
+    def __init__(self, cin, c0):
+        super().__init__()
+        self.conv1 = PlainConv(cin, c0)
+        self.bn1 = nn.BatchNorm2d(c0)
+        self.layer1 = nn.Sequential(BasicBlock(c0, c0, 1))
+
+    def forward(self, x):
+        return self.layer1(F.relu(self.bn1(self.conv1(x))))
+
+
+class GaitPost(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.layer2 = nn.Sequential(BasicBlock(ch[0], ch[1], 2))
+        self.layer3 = nn.Sequential(BasicBlock(ch[1], ch[2], 2))
+        self.layer4 = nn.Sequential(BasicBlock(ch[2], ch[3], 1))
+
+    def forward(self, x):
+        return self.layer4(self.layer3(self.layer2(x)))
+
+
+class Fusion(nn.Module):
+    """AttentionFusion of two maps: per channel c, softmax over the two
+    logits at channels 2c and 2c + 1, weighted sum of the inputs."""
+
+    def __init__(self, c0, squeeze):
+        super().__init__()
+        hidden = c0 // squeeze
+        self.conv = Wrapped(nn.Sequential(
+            nn.Conv2d(2 * c0, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, 1, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, 2 * c0, 1, bias=False)))
+
+    def forward(self, a, b):
+        f, c, h, w = a.shape
+        score = self.conv(torch.cat([a, b], 1)).view(f, c, 2, h, w).softmax(2)
+        return a * score[:, :, 0] + b * score[:, :, 1]
+
+
+class GaitHead(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        ch = cfg["channels"]
+        self.pre_part = Wrapped(GaitStem(cfg["denoising_dim"], ch[0]))
+        self.pre_rgb = Wrapped(GaitStem(cfg["appearance_dim"], ch[0]))
+        self.post_backbone = Wrapped(GaitPost(ch))
+        self.FCs = Strips(16, ch[3], cfg["fc_out"])
+        self.BNNecks = Necks(16, cfg["fc_out"], cfg["classes"])  # training only
+        self.fusion = Fusion(ch[0], cfg["squeeze_ratio"])
+
+    def frames(self, den, app):  # [f, 16, h, w] each -> [f, C3, h/4, w/4]
+        return self.post_backbone(self.fusion(self.pre_part(den), self.pre_rgb(app)))
+
+
+class BigGait(nn.Module):
+    """OpenGait's BigGait__Dinov2_Gaitbase (eval). `forward(frames, ratios)`:
+    frames [n, s, 3, 2w, w] RGB 0..255 as pretreatment_rgb writes them,
+    ratios [n, s] the raw crops' width / height -> embedding [n, fc_out, 16].
+    `trace` (a dict) collects the intermediates the fixture holds."""
+
+    CCPG = {"dino": {"dim": 384, "depth": 12, "heads": 6, "patch": 14, "img_size": 518, "mlp_ratio": 4},
+            "image_size": 224, "sils_size": 32, "denoising_dim": 16, "appearance_dim": 16,
+            "channels": [64, 128, 256, 512], "squeeze_ratio": 16, "fc_out": 256, "classes": 100}
+    MEAN = [0.485, 0.456, 0.406]
+    STD = [0.229, 0.224, 0.225]
+
+    def __init__(self, cfg=None):
+        super().__init__()
+        cfg = dict(self.CCPG, **(cfg or {}))
+        self.cfg = cfg
+        c = cfg["dino"]["dim"]
+        self.Denoising_Branch = Distill(4 * c, cfg["denoising_dim"], softmax=True, deep=True)
+        self.Appearance_Branch = Distill(4 * c, cfg["appearance_dim"], softmax=False)
+        self.Mask_Branch = Distill(c, 2, softmax=True, up=True)
+        self.gait_net = GaitHead(cfg)
+        self.backbone = Dinov2(**cfg["dino"])
+
+    def foreground(self, probs):
+        """get_body + get_edge on the mask probabilities [f, h, w, 2] -> [f, h, w]."""
+        f, h, w, _ = probs.shape
+        r = torch.round(probs[..., 0])
+        edge = r[:, :5].sum((1, 2)) + r[:, -5:].sum((1, 2))
+        p = torch.where((edge > 5 * w)[:, None, None], probs[..., 1], probs[..., 0])
+        b = torch.round(p).unsqueeze(1)
+        # Closing with the out-of-image pixels ignored: max-pool pads with -inf.
+        dilated = F.max_pool2d(b, 3, 1, 1)
+        eroded = -F.max_pool2d(-dilated, 5, 1, 2)
+        d, e = dilated[:, 0] > 0.5, eroded[:, 0] > 0.5
+        return (d ^ e).float() * p + e.float()
+
+    def forward(self, frames, ratios, trace=None):
+        cfg = self.cfg
+        n, s, ch, h, w = frames.shape
+        f = n * s
+        mean = torch.tensor(self.MEAN, dtype=torch.float64).view(1, 1, 3, 1, 1) * 255
+        std = torch.tensor(self.STD, dtype=torch.float64).view(1, 1, 3, 1, 1) * 255
+        x = ((frames.double() - mean) / std).float().reshape(f, ch, h, w)
+        size = cfg["image_size"]
+        x = F.interpolate(x, (2 * size, size), mode="bilinear", align_corners=False)
+        last, mid = self.backbone(x)
+        rows, cols = 2 * size // self.backbone.patch, size // self.backbone.patch
+        mh, mw = 2 * cfg["sils_size"], cfg["sils_size"]
+
+        def to_pixels(t):  # [f, L, C] -> [f, mh * mw, C]
+            m = t.transpose(1, 2).reshape(f, -1, rows, cols)
+            return F.interpolate(m, (mh, mw), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+        last_px, mid_px = to_pixels(last), to_pixels(mid)
+        # Columns a frame of this aspect covers on the map (padding_resize of ones).
+        need = (mh * ratios.float().reshape(-1)).int()
+        valid = torch.zeros(f, mh, mw, dtype=torch.bool)
+        for i, k in enumerate(need.tolist()):
+            a = (mw - k) // 2 if k < mw else 0
+            valid[i, :, a:a + min(k, mw)] = True
+        probs = torch.zeros(f, mh * mw, 2)
+        v = valid.view(f, -1)
+        probs[v] = self.Mask_Branch(last_px[v])
+        fg = self.foreground(probs.view(f, mh, mw, 2)).view(f, -1)
+        keep = fg != 0
+        sel = mid_px[keep]
+        den = torch.zeros(f, mh * mw, cfg["denoising_dim"])
+        den[keep] = self.Denoising_Branch(sel)
+        app = torch.zeros(f, mh * mw, cfg["appearance_dim"])
+        app[keep] = self.Appearance_Branch(sel)
+        den = den.transpose(1, 2).reshape(f, -1, mh, mw)
+        app = app.transpose(1, 2).reshape(f, -1, mh, mw)
+        maps = self.gait_net.frames(den, app)  # [f, C3, mh/4, mw/4]
+        pooled = maps.view(n, s, *maps.shape[1:]).max(1).values  # over each sequence's frames
+        z = pooled.reshape(n, pooled.shape[1], 16, -1)
+        emb = self.gait_net.FCs(z.mean(-1) + z.max(-1).values)
+        if trace is not None:
+            per_seq = lambda t: t.view(n, s, *t.shape[1:]).transpose(1, 2)
+            trace.update({"pos_embed_interp": self.backbone.position(rows, cols), "dino_patchtokens": last,
+                          "dino_patchtokens_mid4": mid, "foreground": fg.view(f, mh, mw),
+                          "denoising": per_seq(den), "appearance": per_seq(app), "embedding": emb})
+        return emb
+
+
 # ------------------------------------------------------------- models
 
 
 MODELS = {
+    # id: (input kind, full-size builder, fixture stem)
     "osnet-x1_0": ("body", lambda: OsNet(ain=False), "osnet_x1_0"),
     "osnet-ain-x1_0": ("body", lambda: OsNet(ain=True), "osnet_ain_x1_0"),
+    "clip3dreid": ("body", Clip3dReid, "clip3dreid"),
     "gaitbase": ("gait", GaitBase, "gaitbase"),
+    "biggait": ("gait-rgb", BigGait, "biggait"),
 }
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# Body models' test transforms: (height, width) of the stretched crop, mean, std.
+BODY_INPUT = {
+    "osnet-x1_0": ((256, 128), IMAGENET_MEAN, IMAGENET_STD),
+    "osnet-ain-x1_0": ((256, 128), IMAGENET_MEAN, IMAGENET_STD),
+    "clip3dreid": ((224, 224), CLIP_MEAN, CLIP_STD),
+}
 
 
 def load_weights(net, path):
@@ -339,25 +820,136 @@ def rel_err(got, want):
     return ((got - want).abs().max() / want.abs().max()).item()
 
 
-def self_check(fixtures):
+def tiny_clip3dreid(fixtures):
+    t = json.load(open(f"{fixtures}/clip3dreid_tiny.config.json"))["tiny"]
+    keys = ["embed_dims", "depths", "num_heads", "window_sizes", "mlp_ratio", "num_classes"]
+    return Clip3dReid({k: t[k] for k in keys})
+
+
+def tiny_biggait(fixtures):
+    t = json.load(open(f"{fixtures}/biggait_tiny.config.json"))["tiny"]
+    d, m = t["dinov2"], t["model_cfg"]
+    return BigGait({
+        "dino": {"dim": d["embed_dim"], "depth": d["depth"], "heads": d["num_heads"], "patch": d["patch_size"],
+                 "img_size": d["img_size"], "mlp_ratio": d["mlp_ratio"]},
+        "image_size": m["image_size"], "sils_size": m["sils_size"],
+        "denoising_dim": m["Denoising_Branch"]["target_dim"], "appearance_dim": m["Appearance_Branch"]["target_dim"],
+        "channels": m["backbone_cfg"]["channels"], "squeeze_ratio": m["AttentionFusion"]["squeeze_ratio"],
+        "fc_out": m["SeparateFCs"]["out_channels"], "classes": m["SeparateBNNecks"]["class_num"],
+    })
+
+
+def self_check(fixtures, models):
+    """Each definition against the published manifest (full size) and the
+    upstream reference outputs (the fixtures' configuration)."""
     from safetensors.torch import load_file
 
     report = {}
-    for model_id, (kind, build, stem) in MODELS.items():
-        net = build()
-        report[f"{model_id}_manifest"] = f"{manifest_check(net, f'{fixtures}/{stem}.keys.json')} tensors match"
-        load_weights(net, f"{fixtures}/{stem}.weights.f16.safetensors")
-        io = load_file(f"{fixtures}/{stem}.io.safetensors")
+    for model_id in models:
+        kind, build, stem = MODELS[model_id]
+        keys = f"{fixtures}/{stem}_full.keys.json" if model_id in ("clip3dreid", "biggait") else f"{fixtures}/{stem}.keys.json"
+        report[f"{model_id}_manifest"] = f"{manifest_check(build(), keys)} tensors match"
         with torch.inference_mode():
-            if kind == "body":
+            if model_id == "clip3dreid":
+                net = load_weights(tiny_clip3dreid(fixtures), f"{fixtures}/clip3dreid_tiny.weights.f16.safetensors")
+                io = load_file(f"{fixtures}/clip3dreid_tiny.io.safetensors")
+                mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+                report["clip3dreid_input_rel_err"] = rel_err((io["image_u8"].float() / 255 - mean) / std, io["image"])
+                g, local = net.forward_feature(io["image"])
+                report["clip3dreid_global_rel_err"] = rel_err(g, io["global_feature"])
+                report["clip3dreid_local_rel_err"] = rel_err(local, io["local_feature"])
+                report["clip3dreid_global_flip_rel_err"] = rel_err(net.forward_feature(io["image"].flip(3))[0],
+                                                                  io["global_feature_flip"])
+                report["clip3dreid_embedding_rel_err"] = rel_err(net(io["image"]), io["embedding"])
+            elif model_id == "biggait":
+                net = load_weights(tiny_biggait(fixtures), f"{fixtures}/biggait_tiny.weights.safetensors")
+                io = load_file(f"{fixtures}/biggait_tiny.io.safetensors")
+                trace = {}
+                net(io["frames_u8"], io["ratios"], trace)
+                for k, v in trace.items():
+                    report[f"biggait_{k}_rel_err"] = rel_err(v, io[k])
+            elif kind == "body":
+                net = load_weights(build(), f"{fixtures}/{stem}.weights.f16.safetensors")
+                io = load_file(f"{fixtures}/{stem}.io.safetensors")
                 report[f"{model_id}_feature_rel_err"] = rel_err(net(io["image"]), io["feature"])
                 report[f"{model_id}_featuremap_rel_err"] = rel_err(net.featuremap(io["image"]), io["featuremap"])
             else:
+                net = load_weights(build(), f"{fixtures}/{stem}.weights.f16.safetensors")
+                io = load_file(f"{fixtures}/{stem}.io.safetensors")
                 report[f"{model_id}_embedding_rel_err"] = rel_err(net(io["silhouettes"]), io["embedding"])
     worst = max(v for k, v in report.items() if k.endswith("rel_err"))
     if worst > 1e-4:
         sys.exit(f"self-check failed: {report}")
     return report
+
+
+# ------------------------------------------------ random full-size weights
+
+
+def random_weights(net, seed):
+    """Seeded random values for every parameter of a full-size definition
+    (for timing and parity only: they recognise nobody). Scales keep the
+    signal alive through depth: weights N(0, 1/fan_in), norms' gains near 1,
+    DINOv2's LayerScale 0.1-0.5, attention biases N(0, 1); BigGait's mask
+    logits are scaled up so few probabilities sit near 0.5, where rounding
+    decides the foreground."""
+    g = torch.Generator().manual_seed(seed)
+    normal = lambda t, std, mean=0.0: t.copy_(torch.randn(t.shape, generator=g) * std + mean)
+    with torch.no_grad():
+        for name, m in net.named_modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.InstanceNorm2d)):
+                if getattr(m, "weight", None) is not None:
+                    normal(m.weight, 0.1, 1.0)
+                    normal(m.bias, 0.1)
+            elif isinstance(m, (nn.Linear, nn.Conv2d)):
+                fan_in = m.weight[0].numel()
+                normal(m.weight, fan_in**-0.5 * (8.0 if name == "Mask_Branch.down_sampling" else 1.0))
+                if m.bias is not None:
+                    normal(m.bias, 0.02)
+        for name, p in net.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "attention_biases" or name == "student_encoder.proj":
+                normal(p, 1.0)
+            elif leaf in ("pos_embed", "cls_token", "mask_token"):
+                normal(p, 0.5)
+            elif leaf == "gamma":
+                p.copy_(0.1 + 0.4 * torch.rand(p.shape, generator=g))
+            elif leaf == "fc_bin":
+                normal(p, p.shape[1] ** -0.5)
+    return net
+
+
+def calibrate(net, run):
+    """BatchNorm running statistics from the batch statistics of one pass
+    over real inputs (`run()` in train mode), so eval-mode activations stay
+    in range as in a trained network."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass sets the statistics
+    net.train()
+    with torch.no_grad():
+        run()
+    return net.eval()
+
+
+def make_weights(model_id, out, seed, inputs, threads):
+    """Writes seeded random full-size weights of `model_id` (published names,
+    float32 safetensors) with BatchNorm statistics calibrated on `inputs`."""
+    from safetensors.torch import save_file
+
+    kind, build, _ = MODELS[model_id]
+    net = random_weights(build(), seed)
+    if kind == "body":
+        run = body_fn(net, model_id, body_inputs(inputs, len(expand_files(inputs))))
+    elif kind == "gait-rgb":
+        seqs = [s[:8] for s in rgb_inputs(inputs)]
+        run = rgb_fn(net, seqs, threads, batched=True)
+    else:
+        sys.exit(f"{model_id}: its weights come from the seed fixtures")
+    calibrate(net, run)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out)
+    return sum(p.numel() for p in net.parameters())
 
 
 # ------------------------------------------------------------- inputs
@@ -385,14 +977,82 @@ def write_crops(data, out):
     return written
 
 
+# Walking clips of All-in-One-Gait's history_Inputvideos (720x1280, 30 fps)
+# and the first frame of each benchmark sequence: the walker crossing the
+# view whole (demo1 outdoors, demo2 the same person indoors, demo3 another
+# person close up).
+WALKER_CLIPS = [("demo1", 40), ("demo2", 40), ("demo3", 40)]
+
+
+def write_walkers(data, out, frames, models_dir):
+    """RGB person-crop sequences for BigGait: `frames` consecutive frames of
+    each clip in WALKER_CLIPS, the walker found by Osprey's CenterNet person
+    detector run in the TF.js runtime (tfjs-reference/person_detections.mjs),
+    the best box of each frame (the one overlapping the previous frame's box
+    most, after the first), cut from the frame and written as PNG, one folder
+    per sequence."""
+    import subprocess
+    import tempfile
+
+    import cv2
+
+    out = Path(out)
+    script = HERE / "tfjs-reference/person_detections.mjs"
+    written = []
+    for clip, start in WALKER_CLIPS:
+        cap = cv2.VideoCapture(str(Path(data) / "All-in-One-Gait/history_Inputvideos" / f"{clip}.mp4"))
+        bgr = []
+        for i in range(start + frames):
+            ok, f = cap.read()
+            if not ok:
+                sys.exit(f"{clip}.mp4 ends before frame {start + frames}")
+            if i >= start:
+                bgr.append(f)
+        h, w = bgr[0].shape[:2]
+        with tempfile.TemporaryDirectory() as tmp:
+            raw, mot = Path(tmp) / "frames.rgb", Path(tmp) / "boxes.txt"
+            np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in bgr]).tofile(raw)
+            subprocess.run(["node", str(script), "--detector", "centernet", "--model", str(Path(models_dir) / "centernet"),
+                            "--frames", str(raw), "--width", str(w), "--height", str(h), "--out", str(mot),
+                            "--input", "512", "--min-score", "0.3"], check=True, stdout=subprocess.DEVNULL)
+            rows = [list(map(float, line.split(",")[:7])) for line in open(mot) if line.strip()]
+        seq = out / clip
+        seq.mkdir(parents=True, exist_ok=True)
+        prev = None
+        for i, f in enumerate(bgr):
+            boxes = [r[2:7] for r in rows if int(r[0]) == i]
+            if not boxes:
+                sys.exit(f"{clip}: no person found in frame {start + i}")
+            best = max(boxes, key=(lambda b: iou(b, prev)) if prev else (lambda b: b[4]))
+            x, y, bw, bh = best[:4]
+            x0, y0, x1, y1 = int(x), int(y), min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+            cv2.imwrite(str(seq / f"{i:03d}.png"), f[y0:y1, x0:x1])
+            prev = best
+        written.append(seq)
+    return written
+
+
+def iou(a, b):
+    """IoU of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def expand_files(paths):
+    files = []
+    for p in map(Path, paths):
+        files += sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg")) if p.is_dir() else [p]
+    return files
+
+
 def body_inputs(paths, batch):
     """Decoded RGB crops, the named files (folders: their images by name)
     repeated in order to `batch`."""
     from PIL import Image
 
-    files = []
-    for p in map(Path, paths):
-        files += sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg")) if p.is_dir() else [p]
+    files = expand_files(paths)
     if not files:
         sys.exit("no crops")
     return [Image.open(files[i % len(files)]).convert("RGB") for i in range(batch)]
@@ -405,18 +1065,33 @@ def gait_inputs(folders):
 
     seqs = []
     for d in map(Path, folders):
-        files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        files = expand_files([d])
         if not files:
             sys.exit(f"{d}: no silhouettes")
         seqs.append([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files])
     return seqs
 
 
-def body_fn(net, crops):
+def rgb_inputs(folders):
+    """Per sequence folder: its RGB person crops by file name, decoded as
+    OpenGait's pretreatment_rgb reads them (cv2.imread: BGR)."""
+    import cv2
+
+    seqs = []
+    for d in map(Path, folders):
+        files = expand_files([d])
+        if not files:
+            sys.exit(f"{d}: no frames")
+        seqs.append([cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files])
+    return seqs
+
+
+def body_fn(net, model_id, crops):
     from torchvision import transforms as T
 
-    # torchreid's test transform (build_transforms: Resize, ToTensor, Normalize).
-    transform = T.Compose([T.Resize((256, 128)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    # The authors' test transform: Resize (PIL bilinear, aspect not kept), ToTensor, Normalize.
+    size, mean, std = BODY_INPUT[model_id]
+    transform = T.Compose([T.Resize(size), T.ToTensor(), T.Normalize(mean, std)])
 
     def run():
         x = torch.stack([transform(c) for c in crops])
@@ -446,6 +1121,63 @@ def gait_fn(net, seqs):
     return run
 
 
+def pretreat_rgb(bgr, height=256, width=128):
+    """OpenGait's datasets/pretreatment_rgb.py for one crop: cv2.resize
+    (INTER_LINEAR) to `height` keeping the aspect (new width truncated),
+    centre zero-pad or centre-crop the width to `width`, BGR -> RGB, as
+    [3, height, width] u8; and the ratio width / height of the crop."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    resized = cv2.resize(bgr, (int(w * height / h), height))
+    off = (width - resized.shape[1]) // 2
+    if off < 0:
+        framed = resized[:, -off:-off + width]
+    else:
+        framed = np.zeros((height, width, 3), np.uint8)
+        framed[:, off:off + resized.shape[1]] = resized
+    return cv2.cvtColor(framed, cv2.COLOR_BGR2RGB).transpose(2, 0, 1), w / h
+
+
+def rgb_fn(net, seqs, threads, batched=False):
+    """BigGait: each crop through pretreatment_rgb, each sequence one forward
+    (OpenGait's test sampler), the [256, 16] output flattened (c * 16 + p)
+    and unit-normalised as Osprey stores the template. `batched`: all
+    sequences (of equal length) in one forward, for calibration."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    cv2.ipp.setUseIPP(False)  # OpenCV's own bilinear code
+
+    def prepare(frames):
+        pairs = [pretreat_rgb(f) for f in frames]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs])).unsqueeze(0)  # [1, s, 3, 256, 128] u8
+        # The ratios are float64 in the pickle; the loader hands the model float32.
+        return x, torch.tensor([[p[1] for p in pairs]], dtype=torch.float32)
+
+    def run():
+        if batched:
+            xs, rs = zip(*(prepare(f) for f in seqs))
+            return net(torch.cat(xs), torch.cat(rs)), None
+        out, kept = [], []
+        for frames in seqs:
+            x, ratios = prepare(frames)
+            out.append(F.normalize(net(x, ratios).reshape(1, -1), dim=1))
+            kept.append(len(frames))
+        return torch.cat(out), torch.tensor(kept, dtype=torch.float32)
+
+    return run
+
+
+def distinct_max_cosine(emb, unique):
+    """The largest cosine between embeddings of different inputs (the first
+    `unique` rows): how far apart the random weights put distinct inputs,
+    against which the 0.9999 parity threshold is to be read."""
+    e = F.normalize(emb[:unique], dim=1)
+    c = e @ e.T - 2 * torch.eye(len(e))
+    return c.max().item() if len(e) > 1 else None
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -453,21 +1185,41 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS))
     p.add_argument("--weights", help="safetensors with the published names")
-    p.add_argument("--inputs", nargs="+", default=[], help="body: crop files or folders; gait: sequence folders")
+    p.add_argument("--inputs", nargs="+", default=[],
+                   help="body: crop files or folders; gait: silhouette sequence folders; biggait: RGB crop sequence folders")
     p.add_argument("--batch", type=int, default=32, help="body crops per pass (inputs repeated to fill it)")
     p.add_argument("--iters", type=int, default=5, help="timed passes after one warm-up; best and median reported")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (and OpenCV's)")
     p.add_argument("--save-reference", metavar="FILE", help="write the embeddings of the inputs")
     p.add_argument("--self-check", metavar="FIXTURES", help="check the definitions against shared/fixtures/seed-models")
+    p.add_argument("--check-models", nargs="+", default=sorted(MODELS), metavar="MODEL",
+                   help="the definitions --self-check checks (default: all)")
     p.add_argument("--write-crops", nargs=2, metavar=("DATA", "DIR"), help="write the bench crops from DATA into DIR")
+    p.add_argument("--write-walkers", nargs=2, metavar=("DATA", "DIR"),
+                   help="write BigGait's RGB crop sequences (one folder per clip) from DATA into DIR")
+    p.add_argument("--walker-frames", type=int, default=30, help="frames per --write-walkers sequence")
+    p.add_argument("--models-dir", default=str(REPO / "models"), help="Osprey's model folder (CenterNet for --write-walkers)")
+    p.add_argument("--make-weights", metavar="FILE",
+                   help="write seeded random full-size weights of --model (BatchNorm statistics from --inputs) to FILE")
+    p.add_argument("--seed", type=int, default=15, help="seed of --make-weights")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     out = {"impl": "pytorch", "torch": torch.__version__}
     if args.write_crops:
         out["crops"] = len(write_crops(*args.write_crops))
+    if args.write_walkers:
+        out["walker_sequences"] = len(write_walkers(*args.write_walkers, args.walker_frames, args.models_dir))
     if args.self_check:
-        out["self_check"] = self_check(args.self_check)
+        out["self_check"] = self_check(args.self_check, args.check_models)
+    if args.make_weights:
+        if not (args.model and args.inputs):
+            sys.exit("--make-weights needs --model and --inputs")
+        out["weights"] = args.make_weights
+        out["parameters"] = make_weights(args.model, args.make_weights, args.seed, args.inputs, args.threads)
+        out["seed"] = args.seed
+        print(json.dumps(out))
+        return
     if not args.model:
         print(json.dumps(out))
         return
@@ -476,16 +1228,23 @@ def main():
 
     kind, build, _ = MODELS[args.model]
     net = load_weights(build(), args.weights)
+    frames = None
     if kind == "body":
-        run = body_fn(net, body_inputs(args.inputs, args.batch))
-        units, frames = args.batch, None
-    else:
+        run = body_fn(net, args.model, body_inputs(args.inputs, args.batch))
+        units, unique = args.batch, min(args.batch, len(expand_files(args.inputs)))
+    elif kind == "gait":
         import cv2
 
         cv2.setNumThreads(args.threads)
         seqs = gait_inputs(args.inputs)
         run = gait_fn(net, seqs)
-        units, frames = len(seqs), sum(len(s) for s in seqs)
+        units = unique = len(seqs)
+        frames = sum(len(s) for s in seqs)
+    else:
+        seqs = rgb_inputs(args.inputs)
+        run = rgb_fn(net, seqs, args.threads)
+        units = unique = len(seqs)
+        frames = sum(len(s) for s in seqs)
 
     times = []
     with torch.inference_mode():
@@ -505,7 +1264,7 @@ def main():
     out.update(
         {
             "model": args.model,
-            "modality": kind,
+            "modality": "body" if kind == "body" else "gait",
             "batch": units,
             "threads": torch.get_num_threads(),
             "iters": len(times),
@@ -513,6 +1272,7 @@ def main():
             "median_s": median,
             "embeddings_per_s": units / best,
             "median_embeddings_per_s": units / median,
+            "distinct_max_cosine": distinct_max_cosine(emb, unique),
         }
     )
     if frames is not None:
