@@ -77,7 +77,7 @@
 //! that prefix). OpenGait evaluates under float16 autocast; this port
 //! computes in float32.
 
-use crate::checkpoint::Manifest;
+use crate::checkpoint::{Checkpoint, Manifest, ShapeReader};
 pub use crate::dinov2::DinoConfig;
 use crate::dinov2::{Dinov2, LayerNorm, Linear, PosResample};
 use crate::gaitbase::{BasicBlock, Conv, PARTS, basic_block_entries, bn_entries, pool_and_project};
@@ -134,6 +134,33 @@ pub struct BigGaitConfig {
     pub classes: usize,
 }
 
+/// Names that locate a BigGait checkpoint's wrapper prefix.
+const PROBE: [&str; 5] = [
+    "backbone.cls_token",
+    "backbone.pos_embed",
+    "backbone.patch_embed.proj.weight",
+    "Mask_Branch.down_sampling.weight",
+    "gait_net.FCs.fc_bin",
+];
+
+/// DINOv2's attention heads for a backbone `width` wide, which no tensor
+/// records: the released backbones (ViT-S/B/L/g: 384, 768, 1024, 1536) all
+/// use 64-wide heads; any other width is a reduced model, which keeps ViT-S's
+/// 6 heads (BigGait is built on ViT-S; the `tiny` fixture, 96 wide, has 6).
+fn dino_heads(width: usize) -> Result<usize> {
+    match width {
+        384 | 768 | 1024 | 1536 => Ok(width / 64),
+        w if w.is_multiple_of(6) => Ok(6),
+        w => Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "tensor `backbone.cls_token`: a DINOv2 backbone {w} wide is neither a released one \
+                 (384, 768, 1024, 1536) nor divisible into ViT-S's 6 heads"
+            ),
+        )),
+    }
+}
+
 /// Strides of the GaitBase stages.
 const STRIDES: [usize; 4] = [1, 2, 2, 1];
 
@@ -165,6 +192,89 @@ impl BigGaitConfig {
         c.channels = [32, 64, 128, 256];
         c.fc_out = 128;
         c
+    }
+
+    /// The configuration of an OpenGait BigGait checkpoint, read off its
+    /// tensors' shapes (see [`BigGaitConfig::from_shapes`]), whatever
+    /// wrapper prefix the names carry.
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<BigGaitConfig> {
+        checkpoint.read_config(&PROBE, Self::from_shapes)
+    }
+
+    /// The configuration whose [`manifest`] has the shapes `shapes` gives by
+    /// name (without a wrapper prefix):
+    ///
+    /// * DINOv2: width C from `backbone.cls_token` `[1, 1, C]`; depth by
+    ///   counting `backbone.blocks.{i}`; patch size from
+    ///   `backbone.patch_embed.proj.weight` `[C, 3, p, p]`; the training
+    ///   resolution from `backbone.pos_embed` `[1, g² + 1, C]` (g·p); the MLP
+    ///   ratio from `blocks.0.mlp.fc1.weight` `[ratio·C, C]`. The heads are
+    ///   stored nowhere: see [`dino_heads`].
+    /// * Branches: the denoising and appearance widths from the rows of
+    ///   `Denoising_Branch.down_sampling.3.weight` and
+    ///   `Appearance_Branch.down_sampling.weight`.
+    /// * GaitBase: C0 from `gait_net.pre_part.forward_block.conv1.conv.weight`,
+    ///   C1…C3 from `post_backbone`'s `layer{2,3,4}.0.conv1.weight`; the
+    ///   squeeze ratio as C0 over the rows of the fusion's first convolution;
+    ///   `fc_out` from `gait_net.FCs.fc_bin` `[16, C3, fc_out]`; the classes
+    ///   from the training-only `BNNecks.fc_bin` when stored (else the CCPG
+    ///   model's 100, which only the full [`manifest`] uses).
+    /// * `image_size` and `sils_size` size no tensor: the CCPG model's.
+    ///
+    /// A missing tensor or a shape that no configuration has is a
+    /// [`ErrorKind::Corrupt`] error naming the tensor.
+    pub fn from_shapes(shapes: &dyn Fn(&str) -> Option<Vec<usize>>) -> Result<BigGaitConfig> {
+        let r = ShapeReader { model: "BigGait", lookup: shapes };
+        let ccpg = Self::ccpg();
+        // First a tensor only BigGait has (not a bare DINOv2 or GaitBase).
+        let fc_out = r.dim("gait_net.FCs.fc_bin", 3, 2)?;
+        let c = r.dim("backbone.cls_token", 3, 2)?;
+        let proj = "backbone.patch_embed.proj.weight";
+        let patch = r.shape(proj, 4)?;
+        if patch[2] == 0 || patch[2] != patch[3] || patch[1] != IN_CHANNELS {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("tensor `{proj}` has shape {patch:?}, not [C, 3, p, p] for square patches"),
+            ));
+        }
+        let patch_size = patch[2];
+        let pos = "backbone.pos_embed";
+        let tokens = r.dim(pos, 3, 1)?;
+        let grid = r.square_side(tokens.saturating_sub(1), "the position grid", pos)?;
+        let block = |i: usize| format!("backbone.blocks.{i}.attn.qkv.weight");
+        let depth = r.count(block);
+        if depth == 0 {
+            r.shape(&block(0), 2)?;
+        }
+        let fc1 = "backbone.blocks.0.mlp.fc1.weight";
+        let mlp_ratio = r.exact_div(r.dim(fc1, 2, 0)?, c, "the MLP ratio", fc1)?;
+        let c0 = r.dim("gait_net.pre_part.forward_block.conv1.conv.weight", 4, 0)?;
+        let mut channels = [c0, 0, 0, 0];
+        for (i, width) in channels.iter_mut().enumerate().skip(1) {
+            *width = r.dim(&format!("gait_net.post_backbone.forward_block.layer{}.0.conv1.weight", i + 1), 4, 0)?;
+        }
+        let fusion = "gait_net.fusion.conv.forward_block.0.weight";
+        let squeeze_ratio = r.exact_div(c0, r.dim(fusion, 4, 0)?, "the fusion's squeeze ratio", fusion)?;
+        let denoising_dim = r.dim("Denoising_Branch.down_sampling.3.weight", 2, 0)?;
+        let appearance_dim = r.dim("Appearance_Branch.down_sampling.weight", 2, 0)?;
+        // Last: the rule for the heads, once the tensors show a BigGait.
+        let num_heads = dino_heads(c)?;
+        let dino = DinoConfig { embed_dim: c, depth, num_heads, patch_size, img_size: grid * patch_size, mlp_ratio };
+        let necks = format!("{TRAINING_ONLY}fc_bin");
+        let classes = if r.has(&necks) { r.dim(&necks, 3, 2)? } else { ccpg.classes };
+        let cfg = BigGaitConfig {
+            dino,
+            image_size: ccpg.image_size,
+            sils_size: ccpg.sils_size,
+            denoising_dim,
+            appearance_dim,
+            channels,
+            squeeze_ratio,
+            fc_out,
+            classes,
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Width of the concatenated mid-layer tokens, 4C.

@@ -168,6 +168,24 @@ impl Checkpoint {
         Ok(found)
     }
 
+    /// Reads a configuration off the stored shapes before its manifest is
+    /// known: `read` looks shapes up by architecture name, with the wrapper
+    /// prefix under which most of `probe` (architecture names) occur removed
+    /// as [`Checkpoint::bind`] removes it (names outside it as stored). Its
+    /// errors are prefixed with the file.
+    pub(crate) fn read_config<T>(
+        &self,
+        probe: &[&str],
+        read: impl FnOnce(&dyn Fn(&str) -> Option<Vec<usize>>) -> Result<T>,
+    ) -> Result<T> {
+        let manifest: Manifest = probe.iter().map(|k| (k.to_string(), Vec::new())).collect();
+        let prefix = self.prefix_for(&manifest);
+        let shapes: HashMap<&str, &[usize]> =
+            self.tensors.iter().map(|(k, t)| (k.strip_prefix(prefix).unwrap_or(k), t.dims())).collect();
+        read(&|name| shapes.get(name).map(|s| s.to_vec()))
+            .map_err(|e| e.context(format!("checkpoint {}", self.path.display())))
+    }
+
     /// The wrapper prefix under which most of the manifest's names occur.
     fn prefix_for(&self, manifest: &Manifest) -> &'static str {
         PREFIXES
@@ -240,4 +258,79 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         path,
         format!("no tensors at the top level or under any of {STATE_DICT_KEYS:?}: is this a model checkpoint?"),
     ))
+}
+
+/// Shapes by architecture name (no wrapper prefix), from which a port reads
+/// its configuration; every failure names the tensor it looked for.
+pub(crate) struct ShapeReader<'a> {
+    /// The model, for messages (e.g. `SapiensID`).
+    pub model: &'static str,
+    /// A tensor's shape by name, `None` when the checkpoint lacks it.
+    pub lookup: &'a dyn Fn(&str) -> Option<Vec<usize>>,
+}
+
+impl ShapeReader<'_> {
+    /// The shape of `name`, which must exist and have `rank` dimensions.
+    pub fn shape(&self, name: &str, rank: usize) -> Result<Vec<usize>> {
+        let shape = (self.lookup)(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("no tensor `{name}` (with or without a wrapper prefix): is this a {} checkpoint?", self.model),
+            )
+        })?;
+        if shape.len() != rank {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("tensor `{name}` has shape {shape:?}, a {} checkpoint has {rank} dimensions there", self.model),
+            ));
+        }
+        Ok(shape)
+    }
+
+    /// Dimension `axis` of `name` (of `rank` dimensions), which must not be 0.
+    pub fn dim(&self, name: &str, rank: usize, axis: usize) -> Result<usize> {
+        let shape = self.shape(name, rank)?;
+        match shape[axis] {
+            0 => {
+                Err(Error::new(ErrorKind::Corrupt, format!("tensor `{name}` has shape {shape:?}: an empty dimension")))
+            }
+            n => Ok(n),
+        }
+    }
+
+    /// Whether `name` is stored.
+    pub fn has(&self, name: &str) -> bool {
+        (self.lookup)(name).is_some()
+    }
+
+    /// How many of `name(0)`, `name(1)`, … are stored, counting up to the
+    /// first missing one (e.g. a transformer's blocks).
+    pub fn count(&self, name: impl Fn(usize) -> String) -> usize {
+        (0..).take_while(|&i| self.has(&name(i))).count()
+    }
+
+    /// `total / part`, which must divide exactly; `what` says what the
+    /// quotient is, `name` which tensor gave `total`.
+    pub fn exact_div(&self, total: usize, part: usize, what: &str, name: &str) -> Result<usize> {
+        if part == 0 || !total.is_multiple_of(part) || total == 0 {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("tensor `{name}`: {total} is not a whole multiple of {part}, so {what} cannot be read from it"),
+            ));
+        }
+        Ok(total / part)
+    }
+
+    /// The side of a square of `total` cells, which must be a non-zero
+    /// perfect square; `what` and `name` as in [`ShapeReader::exact_div`].
+    pub fn square_side(&self, total: usize, what: &str, name: &str) -> Result<usize> {
+        let side = total.isqrt();
+        if side == 0 || side * side != total {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("tensor `{name}`: {total} is not the area of a square, so {what} cannot be read from it"),
+            ));
+        }
+        Ok(side)
+    }
 }

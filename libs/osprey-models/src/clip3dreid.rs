@@ -56,7 +56,7 @@ use std::collections::HashMap;
 use candle_core::{D, DType, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 
-use crate::checkpoint::Manifest;
+use crate::checkpoint::{Checkpoint, Manifest, ShapeReader};
 use crate::layers::cerr;
 use crate::layers::normalised_planes;
 use crate::vit_kprpe::{LayerNorm, Linear, softmax_last_dim};
@@ -85,6 +85,16 @@ const TEACHER_DIM: usize = 768;
 const PATCH_STRIDE: usize = 4;
 /// Kernel of the depthwise convolutions (MBConv, patch merging, `local_conv`).
 const DW_KERNEL: usize = 3;
+
+/// Width of an attention head in every published TinyViT.
+const TINYVIT_HEAD_DIM: usize = 32;
+/// Names that locate a CLIP3DReID checkpoint's wrapper prefix.
+const PROBE: [&str; 4] = [
+    "sv_fc.weight",
+    "student_encoder.proj",
+    "student_encoder.base.patch_embed.seq.0.c.weight",
+    "student_encoder.base.norm_head.weight",
+];
 
 /// Hyper-parameters of the student encoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +143,64 @@ impl Clip3dReidConfig {
             mbconv_expand_ratio: 4.0,
             num_classes: 77,
         }
+    }
+
+    /// The configuration of a CLIP3DReID checkpoint, read off its tensors'
+    /// shapes (see [`Clip3dReidConfig::from_shapes`]), whatever wrapper
+    /// prefix the names carry.
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Clip3dReidConfig> {
+        checkpoint.read_config(&PROBE, Self::from_shapes)
+    }
+
+    /// The configuration whose [`manifest`] has the shapes `shapes` gives by
+    /// name (without a wrapper prefix; `B` = `student_encoder.base`):
+    ///
+    /// * widths: E0 from `B.patch_embed.seq.2.c.weight` `[E0, E0/2, 3, 3]`,
+    ///   E1…E3 from `B.layers.{0,1,2}.downsample.conv1.c.weight` `[E(s+1), Es, 1, 1]`;
+    /// * depths by counting `B.layers.{s}.blocks.{i}`;
+    /// * heads and windows of stages 1…3 from their first block's
+    ///   `attn.attention_biases` `[heads, window²]` (a window of w points a
+    ///   side has w² distinct offsets `(|dy|, |dx|)`); stage 0 has no
+    ///   attention, its unused entries follow TinyViT's published rule (heads
+    ///   32 wide, window 7);
+    /// * the MLP ratio from `B.layers.1.blocks.0.mlp.fc1.weight`
+    ///   `[ratio·E1, E1]`, the MBConv ratio from
+    ///   `B.layers.0.blocks.0.conv1.c.weight` `[ratio·E0, E0, 1, 1]`;
+    /// * the classes from `classifier.classifier.weight` when stored (else
+    ///   the published 632, which only the full [`manifest`] uses).
+    ///
+    /// A missing tensor or a shape that no configuration has is a
+    /// [`ErrorKind::Corrupt`] error naming the tensor.
+    pub fn from_shapes(shapes: &dyn Fn(&str) -> Option<Vec<usize>>) -> Result<Clip3dReidConfig> {
+        let r = ShapeReader { model: "CLIP3DReID", lookup: shapes };
+        let full = Self::full();
+        let mut cfg = full.clone();
+        cfg.embed_dims[0] = r.dim(&format!("{BASE}.patch_embed.seq.2.c.weight"), 4, 0)?;
+        for s in 0..3 {
+            cfg.embed_dims[s + 1] = r.dim(&format!("{BASE}.layers.{s}.downsample.conv1.c.weight"), 4, 0)?;
+        }
+        for s in 0..4 {
+            let leaf = if s == 0 { "conv1.c.weight" } else { "attn.qkv.weight" };
+            let block = |i: usize| format!("{BASE}.layers.{s}.blocks.{i}.{leaf}");
+            cfg.depths[s] = r.count(block);
+            if cfg.depths[s] == 0 {
+                r.shape(&block(0), if s == 0 { 4 } else { 2 })?;
+            }
+        }
+        for s in 1..4 {
+            let biases = format!("{BASE}.layers.{s}.blocks.0.attn.attention_biases");
+            cfg.num_heads[s] = r.dim(&biases, 2, 0)?;
+            cfg.window_sizes[s] = r.square_side(r.dim(&biases, 2, 1)?, "the attention window", &biases)?;
+        }
+        cfg.num_heads[0] = (cfg.embed_dims[0] / TINYVIT_HEAD_DIM).max(1);
+        let fc1 = format!("{BASE}.layers.1.blocks.0.mlp.fc1.weight");
+        cfg.mlp_ratio = r.dim(&fc1, 2, 0)? as f64 / cfg.embed_dims[1] as f64;
+        let conv1 = format!("{BASE}.layers.0.blocks.0.conv1.c.weight");
+        cfg.mbconv_expand_ratio = r.dim(&conv1, 4, 0)? as f64 / cfg.embed_dims[0] as f64;
+        let classifier = "classifier.classifier.weight";
+        cfg.num_classes = if r.has(classifier) { r.dim(classifier, 2, 0)? } else { full.num_classes };
+        cfg.check()?;
+        Ok(cfg)
     }
 
     /// Side of stage `s`'s map (56, 28, 14, 7 at 224).

@@ -110,7 +110,7 @@ use std::collections::HashMap;
 use candle_core::{D, DType, Device, Tensor};
 use osprey_core::{Error, ErrorKind, Result};
 
-use crate::checkpoint::Manifest;
+use crate::checkpoint::{Checkpoint, Manifest, ShapeReader};
 use crate::vit_kprpe::{Block, LayerNorm, Linear, VitKprpeConfig, piecewise_index, softmax_last_dim};
 
 /// Side of the (square) input image, pixels.
@@ -159,6 +159,10 @@ const BN_EPS: f64 = 2e-5;
 /// RMSNorm epsilon of the differential attention.
 const RMS_EPS: f64 = 1e-5;
 
+/// Names that locate a SapiensID checkpoint's wrapper prefix.
+const PROBE: [&str; 5] =
+    ["mask_token", "backbone.pos_embed", "backbone.cls_token", "head.query_pos_emb", "patch_embed.patch_embed.weight"];
+
 /// Hyper-parameters of a SapiensID configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SapiensIdConfig {
@@ -181,6 +185,37 @@ impl SapiensIdConfig {
     /// The random-weight parity fixture.
     pub fn tiny() -> Self {
         Self { emb_dim: 64, output_dim: 256, depth: 2, num_heads: 4 }
+    }
+
+    /// The configuration of a SapiensID checkpoint, read off its tensors'
+    /// shapes (see [`SapiensIdConfig::from_shapes`]), whatever wrapper prefix
+    /// (`net.`, `model.`, `module.`) the names carry.
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<SapiensIdConfig> {
+        checkpoint.read_config(&PROBE, Self::from_shapes)
+    }
+
+    /// The configuration whose [`manifest`] has the shapes `shapes` gives by
+    /// name (without a wrapper prefix): `emb_dim` from `mask_token` `[1, E]`,
+    /// `depth` by counting `backbone.blocks.{d}`, `output_dim` from
+    /// `head.flatten_feature.0.weight` `[output_dim, 152 E]`, and
+    /// `num_heads` from KP-RPE's `rpe_module.keypoint_linear.fc.2.weight`,
+    /// whose `depth * heads * 50` rows hold one bucket table per block and
+    /// head. A missing tensor or a shape that no configuration has is a
+    /// [`ErrorKind::Corrupt`] error naming the tensor.
+    pub fn from_shapes(shapes: &dyn Fn(&str) -> Option<Vec<usize>>) -> Result<SapiensIdConfig> {
+        let r = ShapeReader { model: "SapiensID", lookup: shapes };
+        let emb_dim = r.dim("mask_token", 2, 1)?;
+        let block = |d: usize| format!("backbone.blocks.{d}.attn.qkv.weight");
+        let depth = r.count(block);
+        if depth == 0 {
+            r.shape(&block(0), 2)?;
+        }
+        let output_dim = r.dim("head.flatten_feature.0.weight", 2, 0)?;
+        let rpe = "rpe_module.keypoint_linear.fc.2.weight";
+        let num_heads = r.exact_div(r.dim(rpe, 2, 0)?, depth * BUCKETS, "the attention heads", rpe)?;
+        let cfg = SapiensIdConfig { emb_dim, output_dim, depth, num_heads };
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     fn validate(&self) -> Result<()> {
