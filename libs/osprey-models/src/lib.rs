@@ -46,6 +46,7 @@ pub mod person;
 pub mod pil_resize;
 pub mod recognizer;
 pub mod registry;
+pub mod rgb_pretreat;
 pub mod sapiensid;
 pub mod tfjs;
 pub mod torch_legacy;
