@@ -719,7 +719,12 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
     let spec = osprey_models::registry::person_model(&args.model)?;
     let gait = spec.modality == osprey_core::Modality::Gait;
     let started = Instant::now();
-    let model = PersonRecognizer::load(&spec, &args.weights, &osprey_models::default_device())?;
+    let model = PersonRecognizer::load(
+        &spec,
+        &args.weights,
+        &osprey_models::model_dir(None),
+        &osprey_models::default_device(),
+    )?;
     let load_s = started.elapsed().as_secs_f64();
 
     // Decoding is not timed: both sides start from decoded pixels.
@@ -888,7 +893,13 @@ fn video(args: VideoBench) -> anyhow::Result<()> {
     );
     for (mode, sampling) in [("full", Sampling::All), ("sampled", Sampling::Fps(args.sample_fps))] {
         let started = Instant::now();
-        let out = process_video(&[&analyzer], &args.video, &name, VideoOptions { sampling, segment }, &|_| {})?;
+        let out = process_video(
+            &[&analyzer],
+            &args.video,
+            &name,
+            VideoOptions { sampling, segment, gait_frames: false },
+            &|_| {},
+        )?;
         let secs = started.elapsed().as_secs_f64();
         modes.insert(
             mode.into(),

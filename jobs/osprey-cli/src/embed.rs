@@ -14,8 +14,8 @@ use osprey_models::appearance::AppearanceEmbedder;
 use osprey_models::person::PersonRecognizer;
 use osprey_models::recognizer::{BATCH, template_keypoints_for, to_input_size};
 use osprey_models::registry::{
-    Architecture, DEFAULT_FACE_MODEL, FaceModelSpec, PersonModelSpec, face_model, face_models, person_model,
-    person_models,
+    Architecture, DEFAULT_FACE_MODEL, FaceModelSpec, PersonArchitecture, PersonModelSpec, face_model, face_models,
+    person_model, person_models,
 };
 use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, FaceSelection, default_device, model_dir};
 use osprey_pipeline::media::{failure_row, read_input, walk};
@@ -76,22 +76,28 @@ pub struct EmbedArgs {
     /// Folders (or files) of crops taken whole, no detection: person crops
     /// for body models (one template each), aligned face crops for face
     /// models (as --aligned).
-    #[arg(long, value_name = "DIR", conflicts_with = "silhouettes")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["silhouettes", "frames"])]
     pub crops: Vec<String>,
     /// Folders of silhouette sequences for gait models: every folder that
     /// holds images is one sequence (CASIA-B's and OpenGait's layout), its
     /// frames in file-name order.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "frames")]
     pub silhouettes: Vec<String>,
+    /// Folders of RGB person-crop sequences for gait models that read
+    /// frames (biggait): every folder that holds images is one sequence,
+    /// its frames in file-name order.
+    #[arg(long, value_name = "DIR")]
+    pub frames: Vec<String>,
     /// Image files, folders (searched recursively), `@list.txt` files (one
     /// input per line) or object URLs (s3://…, file://…).
     pub inputs: Vec<String>,
 }
 
 impl EmbedArgs {
-    /// Every input: the positional ones, then --crops and --silhouettes.
+    /// Every input: the positional ones, then --crops, --silhouettes and
+    /// --frames.
     fn all_inputs(&self) -> Vec<String> {
-        self.inputs.iter().chain(&self.crops).chain(&self.silhouettes).cloned().collect()
+        self.inputs.iter().chain(&self.crops).chain(&self.silhouettes).chain(&self.frames).cloned().collect()
     }
 
     /// The model these arguments name, checked against --modality and the
@@ -101,6 +107,9 @@ impl EmbedArgs {
         let chosen = match (self.model.as_deref(), modality) {
             (None, None | Some(Modality::Face)) if !self.silhouettes.is_empty() => bail!(Error::invalid(
                 "--silhouettes are read by gait models: add --modality gait --model gaitbase (see `osprey models list`)"
+            )),
+            (None, None | Some(Modality::Face)) if !self.frames.is_empty() => bail!(Error::invalid(
+                "--frames are read by gait models: add --modality gait --model biggait (see `osprey models list`)"
             )),
             (None, None | Some(Modality::Face)) => ChosenModel::Face(face_model(DEFAULT_FACE_MODEL)?),
             (None, Some(Modality::Body)) => ChosenModel::Appearance,
@@ -132,11 +141,27 @@ impl EmbedArgs {
         if !self.silhouettes.is_empty() && actual != Modality::Gait {
             bail!(Error::invalid(format!("--silhouettes are for gait models; `{}` is a {actual} model", chosen.id())));
         }
+        if !self.frames.is_empty() && actual != Modality::Gait {
+            bail!(Error::invalid(format!("--frames are for gait models; `{}` is a {actual} model", chosen.id())));
+        }
+        let reads_frames =
+            matches!(&chosen, ChosenModel::Person(spec) if spec.architecture == PersonArchitecture::BigGait);
+        let sequences = if reads_frames {
+            "--frames (folders of RGB person crops)"
+        } else {
+            "--silhouettes (folders of silhouettes)"
+        };
         if !self.crops.is_empty() && actual == Modality::Gait {
-            bail!(Error::invalid("gait models read --silhouettes (folders of silhouettes), not --crops"));
+            bail!(Error::invalid(format!("`{}` reads {sequences}, not --crops", chosen.id())));
+        }
+        if actual == Modality::Gait
+            && (!self.frames.is_empty() && !reads_frames || !self.silhouettes.is_empty() && reads_frames)
+        {
+            bail!(Error::invalid(format!("`{}` reads {sequences}", chosen.id())));
         }
         if self.all_inputs().is_empty() {
             bail!(Error::invalid(match actual {
+                Modality::Gait if reads_frames => "no inputs: name folders of RGB person crops (--frames DIR)",
                 Modality::Gait => "no inputs: name folders of silhouettes (--silhouettes DIR)",
                 Modality::Body => "no inputs: name person crops (--crops DIR)",
                 _ => "no inputs: name images, folders or --crops DIR",
@@ -456,13 +481,14 @@ fn embed_person(args: &EmbedArgs, chosen: &ChosenModel) -> anyhow::Result<()> {
             let Some(weights) = &args.weights else {
                 bail!(Error::invalid(format!("model `{}` needs its checkpoint: pass --weights FILE", spec.id)));
             };
-            let r = PersonRecognizer::load(spec, std::path::Path::new(weights), &device)?;
+            let models = model_dir(args.models.as_deref());
+            let r = PersonRecognizer::load(spec, std::path::Path::new(weights), &models, &device)?;
             if modality == Modality::Gait { PersonEmbedder::Gait(r) } else { PersonEmbedder::Body(Box::new(r)) }
         }
         ChosenModel::Face(_) => unreachable!("faces go through embed_detected/embed_aligned"),
     };
     let (model_id, dim) = match &embedder {
-        PersonEmbedder::Gait(r) => (r.spec().id.to_string(), r.spec().dim),
+        PersonEmbedder::Gait(r) => (r.spec().id.to_string(), r.dim()),
         PersonEmbedder::Body(b) => (b.model().to_string(), b.dim()),
     };
     let runtime = tokio::runtime::Handle::current();
@@ -486,7 +512,8 @@ fn embed_person(args: &EmbedArgs, chosen: &ChosenModel) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let units = match &embedder {
         PersonEmbedder::Gait(recognizer) => {
-            let sequences = silhouette_sequences(&args.all_inputs())?;
+            let rgb = recognizer.reads_rgb_sequences();
+            let sequences = image_sequences(&args.all_inputs(), if rgb { "RGB person crops" } else { "silhouettes" })?;
             let units = sequences.len();
             let progress = Progress::new(sequences.len() as u64, "sequences");
             for (folder, files) in &sequences {
@@ -495,11 +522,17 @@ fn embed_person(args: &EmbedArgs, chosen: &ChosenModel) -> anyhow::Result<()> {
                     .map(|f| {
                         let bytes = read_input(f, &runtime)?;
                         image::load_from_memory(&bytes)
-                            .map(|d| d.into_luma8())
                             .map_err(|e| Error::invalid(format!("{f}: not a readable image: {e}")))
                     })
                     .collect::<osprey_core::Result<Vec<_>>>();
-                rows.push(match frames.and_then(|frames| recognizer.embed_gait(&frames)) {
+                let embedded = frames.and_then(|frames| {
+                    if rgb {
+                        recognizer.embed_gait_frames(&frames.into_iter().map(|d| d.into_rgb8()).collect::<Vec<_>>())
+                    } else {
+                        recognizer.embed_gait(&frames.into_iter().map(|d| d.into_luma8()).collect::<Vec<_>>())
+                    }
+                });
+                rows.push(match embedded {
                     Ok((embedding, used)) => row(folder, embedding, used),
                     Err(e) => fail(folder, e.message()),
                 });
@@ -538,7 +571,7 @@ fn embed_person(args: &EmbedArgs, chosen: &ChosenModel) -> anyhow::Result<()> {
     };
     if units == 0 {
         bail!(Error::invalid(if modality == Modality::Gait {
-            "no silhouette sequences: name folders of silhouette images (one folder per sequence)"
+            "no sequences: name folders of images (one folder per sequence)"
         } else {
             "no input images"
         }));
@@ -579,17 +612,17 @@ fn write_rows(out: &std::path::Path, rows: &[Template], dim: usize) -> anyhow::R
     std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))
 }
 
-/// Silhouette sequences: every folder under the inputs that directly holds
-/// images is one sequence, its frames in natural file-name order (`f9.png`
-/// before `f10.png`). An input that is an image file is an error (a
-/// sequence is a folder).
-fn silhouette_sequences(inputs: &[String]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+/// Image sequences (silhouettes, or RGB crops: `what`): every folder under
+/// the inputs that directly holds images is one sequence, its frames in
+/// natural file-name order (`f9.png` before `f10.png`). An input that is an
+/// image file is an error (a sequence is a folder).
+fn image_sequences(inputs: &[String], what: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let mut by_folder: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for input in inputs {
         let path = PathBuf::from(input.strip_prefix("file://").unwrap_or(input));
         if !path.is_dir() {
             bail!(Error::invalid(format!(
-                "{input}: gait models read folders of silhouettes (one folder per sequence), not single files"
+                "{input}: gait models read folders of {what} (one folder per sequence), not single files"
             )));
         }
         for file in walk(&path)?.into_iter().filter(|p| is_image_path(p)) {

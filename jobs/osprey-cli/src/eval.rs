@@ -1157,6 +1157,7 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         inputs: images.clone(),
         crops: Vec::new(),
         silhouettes: Vec::new(),
+        frames: Vec::new(),
     })
     .await?;
     let bytes = std::fs::read(&parquet).with_context(|| format!("cannot read {}", parquet.display()))?;

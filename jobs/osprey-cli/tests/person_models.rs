@@ -89,6 +89,90 @@ fn osnet_embeds_person_crops() {
 }
 
 #[test]
+fn sapiensid_embeds_person_crops_with_their_keypoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crops = data().join("person_search_demo/query");
+    let out = tmp.path().join("bodies.parquet");
+    let weights = fixture("sapiensid_tiny.weights.safetensors");
+    ok(&[
+        "embed",
+        "--modality",
+        "body",
+        "--model",
+        "sapiensid",
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+        "--crops",
+        s(&crops),
+    ]);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!((r.modality.as_str(), r.model.as_str()), ("body", "sapiensid"));
+        let e = r.embedding.as_ref().unwrap();
+        // The fixture's configuration, read from the checkpoint's shapes.
+        assert_eq!(e.len(), 256);
+        assert!(unit(e));
+    }
+    assert_ne!(rows[0].embedding, rows[1].embedding);
+}
+
+/// BigGait reads folders of RGB person crops: here every fifth frame of a
+/// walker's clip, and a folder too short for a gait cycle.
+#[test]
+fn biggait_embeds_rgb_sequences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let walk = data().join("All-in-One-Gait/history_Inputvideos/demo3.mp4");
+    let seqs = tmp.path().join("seqs");
+    let long = seqs.join("walk");
+    std::fs::create_dir_all(&long).unwrap();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i", s(&walk), "-vf", "select=not(mod(n\\,5)),scale=180:320", "-vsync", "vfr"])
+        .arg(long.join("%03d.png"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let short = seqs.join("short");
+    std::fs::create_dir_all(&short).unwrap();
+    for i in 1..=5 {
+        std::fs::copy(long.join(format!("{i:03}.png")), short.join(format!("{i:03}.png"))).unwrap();
+    }
+    let out = tmp.path().join("gait.parquet");
+    let weights = fixture("biggait_tiny.weights.safetensors");
+    ok(&[
+        "embed",
+        "--modality",
+        "gait",
+        "--model",
+        "biggait",
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+        "--frames",
+        s(&seqs),
+    ]);
+    let rows = read_rows(&out);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let good = rows.iter().find(|r| r.embedding.is_some()).unwrap();
+    assert_eq!((good.modality.as_str(), good.model.as_str()), ("gait", "biggait"));
+    assert_eq!(good.embedding.as_ref().unwrap().len(), 2048);
+    assert!(unit(good.embedding.as_ref().unwrap()));
+    assert_eq!(good.frames, Some(36), "{good:?}");
+    let bad = rows.iter().find(|r| r.embedding.is_none()).unwrap();
+    assert!(bad.error.as_deref().unwrap_or("").contains("at least 25"), "{bad:?}");
+
+    // Silhouettes are GaitBase's input, not BigGait's.
+    let out =
+        osprey(&["embed", "--model", "biggait", "--weights", s(&weights), "--out", s(&out), "--silhouettes", s(&seqs)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--frames"), "{err}");
+}
+
+#[test]
 fn gaitbase_embeds_silhouette_sequences() {
     let tmp = tempfile::tempdir().unwrap();
     let sils = data().join("All-in-One-Gait/OpenGait/demo/output/GaitSilhouette");
@@ -200,19 +284,30 @@ fn body_crops_default_to_the_appearance_model() {
 /// Gait templates from body tracks through `osprey run` (fixture weights:
 /// the mechanics): a walker filmed by a still camera is enrolled with
 /// `--modalities body,gait`, which fills `<gallery>.gait` with GaitBase
-/// templates linked to the body tracks, and a search of the same walk
-/// finds the walker's gait template (the same silhouettes give the same
-/// template, whatever the weights).
+/// templates (from the track's silhouettes) linked to the body tracks, and a
+/// search of the same walk finds the walker's gait template (the same
+/// silhouettes give the same template, whatever the weights).
 #[test]
 fn gait_templates_come_from_body_tracks_in_osprey_run() {
+    gait_from_body_tracks("gaitbase", "gaitbase.weights.f16.safetensors", 4096);
+}
+
+/// The same with BigGait, which reads the track's RGB person crops (the
+/// tiny fixture: 128 × 16 wide).
+#[test]
+fn biggait_templates_come_from_body_tracks_in_osprey_run() {
+    gait_from_body_tracks("biggait", "biggait_tiny.weights.safetensors", 2048);
+}
+
+fn gait_from_body_tracks(model: &str, weights: &str, dim: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let walker = tmp.path().join("subjects/walker");
     std::fs::create_dir_all(&walker).unwrap();
     let walk = data().join("All-in-One-Gait/history_Inputvideos/demo3.mp4");
     std::os::unix::fs::symlink(&walk, walker.join("walk.mp4")).unwrap();
-    let weights = fixture("gaitbase.weights.f16.safetensors");
-    let gait = ["--modalities", "body,gait", "--gait-model", "gaitbase", "--gait-weights", s(&weights)];
+    let weights = fixture(weights);
+    let gait = ["--modalities", "body,gait", "--gait-model", model, "--gait-weights", s(&weights)];
     let mut enroll = vec!["run", "enroll", "--root", s(&root), "--gallery", "g", "--sample-fps", "every:2"];
     enroll.extend_from_slice(&gait);
     let subjects = tmp.path().join("subjects");
@@ -220,7 +315,7 @@ fn gait_templates_come_from_body_tracks_in_osprey_run() {
     ok(&enroll);
     let (out, _) = ok(&["gallery", "show", "--root", s(&root), "--gallery", "g.gait", "--format", "json"]);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((shown["model"].as_str(), shown["dim"].as_u64()), (Some("gaitbase"), Some(4096)), "{shown}");
+    assert_eq!((shown["model"].as_str(), shown["dim"].as_u64()), (Some(model), Some(dim)), "{shown}");
 
     let mut search = vec!["run", "search", "--root", s(&root), "--gallery", "g", "--sample-fps", "every:2"];
     search.extend_from_slice(&gait);

@@ -48,6 +48,7 @@ pub mod recognizer;
 pub mod registry;
 pub mod rgb_pretreat;
 pub mod sapiensid;
+pub mod sapiensid_input;
 pub mod tfjs;
 pub mod torch_legacy;
 pub mod vit_kprpe;

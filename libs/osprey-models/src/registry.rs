@@ -188,8 +188,14 @@ pub enum PersonArchitecture {
     OsNet(crate::osnet::OsNetVariant),
     /// CLIP3DReID's TinyViT student on 224×224 body crops.
     Clip3dReid,
+    /// SapiensID's ViT with retina patches and KP-RPE on 384×384 square
+    /// body crops and their 22 keypoints.
+    SapiensId,
     /// OpenGait's GaitBase on a sequence of 64×44 silhouettes.
     GaitBase,
+    /// OpenGait's BigGait (DINOv2 + GaitBase) on a sequence of 256×128 RGB
+    /// person crops.
+    BigGait,
 }
 
 /// One body or gait model: what it reads, what it gives and how its
@@ -256,6 +262,19 @@ pub fn person_models() -> Vec<PersonModelSpec> {
             licence: "Clip3DReid publishes no licence file (f2a0afa2): check with its authors and the training set's terms",
         },
         PersonModelSpec {
+            id: "sapiensid",
+            modality: osprey_core::Modality::Body,
+            architecture: PersonArchitecture::SapiensId,
+            input: "body crop padded to a square with white, bilinear to 384×384 (torchvision, no antialias), RGB, \
+                    (x/255 − 0.5)/0.5; 17 COCO points (MoveNet Thunder) and 5 face points (MTCNN) found on that square",
+            output: "4096-d embedding (semantic attention head over 19 keypoint queries), raw",
+            dim: 4096,
+            distance: "cosine of the L2-normalised embedding (the authors' evaluation)",
+            weights: "user-supplied: the authors' checkpoint (keys under `net.`, or a state dict / safetensors); \
+                      size read from its shapes",
+            licence: "SapiensID publishes no licence file (67314904): check with its authors and the training set's terms",
+        },
+        PersonModelSpec {
             id: "gaitbase",
             modality: osprey_core::Modality::Gait,
             architecture: PersonArchitecture::GaitBase,
@@ -265,6 +284,20 @@ pub fn person_models() -> Vec<PersonModelSpec> {
             distance: "cosine of the whole flattened embedding (the upstream output, unit-normalised); \
                        OpenGait's own metric is the strip-averaged Euclidean distance of the raw strips, `gaitbase::distance`",
             weights: "user-supplied: OpenGait's .pt checkpoint (state dict under `model`; BNNecks ignored)",
+            licence: "OpenGait publishes no licence file (0efafd47): check with its authors and the training set's terms",
+        },
+        PersonModelSpec {
+            id: "biggait",
+            modality: osprey_core::Modality::Gait,
+            architecture: PersonArchitecture::BigGait,
+            input: "a sequence of RGB person crops, OpenGait's pretreatment_rgb (OpenCV bilinear to height 256, \
+                    centre pad or crop to 128 wide, width/height ratio kept), ImageNet mean/std",
+            output: "256 × 16 strips (GaitBase head on DINOv2 ViT-S/14 features), stored flattened (4096)",
+            dim: 4096,
+            distance: "cosine of the whole flattened embedding (the upstream output, unit-normalised); \
+                       OpenGait's own metric is the strip-averaged Euclidean distance",
+            weights: "user-supplied: OpenGait's .pt checkpoint (state dict under `model`; BNNecks ignored); \
+                      size read from its shapes",
             licence: "OpenGait publishes no licence file (0efafd47): check with its authors and the training set's terms",
         },
     ]

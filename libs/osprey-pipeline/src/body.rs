@@ -40,7 +40,7 @@ impl BodyEmbedder for PersonRecognizer {
     }
 
     fn dim(&self) -> usize {
-        self.spec().dim
+        PersonRecognizer::dim(self)
     }
 
     fn embed(&self, crops: &[RgbImage]) -> Result<Vec<Vec<f32>>> {

@@ -1,6 +1,7 @@
-//! Gait templates: one per body track, from the silhouettes the video's
-//! background model cut for it ([`crate::silhouette`]), through a gait
-//! recogniser (OpenGait's GaitBase).
+//! Gait templates: one per body track, through a gait recogniser: from the
+//! silhouettes the video's background model cut for it
+//! ([`crate::silhouette`]) for OpenGait's GaitBase, or from its RGB person
+//! crops ([`GaitFrameTracks`]) for BigGait, which needs no static camera.
 //!
 //! A track's strip holds OpenGait's stored 64×64 frames, so the recogniser
 //! reads them as OpenGait reads its pickles (cut to 64×44, /255), in time
@@ -11,11 +12,55 @@
 //! for short walks). Otherwise its gait row carries the reason in `error`
 //! and no embedding, so a user sees why a person has no gait template.
 
-use osprey_core::Modality;
-use osprey_models::person::{MIN_GAIT_FRAMES, PersonRecognizer};
+use std::collections::HashMap;
 
-use crate::MediaTemplate;
-use crate::silhouette::decode_strip;
+use image::RgbImage;
+use osprey_core::{Modality, Result};
+use osprey_models::person::{MIN_GAIT_FRAMES, PersonRecognizer};
+use osprey_models::rgb_pretreat::{self, RgbFrame};
+
+use crate::silhouette::{Thinned, decode_strip};
+use crate::{BoxF, MediaTemplate};
+
+/// Most person crops kept per track for a frame-reading gait model: each
+/// is 256×128 RGB (96 KiB), and BigGait's time grows with every frame, so
+/// long tracks are thinned evenly to this many (over two gait cycles'
+/// worth beyond the minimum).
+pub const MAX_GAIT_FRAMES: usize = 64;
+
+/// A track's person crops through OpenGait's `pretreatment_rgb`, with the
+/// video frame each came from.
+#[derive(Debug, Clone, Default)]
+pub struct GaitFrames {
+    pub frames: Vec<i64>,
+    pub images: Vec<RgbFrame>,
+}
+
+/// The per-video state for a frame-reading gait model: every body track's
+/// person crops, pretreated as they are seen (see [`MAX_GAIT_FRAMES`]).
+#[derive(Default)]
+pub struct GaitFrameTracks {
+    tracks: HashMap<i64, Thinned<RgbFrame>>,
+}
+
+impl GaitFrameTracks {
+    /// The crops of one frame's people: `boxes[i]` (frame pixels) is an
+    /// observation of track `tracks[i]` in video frame `frame`.
+    pub fn add_people(&mut self, frame: i64, image: &RgbImage, boxes: &[BoxF], tracks: &[i64]) -> Result<()> {
+        for (b, &track) in boxes.iter().zip(tracks) {
+            let crop = crate::body::crop(image, b);
+            let pretreated =
+                rgb_pretreat::pretreat_frame(crop.as_raw(), crop.width() as usize, crop.height() as usize)?;
+            self.tracks.entry(track).or_default().offer(frame, pretreated, MAX_GAIT_FRAMES);
+        }
+        Ok(())
+    }
+
+    /// Every track's crops, by track id.
+    pub fn finish(self) -> HashMap<i64, GaitFrames> {
+        self.tracks.into_iter().map(|(id, t)| (id, GaitFrames { frames: t.frames, images: t.items })).collect()
+    }
+}
 
 /// The gait template of body track `body` (its silhouettes through
 /// `recognizer`): linked to the body track by `person_track`, with the
@@ -32,20 +77,27 @@ pub fn gait_template(recognizer: &PersonRecognizer, body: &MediaTemplate) -> Med
         quality: 0.0,
         landmarks: Vec::new(),
         silhouettes: None,
+        gait_frames: None,
         error: None,
         ..body.clone()
     };
-    let Some(strip) = &body.silhouettes else {
-        t.num_frames = 0;
-        t.points.clear();
-        t.error = Some(format!(
-            "no silhouettes for this track (a moving camera, or the person never seen whole against the background); a gait template needs at least {MIN_GAIT_FRAMES}"
-        ));
-        return t;
+    let (embedded, frames) = if recognizer.reads_rgb_sequences() {
+        let Some(crops) = &body.gait_frames else {
+            return without_template(t, "no person crops kept for this track");
+        };
+        (recognizer.embed_gait_pretreated_rgb(&crops.images), &crops.frames)
+    } else {
+        let Some(strip) = &body.silhouettes else {
+            return without_template(
+                t,
+                "no silhouettes for this track (a moving camera, or the person never seen whole against the background)",
+            );
+        };
+        let embedded =
+            decode_strip(&strip.png, "silhouette strip").and_then(|frames| recognizer.embed_gait_pretreated(&frames));
+        (embedded, &strip.frames)
     };
-    let embedded =
-        decode_strip(&strip.png, "silhouette strip").and_then(|frames| recognizer.embed_gait_pretreated(&frames));
-    t.points.retain(|p| strip.frames.contains(&p.frame));
+    t.points.retain(|p| frames.contains(&p.frame));
     match embedded {
         Ok((embedding, used)) => {
             t.embedding = embedding;
@@ -53,10 +105,18 @@ pub fn gait_template(recognizer: &PersonRecognizer, body: &MediaTemplate) -> Med
             t.quality = gait_quality(used, body.num_frames);
         }
         Err(e) => {
-            t.num_frames = strip.frames.len();
+            t.num_frames = frames.len();
             t.error = Some(e.message().to_string());
         }
     }
+    t
+}
+
+/// `t` as a row with no template and `why` (plus the minimum) in `error`.
+fn without_template(mut t: MediaTemplate, why: &str) -> MediaTemplate {
+    t.num_frames = 0;
+    t.points.clear();
+    t.error = Some(format!("{why}; a gait template needs at least {MIN_GAIT_FRAMES}"));
     t
 }
 

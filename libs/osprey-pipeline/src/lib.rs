@@ -135,6 +135,9 @@ pub struct MediaTemplate {
     /// A body track's silhouettes (static-camera video; see [`silhouette`]),
     /// `None` for faces, stills and tracks without any.
     pub silhouettes: Option<silhouette::SilhouetteStrip>,
+    /// A body track's person crops as a frame-reading gait model (BigGait)
+    /// reads them, when one is loaded; kept in memory only (not stored).
+    pub gait_frames: Option<gait::GaitFrames>,
     /// Why this track has no template of its modality (a gait template of a
     /// track too short for a gait cycle, say); `embedding` is then empty and
     /// the row is stored with this `error` and no embedding.
@@ -163,6 +166,7 @@ impl MediaTemplate {
             best_frame: 0,
             points: vec![point],
             silhouettes: None,
+            gait_frames: None,
             error: None,
         })
     }
@@ -278,6 +282,7 @@ mod tests {
             thumbnail_jpeg: Vec::new(),
             points,
             silhouettes: None,
+            gait_frames: None,
             error: None,
         }
     }

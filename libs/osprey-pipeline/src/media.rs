@@ -281,7 +281,7 @@ fn load_body(settings: &MediaSettings, dir: &Path, device: &candle_core::Device)
     let embedder: std::sync::Arc<dyn BodyEmbedder> = match (&settings.body_model, &settings.body_weights) {
         (Some(id), Some(weights)) => {
             let spec = person_model(id)?;
-            std::sync::Arc::new(with_local_file(weights, |path| PersonRecognizer::load(&spec, path, device))?)
+            std::sync::Arc::new(with_local_file(weights, |path| PersonRecognizer::load(&spec, path, dir, device))?)
         }
         _ => std::sync::Arc::new(AppearanceEmbedder::load(dir, device)?),
     };
@@ -361,7 +361,7 @@ impl MediaAnalysis {
             (Some(id), Some(weights)) if settings.wants(Modality::Gait) && body.is_some() => {
                 let spec = person_model(id)?;
                 Some(std::sync::Arc::new(with_local_file(weights, |path| {
-                    PersonRecognizer::load(&spec, path, &device)
+                    PersonRecognizer::load(&spec, path, &dir, &device)
                 })?))
             }
             _ => None,
@@ -536,7 +536,11 @@ impl MediaAnalysis {
                 &self.analyzers(),
                 local.path(),
                 input,
-                VideoOptions { sampling: self.sampling, segment },
+                VideoOptions {
+                    sampling: self.sampling,
+                    segment,
+                    gait_frames: self.gait.as_ref().is_some_and(|g| g.reads_rgb_sequences()),
+                },
                 &|_| {
                     frames.fetch_add(1, Ordering::Relaxed);
                     on_frame();

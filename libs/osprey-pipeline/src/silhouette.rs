@@ -429,6 +429,45 @@ pub struct SilhouetteStrip {
     pub png: Vec<u8>,
 }
 
+/// A track's items (silhouettes, frames) in time order with the video frame
+/// each came from, thinned evenly to at most a cap: at the cap every second
+/// item is dropped and from then on only every second (fourth, …) one
+/// offered is taken, so the list spans the whole track in bounded memory.
+#[derive(Debug, Clone)]
+pub struct Thinned<T> {
+    pub frames: Vec<i64>,
+    pub items: Vec<T>,
+    /// Items offered so far, and the stride they are taken at.
+    offered: usize,
+    stride: usize,
+}
+
+impl<T> Default for Thinned<T> {
+    fn default() -> Self {
+        Thinned { frames: Vec::new(), items: Vec::new(), offered: 0, stride: 1 }
+    }
+}
+
+impl<T> Thinned<T> {
+    /// Offers the item of video frame `frame`, keeping at most `cap` (≥ 2).
+    pub fn offer(&mut self, frame: i64, item: T, cap: usize) {
+        let take = self.offered.is_multiple_of(self.stride);
+        self.offered += 1;
+        if !take {
+            return;
+        }
+        self.frames.push(frame);
+        self.items.push(item);
+        if self.frames.len() >= cap.max(2) {
+            let mut i = 0;
+            self.frames.retain(|_| (i % 2 == 0, i += 1).0);
+            let mut i = 0;
+            self.items.retain(|_| (i % 2 == 0, i += 1).0);
+            self.stride *= 2;
+        }
+    }
+}
+
 /// The per-video silhouette state of [`crate::process_video`]: one
 /// background model fed every analysed frame in order, and the
 /// silhouettes of every body track so far.
@@ -442,10 +481,7 @@ pub struct SilhouetteTracks {
     /// Frames judged (past the warm-up) and those taken as unsteady.
     judged: usize,
     unsteady: usize,
-    tracks: HashMap<i64, Silhouettes>,
-    /// Per track: silhouettes offered so far and the stride they are
-    /// taken at (1, then 2, 4, … once thinned; see `max_per_track`).
-    thinning: HashMap<i64, (usize, usize)>,
+    tracks: HashMap<i64, Thinned<Vec<u8>>>,
 }
 
 impl SilhouetteTracks {
@@ -459,7 +495,6 @@ impl SilhouetteTracks {
             judged: 0,
             unsteady: 0,
             tracks: HashMap::new(),
-            thinning: HashMap::new(),
         }
     }
 
@@ -561,23 +596,7 @@ impl SilhouetteTracks {
 
     /// Adds a silhouette to `track`'s, thinning as `max_per_track` says.
     fn keep(&mut self, track: i64, frame: i64, silhouette: Vec<u8>) {
-        let (offered, stride) = self.thinning.entry(track).or_insert((0, 1));
-        let take = *offered % *stride == 0;
-        *offered += 1;
-        if !take {
-            return;
-        }
-        let t = self.tracks.entry(track).or_default();
-        t.frames.push(frame);
-        t.images.push(silhouette);
-        let cap = self.options.max_per_track.max(2);
-        if t.frames.len() >= cap {
-            let mut i = 0;
-            t.frames.retain(|_| (i % 2 == 0, i += 1).0);
-            let mut i = 0;
-            t.images.retain(|_| (i % 2 == 0, i += 1).0);
-            *stride *= 2;
-        }
+        self.tracks.entry(track).or_default().offer(frame, silhouette, self.options.max_per_track);
     }
 
     /// Whether a cleaned crop (`w`×`h`) holds a whole person rather than a
@@ -606,7 +625,7 @@ impl SilhouetteTracks {
             );
             return HashMap::new();
         }
-        self.tracks
+        self.tracks.into_iter().map(|(id, t)| (id, Silhouettes { frames: t.frames, images: t.items })).collect()
     }
 }
 
@@ -990,12 +1009,12 @@ mod tests {
         }
         let t = &tracks.tracks[&7];
         assert!(t.frames.len() < 8 && t.frames.len() >= 4, "{:?}", t.frames);
-        assert_eq!(t.frames.len(), t.images.len());
+        assert_eq!(t.frames.len(), t.items.len());
         assert_eq!(t.frames[0], 0);
         // Evenly spaced over the whole track, the images with their frames.
         let gaps: Vec<i64> = t.frames.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.iter().all(|&g| g == gaps[0]), "{:?}", t.frames);
         assert!(*t.frames.last().unwrap() >= 64, "{:?}", t.frames);
-        assert!(t.frames.iter().zip(&t.images).all(|(f, i)| i[0] == *f as u8));
+        assert!(t.frames.iter().zip(&t.items).all(|(f, i)| i[0] == *f as u8));
     }
 }

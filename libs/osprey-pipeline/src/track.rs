@@ -251,6 +251,7 @@ impl Track {
             // Silhouettes come from the video's background model, not the
             // tracker: `process_video` attaches them.
             silhouettes: None,
+            gait_frames: None,
             error: None,
         })
     }

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use osprey_core::{Error, Modality, Result};
 use osprey_media::video::{DecodeStats, Sampling, Segment, VideoFrame, VideoInfo, VideoReader};
 
+use crate::gait::GaitFrameTracks;
 use crate::scene::Signature;
 use crate::silhouette::{SilhouetteOptions, SilhouetteTracks};
 use crate::{FrameAnalyzer, MediaTemplate, Tracker};
@@ -24,6 +25,9 @@ const DECODE_AHEAD: usize = 4;
 pub struct VideoOptions {
     pub sampling: Sampling,
     pub segment: Segment,
+    /// Keep every body track's person crops for a frame-reading gait model
+    /// (BigGait; [`crate::gait::GaitFrameTracks`]).
+    pub gait_frames: bool,
 }
 
 /// What one segment gave.
@@ -81,6 +85,7 @@ pub fn process_video(
             // model that sees every analysed frame in order.
             let body = analyzers.iter().position(|a| a.modality() == Modality::Body);
             let mut silhouettes = body.map(|_| SilhouetteTracks::new(SilhouetteOptions::default()));
+            let mut gait_frames = body.filter(|_| options.gait_frames).map(|_| GaitFrameTracks::default());
             let mut observations = 0;
             let mut last_signature: Option<Signature> = None;
             for msg in rx.iter() {
@@ -104,20 +109,27 @@ pub fn process_video(
                     })?;
                     found_here += found.len();
                     let ids = tracker.update(frame.index, frame.t_ms, &frame.image, &found);
-                    if let Some(s) = silhouettes.as_mut().filter(|_| body == Some(i)) {
+                    if body == Some(i) {
                         let boxes: Vec<_> = found.iter().map(|o| o.bbox).collect();
-                        s.add_people(frame.index, &boxes, &ids)?;
+                        if let Some(s) = &mut silhouettes {
+                            s.add_people(frame.index, &boxes, &ids)?;
+                        }
+                        if let Some(g) = &mut gait_frames {
+                            g.add_people(frame.index, &frame.image, &boxes, &ids)?;
+                        }
                     }
                 }
                 observations += found_here;
                 on_frame(FrameDone { t_ms: frame.t_ms, found: found_here });
             }
             let mut strips = silhouettes.map(|s| s.finish(name)).unwrap_or_default();
+            let mut crops = gait_frames.map(GaitFrameTracks::finish).unwrap_or_default();
             let mut templates = Vec::new();
             for (i, (analyzer, tracker)) in analyzers.iter().zip(trackers).enumerate() {
                 for mut t in tracker.finish()? {
                     if body == Some(i) {
                         t.silhouettes = strips.remove(&t.track_id).map(|s| s.strip()).transpose()?;
+                        t.gait_frames = crops.remove(&t.track_id);
                     }
                     if let Some(fused) = analyzer
                         .fuse_track(&t.points)

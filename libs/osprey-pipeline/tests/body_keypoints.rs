@@ -49,7 +49,11 @@ fn body_observations_carry_17_scored_keypoints() {
     assert!(nose_y < ankle_y, "nose at y {nose_y}, ankles at {ankle_y}");
 
     let path = data_dir().join("debian-opencv-doc/vtest.avi");
-    let options = VideoOptions { sampling: Sampling::Fps(5.0), segment: Segment { start_ms: 0, end_ms: 2000 } };
+    let options = VideoOptions {
+        sampling: Sampling::Fps(5.0),
+        segment: Segment { start_ms: 0, end_ms: 2000 },
+        gait_frames: false,
+    };
     let out = process_video(&[&body], &path, "vtest.avi", options, &|_| {}).unwrap();
     let bodies: Vec<_> = out.templates.iter().filter(|t| t.modality == Modality::Body).collect();
     assert!(bodies.len() >= 3, "{} body tracks", bodies.len());

@@ -146,7 +146,7 @@ fn body() -> &'static BodyAnalyzer {
 /// Body tracks of the first `seconds` of `path` at 5 frames/s.
 fn tracks(path: &Path, seconds: i64) -> osprey_pipeline::VideoOutput {
     let segment = Segment { start_ms: 0, end_ms: seconds * 1000 };
-    let options = VideoOptions { sampling: Sampling::Fps(5.0), segment };
+    let options = VideoOptions { sampling: Sampling::Fps(5.0), segment, gait_frames: false };
     process_video(&[body()], path, &path.display().to_string(), options, &|_| {}).unwrap()
 }
 

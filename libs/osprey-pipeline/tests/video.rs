@@ -179,7 +179,7 @@ fn corrupt_truncated_empty_and_foreign_files_fail_clearly() {
         &[analyzer()],
         &path,
         "half.mp4",
-        VideoOptions { sampling: Sampling::Fps(1.0), segment: ALL },
+        VideoOptions { sampling: Sampling::Fps(1.0), segment: ALL, gait_frames: false },
         &|_| {},
     )
     .expect_err("truncated");
@@ -198,7 +198,7 @@ fn walking_people_tracks_are_stable() {
         &[analyzer()],
         &path,
         "video.mp4",
-        VideoOptions { sampling: Sampling::Fps(2.5), segment: ALL },
+        VideoOptions { sampling: Sampling::Fps(2.5), segment: ALL, gait_frames: false },
         &|_| {},
     )
     .unwrap();
