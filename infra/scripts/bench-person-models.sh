@@ -6,13 +6,23 @@
 # Weights: the seed fixtures' full-size OSNet x1.0, OSNet-AIN x1.0 and
 # GaitBase weights (shared/fixtures/seed-models/*.weights.f16.safetensors,
 # the published names), read by both sides (Osprey through the ordinary
-# checkpoint loader). Inputs: body models get the 26 Market-1501 person
-# crops of the appearance reference (written once as PNG, so both sides
-# decode the same pixels) repeated to BATCH; GaitBase gets four real
-# silhouette sequences (All-in-One-Gait's gallery tracks, 59 frames of
-# 192x192 each), one forward per sequence. Both sides start from decoded
-# pixels and do their model's whole preprocessing (PIL bilinear resize;
-# OpenGait's pretreatment).
+# checkpoint loader). CLIP3DReID and BigGait publish no weights and the
+# fixtures hold only reduced configurations: for them the PyTorch side
+# writes seeded random full-size weights in the published layout (BatchNorm
+# statistics calibrated on the bench inputs) into the run's temporary
+# folder, and both sides read that file. They serve timing and parity only,
+# never accuracy.
+#
+# Inputs: body models get the 26 Market-1501 person crops of the appearance
+# reference (written once as PNG, so both sides decode the same pixels)
+# repeated to BATCH; GaitBase gets four real silhouette sequences
+# (All-in-One-Gait's gallery tracks, 59 frames of 192x192 each); BigGait
+# gets three real RGB person-crop sequences (WALKER_FRAMES consecutive
+# frames of All-in-One-Gait's demo1-3 walking clips, the walker boxed by
+# CenterNet in the TF.js runtime, written once as PNG). Gait models: one
+# forward per sequence. Both sides start from decoded pixels and do their
+# model's whole preprocessing (PIL bilinear resize; OpenGait's pretreatment,
+# or pretreatment_rgb for BigGait).
 #
 # For each model: PyTorch first checks its definitions against the upstream
 # reference fixtures and writes its embeddings of the inputs; every Osprey
@@ -29,11 +39,15 @@
 # version, so both resize alike.
 #
 # Usage: bench-person-models.sh [ITERS] [MODEL...]
-#   defaults: 5, osnet-x1_0 osnet-ain-x1_0 gaitbase; BATCH=32 sets the body
-#   crops per pass, THREADS="1 2" the thread counts. PyTorch comes from the
-#   venv at $OSPREY_BENCH_VENV (default ~/.cache/osprey/bench-venv, created
-#   on first use from PyPI: torch torchvision numpy safetensors
-#   opencv-python-headless).
+#   defaults: 5, osnet-x1_0 osnet-ain-x1_0 gaitbase (clip3dreid and biggait
+#   are 10-50x heavier: name them); BATCH=32 sets the body crops per pass,
+#   THREADS="1 2" the thread counts, WALKER_FRAMES=25 BigGait's frames per
+#   sequence, SEED=15 the random weights' seed. PyTorch comes from the venv
+#   at $OSPREY_BENCH_VENV (default ~/.cache/osprey/bench-venv, created on
+#   first use from PyPI: torch torchvision numpy safetensors
+#   opencv-python-headless). BigGait's crops need node and
+#   infra/scripts/tfjs-reference/node_modules (npm ci there) and CenterNet
+#   in $OSPREY_MODELS (default ./models).
 set -euo pipefail
 osprey="${OSPREY:-osprey}"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -41,6 +55,9 @@ repo="$(cd "$here/../.." && pwd)"
 venv="${OSPREY_BENCH_VENV:-$HOME/.cache/osprey/bench-venv}"
 fixtures="${OSPREY_SEED_FIXTURES:-$repo/../shared/fixtures/seed-models}"
 data="${OSPREY_DATA:-$repo/../shared/data}"
+models="${OSPREY_MODELS:-$repo/models}"
+walker_frames="${WALKER_FRAMES:-25}"
+seed="${SEED:-15}"
 iters="${1:-5}"
 shift $(($# < 1 ? $# : 1))
 (($# == 0)) && set -- osnet-x1_0 osnet-ain-x1_0 gaitbase
@@ -70,13 +87,26 @@ crops=("$work"/crops/*.png)
 sils="$data/All-in-One-Gait/OpenGait/demo/output/GaitSilhouette/gallery"
 sequences=("$sils"/001/undefined "$sils"/002/undefined "$sils"/003/undefined "$sils"/004/undefined)
 
+if [[ " $* " == *" biggait "* ]]; then
+  echo "== BigGait's RGB crop sequences (CenterNet boxes, TF.js)" >&2
+  "${torch_bench[@]}" --write-walkers "$data" "$work/walkers" --walker-frames "$walker_frames" \
+    --models-dir "$models" --threads "$(nproc)" >/dev/null
+fi
+
 for model in "$@"; do
   case "$model" in
     osnet-x1_0) weights="$fixtures/osnet_x1_0.weights.f16.safetensors" inputs=("${crops[@]}") ;;
     osnet-ain-x1_0) weights="$fixtures/osnet_ain_x1_0.weights.f16.safetensors" inputs=("${crops[@]}") ;;
     gaitbase) weights="$fixtures/gaitbase.weights.f16.safetensors" inputs=("${sequences[@]}") ;;
-    *) echo "no PyTorch definition of $model here (osnet-x1_0, osnet-ain-x1_0, gaitbase)" >&2; exit 2 ;;
+    clip3dreid) weights="$work/clip3dreid.random.safetensors" inputs=("${crops[@]}") ;;
+    biggait) weights="$work/biggait.random.safetensors" inputs=("$work"/walkers/*) ;;
+    *) echo "no PyTorch definition of $model here (osnet-x1_0, osnet-ain-x1_0, clip3dreid, gaitbase, biggait)" >&2; exit 2 ;;
   esac
+  if ! [ -f "$weights" ]; then
+    echo "== $model: seeded random full-size weights (seed $seed; timing and parity only)" >&2
+    "${torch_bench[@]}" --model "$model" --make-weights "$weights" --seed "$seed" --inputs "${inputs[@]}" \
+      --threads "$(nproc)" >&2
+  fi
   reference="$work/$model.reference.safetensors"
   echo "== $model: reference embeddings from PyTorch" >&2
   "${torch_bench[@]}" --model "$model" --weights "$weights" --batch "$batch" --iters 1 --threads "$(nproc)" \
@@ -98,23 +128,28 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 pairs = list(zip(rows[0::2], rows[1::2]))
 print(f"\nbest of {rows[0]['iters']} passes after one warm-up (median in brackets); PyTorch {rows[0]['torch']}")
+print("distinct: the largest cosine between PyTorch's embeddings of different inputs (what parity is measured against)")
 body = [(r, o) for r, o in pairs if o["modality"] == "body"]
 gait = [(r, o) for r, o in pairs if o["modality"] == "gait"]
 if body:
     print(f"\nbody: batch of {body[0][1]['batch']} crops\n")
-    print("| model | threads | Osprey embeddings/s (median) | PyTorch embeddings/s (median) | ratio Osprey/PyTorch | parity min cosine |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| model | threads | Osprey embeddings/s (median) | PyTorch embeddings/s (median) | ratio Osprey/PyTorch | parity min cosine | distinct |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for ref, ours in body:
         print(f"| {ours['model']} | {ours['threads']} | {ours['embeddings_per_s']:.2f} ({ours['median_embeddings_per_s']:.2f}) "
               f"| {ref['embeddings_per_s']:.2f} ({ref['median_embeddings_per_s']:.2f}) "
-              f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} |")
+              f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} "
+              f"| {ref['distinct_max_cosine']:.3f} |")
 if gait:
-    g = gait[0][1]
-    print(f"\ngait: {g['batch']} sequences, {g['frames']} silhouettes ({g['frames_kept']} kept by the pretreatment)\n")
-    print("| model | threads | Osprey sequences/s (silhouettes/s) | PyTorch sequences/s (silhouettes/s) | ratio Osprey/PyTorch | parity min cosine |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print()
+    for m in dict.fromkeys(o["model"] for _, o in gait):
+        g = next(o for _, o in gait if o["model"] == m)
+        print(f"{m}: {g['batch']} sequences, {g['frames']} frames ({g['frames_kept']} kept by the pretreatment)")
+    print("\n| model | threads | Osprey sequences/s (frames/s) | PyTorch sequences/s (frames/s) | ratio Osprey/PyTorch | parity min cosine | distinct |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for ref, ours in gait:
         print(f"| {ours['model']} | {ours['threads']} | {ours['embeddings_per_s']:.3f} ({ours['frames_per_s']:.1f}) "
               f"| {ref['embeddings_per_s']:.3f} ({ref['frames_per_s']:.1f}) "
-              f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} |")
+              f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} "
+              f"| {ref['distinct_max_cosine']:.3f} |")
 PY

@@ -1147,7 +1147,8 @@ def rgb_fn(net, seqs, threads, batched=False):
     import cv2
 
     cv2.setNumThreads(threads)
-    cv2.ipp.setUseIPP(False)  # OpenCV's own bilinear code
+    # OpenCV's own bilinear code (the walker crops give the same bytes with IPP on).
+    cv2.ipp.setUseIPP(False)
 
     def prepare(frames):
         pairs = [pretreat_rgb(f) for f in frames]
