@@ -95,16 +95,17 @@ pub struct FaceModelBench {
 #[derive(clap::Args)]
 pub struct PersonModelBench {
     /// Registry id of a body or gait model (`osprey models list`), e.g.
-    /// osnet-x1_0, osnet-ain-x1_0, clip3dreid, gaitbase.
+    /// osnet-x1_0, osnet-ain-x1_0, clip3dreid, gaitbase, biggait.
     #[arg(long)]
     model: String,
     /// The checkpoint (any layout `osprey embed --weights` reads).
     #[arg(long)]
     weights: PathBuf,
     /// Body models: crop images, or folders of them (sorted by path),
-    /// repeated in order to --batch. Gait models: one folder of silhouettes
-    /// per sequence (frames sorted by path); every pass embeds them all,
-    /// one sequence per forward pass as `osprey embed` does.
+    /// repeated in order to --batch. Gait models: one folder per sequence
+    /// (frames sorted by path) of silhouettes, or for BigGait of RGB person
+    /// crops; every pass embeds them all, one sequence per forward pass as
+    /// `osprey embed` does.
     #[arg(long, num_args = 1.., required = true)]
     inputs: Vec<String>,
     /// Body crops per timed pass (`PersonRecognizer::embed_bodies` runs them
@@ -707,10 +708,12 @@ fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
 }
 
 /// The decoded inputs of `bench person-model`: body crops (already repeated
-/// to the batch), or gait sequences (folder, grey silhouettes in order).
+/// to the batch), or gait sequences (folder, frames in order: grey
+/// silhouettes, or RGB person crops for models that read those).
 enum PersonInputs {
     Bodies(Vec<image::RgbImage>),
     Gait(Vec<(String, Vec<image::GrayImage>)>),
+    RgbGait(Vec<(String, Vec<image::RgbImage>)>),
 }
 
 fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
@@ -728,22 +731,30 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
     let load_s = started.elapsed().as_secs_f64();
 
     // Decoding is not timed: both sides start from decoded pixels.
+    let rgb = model.reads_rgb_sequences();
+    let what = if rgb { "RGB person crops" } else { "silhouettes" };
     let inputs = if gait {
         let mut sequences = Vec::with_capacity(args.inputs.len());
         for folder in &args.inputs {
             if !std::path::Path::new(folder).is_dir() {
-                bail!("{folder}: a gait sequence is a folder of silhouettes");
+                bail!("{folder}: a gait sequence is a folder of {what}");
             }
             let frames = crate::embed::expand_inputs(std::slice::from_ref(folder))?
                 .iter()
-                .map(|f| Ok(image::open(f).with_context(|| format!("{f}: not a readable image"))?.into_luma8()))
+                .map(|f| image::open(f).with_context(|| format!("{f}: not a readable image")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if frames.is_empty() {
-                bail!("{folder}: no silhouettes");
+                bail!("{folder}: no {what}");
             }
             sequences.push((folder.clone(), frames));
         }
-        PersonInputs::Gait(sequences)
+        if rgb {
+            let decoded = sequences.into_iter().map(|(d, f)| (d, f.into_iter().map(|i| i.into_rgb8()).collect()));
+            PersonInputs::RgbGait(decoded.collect())
+        } else {
+            let decoded = sequences.into_iter().map(|(d, f)| (d, f.into_iter().map(|i| i.into_luma8()).collect()));
+            PersonInputs::Gait(decoded.collect())
+        }
     } else {
         if args.batch == 0 {
             bail!("--batch must be positive");
@@ -759,6 +770,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
     };
     let frames: usize = match &inputs {
         PersonInputs::Gait(s) => s.iter().map(|(_, f)| f.len()).sum(),
+        PersonInputs::RgbGait(s) => s.iter().map(|(_, f)| f.len()).sum(),
         PersonInputs::Bodies(_) => 0,
     };
     // One pass: every input embedded, and for gait the frames each sequence kept.
@@ -769,6 +781,15 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
                 let mut out = (Vec::with_capacity(sequences.len()), Vec::with_capacity(sequences.len()));
                 for (folder, silhouettes) in sequences {
                     let (embedding, used) = model.embed_gait(silhouettes).with_context(|| folder.clone())?;
+                    out.0.push(embedding);
+                    out.1.push(used);
+                }
+                Ok(out)
+            }
+            PersonInputs::RgbGait(sequences) => {
+                let mut out = (Vec::with_capacity(sequences.len()), Vec::with_capacity(sequences.len()));
+                for (folder, crops) in sequences {
+                    let (embedding, used) = model.embed_gait_frames(crops).with_context(|| folder.clone())?;
                     out.0.push(embedding);
                     out.1.push(used);
                 }
@@ -794,10 +815,12 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
         Some(path) => {
             let (shape, want) = read_safetensors_f32(path, "embedding")?
                 .ok_or_else(|| anyhow::anyhow!("{}: no `embedding` tensor", path.display()))?;
-            if shape != [units, spec.dim] {
-                bail!("{}: `embedding` is {shape:?}, this run has [{units}, {}]", path.display(), spec.dim);
+            // The checkpoint's own width (random or reduced weights may differ from the registry's).
+            let dim = model.dim();
+            if shape != [units, dim] {
+                bail!("{}: `embedding` is {shape:?}, this run has [{units}, {dim}]", path.display());
             }
-            let cosines: Vec<f64> = embedded.iter().zip(want.chunks(spec.dim)).map(|(e, w)| cosine(e, w)).collect();
+            let cosines: Vec<f64> = embedded.iter().zip(want.chunks(dim)).map(|(e, w)| cosine(e, w)).collect();
             let min_cos = cosines.iter().copied().fold(f64::INFINITY, f64::min);
             let (_, median_cos) = best_and_median(&cosines);
             // Gait: the pretreatment must have kept the same frames.
@@ -835,7 +858,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
     if args.json {
         println!("{report}");
     } else {
-        let what = if gait { format!("{units} sequences ({frames} silhouettes)") } else { format!("{units} crops") };
+        let what = if gait { format!("{units} sequences ({frames} {what})") } else { format!("{units} crops") };
         println!(
             "{}: {what}, {} threads: {:.2} embeddings/s best of {} ({:.2} median){}",
             spec.id,
@@ -843,7 +866,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
             units as f64 / best,
             times.len(),
             units as f64 / median,
-            if gait { format!(", {:.1} silhouettes/s", frames as f64 / best) } else { String::new() },
+            if gait { format!(", {:.1} frames/s", frames as f64 / best) } else { String::new() },
         );
         if let Some(p) = &parity {
             println!("parity against {}: min cosine {:.6}", p["reference"], p["min_cosine"].as_f64().unwrap_or(0.0));
