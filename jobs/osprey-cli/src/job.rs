@@ -123,14 +123,15 @@ pub struct SubmitArgs {
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<Modality>>,
     /// Body model (default: the appearance model
-    /// dinov2-vits14-imgfocus-0.1.1; osnet-x1_0, osnet-ain-x1_0 or
-    /// clip3dreid with --body-weights).
+    /// dinov2-vits14-imgfocus-0.1.1; osnet-x1_0, osnet-ain-x1_0, clip3dreid
+    /// or sapiensid with --body-weights).
     #[arg(long)]
     body_model: Option<String>,
     /// The body recogniser's checkpoint, as for --weights.
     #[arg(long, value_name = "KEY_OR_URL")]
     body_weights: Option<String>,
-    /// Gait model for `gait` in --modalities (gaitbase; needs `body` too).
+    /// Gait model for `gait` in --modalities (gaitbase from silhouettes,
+    /// biggait from RGB crops; needs `body` too).
     #[arg(long)]
     gait_model: Option<String>,
     /// The gait model's checkpoint, as for --weights.

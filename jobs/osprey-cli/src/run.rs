@@ -83,15 +83,16 @@ pub struct MediaArgs {
     /// Body model: the out-of-the-box appearance model (default,
     /// dinov2-vits14-imgfocus-0.1.1: same-day, same-clothing appearance) or a
     /// body recogniser whose checkpoint you bring (osnet-x1_0,
-    /// osnet-ain-x1_0, clip3dreid) with --body-weights.
+    /// osnet-ain-x1_0, clip3dreid, sapiensid) with --body-weights.
     #[arg(long)]
     pub body_model: Option<String>,
     /// The body recogniser's checkpoint: a path or object URL.
     #[arg(long, value_name = "FILE")]
     pub body_weights: Option<String>,
-    /// Gait model for `gait` in --modalities (gaitbase): one gait template
-    /// per body track, from its silhouettes (static cameras; at least 25
-    /// silhouettes, so sample densely for short walks).
+    /// Gait model for `gait` in --modalities: one gait template per body
+    /// track, from its silhouettes with gaitbase (static cameras) or from
+    /// its RGB crops with biggait; at least 25 frames, so sample densely for
+    /// short walks.
     #[arg(long)]
     pub gait_model: Option<String>,
     /// The gait model's checkpoint (OpenGait's .pt): a path or object URL.

@@ -346,3 +346,44 @@ fn gait_from_body_tracks(model: &str, weights: &str, dim: u64) {
         assert_ne!(r["ok"], r["empty"], "an embedding or an error: {r}");
     }
 }
+
+/// The transformer body models in `osprey run` (fixture weights: the
+/// mechanics): a person crop enrolled with `--body-model` fills
+/// `<gallery>.body` with that model's templates, of the width its
+/// checkpoint's shapes give, and a search of the same crop finds it.
+#[test]
+fn transformer_body_models_enrol_and_search_in_osprey_run() {
+    for (model, weights, dim) in [
+        ("clip3dreid", "clip3dreid_tiny.weights.f16.safetensors", 512),
+        ("sapiensid", "sapiensid_tiny.weights.safetensors", 256),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let crop = data().join("person_search_demo/query/0001_c1s1_001051_00.jpg");
+        let subject = tmp.path().join("subjects/p0001");
+        std::fs::create_dir_all(&subject).unwrap();
+        std::fs::copy(&crop, subject.join("crop.jpg")).unwrap();
+        let weights = fixture(weights);
+        let body = ["--modalities", "body", "--body-model", model, "--body-weights", s(&weights)];
+        let subjects = tmp.path().join("subjects");
+        let mut enroll =
+            vec!["run", "enroll", "--root", s(&root), "--gallery", "g", "--subjects-from-dirs", s(&subjects)];
+        enroll.extend_from_slice(&body);
+        ok(&enroll);
+        let (out, _) = ok(&["gallery", "show", "--root", s(&root), "--gallery", "g.body", "--format", "json"]);
+        let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((shown["model"].as_str(), shown["dim"].as_u64()), (Some(model), Some(dim)), "{shown}");
+
+        let mut search = vec!["run", "search", "--root", s(&root), "--gallery", "g", "--threshold", "0.5"];
+        search.extend_from_slice(&body);
+        search.extend_from_slice(&["--format", "json", s(&crop)]);
+        let (out, _) = ok(&search);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(
+            rows.iter().any(|r| r["modality"] == "body"
+                && r["best_candidate"] == "p0001"
+                && r["score"].as_f64().unwrap() > 0.999),
+            "{model}: {rows:?}"
+        );
+    }
+}

@@ -208,15 +208,17 @@ pub struct JobSpec {
     pub modalities: Option<Vec<Modality>>,
     /// The body model: the out-of-the-box appearance model (default,
     /// `dinov2-vits14-imgfocus-0.1.1`) or a body recogniser whose weights
-    /// users bring (`osnet-x1_0`, `osnet-ain-x1_0`, `clip3dreid`).
+    /// users bring (`osnet-x1_0`, `osnet-ain-x1_0`, `clip3dreid`,
+    /// `sapiensid`).
     #[serde(default)]
     pub body_model: Option<String>,
     /// The body recogniser's checkpoint, as for `weights`.
     #[serde(default)]
     pub body_weights: Option<String>,
-    /// The gait model (`gaitbase`) for `gait` among the modalities (which
-    /// needs `body` too): one gait template per body track of a video, from
-    /// its silhouettes; tracks with too few get a row with an `error`.
+    /// The gait model (`gaitbase`: from silhouettes; `biggait`: from RGB
+    /// crops) for `gait` among the modalities (which needs `body` too): one
+    /// gait template per body track of a video; tracks with too few frames
+    /// get a row with an `error`.
     #[serde(default)]
     #[schema(example = "gaitbase")]
     pub gait_model: Option<String>,

@@ -58,11 +58,13 @@ pub struct MediaSettings {
     pub modalities: Vec<Modality>,
     /// The body model: the out-of-the-box appearance model (default,
     /// `dinov2-vits14-imgfocus-0.1.1`) or a body recogniser whose weights
-    /// users bring (`osnet-x1_0`, `osnet-ain-x1_0`, `clip3dreid`).
+    /// users bring (`osnet-x1_0`, `osnet-ain-x1_0`, `clip3dreid`,
+    /// `sapiensid`).
     pub body_model: Option<String>,
     /// The body recogniser's checkpoint (path or object URL).
     pub body_weights: Option<String>,
-    /// The gait model (`gaitbase`), needed with `gait` among the modalities.
+    /// The gait model (`gaitbase` or `biggait`), needed with `gait` among
+    /// the modalities.
     pub gait_model: Option<String>,
     /// The gait model's checkpoint (path or object URL).
     pub gait_weights: Option<String>,
