@@ -19,6 +19,17 @@ in shared/fixtures/seed-models/*.keys.json):
   of torchvision BasicBlocks [64, 128, 256, 512], strides [1, 2, 2, 1], run on
   every frame; max over time; 16 horizontal strips pooled as mean + max;
   one 512 -> 256 matrix per strip. The output [n, 256, 16].
+* CLIP3DReID's student (liufeng2915/Clip3DReid `model.py`, `tiny_vit.py`):
+  TinyViT-21M/224 (conv stem, MBConv stage, three stages of windowed
+  attention with learned offset biases + depthwise `local_conv` + MLP,
+  patch merging between stages), its 49 LayerNormed last-stage tokens
+  weighed by `proj` into one 576-d vector, `sv_fc` to 512.
+* BigGait (OpenGait `BigGait__Dinov2_Gaitbase`, `BigGait_CCPG.yaml`): DINOv2
+  ViT-S/14 on 448x224 frames (position grid resampled bicubically), the
+  final and four mid-layer token sets resized to 64x32, a mask branch and
+  its closing into a foreground, denoising and appearance branches at the
+  foreground pixels, and a two-stem GaitBase head with attention fusion;
+  max over the sequence, 16 strips, one 512 -> 256 matrix each.
 
 Each model's input is prepared as upstream does it:
 
@@ -32,17 +43,31 @@ Each model's input is prepared as upstream does it:
   flattened row-major (index c*16 + p) and unit-normalised, as Osprey stores
   a gait template. The per-frame steps are those of
   `gait_pretreat_reference.py` (OpenCV's own bicubic: IPP off).
+* CLIP3DReID's test transform: PIL bilinear resize to 224x224, ToTensor,
+  CLIP mean/std; `test.py`'s embedding: the global features of the crop
+  and of its mirror image added, L2-normalised.
+* BigGait: each RGB crop through OpenGait's `datasets/pretreatment_rgb.py`
+  (cv2 INTER_LINEAR to height 256 keeping the aspect, centre pad or crop to
+  128, BGR -> RGB, ratio = width / height), the evaluator's ImageNet
+  normalisation (float64), one sequence per forward; the [256, 16] output
+  flattened and unit-normalised like GaitBase's.
 
 Timing: decoded images in (PIL RGB crops; 8-bit grey silhouettes as
 `cv2.imread` gives them), unit embeddings out: the same work as Osprey's
 `PersonRecognizer::embed_bodies` / `embed_gait`. One warm-up pass, then
 `--iters` timed passes, best and median reported as one JSON line. Bodies:
 the crops named on the command line, repeated in order to `--batch`, one
-forward pass. Gait: every sequence folder named, one forward each.
+forward pass. Gait: every sequence folder named, one forward each
+(silhouettes for GaitBase, RGB person crops for BigGait).
 
 `--weights F` reads a safetensors file with the published names (the seed
 fixtures' `*.weights.f16.safetensors` are full size: computed in float32
-from those values). `--save-reference F` writes this model's embeddings of
+from those values). CLIP3DReID and BigGait publish no weights and their
+fixtures are reduced configurations: `--make-weights F` writes seeded
+random full-size weights (BatchNorm statistics from one pass over
+`--inputs`), for timing and parity only. `--write-walkers DATA DIR` writes
+BigGait's bench sequences: RGB crops of the walkers of All-in-One-Gait's
+demo clips, boxed by CenterNet in the TF.js runtime. `--save-reference F` writes this model's embeddings of
 the bench inputs (`embedding` [N, D], and for gait `frames` [N], the frames
 each sequence kept) for `osprey bench person-model --reference F`.
 `--self-check DIR` first checks the definitions against the upstream
@@ -943,7 +968,9 @@ def make_weights(model_id, out, seed, inputs, threads):
     if kind == "body":
         run = body_fn(net, model_id, body_inputs(inputs, len(expand_files(inputs))))
     elif kind == "gait-rgb":
-        seqs = [s[:8] for s in rgb_inputs(inputs)]
+        seqs = rgb_inputs(inputs)
+        k = min(8, *(len(s) for s in seqs))  # equal lengths: one batch of sequences
+        seqs = [s[:k] for s in seqs]
         run = rgb_fn(net, seqs, threads, batched=True)
     else:
         sys.exit(f"{model_id}: its weights come from the seed fixtures")
