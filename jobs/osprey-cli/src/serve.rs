@@ -26,6 +26,11 @@ pub struct CoordinatorArgs {
     /// Folder with the face models, for image searches (default: $OSPREY_MODELS).
     #[arg(long, env = "OSPREY_MODELS")]
     models: Option<PathBuf>,
+    /// Also serve Arrow Flight SQL (read-only SQL for ADBC, JDBC, DBeaver,
+    /// Superset; same API keys as bearer tokens) on this address, e.g.
+    /// 127.0.0.1:50051 (overrides the file and OSPREY_FLIGHT_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    flight_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -81,7 +86,32 @@ fn load_config(args: &CoordinatorArgs) -> anyhow::Result<Config> {
     if args.models.is_some() {
         config.models = args.models.clone();
     }
+    if args.flight_listen.is_some() {
+        config.flight_listen = args.flight_listen.clone();
+    }
     Ok(config)
+}
+
+/// Binds the Flight SQL address, when one is configured.
+async fn bind_flight(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = &config.flight_listen else { return Ok(None) };
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for Flight SQL on {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// Serves Flight SQL on `listener` (if any) in the background until Ctrl-C
+/// or SIGTERM.
+fn spawn_flight(coordinator: &Arc<Coordinator>, listener: Option<tokio::net::TcpListener>) -> anyhow::Result<()> {
+    let Some(listener) = listener else { return Ok(()) };
+    eprintln!("osprey Flight SQL on grpc://{} (read-only, same API keys)", listener.local_addr()?);
+    let coordinator = Arc::clone(coordinator);
+    tokio::spawn(async move {
+        if let Err(e) = osprey_coordinator::serve_flight_sql(coordinator, listener, shutdown_signal()).await {
+            eprintln!("Flight SQL stopped: {e}");
+        }
+    });
+    Ok(())
 }
 
 async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
@@ -91,8 +121,10 @@ async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let listener = bind(&config).await?;
+    let flight = bind_flight(&config).await?;
     let coordinator = Coordinator::start(config).await?;
     eprintln!("osprey coordinator on http://{} over {}", listener.local_addr()?, coordinator.root.url());
+    spawn_flight(&coordinator, flight)?;
     osprey_coordinator::serve(coordinator, listener, shutdown_signal()).await?;
     Ok(())
 }
@@ -150,6 +182,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("in-process workers need an operator or admin key in OSPREY_API_KEYS")?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
+    let flight = bind_flight(&config).await?;
     let models = config.models.clone();
     let coordinator = Coordinator::start(config).await?;
     let analysis =
@@ -169,6 +202,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         workers.push(tokio::spawn(async move { osprey_worker::run(config, analysis, stop).await }));
     }
     eprintln!("osprey serving http://{addr} over {} with {} in-process workers", coordinator.root.url(), args.workers);
+    spawn_flight(&coordinator, flight)?;
     let flag = Arc::clone(&stop);
     osprey_coordinator::serve(coordinator, listener, async move {
         shutdown_signal().await;

@@ -181,6 +181,26 @@ impl SqlSession {
 
     /// Runs one read-only statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let df = self.plan(sql).await?;
+        match df.collect().await {
+            Ok(batches) => Ok(batches),
+            Err(e) => {
+                let files: Vec<String> =
+                    self.root.glob("**/*.parquet").await.unwrap_or_default().into_iter().map(|o| o.key).collect();
+                Err(self.explain_failure(e, &files).await)
+            }
+        }
+    }
+
+    /// The schema `sql` would answer with, from planning it (read-only rules
+    /// as [`SqlSession::query`]) without running it.
+    pub async fn schema(&self, sql: &str) -> Result<SchemaRef> {
+        let df = self.plan(sql).await?;
+        Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
+    /// Plans one statement, refusing anything but a query.
+    async fn plan(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame> {
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let df = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
             let msg = e.to_string();
@@ -195,14 +215,7 @@ impl SqlSession {
                 df_err(e)
             }
         })?;
-        match df.collect().await {
-            Ok(batches) => Ok(batches),
-            Err(e) => {
-                let files: Vec<String> =
-                    self.root.glob("**/*.parquet").await.unwrap_or_default().into_iter().map(|o| o.key).collect();
-                Err(self.explain_failure(e, &files).await)
-            }
-        }
+        Ok(df)
     }
 
     /// Turns a DataFusion failure into an error that names the corrupt file

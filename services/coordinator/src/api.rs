@@ -29,7 +29,7 @@ use crate::service::{Caller, Coordinator};
 
 type AppState = State<Arc<Coordinator>>;
 
-const ALL: &[Role] = &[Role::Admin, Role::Operator, Role::Reader];
+pub(crate) const ALL: &[Role] = &[Role::Admin, Role::Operator, Role::Reader];
 const OPERATE: &[Role] = &[Role::Admin, Role::Operator];
 
 /// The API's routes over `coordinator`.
@@ -62,12 +62,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 
 /// Every route but `/healthz`: `Authorization: Bearer KEY`.
 async fn authenticate(State(c): AppState, mut req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_key);
     let Some(presented) = presented else {
         return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <API key>`")
             .into_response();
@@ -79,6 +74,11 @@ async fn authenticate(State(c): AppState, mut req: Request, next: Next) -> Respo
         }
         None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key").into_response(),
     }
+}
+
+/// The API key in an `Authorization: Bearer KEY` value (REST and Flight SQL).
+pub(crate) fn bearer_key(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
 }
 
 /// The OpenAPI document of this API.

@@ -1,6 +1,6 @@
 //! Coordinator configuration: a TOML file, overridden by the environment
 //! (`OSPREY_ROOT`, `OSPREY_LISTEN`, `OSPREY_API_KEYS`,
-//! `OSPREY_ALLOWED_PREFIXES`), overridden by flags.
+//! `OSPREY_ALLOWED_PREFIXES`, `OSPREY_FLIGHT_LISTEN`), overridden by flags.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,9 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Folder with the face models (for image searches; default `$OSPREY_MODELS`).
     pub models: Option<PathBuf>,
+    /// Address for Arrow Flight SQL (gRPC, read-only SQL with the same keys),
+    /// e.g. `127.0.0.1:50051`; none: not served.
+    pub flight_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_upload_bytes: 20 << 20,
             models: None,
+            flight_listen: None,
         }
     }
 }
@@ -66,6 +70,9 @@ impl Config {
         }
         if let Some(v) = var("OSPREY_LISTEN") {
             config.listen = v;
+        }
+        if let Some(v) = var("OSPREY_FLIGHT_LISTEN") {
+            config.flight_listen = Some(v);
         }
         if let Some(v) = var("OSPREY_API_KEYS") {
             config.api_keys = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();

@@ -12,6 +12,7 @@ mod api;
 mod audit;
 mod config;
 mod error;
+mod flight;
 pub mod jobs;
 mod metrics;
 mod service;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub use api::{ApiDoc, erasure_report, gallery_detail, gallery_summary, openapi_json, router};
 pub use config::{ApiKey, Config};
+pub use flight::serve_flight_sql;
 pub use service::{Coordinator, media_settings};
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops
