@@ -10,8 +10,12 @@ use std::time::Instant;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
+use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, Modality, OpenSetDecision};
-use osprey_index::{EnrollOptions, Gallery, enroll, modality_gallery, operating_point, search_probes, store_search};
+use osprey_index::{
+    EnrollOptions, FusionInput, Gallery, enroll, fuse_persons, modality_gallery, operating_point, search_probes,
+    store_results, store_search,
+};
 use osprey_media::is_video_path;
 use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind};
 use osprey_pipeline::media::{
@@ -129,6 +133,12 @@ pub struct SearchArgs {
     search: SearchOptions,
     #[command(flatten)]
     media: MediaArgs,
+    /// With several --modalities, how a person's face, body and gait scores
+    /// become one decision: `quality` (each modality's calibrated score
+    /// weighted by its template's quality) or `max` (the strongest
+    /// calibrated score); `none` keeps only the per-modality results.
+    #[arg(long, default_value = "quality", value_parser = clap::builder::PossibleValuesParser::new(["quality", "max", "none"]))]
+    fusion: String,
     /// Images and videos: files, folders, globs (`clips/*.mp4`), `@list.txt`
     /// files or object URLs (`s3://bucket/clips/`, `s3://bucket/clips/*.mp4`).
     #[arg(required = true)]
@@ -517,6 +527,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     put_thumbnails(&root, thumbnails).await?;
     let mut rows = Vec::new();
     let mut searchable = 0;
+    let mut searched: Vec<(Modality, ScoreCalibration, f32, Vec<&Template>, Vec<SearchResultRow>)> = Vec::new();
     for (i, ((modality, gallery), threshold)) in galleries.iter_mut().zip(thresholds).enumerate() {
         // Rows of inputs that failed are stored once, with the first part.
         let these = modality_part(&probes, *modality, i == 0);
@@ -524,13 +535,36 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         searchable += with_embedding.len();
         let found = search_probes(gallery, &job_id, &with_embedding, args.search.top_k, threshold)?;
         let these_obs = observations_of(&observations, &these);
-        let part = match modality {
+        let part = match *modality {
             Modality::Face => "part-0".to_string(),
             m => format!("part-0-{m}"),
         };
         let m = gallery.manifest();
         store_search(&root, &job_id, &part, &m.model, m.dim, &these, &these_obs, &found).await?;
+        let calibration = m.score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(threshold, 0, 0));
+        let searched_probes: Vec<&Template> =
+            probes.iter().filter(|p| p.modality == Some(*modality) && p.embedding.is_some()).collect();
+        searched.push((*modality, calibration, threshold, searched_probes, found.clone()));
         rows.extend(found);
+    }
+    if searched.len() > 1 && args.fusion != "none" {
+        let rule: FusionRule = args.fusion.parse()?;
+        let inputs: Vec<FusionInput> = searched
+            .iter()
+            .map(|(modality, calibration, threshold, probes, rows)| FusionInput {
+                modality: *modality,
+                calibration: calibration.clone(),
+                threshold: *threshold,
+                probes,
+                rows,
+            })
+            .collect();
+        let fused = fuse_persons(&job_id, rule, &inputs, args.search.top_k);
+        store_results(&root, &job_id, "part-0-fused", &fused).await?;
+        let persons = fused.iter().filter(|r| r.rank == 1).count();
+        let matched = fused.iter().filter(|r| r.rank == 1 && r.decision == OpenSetDecision::Match).count();
+        eprintln!("fused ({}): {persons} persons, {matched} match", rule.as_str());
+        rows.extend(fused);
     }
     print_appearances(&probes, &rows, args.search.format)?;
     let (matches, unknown) = osprey_index::count_decisions(&rows);
@@ -557,8 +591,10 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
 /// One line per probe template: where and when, and who (or `unknown`).
 fn print_appearances(probes: &[Template], rows: &[SearchResultRow], format: Format) -> anyhow::Result<()> {
     let top: std::collections::HashMap<&str, &SearchResultRow> =
-        rows.iter().filter(|r| r.rank == 1).map(|r| (r.probe_template_id.as_str(), r)).collect();
-    let lines: Vec<serde_json::Value> = probes
+        rows.iter().filter(|r| r.rank == 1 && r.fusion.is_none()).map(|r| (r.probe_template_id.as_str(), r)).collect();
+    let by_id: std::collections::HashMap<&str, &Template> =
+        probes.iter().map(|p| (p.template_id.as_str(), p)).collect();
+    let mut lines: Vec<serde_json::Value> = probes
         .iter()
         .filter_map(|p| Some((p, *top.get(p.template_id.as_str())?)))
         .map(|(p, r)| {
@@ -579,9 +615,41 @@ fn print_appearances(probes: &[Template], rows: &[SearchResultRow], format: Form
                 "score": r.score,
                 "quality": p.quality,
                 "template_id": p.template_id,
+                "person_track_id": r.person_track_id,
             })
         })
         .collect();
+    // One line per fused person: where and when its body track (or face) was.
+    for r in rows.iter().filter(|r| r.rank == 1 && r.fusion.is_some()) {
+        let p = by_id.get(r.probe_template_id.as_str());
+        let subject = match r.decision {
+            OpenSetDecision::Match => r.subject_id.clone().unwrap_or_default(),
+            OpenSetDecision::Unknown => "unknown".to_string(),
+        };
+        let m = &r.modalities;
+        lines.push(serde_json::json!({
+            "media": p.and_then(|p| p.media_uri.clone()),
+            "modality": "fused",
+            "track": p.and_then(|p| p.track_id),
+            "t_start_s": p.and_then(|p| p.t_start_ms).map(|t| t as f64 / 1000.0),
+            "t_end_s": p.and_then(|p| p.t_end_ms).map(|t| t as f64 / 1000.0),
+            "frames": p.and_then(|p| p.num_frames),
+            "decision": r.decision.as_str(),
+            "subject": subject,
+            "best_candidate": r.subject_id,
+            "score": r.score,
+            "threshold": r.threshold,
+            "fusion": r.fusion,
+            "face_score": m.face_score,
+            "body_score": m.body_score,
+            "gait_score": m.gait_score,
+            "face_weight": m.face_weight,
+            "body_weight": m.body_weight,
+            "gait_weight": m.gait_weight,
+            "template_id": r.probe_template_id,
+            "person_track_id": r.person_track_id,
+        }));
+    }
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&lines)?),

@@ -329,6 +329,31 @@ fn gait_from_body_tracks(model: &str, weights: &str, dim: u64) {
             && r["score"].as_f64().unwrap() > 0.999),
         "{rows:?}"
     );
+    // Fused persons: the walker's body track with its gait template, each
+    // modality's raw score and weight given, decided from both.
+    let fused: Vec<&serde_json::Value> = rows.iter().filter(|r| r["modality"] == "fused").collect();
+    assert!(
+        fused.iter().any(|r| r["best_candidate"] == "walker"
+            && r["decision"] == "match"
+            && r["fusion"] == "quality"
+            && r["body_score"].is_number()
+            && r["gait_score"].as_f64().unwrap_or(0.0) > 0.999
+            && r["face_score"].is_null()
+            && (r["body_weight"].as_f64().unwrap() + r["gait_weight"].as_f64().unwrap() - 1.0).abs() < 1e-5),
+        "{fused:?}"
+    );
+    let (out, _) = ok(&[
+        "sql",
+        "--root",
+        s(&root),
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM results r JOIN templates b ON b.template_id = r.person_track_id \
+         WHERE r.job_id = 'walk' AND r.fusion = 'quality' AND r.rank = 1 AND b.modality = 'body'",
+    ]);
+    let n: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(n[0]["n"].as_i64(), Some(fused.len() as i64), "{out}");
+
     // Every probe gait row is a template or says why not, and belongs to a body track.
     let (out, _) = ok(&[
         "sql",

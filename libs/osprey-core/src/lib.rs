@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod fusion;
 mod openset;
 pub mod schema;
 mod types;

@@ -174,6 +174,14 @@ pub fn result_schema() -> SchemaRef {
         Field::new("score", DataType::Float32, true),
         Field::new("decision", DataType::Utf8, false),
         Field::new("threshold", DataType::Float32, false),
+        Field::new("person_track_id", DataType::Utf8, true),
+        Field::new("fusion", DataType::Utf8, true),
+        Field::new("face_score", DataType::Float32, true),
+        Field::new("body_score", DataType::Float32, true),
+        Field::new("gait_score", DataType::Float32, true),
+        Field::new("face_weight", DataType::Float32, true),
+        Field::new("body_weight", DataType::Float32, true),
+        Field::new("gait_weight", DataType::Float32, true),
     ]))
 }
 
@@ -280,7 +288,7 @@ pub fn all_descriptions() -> Vec<(&'static str, serde_json::Value)> {
             describe(
                 "results",
                 &result_schema(),
-                "One row per probe template and rank of a search job, under results/job=<job_id>/.",
+                "One row per probe template and rank of a search job, under results/job=<job_id>/. person_track_id names the probe's person (its body track's template id). Rows with fusion set (the rule: quality or max) are one per probe person and candidate, deciding from all its modalities: score and threshold are then log-likelihood ratios, and face_/body_/gait_score and _weight say what each modality scored and weighed (null where the probe has none).",
             ),
         ),
         (

@@ -148,9 +148,12 @@ pub async fn enroll_into(
         }
         if let Some(fpir) = opts.calibrate_fpir {
             if gallery.manifest().num_subjects >= 2 {
-                let (sample, subjects) = sample_rows(&vectors, &subjects, dim, CALIBRATION_PROBES);
+                let template_ids: Vec<String> = templates.iter().map(|t| t.template_id.clone()).collect();
+                let (sample, subjects, template_ids) =
+                    sample_rows(&vectors, &subjects, &template_ids, dim, CALIBRATION_PROBES);
                 let scores = gallery.nonmated_scores_of(&sample, &subjects)?;
                 gallery.set_calibrated(&scores, fpir)?;
+                gallery.calibrate_scores(&sample, &subjects, &template_ids, &scores)?;
             }
         }
         gallery.save(root).await?;
@@ -171,12 +174,20 @@ pub async fn enroll_into(
 /// How many enrolled templates calibration searches at most.
 const CALIBRATION_PROBES: usize = 20_000;
 
-/// An evenly spaced sample of at most `max` rows and their subjects.
-fn sample_rows(vectors: &[f32], subjects: &[String], dim: usize, max: usize) -> (Vec<f32>, Vec<String>) {
+/// An evenly spaced sample of at most `max` rows, their subjects and
+/// template ids.
+fn sample_rows(
+    vectors: &[f32],
+    subjects: &[String],
+    templates: &[String],
+    dim: usize,
+    max: usize,
+) -> (Vec<f32>, Vec<String>, Vec<String>) {
     let step = subjects.len().div_ceil(max.max(1)).max(1);
     let rows: Vec<usize> = (0..subjects.len()).step_by(step).collect();
     let sample = rows.iter().flat_map(|r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
-    (sample, rows.iter().map(|r| subjects[*r].clone()).collect())
+    let pick = |v: &[String]| rows.iter().map(|r| v[*r].clone()).collect();
+    (sample, pick(subjects), pick(templates))
 }
 
 /// Calibrates `gallery`'s threshold for `target_fpir` from its own
@@ -190,18 +201,21 @@ pub async fn calibrate(root: &Root, gallery: &mut Gallery, target_fpir: f64) -> 
     let name = gallery.manifest().name.clone();
     let dim = gallery.manifest().dim;
     let live: std::collections::HashSet<String> = gallery.template_ids().map(str::to_string).collect();
-    let (mut vectors, mut subjects) = (Vec::new(), Vec::new());
+    let (mut vectors, mut subjects, mut templates) = (Vec::new(), Vec::new(), Vec::new());
     for obj in root.glob(&format!("{}/**/*.parquet", layout::model_dir(&gallery.manifest().model))).await? {
         for t in osprey_store::read_templates(root, &obj.key).await? {
             if t.gallery.as_deref() == Some(name.as_str()) && live.contains(&t.template_id) {
                 if let (Some(e), Some(s)) = (t.embedding, t.subject_id) {
                     vectors.extend_from_slice(&e);
                     subjects.push(s);
+                    templates.push(t.template_id);
                 }
             }
         }
     }
-    let (sample, subjects) = sample_rows(&vectors, &subjects, dim, CALIBRATION_PROBES);
+    let (sample, subjects, templates) = sample_rows(&vectors, &subjects, &templates, dim, CALIBRATION_PROBES);
     let scores = gallery.nonmated_scores_of(&sample, &subjects)?;
-    gallery.set_calibrated(&scores, target_fpir)
+    let threshold = gallery.set_calibrated(&scores, target_fpir)?;
+    gallery.calibrate_scores(&sample, &subjects, &templates, &scores)?;
+    Ok(threshold)
 }

@@ -4,6 +4,7 @@ use faiss::index::IndexImpl;
 use faiss::index::autotune::ParameterSpace;
 use faiss::selector::IdSelector;
 use faiss::{Idx, Index, MetricType, index_factory};
+use osprey_core::fusion::ScoreCalibration;
 use osprey_core::{Error, ErrorKind, OpenSetDecision, Result, decide, operating_threshold};
 
 use crate::choice::{auto_factory, default_nprobe, ivf_lists};
@@ -30,6 +31,9 @@ pub fn modality_gallery(gallery: &str, modality: osprey_core::Modality) -> Strin
     }
 }
 
+/// Nearest templates searched for a template's mated (same-subject) score.
+pub const MATED_SEARCH_DEPTH: usize = 32;
+
 /// The modalities whose index may sit beside a face gallery.
 pub const COMPANION_MODALITIES: [osprey_core::Modality; 2] = [osprey_core::Modality::Body, osprey_core::Modality::Gait];
 
@@ -50,6 +54,12 @@ pub struct GalleryManifest {
     pub threshold: Option<f32>,
     /// The FPIR the threshold was calibrated for.
     pub threshold_fpir: Option<f64>,
+    /// Raw score → log-likelihood ratio, learnt with the threshold (for
+    /// fusing this index's scores with other modalities';
+    /// [`osprey_core::fusion`]). Absent in galleries calibrated before it
+    /// existed and in uncalibrated ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_calibration: Option<ScoreCalibration>,
     /// Distinct enrolled subjects.
     pub num_subjects: usize,
     /// Enrolled templates.
@@ -153,6 +163,7 @@ impl Gallery {
             index_factory: factory,
             threshold: None,
             threshold_fpir: None,
+            score_calibration: None,
             num_subjects: 0,
             num_templates: 0,
             snapshot: None,
@@ -386,6 +397,13 @@ impl Gallery {
     /// reconstruct its vectors (Flat, HNSW); otherwise use
     /// [`Gallery::nonmated_scores_of`] with the templates' embeddings.
     pub fn nonmated_scores(&mut self, max_probes: usize) -> Result<Vec<f32>> {
+        let (vectors, subjects, _) = self.sample_enrolled(max_probes)?;
+        self.nonmated_scores_of(&vectors, &subjects)
+    }
+
+    /// An evenly spaced sample of at most `max_probes` enrolled templates,
+    /// reconstructed from the index: vectors, subjects, template ids.
+    fn sample_enrolled(&self, max_probes: usize) -> Result<(Vec<f32>, Vec<String>, Vec<String>)> {
         let dim = self.manifest.dim;
         let mut ids: Vec<i64> = self.entries.keys().copied().collect();
         ids.sort_unstable();
@@ -403,8 +421,50 @@ impl Gallery {
                 )
             })?;
         }
-        let subjects: Vec<String> = probes.iter().map(|id| self.entries[id].subject_id.clone()).collect();
-        self.nonmated_scores_of(&vectors, &subjects)
+        let subjects = probes.iter().map(|id| self.entries[id].subject_id.clone()).collect();
+        let templates = probes.iter().map(|id| self.entries[id].template_id.clone()).collect();
+        Ok((vectors, subjects, templates))
+    }
+
+    /// Mated scores of enrolled templates given by value (`vectors` rows of
+    /// templates `templates` of subjects `subjects`): each template's best
+    /// score against another template of its own subject, among its nearest
+    /// [`MATED_SEARCH_DEPTH`] templates (a template whose subject has no
+    /// other template there gives none).
+    pub fn mated_scores_of(&mut self, vectors: &[f32], subjects: &[String], templates: &[String]) -> Result<Vec<f32>> {
+        let total = self.index.ntotal() as usize;
+        if total < 2 || subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        if vectors.len() != subjects.len() * self.manifest.dim || templates.len() != subjects.len() {
+            return Err(Error::invalid("calibration needs one subject and template id per vector"));
+        }
+        let k = MATED_SEARCH_DEPTH.min(total);
+        let (scores, labels) = self.search_templates(vectors, k)?;
+        Ok((0..subjects.len())
+            .filter_map(|q| {
+                (q * k..(q + 1) * k).find_map(|i| {
+                    let e = self.entries.get(&labels[i])?;
+                    (!self.hidden.contains(&labels[i]) && e.subject_id == subjects[q] && e.template_id != templates[q])
+                        .then_some(scores[i])
+                })
+            })
+            .collect())
+    }
+
+    /// Fits and stores [`GalleryManifest::score_calibration`] from the mated
+    /// scores of the sampled templates and their `nonmated` scores, after
+    /// the threshold was set (the fallback is anchored there).
+    pub fn calibrate_scores(
+        &mut self,
+        vectors: &[f32],
+        subjects: &[String],
+        templates: &[String],
+        nonmated: &[f32],
+    ) -> Result<()> {
+        let mated = self.mated_scores_of(vectors, subjects, templates)?;
+        self.manifest.score_calibration = ScoreCalibration::fit(&mated, nonmated, self.manifest.threshold);
+        Ok(())
     }
 
     /// Non-mated scores of enrolled templates given by value: `vectors` rows
@@ -430,9 +490,13 @@ impl Gallery {
 
     /// Calibrates and stores the threshold for `target_fpir` from the
     /// gallery's own non-mated scores (see [`Gallery::nonmated_scores`]).
+    /// Also fits the score calibration ([`Gallery::calibrate_scores`]).
     pub fn calibrate(&mut self, target_fpir: f64, max_probes: usize) -> Result<f32> {
-        let scores = self.nonmated_scores(max_probes)?;
-        self.set_calibrated(&scores, target_fpir)
+        let (vectors, subjects, templates) = self.sample_enrolled(max_probes)?;
+        let scores = self.nonmated_scores_of(&vectors, &subjects)?;
+        let t = self.set_calibrated(&scores, target_fpir)?;
+        self.calibrate_scores(&vectors, &subjects, &templates, &scores)?;
+        Ok(t)
     }
 
     /// Stores the threshold that gives `target_fpir` on non-mated `scores`.

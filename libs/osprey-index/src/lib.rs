@@ -21,5 +21,8 @@ pub use erase::{Erasure, erase_subject};
 pub use gallery::{
     COMPANION_MODALITIES, Gallery, GalleryManifest, Removal, SubjectCandidate, modality_gallery, set_num_threads,
 };
-pub use search::{DEFAULT_FPIR, OperatingPoint, count_decisions, operating_point, search_probes, store_search};
+pub use search::{
+    DEFAULT_FPIR, FusionInput, OperatingPoint, count_decisions, fuse_persons, operating_point, person_of,
+    search_probes, store_results, store_search,
+};
 pub use snapshot::list_galleries;

@@ -1,10 +1,11 @@
 //! Open-set search of probe templates, shared by `osprey search`, the
 //! embedded batch jobs and (later) the coordinator.
 
-use osprey_core::{Error, OpenSetDecision, Result};
+use osprey_core::fusion::{FusionRule, ModalityEvidence, ScoreCalibration, fuse};
+use osprey_core::{Error, Modality, OpenSetDecision, Result};
 use osprey_store::{
-    ObservationRow, Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch, templates_to_batch,
-    write_observations,
+    ModalityColumns, ObservationRow, Root, SearchResultRow, Template, encode_parquet, layout, results_to_batch,
+    templates_to_batch, write_observations,
 };
 
 use crate::{Gallery, calibrate};
@@ -109,6 +110,7 @@ pub fn search_probes(
     let mut rows = Vec::new();
     for (probe, candidates) in probes.iter().zip(&answers) {
         let decision = Gallery::decide(candidates, threshold);
+        let person = person_of(probe);
         let row = |rank: usize, c: Option<&crate::SubjectCandidate>| SearchResultRow {
             job_id: job_id.to_string(),
             probe_template_id: probe.template_id.clone(),
@@ -118,6 +120,9 @@ pub fn search_probes(
             score: c.map(|c| c.score),
             decision,
             threshold,
+            person_track_id: person.clone(),
+            fusion: None,
+            modalities: Default::default(),
         };
         if candidates.is_empty() {
             rows.push(row(1, None));
@@ -125,6 +130,141 @@ pub fn search_probes(
         rows.extend(candidates.iter().enumerate().map(|(r, c)| row(r + 1, Some(c))));
     }
     Ok(rows)
+}
+
+/// The person a probe template belongs to: a body template is its own
+/// person (its track); a face or gait template belongs to the body track in
+/// its `person_track_id`, if any.
+pub fn person_of(probe: &Template) -> Option<String> {
+    match probe.modality {
+        Some(Modality::Body) => Some(probe.template_id.clone()),
+        _ => probe.person_track_id.clone(),
+    }
+}
+
+/// One searched index's part in a fused search: its modality, its score
+/// calibration (an anchored one at `threshold` when the gallery has none),
+/// the raw threshold its own decisions used, the probe templates searched
+/// and their result rows.
+pub struct FusionInput<'a> {
+    /// The index's modality.
+    pub modality: Modality,
+    /// Its raw score → LLR mapping.
+    pub calibration: ScoreCalibration,
+    /// The raw threshold its own decisions used.
+    pub threshold: f32,
+    /// The probe templates searched in it.
+    pub probes: &'a [&'a Template],
+    /// Their result rows.
+    pub rows: &'a [SearchResultRow],
+}
+
+/// Fused result rows ([`osprey_core::fusion`]): one set per probe person.
+/// A person is a body track with the face and gait templates linked to it
+/// (a face with no person is a person of its own); of several templates of
+/// one modality (a body track holding several face tracks) the best quality
+/// speaks for it. Each candidate subject gets a row with the fused score
+/// (an LLR), the rule, and each modality's raw score and weight. The
+/// threshold is each modality's own threshold on the same scale, weighted
+/// alike (`Σ w·llr(threshold)`): a person with one modality is decided
+/// exactly as that modality's own search decides, and with several the
+/// decision is a quality-weighted vote of how far each modality's score
+/// lies above or below its own operating point.
+pub fn fuse_persons(job_id: &str, rule: FusionRule, inputs: &[FusionInput], top_k: usize) -> Vec<SearchResultRow> {
+    // person → modality → (probe template id, quality), best quality kept.
+    let mut persons: std::collections::BTreeMap<String, (Option<String>, Vec<(usize, String, f32)>)> =
+        Default::default();
+    for (i, input) in inputs.iter().enumerate() {
+        for p in input.probes {
+            let person = person_of(p);
+            let key = person.clone().unwrap_or_else(|| p.template_id.clone());
+            let quality = p.quality.unwrap_or(0.0);
+            let entry = persons.entry(key).or_insert_with(|| (person, Vec::new()));
+            match entry.1.iter_mut().find(|(m, _, _)| *m == i) {
+                Some(best) if best.2 >= quality => {}
+                Some(best) => *best = (i, p.template_id.clone(), quality),
+                None => entry.1.push((i, p.template_id.clone(), quality)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (key, (person, parts)) in persons {
+        let evidence: Vec<ModalityEvidence> = parts
+            .iter()
+            .map(|(i, probe, quality)| {
+                let input = &inputs[*i];
+                let mut ranked: Vec<&SearchResultRow> =
+                    input.rows.iter().filter(|r| &r.probe_template_id == probe && r.subject_id.is_some()).collect();
+                ranked.sort_by_key(|r| r.rank);
+                ModalityEvidence {
+                    modality: input.modality,
+                    quality: *quality,
+                    calibration: input.calibration.clone(),
+                    candidates: ranked.iter().filter_map(|r| Some((r.subject_id.clone()?, r.score?))).collect(),
+                }
+            })
+            .collect();
+        let fused = fuse(rule, &evidence, top_k);
+        let threshold_of = |c: &osprey_core::fusion::FusedCandidate| -> f32 {
+            c.modalities
+                .iter()
+                .map(|m| {
+                    let input = inputs.iter().find(|i| i.modality == m.modality).expect("an input per modality");
+                    m.weight * input.calibration.llr(input.threshold)
+                })
+                .sum()
+        };
+        let base = SearchResultRow {
+            job_id: job_id.to_string(),
+            probe_template_id: key.clone(),
+            rank: 1,
+            subject_id: None,
+            gallery_template_id: None,
+            score: None,
+            decision: OpenSetDecision::Unknown,
+            threshold: 0.0,
+            person_track_id: person.clone(),
+            fusion: Some(rule.as_str().to_string()),
+            modalities: Default::default(),
+        };
+        let Some(top) = fused.first() else {
+            out.push(base);
+            continue;
+        };
+        let threshold = threshold_of(top);
+        let decision = osprey_core::decide(Some(top.score), threshold);
+        for (rank, c) in fused.iter().enumerate() {
+            let mut m = ModalityColumns::default();
+            for part in &c.modalities {
+                let (score, weight) = match part.modality {
+                    Modality::Face => (&mut m.face_score, &mut m.face_weight),
+                    Modality::Body => (&mut m.body_score, &mut m.body_weight),
+                    Modality::Gait => (&mut m.gait_score, &mut m.gait_weight),
+                };
+                *score = Some(part.score);
+                *weight = Some(part.weight);
+            }
+            out.push(SearchResultRow {
+                rank: rank as i32 + 1,
+                subject_id: Some(c.subject_id.clone()),
+                score: Some(c.score),
+                decision,
+                threshold,
+                modalities: m,
+                ..base.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Writes result rows to `results/job=<job_id>/<part>.parquet`
+/// (put-if-absent: a rerun never duplicates them).
+pub async fn store_results(root: &Root, job_id: &str, part: &str, rows: &[SearchResultRow]) -> Result<()> {
+    layout::check_name("job", job_id)?;
+    let batch = results_to_batch(rows)?;
+    root.put_if_absent(&layout::result_file(job_id, part), encode_parquet(batch.schema(), &[batch])?).await?;
+    Ok(())
 }
 
 /// Writes a search's probe templates (all of them, failures included) to
@@ -151,15 +291,13 @@ pub async fn store_search(
     if !observations.is_empty() {
         write_observations(root, &layout::observation_file(model, &batch), observations, true).await?;
     }
-    let result_batch = results_to_batch(rows)?;
-    root.put_if_absent(&layout::result_file(job_id, part), encode_parquet(result_batch.schema(), &[result_batch])?)
-        .await?;
-    Ok(())
+    store_results(root, job_id, part, rows).await
 }
 
-/// Counts (matches, unknowns) among the probes of `rows`.
+/// Counts (matches, unknowns) among the probe templates of `rows` (fused
+/// rows, one set per person, are not counted).
 pub fn count_decisions(rows: &[SearchResultRow]) -> (usize, usize) {
-    let top = rows.iter().filter(|r| r.rank == 1);
+    let top = rows.iter().filter(|r| r.rank == 1 && r.fusion.is_none());
     let matches = top.clone().filter(|r| r.decision == OpenSetDecision::Match).count();
     (matches, top.count() - matches)
 }

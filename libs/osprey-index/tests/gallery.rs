@@ -122,6 +122,27 @@ fn open_set_decision_and_calibration() {
     let answers = g.search(&mated, 1).unwrap();
     let matched = answers.iter().filter(|c| Gallery::decide(c, t) == OpenSetDecision::Match).count();
     assert!(matched >= 190, "only {matched}/200 mated probes matched");
+
+    // The score calibration was learnt with the threshold, from
+    // leave-one-out mated and non-mated scores: mated probes get positive
+    // LLRs, new non-mated people negative ones, almost always.
+    let c = g.manifest().score_calibration.clone().expect("calibrated scores");
+    assert_eq!(c.method, "logistic", "{c:?}");
+    assert!(c.mated >= 500 && c.nonmated >= 500, "{c:?}");
+    let positive = answers.iter().filter(|a| c.llr(a[0].score) > 0.0).count();
+    let negative = nonmated_best.iter().filter(|&&s| c.llr(s) < 0.0).count();
+    assert!(positive >= 190 && negative >= 190, "{positive} mated > 0, {negative} non-mated < 0: {c:?}");
+}
+
+#[test]
+fn one_template_per_subject_anchors_the_score_calibration_at_the_threshold() {
+    // No subject has a second template: no mated scores to fit from.
+    let (ids, data) = clustered(100, 1, 5);
+    let mut g = Gallery::build("g", "m", DIM, Some("Flat"), ids, &data).unwrap();
+    let t = g.calibrate(0.01, 10_000).unwrap();
+    let c = g.manifest().score_calibration.clone().unwrap();
+    assert_eq!((c.method.as_str(), c.centre, c.mated), ("anchored", t, 0), "{c:?}");
+    assert_eq!(c.llr(t), 0.0);
 }
 
 #[tokio::test]

@@ -98,13 +98,23 @@ async fn templates_results_and_vector_functions() {
         score: Some(0.1),
         decision: OpenSetDecision::Unknown,
         threshold: 0.5,
+        person_track_id: None,
+        fusion: None,
+        modalities: Default::default(),
     }];
     let batch = results_to_batch(&rows).unwrap();
+    // A results file written before the fusion columns existed: its first
+    // eight columns only. It reads with those columns null.
+    let earlier = vec![SearchResultRow { job_id: "j0".into(), ..rows[0].clone() }];
+    let old = results_to_batch(&earlier).unwrap().project(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    root.put(&layout::result_file("j0", "part-0"), encode_parquet(old.schema(), &[old]).unwrap()).await.unwrap();
     root.put(&layout::result_file("j1", "part-0"), encode_parquet(batch.schema(), &[batch]).unwrap()).await.unwrap();
 
     let s = SqlSession::open(&root).await.unwrap();
     let b = s.query("SELECT count(*) FROM templates WHERE gallery = 'g'").await.unwrap();
     assert_eq!(single_i64(&b), 3);
+    let b = s.query("SELECT count(*) FROM results WHERE fusion IS NULL AND face_score IS NULL").await.unwrap();
+    assert_eq!(single_i64(&b), 2);
     let b = s
         .query("SELECT subject_id, count(*) AS n FROM templates WHERE subject_id IS NOT NULL GROUP BY subject_id ORDER BY subject_id")
         .await
@@ -137,7 +147,7 @@ async fn templates_results_and_vector_functions() {
 
     // Results join templates: who was searched, and what came back.
     let b = s
-        .query("SELECT r.subject_id, r.decision FROM results r JOIN templates t ON t.template_id = r.probe_template_id")
+        .query("SELECT r.subject_id, r.decision FROM results r JOIN templates t ON t.template_id = r.probe_template_id WHERE r.job_id = 'j1'")
         .await
         .unwrap();
     assert_eq!(format_batches(&b, OutputFormat::Csv).unwrap(), "subject_id,decision\nalice,unknown\n");

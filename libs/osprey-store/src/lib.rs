@@ -26,7 +26,7 @@ pub use observations::{
     write_observations,
 };
 pub use parquet_io::{decode_parquet, encode_parquet};
-pub use results::{SearchResultRow, results_to_batch};
+pub use results::{ModalityColumns, SearchResultRow, results_to_batch};
 pub use root::{ObjectInfo, PutOutcome, Root};
 pub use templates::{
     BBox, Template, modality_part, read_staged_templates, read_templates, templates_from_batch, templates_to_batch,
