@@ -109,14 +109,53 @@ fn adbc_flight_sql_client_reads_what_osprey_sql_reads() {
     // A small gallery and one search job: templates and results on the root.
     let generate = |n: &str, clusters: &str, seed: &str, out: &str, subjects: &str| {
         ok(&[
-            "bench", "gen", "--n", n, "--dim", "32", "--clusters", clusters, "--spread", "0.3", "--seed", seed,
-            "--out", &p(out), "--subjects-out", &p(subjects),
+            "bench",
+            "gen",
+            "--n",
+            n,
+            "--dim",
+            "32",
+            "--clusters",
+            clusters,
+            "--spread",
+            "0.3",
+            "--seed",
+            seed,
+            "--out",
+            &p(out),
+            "--subjects-out",
+            &p(subjects),
         ]);
     };
     generate("600", "60", "1", "g.npy", "g.txt");
-    ok(&["gallery", "import", "--root", rs, "--gallery", "people", "--input", &p("g.npy"), "--subjects", &p("g.txt"), "--model", "vec32"]);
+    ok(&[
+        "gallery",
+        "import",
+        "--root",
+        rs,
+        "--gallery",
+        "people",
+        "--input",
+        &p("g.npy"),
+        "--subjects",
+        &p("g.txt"),
+        "--model",
+        "vec32",
+    ]);
     generate("50", "120", "9", "q.npy", "q.txt");
-    ok(&["search", "--root", rs, "--gallery", "people", "--input", &p("q.npy"), "--job-id", "job-1", "--format", "csv"]);
+    ok(&[
+        "search",
+        "--root",
+        rs,
+        "--gallery",
+        "people",
+        "--input",
+        &p("q.npy"),
+        "--job-id",
+        "job-1",
+        "--format",
+        "csv",
+    ]);
 
     // `osprey serve` with REST and Flight SQL, no in-process workers.
     let (port, flight_port) = (free_port(), free_port());
@@ -154,7 +193,10 @@ fn adbc_flight_sql_client_reads_what_osprey_sql_reads() {
     assert_eq!(client(&uri, READER, join, "statement").unwrap_or_else(|e| panic!("statement query: {e}")), ours);
 
     // An empty answer still has its columns; the galleries table is there.
-    assert_eq!(flight(&uri, READER, "SELECT * FROM templates WHERE subject_id = 'nobody'").unwrap(), Vec::<Value>::new());
+    assert_eq!(
+        flight(&uri, READER, "SELECT * FROM templates WHERE subject_id = 'nobody'").unwrap(),
+        Vec::<Value>::new()
+    );
     let galleries = flight(&uri, READER, "SELECT name, num_subjects FROM galleries").unwrap();
     assert_eq!(galleries, vec![serde_json::json!({"name": "people", "num_subjects": 60})]);
 
