@@ -48,11 +48,16 @@ fn models_list_names_every_model() {
             "osnet-x1_0",
             "osnet-ain-x1_0",
             "clip3dreid",
-            "gaitbase"
+            "sapiensid",
+            "gaitbase",
+            "biggait"
         ]
     );
     let modalities: Vec<&str> = models.iter().map(|m| m["modality"].as_str().unwrap()).collect();
-    assert_eq!(modalities, ["face", "face", "face", "face", "face", "face", "body", "body", "body", "body", "gait"]);
+    assert_eq!(
+        modalities,
+        ["face", "face", "face", "face", "face", "face", "body", "body", "body", "body", "body", "gait", "gait"]
+    );
     assert_eq!((models[6]["needs_weights_file"].as_bool(), models[6]["dim"].as_u64()), (Some(false), Some(384)));
     for m in &models[7..] {
         assert!(m["distance"].as_str().unwrap().contains("cosine"), "{m}");
