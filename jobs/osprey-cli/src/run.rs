@@ -527,7 +527,9 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     put_thumbnails(&root, thumbnails).await?;
     let mut rows = Vec::new();
     let mut searchable = 0;
-    let mut searched: Vec<(Modality, ScoreCalibration, f32, Vec<&Template>, Vec<SearchResultRow>)> = Vec::new();
+    // Per searched index: its modality, calibration, threshold and the span
+    // of `rows` its results fill (for fusion below).
+    let mut searched: Vec<(Modality, ScoreCalibration, f32, std::ops::Range<usize>)> = Vec::new();
     for (i, ((modality, gallery), threshold)) in galleries.iter_mut().zip(thresholds).enumerate() {
         // Rows of inputs that failed are stored once, with the first part.
         let these = modality_part(&probes, *modality, i == 0);
@@ -542,21 +544,26 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         let m = gallery.manifest();
         store_search(&root, &job_id, &part, &m.model, m.dim, &these, &these_obs, &found).await?;
         let calibration = m.score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(threshold, 0, 0));
-        let searched_probes: Vec<&Template> =
-            probes.iter().filter(|p| p.modality == Some(*modality) && p.embedding.is_some()).collect();
-        searched.push((*modality, calibration, threshold, searched_probes, found.clone()));
+        searched.push((*modality, calibration, threshold, rows.len()..rows.len() + found.len()));
         rows.extend(found);
     }
     if searched.len() > 1 && args.fusion != "none" {
         let rule: FusionRule = args.fusion.parse()?;
+        let searched_probes: Vec<Vec<&Template>> = searched
+            .iter()
+            .map(|(modality, ..)| {
+                probes.iter().filter(|p| p.modality == Some(*modality) && p.embedding.is_some()).collect()
+            })
+            .collect();
         let inputs: Vec<FusionInput> = searched
             .iter()
-            .map(|(modality, calibration, threshold, probes, rows)| FusionInput {
+            .zip(&searched_probes)
+            .map(|((modality, calibration, threshold, span), probes)| FusionInput {
                 modality: *modality,
                 calibration: calibration.clone(),
                 threshold: *threshold,
                 probes,
-                rows,
+                rows: &rows[span.clone()],
             })
             .collect();
         let fused = fuse_persons(&job_id, rule, &inputs, args.search.top_k);

@@ -187,14 +187,24 @@ pub fn fuse_persons(job_id: &str, rule: FusionRule, inputs: &[FusionInput], top_
             }
         }
     }
+    // Each input's candidate rows by probe, grouped once.
+    let by_probe: Vec<std::collections::HashMap<&str, Vec<&SearchResultRow>>> = inputs
+        .iter()
+        .map(|input| {
+            let mut m: std::collections::HashMap<&str, Vec<&SearchResultRow>> = Default::default();
+            for r in input.rows.iter().filter(|r| r.subject_id.is_some()) {
+                m.entry(r.probe_template_id.as_str()).or_default().push(r);
+            }
+            m
+        })
+        .collect();
     let mut out = Vec::new();
     for (key, (person, parts)) in persons {
         let evidence: Vec<ModalityEvidence> = parts
             .iter()
             .map(|(i, probe, quality)| {
                 let input = &inputs[*i];
-                let mut ranked: Vec<&SearchResultRow> =
-                    input.rows.iter().filter(|r| &r.probe_template_id == probe && r.subject_id.is_some()).collect();
+                let mut ranked: Vec<&SearchResultRow> = by_probe[*i].get(probe.as_str()).cloned().unwrap_or_default();
                 ranked.sort_by_key(|r| r.rank);
                 ModalityEvidence {
                     modality: input.modality,

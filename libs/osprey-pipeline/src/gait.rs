@@ -48,10 +48,11 @@ impl GaitFrameTracks {
     /// observation of track `tracks[i]` in video frame `frame`.
     pub fn add_people(&mut self, frame: i64, image: &RgbImage, boxes: &[BoxF], tracks: &[i64]) -> Result<()> {
         for (b, &track) in boxes.iter().zip(tracks) {
-            let crop = crate::body::crop(image, b);
-            let pretreated =
-                rgb_pretreat::pretreat_frame(crop.as_raw(), crop.width() as usize, crop.height() as usize)?;
-            self.tracks.entry(track).or_default().offer(frame, pretreated, MAX_GAIT_FRAMES);
+            // Cut and pretreated only when the thinning keeps it.
+            self.tracks.entry(track).or_default().offer_with(frame, MAX_GAIT_FRAMES, || {
+                let crop = crate::body::crop(image, b);
+                rgb_pretreat::pretreat_frame(crop.as_raw(), crop.width() as usize, crop.height() as usize)
+            })?;
         }
         Ok(())
     }
@@ -62,12 +63,14 @@ impl GaitFrameTracks {
     }
 }
 
-/// The gait template of body track `body` (its silhouettes through
-/// `recognizer`): linked to the body track by `person_track`, with the
-/// body's box, times and thumbnail, and its observations the frames that
-/// gave silhouettes. A track without enough silhouettes gives a row with
-/// `error` set.
-pub fn gait_template(recognizer: &PersonRecognizer, body: &MediaTemplate) -> MediaTemplate {
+/// The gait template of body track `body` (its silhouettes or person crops
+/// through `recognizer`): linked to the body track by `person_track`, with
+/// the body's box, times and thumbnail, and its observations the frames
+/// that gave silhouettes or crops. A track without enough of them gives a
+/// row with `error` set. The body's crops (kept in memory only for this)
+/// are taken from it, not copied.
+pub fn gait_template(recognizer: &PersonRecognizer, body: &mut MediaTemplate) -> MediaTemplate {
+    let gait_frames = body.gait_frames.take();
     let spec = recognizer.spec();
     let mut t = MediaTemplate {
         modality: Modality::Gait,
@@ -82,7 +85,7 @@ pub fn gait_template(recognizer: &PersonRecognizer, body: &MediaTemplate) -> Med
         ..body.clone()
     };
     let (embedded, frames) = if recognizer.reads_rgb_sequences() {
-        let Some(crops) = &body.gait_frames else {
+        let Some(crops) = &gait_frames else {
             return without_template(t, "no person crops kept for this track");
         };
         (recognizer.embed_gait_pretreated_rgb(&crops.images), &crops.frames)
@@ -121,8 +124,8 @@ fn without_template(mut t: MediaTemplate, why: &str) -> MediaTemplate {
 }
 
 /// Gait templates for the body tracks among `templates`, in their order.
-pub fn gait_templates(recognizer: &PersonRecognizer, templates: &[MediaTemplate]) -> Vec<MediaTemplate> {
-    templates.iter().filter(|t| t.modality == Modality::Body).map(|b| gait_template(recognizer, b)).collect()
+pub fn gait_templates(recognizer: &PersonRecognizer, templates: &mut [MediaTemplate]) -> Vec<MediaTemplate> {
+    templates.iter_mut().filter(|t| t.modality == Modality::Body).map(|b| gait_template(recognizer, b)).collect()
 }
 
 /// How far a gait template can be trusted, 0..1: the share of a gait

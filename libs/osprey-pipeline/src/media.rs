@@ -551,7 +551,7 @@ impl MediaAnalysis {
             let mut found = out.templates;
             link_people(&mut found);
             if let Some(gait) = &self.gait {
-                let gaits = crate::gait::gait_templates(gait, &found);
+                let gaits = crate::gait::gait_templates(gait, &mut found);
                 found.extend(gaits);
             }
             templates.extend(found.into_iter().map(|t| (i, t)));

@@ -451,11 +451,18 @@ impl<T> Default for Thinned<T> {
 impl<T> Thinned<T> {
     /// Offers the item of video frame `frame`, keeping at most `cap` (≥ 2).
     pub fn offer(&mut self, frame: i64, item: T, cap: usize) {
+        let _ = self.offer_with(frame, cap, || Ok(item));
+    }
+
+    /// [`Thinned::offer`] for an item that is costly to make: `make` runs
+    /// only when the item is taken (an error it returns is passed on).
+    pub fn offer_with(&mut self, frame: i64, cap: usize, make: impl FnOnce() -> Result<T>) -> Result<()> {
         let take = self.offered.is_multiple_of(self.stride);
         self.offered += 1;
         if !take {
-            return;
+            return Ok(());
         }
+        let item = make()?;
         self.frames.push(frame);
         self.items.push(item);
         if self.frames.len() >= cap.max(2) {
@@ -465,6 +472,7 @@ impl<T> Thinned<T> {
             self.items.retain(|_| (i % 2 == 0, i += 1).0);
             self.stride *= 2;
         }
+        Ok(())
     }
 }
 
