@@ -11,7 +11,8 @@
 # writes seeded random full-size weights in the published layout (BatchNorm
 # statistics calibrated on the bench inputs) into the run's temporary
 # folder, and both sides read that file. They serve timing and parity only,
-# never accuracy.
+# never accuracy. SapiensID likewise (its fixture is a reduced
+# configuration): 1.6 GB of float32, mostly the head's 4096 x 77824 matrix.
 #
 # Inputs: body models get the 26 Market-1501 person crops of the appearance
 # reference (written once as PNG, so both sides decode the same pixels)
@@ -23,6 +24,17 @@
 # forward per sequence. Both sides start from decoded pixels and do their
 # model's whole preprocessing (PIL bilinear resize; OpenGait's pretreatment,
 # or pretreatment_rgb for BigGait).
+#
+# SapiensID reads keypoints as well as the crop. PyTorch has no detector
+# here, so Osprey prepares the inputs once (`--save-inputs`: the 384x384
+# white-padded square of each distinct crop and its 22 keypoints from MoveNet
+# Thunder and MTCNN) and both sides run the network on exactly those; the
+# PyTorch side also reports how far Osprey's square image is from upstream's
+# torchvision test transform of the same crop. Timed on both sides: the
+# network on the prepared batch (host-side box arithmetic included) plus the
+# unit normalisation. Osprey also times preparing the inputs in each pass and
+# reports it apart (prepare_crops_per_s) and with the network
+# (end_to_end_embeddings_per_s).
 #
 # For each model: PyTorch first checks its definitions against the upstream
 # reference fixtures and writes its embeddings of the inputs; every Osprey
@@ -39,8 +51,8 @@
 # version, so both resize alike.
 #
 # Usage: bench-person-models.sh [ITERS] [MODEL...]
-#   defaults: 5, osnet-x1_0 osnet-ain-x1_0 gaitbase (clip3dreid and biggait
-#   are 10-50x heavier: name them); BATCH=32 sets the body crops per pass,
+#   defaults: 5, osnet-x1_0 osnet-ain-x1_0 gaitbase (clip3dreid, biggait and
+#   sapiensid are 10-100x heavier: name them); BATCH=32 sets the body crops per pass,
 #   THREADS="1 2" the thread counts, WALKER_FRAMES=25 BigGait's frames per
 #   sequence, SEED=15 the random weights' seed. PyTorch comes from the venv
 #   at $OSPREY_BENCH_VENV (default ~/.cache/osprey/bench-venv, created on
@@ -100,21 +112,31 @@ for model in "$@"; do
     gaitbase) weights="$fixtures/gaitbase.weights.f16.safetensors" inputs=("${sequences[@]}") ;;
     clip3dreid) weights="$work/clip3dreid.random.safetensors" inputs=("${crops[@]}") ;;
     biggait) weights="$work/biggait.random.safetensors" inputs=("$work"/walkers/*) ;;
-    *) echo "no PyTorch definition of $model here (osnet-x1_0, osnet-ain-x1_0, clip3dreid, gaitbase, biggait)" >&2; exit 2 ;;
+    sapiensid) weights="$work/sapiensid.random.safetensors" inputs=("${crops[@]}") ;;
+    *) echo "no PyTorch definition of $model here (osnet-x1_0, osnet-ain-x1_0, clip3dreid, sapiensid, gaitbase, biggait)" >&2; exit 2 ;;
   esac
   if ! [ -f "$weights" ]; then
     echo "== $model: seeded random full-size weights (seed $seed; timing and parity only)" >&2
     "${torch_bench[@]}" --model "$model" --make-weights "$weights" --seed "$seed" --inputs "${inputs[@]}" \
       --threads "$(nproc)" >&2
   fi
+  torch_inputs=(--inputs "${inputs[@]}") check_inputs=()
+  if [ "$model" = sapiensid ]; then
+    echo "== $model: inputs prepared by Osprey (square images, MoveNet + MTCNN keypoints)" >&2
+    "$osprey" --threads "$(nproc)" bench person-model --model "$model" --batch "$batch" \
+      --save-inputs "$work/$model.inputs.safetensors" --inputs "${inputs[@]}" >&2
+    torch_inputs=(--prepared "$work/$model.inputs.safetensors")
+    check_inputs=(--inputs "${inputs[@]}") # upstream's test transform of the crops, against Osprey's squares
+  fi
   reference="$work/$model.reference.safetensors"
   echo "== $model: reference embeddings from PyTorch" >&2
   "${torch_bench[@]}" --model "$model" --weights "$weights" --batch "$batch" --iters 1 --threads "$(nproc)" \
-    --save-reference "$reference" --inputs "${inputs[@]}" >/dev/null
+    --save-reference "$reference" "${torch_inputs[@]}" "${check_inputs[@]}" >"$work/$model.reference.json"
+  echo "PyTorch reference run: $(cat "$work/$model.reference.json")" >&2
   for t in "${threads[@]}"; do
     cpus="0-$((t - 1))"
     ref=$(OMP_NUM_THREADS=$t taskset -c "$cpus" "${torch_bench[@]}" --model "$model" --weights "$weights" \
-      --batch "$batch" --iters "$iters" --threads "$t" --inputs "${inputs[@]}")
+      --batch "$batch" --iters "$iters" --threads "$t" "${torch_inputs[@]}")
     ours=$(taskset -c "$cpus" "$osprey" --threads "$t" bench person-model --model "$model" --weights "$weights" \
       --reference "$reference" --batch "$batch" --iters "$iters" --json --inputs "${inputs[@]}")
     echo "threads=$t pytorch: $ref"
@@ -140,6 +162,15 @@ if body:
               f"| {ref['embeddings_per_s']:.2f} ({ref['median_embeddings_per_s']:.2f}) "
               f"| {ours['embeddings_per_s'] / ref['embeddings_per_s']:.2f} | {ours['parity']['min_cosine']:.6f} "
               f"| {ref['distinct_max_cosine']:.3f} |")
+    prepared = [o for _, o in body if "prepare_crops_per_s" in o]
+    if prepared:
+        print("\nSapiensID, Osprey only: preparing its inputs (white square pad + resize, MoveNet Thunder and MTCNN"
+              " keypoints) in the same passes\n")
+        print("| model | threads | prepare crops/s | end-to-end embeddings/s (median) |")
+        print("| --- | --- | --- | --- |")
+        for o in prepared:
+            print(f"| {o['model']} | {o['threads']} | {o['prepare_crops_per_s']:.2f} "
+                  f"| {o['end_to_end_embeddings_per_s']:.2f} ({o['median_end_to_end_embeddings_per_s']:.2f}) |")
 if gait:
     print()
     for m in dict.fromkeys(o["model"] for _, o in gait):

@@ -30,6 +30,15 @@ in shared/fixtures/seed-models/*.keys.json):
   its closing into a foreground, denoising and appearance branches at the
   foreground pixels, and a two-stem GaitBase head with attention fusion;
   max over the sequence, 16 strips, one 512 -> 256 matrix each.
+* SapiensID (mk-minchul/sapiensid `models/sapiens_id`, `configs/base.yaml`):
+  a ViT-B (width 512, depth 24, 16 heads, CVLface's blocks) over "retina"
+  patches: 32x32 patches of three 384x384 views (whole image, body box, face
+  box, the boxes from the keypoints), every foreground patch kept, position
+  embeddings resampled per view; KP-RPE's keypoint-relative attention biases
+  (19 keypoints, iRPE product buckets); the semantic attention head
+  (differential attention of 76 keypoint queries, plus the most similar
+  token per query) and two Linear · BatchNorm1d to 4096. One sample at a
+  time, as Osprey's port computes it (see the SapiensID section below).
 
 Each model's input is prepared as upstream does it:
 
@@ -51,6 +60,16 @@ Each model's input is prepared as upstream does it:
   128, BGR -> RGB, ratio = width / height), the evaluator's ImageNet
   normalisation (float64), one sequence per forward; the [256, 16] output
   flattened and unit-normalised like GaitBase's.
+* SapiensID: no detectors here. Its inputs, the 384x384 square image and
+  the 22 keypoints found on it (Osprey: MoveNet Thunder and MTCNN standing
+  in for upstream's YOLOv8-pose and face detector), are Osprey's, read from
+  `--prepared FILE` (`osprey bench person-model --model sapiensid
+  --save-inputs FILE`); with `--inputs` the crops also go through upstream's
+  test transform here (white square pad, bilinear 384 without antialias,
+  (v - 0.5) / 0.5) and `input_image_max_abs_diff` reports how far Osprey's
+  image is from it. Timed: the network on the prepared batch (its host-side
+  box and grid arithmetic included) and the unit normalisation, the same
+  work as Osprey's `--json` `embeddings_per_s` for SapiensID.
 
 Timing: decoded images in (PIL RGB crops; 8-bit grey silhouettes as
 `cv2.imread` gives them), unit embeddings out: the same work as Osprey's
@@ -62,10 +81,11 @@ forward pass. Gait: every sequence folder named, one forward each
 
 `--weights F` reads a safetensors file with the published names (the seed
 fixtures' `*.weights.f16.safetensors` are full size: computed in float32
-from those values). CLIP3DReID and BigGait publish no weights and their
-fixtures are reduced configurations: `--make-weights F` writes seeded
-random full-size weights (BatchNorm statistics from one pass over
-`--inputs`), for timing and parity only. `--write-walkers DATA DIR` writes
+from those values). CLIP3DReID, BigGait and SapiensID publish no weights
+here and their fixtures are reduced configurations: `--make-weights F`
+writes seeded random full-size weights (BatchNorm statistics from one pass
+over `--inputs`; SapiensID's need none, 1.6 GB), for timing and parity
+only. `--write-walkers DATA DIR` writes
 BigGait's bench sequences: RGB crops of the walkers of All-in-One-Gait's
 demo clips, boxed by CenterNet in the TF.js runtime. `--save-reference F` writes this model's embeddings of
 the bench inputs (`embedding` [N, D], and for gait `frames` [N], the frames
@@ -80,6 +100,7 @@ pixels.
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -799,6 +820,399 @@ class BigGait(nn.Module):
 # ------------------------------------------------------------- models
 
 
+# ---------------------------------------------------------------- SapiensID
+#
+# SapiensID (mk-minchul/sapiensid, `tasks/sapiensID/src/models/sapiens_id`)
+# in eval mode, computed as Osprey's port (libs/osprey-models/src/sapiensid.rs,
+# whose module documentation describes the network step by step) and the
+# reference fixture compute it: one sample at a time (every foreground patch
+# kept), then the two flattening layers over the batch. The box and grid
+# arithmetic that decides which patches exist is done on the host in float32
+# in the port's order of operations (numpy scalars and arrays of float32);
+# the resampling itself is torch's `grid_sample`, as upstream does it.
+
+SAP_INPUT = 384  # side of the square input, pixels
+SAP_PATCH = 32  # side of a patch
+SAP_GRID = SAP_INPUT // SAP_PATCH  # patches per side of a view
+SAP_PATCHES = SAP_GRID * SAP_GRID
+SAP_LEVELS = 3  # views: whole image, body box, face box
+# The model's 19 keypoints from the 22 given (17 COCO, then left eye, right
+# eye, nose, left and right mouth corners): face nose, eyes, mouth corners,
+# the ears, then COCO shoulders to ankles.
+SAP_KP19_FROM_22 = [19, 17, 18, 20, 21, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+SAP_KEYPOINTS = 19
+SAP_QUERIES_PER_KEYPOINT = 4
+SAP_QUERIES = SAP_KEYPOINTS * SAP_QUERIES_PER_KEYPOINT
+SAP_PARTS = 2 * SAP_QUERIES  # pooled and selected features per query
+SAP_KP_CHANNELS, SAP_KP_HIDDEN = 32, 512  # KP-RPE's NonlinearMappingNetwork
+SAP_RPE_RATIO = 1.9
+SAP_RPE_MAX_OFFSET = 3  # floor(beta) = floor(3.8)
+SAP_SPATIAL_BUCKETS = (2 * SAP_RPE_MAX_OFFSET + 1) ** 2
+SAP_BUCKETS = SAP_SPATIAL_BUCKETS + 1  # one more for the class and mask tokens
+SAP_BUCKET_GRID = 14
+SAP_INVALID_REL = -2.0  # relative keypoint embedding of a missing point or extra token
+SAP_BOX_PADDING = np.float32(0.3)
+SAP_SIZES = {"base": (512, 4096, 24, 16)}  # emb_dim, output_dim, depth, heads
+f32 = np.float32
+SAP_NO_BOX = [f32(-1)] * 4
+
+
+def sap_present(p):
+    return p[0] != -1 and p[1] != -1
+
+
+def sap_extent(points):
+    lo, hi, n = [f32(np.inf)] * 2, [f32(-np.inf)] * 2, 0
+    for p in points:
+        if sap_present(p):
+            n += 1
+            lo = [min(lo[a], p[a]) for a in range(2)]
+            hi = [max(hi[a], p[a]) for a in range(2)]
+    return lo, hi, n
+
+
+def sap_square_box(c, half):
+    return [max(c[0] - half, f32(0)), max(c[1] - half, f32(0)), min(c[0] + half, f32(1)), min(c[1] + half, f32(1))]
+
+
+def sap_face_box(face5):
+    """Square head box around the nose, eyes and mouth corners (>= 2 present),
+    padded 30 %; face5[0] is the nose."""
+    lo, hi, n = sap_extent(face5)
+    if n < 2:
+        return SAP_NO_BOX
+    two = f32(2)
+    c = [(lo[0] + hi[0]) / two, (lo[1] + hi[1]) / two]
+    if sap_present(face5[0]):
+        c = [(c[0] + face5[0][0]) / two, (c[1] + face5[0][1]) / two]
+    far = f32(-1)
+    for p in face5:
+        if sap_present(p):
+            dx, dy = p[0] - c[0], p[1] - c[1]
+            far = max(far, np.sqrt(dx * dx + dy * dy))
+    return sap_square_box(c, far * two * (f32(1) + SAP_BOX_PADDING) / two)
+
+
+def sap_body_box(upper9):
+    """Square box around the first nine points (>= 3 present, one a shoulder), padded 30 %."""
+    lo, hi, n = sap_extent(upper9)
+    if n < 3 or not (sap_present(upper9[7]) or sap_present(upper9[8])):
+        return SAP_NO_BOX
+    two = f32(2)
+    c = [(lo[0] + hi[0]) / two, (lo[1] + hi[1]) / two]
+    size = max(hi[0] - lo[0], hi[1] - lo[1])
+    return sap_square_box(c, size * (f32(1) + SAP_BOX_PADDING) / two)
+
+
+def sap_snap(b):
+    n = f32(SAP_GRID)
+    s = [np.floor(b[0] * n), np.floor(b[1] * n), np.ceil(b[2] * n), np.ceil(b[3] * n)]
+    return [min(max(v / n, f32(0)), f32(1)) for v in s]
+
+
+def sap_body_span(body):
+    g = lambda v: f32(1) if v == 0 else v
+    return g(body[2] - body[0]), g(body[3] - body[1])
+
+
+def sap_clamp01(b):
+    return [min(max(v, f32(0)), f32(1)) for v in b]
+
+
+def sap_boxes(kp19):
+    """[whole, body, face] boxes of one sample: the face box is snapped to the
+    body box's own patch grid (a missing box ends up [0, 0, 0, 0])."""
+    face = sap_face_box(kp19[:5])
+    body = sap_snap(sap_body_box(kp19[:9]))
+    w, h = sap_body_span(body)
+    inside = sap_clamp01([(face[0] - body[0]) / w, (face[1] - body[1]) / h, (face[2] - body[0]) / w, (face[3] - body[1]) / h])
+    s = sap_snap(inside)
+    face = sap_clamp01([s[0] * w + body[0], s[1] * h + body[1], s[2] * w + body[0], s[3] * h + body[1]])
+    return [[f32(0), f32(0), f32(1), f32(1)], body, face]
+
+
+def sap_linspace_pm1(steps):
+    """torch.linspace(-1, 1, steps)'s scalar formula in float32."""
+    step = f32(2) / f32(steps - 1)
+    i = np.arange(steps)
+    first = f32(-1) + step * i.astype(np.float32)
+    second = f32(1) - step * (steps - 1 - i).astype(np.float32)
+    return np.where(i < steps // 2, first, second).astype(np.float32)
+
+
+def sap_grid_axis(lo, hi, steps):
+    """Normalised grid coordinates ([-1, 1] spans the image) sampling [lo, hi]."""
+    two = f32(2)
+    centre, width = (lo + hi) / two, hi - lo
+    return ((sap_linspace_pm1(steps) * width / two + centre) * two - f32(1)).astype(np.float32)
+
+
+def sap_views(boxes):
+    """Per view: its sampling grid (normalised, [384, 384, 2] as (x, y)) and
+    which of its 144 patches are foreground (more than half the nearest-sampled
+    importance map at the view's own level: 2 in the face box, 1 in the body
+    box, 0 elsewhere)."""
+    size = f32(SAP_INPUT)
+    p = np.arange(SAP_INPUT, dtype=np.float32)
+    level = np.zeros((SAP_INPUT, SAP_INPUT), np.uint8)
+    for l in (1, 2):
+        b = boxes[l]
+        cx = (p + f32(1) > b[0] * size) & (p < b[2] * size)
+        cy = (p + f32(1) > b[1] * size) & (p < b[3] * size)
+        level = np.maximum(level, np.where(cy[:, None] & cx[None, :], l, 0).astype(np.uint8))
+    views = []
+    half = f32(SAP_INPUT / 2)
+    for l, b in enumerate(boxes):
+        gy, gx = sap_grid_axis(b[1], b[3], SAP_INPUT), sap_grid_axis(b[0], b[2], SAP_INPUT)
+        # Nearest pixel, corners not aligned: (g + 1) * size/2 - 0.5, rounded half to even.
+        ny = np.rint((gy + f32(1)) * half - f32(0.5))
+        nx = np.rint((gx + f32(1)) * half - f32(0.5))
+        oky, okx = (ny >= 0) & (ny < SAP_INPUT), (nx >= 0) & (nx < SAP_INPUT)
+        sampled = level[np.clip(ny, 0, SAP_INPUT - 1).astype(np.int64)][:, np.clip(nx, 0, SAP_INPUT - 1).astype(np.int64)]
+        sampled = np.where(oky[:, None] & okx[None, :], sampled, 0)  # zero padding outside the image
+        hit = sampled == l
+        count = hit.reshape(SAP_GRID, SAP_PATCH, SAP_GRID, SAP_PATCH).sum((1, 3)).reshape(-1)
+        grid = np.stack(np.broadcast_arrays(gx[None, :], gy[:, None]), -1)
+        views.append((grid, 2 * count > SAP_PATCH * SAP_PATCH))
+    return views
+
+
+def sap_piecewise(x, alpha, beta, gamma):
+    """iRPE's piecewise index of an integer offset (float64, as the port)."""
+    a = abs(x)
+    if a <= alpha:
+        return x
+    c = alpha + math.log(a / alpha) / math.log(gamma / alpha) * (beta - alpha)
+    return int(math.copysign(min(round(c), beta), x))  # round: half to even; int(): toward zero
+
+
+def sap_bucket_table():
+    """Bucket [144, 144] of (query cell, key cell): each 12x12 cell mapped onto
+    the 14x14 bucket grid, product method, the bucket's row part from the
+    column offset (upstream samples its table with (row, col) as (x, y))."""
+    alpha, beta, gamma = SAP_RPE_RATIO, 2 * SAP_RPE_RATIO, 8 * SAP_RPE_RATIO
+    cell = [int(np.rint(((f32(v) / f32(SAP_GRID - 1)) * f32(2) - f32(1) + f32(1)) * f32((SAP_BUCKET_GRID - 1) / 2)))
+            for v in range(SAP_GRID)]
+    axis = {d: sap_piecewise(d, alpha, beta, gamma) + SAP_RPE_MAX_OFFSET for d in range(-13, 14)}
+    rc = [(cell[i // SAP_GRID], cell[i % SAP_GRID]) for i in range(SAP_PATCHES)]
+    t = [[axis[ci - cj] * (2 * SAP_RPE_MAX_OFFSET + 1) + axis[ri - rj] for (rj, cj) in rc] for (ri, ci) in rc]
+    return torch.tensor(t, dtype=torch.long)
+
+
+class KprpeAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, bias):
+        n, l, e = x.shape
+        q, k, v = self.qkv(x).reshape(n, l, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, l, e))
+
+
+class KprpeMlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.relu6(self.fc1(x)))
+
+
+class KprpeBlock(nn.Module):
+    """CVLface's pre-norm ViT block: qkv without bias, ReLU6 MLP."""
+
+    def __init__(self, dim, heads, mlp_ratio=3.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = KprpeAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = KprpeMlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x, bias):
+        x = x + self.attn(self.norm1(x), bias)
+        return x + self.mlp(self.norm2(x))
+
+
+class SapBackbone(nn.Module):
+    def __init__(self, dim, depth, heads):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, SAP_PATCHES + 1, dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(KprpeBlock(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+
+class KeypointMapping(nn.Module):
+    """KP-RPE's NonlinearMappingNetwork: [L, 19, E] -> [L, depth * H * 50]."""
+
+    def __init__(self, dim, out):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, SAP_KP_CHANNELS)
+        self.fc = nn.Sequential(nn.Linear(SAP_KEYPOINTS * SAP_KP_CHANNELS, SAP_KP_HIDDEN), nn.ReLU(),
+                                nn.Linear(SAP_KP_HIDDEN, out))
+
+    def forward(self, rel):
+        return self.fc(self.linear1(rel).flatten(1))
+
+
+class DiffAttention(nn.Module):
+    """One-head differential attention (bias-free projections, lambda
+    re-parameterised from four vectors, RMSNorm without gain)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+            setattr(self, name, nn.Parameter(torch.zeros(dim // 2).normal_(0, 0.1)))
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            setattr(self, name, nn.Linear(dim, dim, bias=False))
+        self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * 1)  # head depth 1
+
+    def forward(self, queries, keys, values):
+        e = queries.shape[-1]
+        half = e // 2
+        q = (self.q_proj(queries) * half**-0.5).reshape(-1, 2, half).transpose(0, 1)  # [2, 76, E/2]
+        k = self.k_proj(keys).reshape(-1, 2, half).transpose(0, 1)  # [2, n, E/2]
+        v = self.v_proj(values)
+        a = (q @ k.transpose(1, 2)).softmax(-1)  # [2, 76, n]
+        lam = (torch.exp((self.lambda_q1 * self.lambda_k1).sum()) - torch.exp((self.lambda_q2 * self.lambda_k2).sum())
+               + self.lambda_init)
+        pooled = (a[0] - lam * a[1]) @ v
+        pooled = pooled * torch.rsqrt(pooled.pow(2).mean(-1, keepdim=True) + 1e-5) * (1 - self.lambda_init)
+        return self.out_proj(pooled)
+
+
+class SemanticHead(nn.Module):
+    def __init__(self, dim, out):
+        super().__init__()
+        self.query_pos_emb = nn.Parameter(torch.zeros(1, SAP_QUERIES, dim))
+        self.learned_mask = nn.Parameter(torch.zeros(1, SAP_PARTS))
+        self.attn = DiffAttention(dim)
+        self.flatten_feature = nn.Sequential(
+            nn.Linear(SAP_PARTS * dim, out, bias=False), nn.BatchNorm1d(out, eps=2e-5),
+            nn.Linear(out, out, bias=False), nn.BatchNorm1d(out, eps=2e-5))
+
+    def features(self, x, pos, kp_embs, present):
+        """The 152 scaled part features [152 E] of one sample: tokens x [n, E],
+        their position embeddings pos [n, E], keypoint embeddings [19, E]."""
+        keep = present.float().repeat_interleave(SAP_QUERIES_PER_KEYPOINT)[:, None]
+        queries = kp_embs.repeat_interleave(SAP_QUERIES_PER_KEYPOINT, 0) + self.query_pos_emb[0]
+        pooled = self.attn(queries, pos, x) * keep
+        best = (F.normalize(queries, dim=-1) @ F.normalize(pos, dim=-1).T).argmax(-1)  # first maximum
+        selected = x[best] * keep
+        return (torch.cat([pooled, selected]) * torch.sigmoid(self.learned_mask[0])[:, None]).flatten()
+
+
+class SapiensIdNet(nn.Module):
+    def __init__(self, dim, out, depth, heads):
+        super().__init__()
+        self.dim, self.depth, self.heads = dim, depth, heads
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        self.backbone = SapBackbone(dim, depth, heads)
+        self.patch_embed = nn.Module()
+        self.patch_embed.patch_embed = nn.Linear(3 * SAP_PATCH * SAP_PATCH, dim)
+        self.rpe_module = nn.Module()
+        self.rpe_module.keypoint_linear = KeypointMapping(dim, depth * heads * SAP_BUCKETS)
+        self.head = SemanticHead(dim, out)
+        self.register_buffer("bucket", sap_bucket_table(), persistent=False)
+
+    def sample_features(self, image, kp22):
+        """One sample: image [3, 384, 384], kp22 [22, 2] -> its head features [152 E]."""
+        e, h = self.dim, self.heads
+        kp = kp22.numpy().astype(np.float32)[SAP_KP19_FROM_22]
+        kp19 = [[f32(x), f32(y)] for x, y in kp]
+        present = torch.tensor([sap_present(p) for p in kp19])
+        boxes = sap_boxes(kp19)
+        views = sap_views(boxes)
+        # Kept patches (view, cell), views in order.
+        kept = [(l, c) for l, (_, fg) in enumerate(views) for c in np.flatnonzero(fg)]
+        n = len(kept)
+        if n == 0:
+            raise ValueError("no foreground patch in any view")
+        kept_index = torch.tensor([l * SAP_PATCHES + c for l, c in kept])
+        cells = torch.tensor([c for _, c in kept])
+
+        # Patches of the three views [432, 3072].
+        grids = torch.from_numpy(np.stack([g for g, _ in views]))
+        crops = F.grid_sample(image[None].expand(SAP_LEVELS, -1, -1, -1), grids, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+        p = SAP_PATCH
+        patches = crops.reshape(3, 3, SAP_GRID, p, SAP_GRID, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3 * p * p)
+        # Position embeddings of the views [432, E]: the 12x12 table, resampled over the body and face boxes.
+        table = self.backbone.pos_embed[0, 1:].T.reshape(1, e, SAP_GRID, SAP_GRID)
+        pos_grids = torch.from_numpy(np.stack([
+            np.stack(np.broadcast_arrays(sap_grid_axis(b[0], b[2], SAP_GRID)[None, :],
+                                         sap_grid_axis(b[1], b[3], SAP_GRID)[:, None]), -1)
+            for b in boxes[1:]]))
+        resampled = F.grid_sample(table.expand(2, -1, -1, -1), pos_grids, mode="bilinear", padding_mode="zeros",
+                                  align_corners=False)
+        positions = torch.cat([table, resampled]).flatten(2).transpose(1, 2).reshape(-1, e)
+        pos = positions[kept_index]
+        # Keypoint embeddings [19, E]: the table at each point, corners aligned (a missing point: zeros).
+        kp_embs = F.grid_sample(table, torch.from_numpy(kp * 2 - 1)[None, None], mode="bilinear",
+                                padding_mode="zeros", align_corners=True)[0, :, 0].T
+
+        cls = self.backbone.cls_token[0] + self.backbone.pos_embed[0, :1]
+        tokens = self.patch_embed.patch_embed(patches[kept_index]) + pos
+        x = torch.cat([cls, tokens, self.mask_token])[None]
+
+        # KP-RPE: per token and keypoint, position minus keypoint embedding
+        # (-2 for a missing keypoint and for the class and mask tokens).
+        rel = torch.where(present[None, :, None], pos[:, None] - kp_embs[None], SAP_INVALID_REL)
+        none = torch.full((1, SAP_KEYPOINTS, e), SAP_INVALID_REL)
+        tables = self.rpe_module.keypoint_linear(torch.cat([none, rel, none]))  # [L, depth * H * 50]
+        l = n + 2
+        index = torch.full((l, l), SAP_SPATIAL_BUCKETS, dtype=torch.long)
+        index[1:-1, 1:-1] = self.bucket[cells][:, cells]
+        index = index.expand(h, l, l)
+        key_bias = torch.zeros(l)
+        key_bias[-1] = math.log(max(SAP_LEVELS * SAP_PATCHES - n, 1))  # the mask token stands for the patches not kept
+        tables = tables.reshape(l, self.depth, h, SAP_BUCKETS).permute(1, 2, 0, 3)  # [depth, H, L, 50]
+        for d, block in enumerate(self.backbone.blocks):
+            x = block(x, (torch.gather(tables[d], 2, index) + key_bias)[None])
+        x = self.backbone.norm(x)[0, 1:n + 1]  # drop the mask token, then the class token
+        return self.head.features(x, pos, kp_embs, present)
+
+    def forward(self, images, keypoints22):
+        feats = torch.stack([self.sample_features(images[i], keypoints22[i]) for i in range(len(images))])
+        return self.head.flatten_feature(feats)
+
+
+class SapiensId(nn.Module):
+    """Input: images [B, 3, 384, 384] ((v - 0.5) / 0.5, RGB, white
+    square-padded crop) and keypoints [B, 22, 2] in [0, 1] ((-1, -1): missing).
+    Output: the raw embedding [B, output_dim]. Names under `net.`, as the
+    published checkpoint stores them."""
+
+    def __init__(self, size="base", cfg=None):
+        super().__init__()
+        self.net = SapiensIdNet(*(cfg or SAP_SIZES[size]))
+
+    def forward(self, images, keypoints22):
+        return self.net(images, keypoints22)
+
+
+def tiny_sapiensid(fixtures):
+    t = json.load(open(f"{fixtures}/sapiensid_tiny.config.json"))["tiny"]
+    return SapiensId(cfg=(t["emb_dim"], t["output_dim"], t["depth"], t["num_heads"]))
+
+
+def sapiensid_square_input(crop):
+    """Upstream's test transform of one PIL RGB crop: [0, 1] floats, padded to
+    a square with white (the odd pixel right/bottom), bilinear resize to 384
+    without antialiasing, (v - 0.5) / 0.5. [3, 384, 384]."""
+    x = torch.from_numpy(np.asarray(crop, dtype=np.float32) / np.float32(255)).permute(2, 0, 1)
+    h, w = x.shape[1:]
+    side = max(h, w)
+    left, top = (side - w) // 2, (side - h) // 2
+    x = F.pad(x, (left, side - w - left, top, side - h - top), value=1.0)
+    x = F.interpolate(x[None], size=(SAP_INPUT, SAP_INPUT), mode="bilinear", align_corners=False, antialias=False)[0]
+    return (x - 0.5) / 0.5
+
+
 MODELS = {
     # id: (input kind, full-size builder, fixture stem)
     "osnet-x1_0": ("body", lambda: OsNet(ain=False), "osnet_x1_0"),
@@ -806,6 +1220,7 @@ MODELS = {
     "clip3dreid": ("body", Clip3dReid, "clip3dreid"),
     "gaitbase": ("gait", GaitBase, "gaitbase"),
     "biggait": ("gait-rgb", BigGait, "biggait"),
+    "sapiensid": ("body-keypoints", SapiensId, "sapiensid"),
 }
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -872,7 +1287,8 @@ def self_check(fixtures, models):
     report = {}
     for model_id in models:
         kind, build, stem = MODELS[model_id]
-        keys = f"{fixtures}/{stem}_full.keys.json" if model_id in ("clip3dreid", "biggait") else f"{fixtures}/{stem}.keys.json"
+        keys = {"clip3dreid": f"{fixtures}/clip3dreid_full.keys.json", "biggait": f"{fixtures}/biggait_full.keys.json",
+                "sapiensid": f"{fixtures}/sapiensid_base.keys.json"}.get(model_id, f"{fixtures}/{stem}.keys.json")
         report[f"{model_id}_manifest"] = f"{manifest_check(build(), keys)} tensors match"
         with torch.inference_mode():
             if model_id == "clip3dreid":
@@ -893,6 +1309,12 @@ def self_check(fixtures, models):
                 net(io["frames_u8"], io["ratios"], trace)
                 for k, v in trace.items():
                     report[f"biggait_{k}_rel_err"] = rel_err(v, io[k])
+            elif model_id == "sapiensid":
+                net = load_weights(tiny_sapiensid(fixtures), f"{fixtures}/sapiensid_tiny.weights.safetensors")
+                io = load_file(f"{fixtures}/sapiensid_tiny.io.safetensors")
+                got = net(io["image"], io["keypoints22"])
+                for i in range(len(got)):  # sample 1: a face close-up without body keypoints
+                    report[f"sapiensid_sample{i}_embedding_rel_err"] = rel_err(got[i], io["embedding"][i])
             elif kind == "body":
                 net = load_weights(build(), f"{fixtures}/{stem}.weights.f16.safetensors")
                 io = load_file(f"{fixtures}/{stem}.io.safetensors")
@@ -917,7 +1339,9 @@ def random_weights(net, seed):
     signal alive through depth: weights N(0, 1/fan_in), norms' gains near 1,
     DINOv2's LayerScale 0.1-0.5, attention biases N(0, 1); BigGait's mask
     logits are scaled up so few probabilities sit near 0.5, where rounding
-    decides the foreground."""
+    decides the foreground; SapiensID's query embeddings N(0, 0.5), part
+    gates N(0, 1) before their sigmoid, lambda vectors N(0, 0.1) (upstream's
+    initialisation)."""
     g = torch.Generator().manual_seed(seed)
     normal = lambda t, std, mean=0.0: t.copy_(torch.randn(t.shape, generator=g) * std + mean)
     with torch.no_grad():
@@ -935,8 +1359,12 @@ def random_weights(net, seed):
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "attention_biases" or name == "student_encoder.proj":
                 normal(p, 1.0)
-            elif leaf in ("pos_embed", "cls_token", "mask_token"):
+            elif leaf in ("pos_embed", "cls_token", "mask_token", "query_pos_emb"):
                 normal(p, 0.5)
+            elif leaf == "learned_mask":
+                normal(p, 1.0)
+            elif leaf.startswith("lambda_"):
+                normal(p, 0.1)
             elif leaf == "gamma":
                 p.copy_(0.1 + 0.4 * torch.rand(p.shape, generator=g))
             elif leaf == "fc_bin":
@@ -960,12 +1388,17 @@ def calibrate(net, run):
 
 def make_weights(model_id, out, seed, inputs, threads):
     """Writes seeded random full-size weights of `model_id` (published names,
-    float32 safetensors) with BatchNorm statistics calibrated on `inputs`."""
+    float32 safetensors) with BatchNorm statistics calibrated on `inputs`.
+    SapiensID needs no calibration: its two BatchNorms follow linears fed by
+    RMS- and Layer-normalised features, so the default statistics (mean 0,
+    variance 1) keep their outputs O(1)."""
     from safetensors.torch import save_file
 
     kind, build, _ = MODELS[model_id]
     net = random_weights(build(), seed)
-    if kind == "body":
+    if kind == "body-keypoints":
+        run = None
+    elif kind == "body":
         run = body_fn(net, model_id, body_inputs(inputs, len(expand_files(inputs))))
     elif kind == "gait-rgb":
         seqs = rgb_inputs(inputs)
@@ -974,7 +1407,8 @@ def make_weights(model_id, out, seed, inputs, threads):
         run = rgb_fn(net, seqs, threads, batched=True)
     else:
         sys.exit(f"{model_id}: its weights come from the seed fixtures")
-    calibrate(net, run)
+    if run is not None:
+        calibrate(net, run)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out)
     return sum(p.numel() for p in net.parameters())
 
@@ -1197,6 +1631,31 @@ def rgb_fn(net, seqs, threads, batched=False):
     return run
 
 
+def prepared_inputs(path, batch):
+    """SapiensID's network inputs as Osprey prepared them (`osprey bench
+    person-model --model sapiensid --save-inputs FILE`): `image` [U, 3, 384,
+    384] and `keypoints` [U, 22, 2] of U distinct crops, repeated in order to
+    `batch` rows."""
+    from safetensors.torch import load_file
+
+    t = load_file(path)
+    images, keypoints = t["image"].float(), t["keypoints"].float()
+    if images.shape[1:] != (3, SAP_INPUT, SAP_INPUT) or keypoints.shape != (len(images), 22, 2) or not len(images):
+        sys.exit(f"{path}: `image` {tuple(images.shape)} and `keypoints` {tuple(keypoints.shape)} are not "
+                 f"[U, 3, {SAP_INPUT}, {SAP_INPUT}] and [U, 22, 2]")
+    rows = torch.arange(batch) % len(images)
+    return images[rows], keypoints[rows], len(images)
+
+
+def keypoint_body_fn(net, images, keypoints):
+    """SapiensID's forward on prepared inputs; unit embeddings."""
+
+    def run():
+        return F.normalize(net(images, keypoints), dim=1), None
+
+    return run
+
+
 def distinct_max_cosine(emb, unique):
     """The largest cosine between embeddings of different inputs (the first
     `unique` rows): how far apart the random weights put distinct inputs,
@@ -1230,6 +1689,9 @@ def main():
     p.add_argument("--make-weights", metavar="FILE",
                    help="write seeded random full-size weights of --model (BatchNorm statistics from --inputs) to FILE")
     p.add_argument("--seed", type=int, default=15, help="seed of --make-weights")
+    p.add_argument("--prepared", metavar="FILE",
+                   help="sapiensid: the network inputs (images and keypoints) Osprey prepared from the crops "
+                        "(`osprey bench person-model --model sapiensid --save-inputs FILE`)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -1241,7 +1703,7 @@ def main():
     if args.self_check:
         out["self_check"] = self_check(args.self_check, args.check_models)
     if args.make_weights:
-        if not (args.model and args.inputs):
+        if not (args.model and (args.inputs or MODELS[args.model][0] == "body-keypoints")):
             sys.exit("--make-weights needs --model and --inputs")
         out["weights"] = args.make_weights
         out["parameters"] = make_weights(args.model, args.make_weights, args.seed, args.inputs, args.threads)
@@ -1251,13 +1713,24 @@ def main():
     if not args.model:
         print(json.dumps(out))
         return
-    if not (args.weights and args.inputs):
+    kind, build, _ = MODELS[args.model]
+    if kind == "body-keypoints" and not (args.weights and args.prepared):
+        sys.exit(f"--model {args.model} needs --weights and --prepared")
+    if kind != "body-keypoints" and not (args.weights and args.inputs):
         sys.exit("--model needs --weights and --inputs")
 
-    kind, build, _ = MODELS[args.model]
     net = load_weights(build(), args.weights)
     frames = None
-    if kind == "body":
+    if kind == "body-keypoints":
+        images, keypoints, unique = prepared_inputs(args.prepared, args.batch)
+        run = keypoint_body_fn(net, images, keypoints)
+        units = args.batch
+        if args.inputs:
+            # Osprey's image preparation against upstream's test transform of the same crops.
+            crops = body_inputs(args.inputs, unique)
+            want = torch.stack([sapiensid_square_input(c) for c in crops])
+            out["input_image_max_abs_diff"] = (want - images[:unique]).abs().max().item()
+    elif kind == "body":
         run = body_fn(net, args.model, body_inputs(args.inputs, args.batch))
         units, unique = args.batch, min(args.batch, len(expand_files(args.inputs)))
     elif kind == "gait":
@@ -1292,7 +1765,7 @@ def main():
     out.update(
         {
             "model": args.model,
-            "modality": "body" if kind == "body" else "gait",
+            "modality": "gait" if kind.startswith("gait") else "body",
             "batch": units,
             "threads": torch.get_num_threads(),
             "iters": len(times),

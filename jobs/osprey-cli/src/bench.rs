@@ -31,9 +31,11 @@ pub enum BenchCommand {
     /// (the global option sets candle's and rayon's pool for the whole process).
     FaceModel(FaceModelBench),
     /// Embeddings/s of one body or gait recogniser (OSNet, CLIP3DReID,
-    /// GaitBase) on real crops or silhouette sequences, loaded from a
-    /// checkpoint through the ordinary loader; optionally checked against
-    /// another implementation's embeddings of the same inputs first.
+    /// SapiensID, GaitBase, BigGait) on real crops or silhouette sequences,
+    /// loaded from a checkpoint through the ordinary loader; optionally
+    /// checked against another implementation's embeddings of the same
+    /// inputs first. SapiensID: the network on prepared inputs is timed apart
+    /// from preparing them (test transform, MoveNet and MTCNN keypoints).
     /// Threads: `osprey --threads N bench person-model …`.
     PersonModel(PersonModelBench),
     /// Faces/s of MTCNN (boxes and landmarks) on whole images, searched at
@@ -95,12 +97,20 @@ pub struct FaceModelBench {
 #[derive(clap::Args)]
 pub struct PersonModelBench {
     /// Registry id of a body or gait model (`osprey models list`), e.g.
-    /// osnet-x1_0, osnet-ain-x1_0, clip3dreid, gaitbase, biggait.
+    /// osnet-x1_0, osnet-ain-x1_0, clip3dreid, sapiensid, gaitbase, biggait.
     #[arg(long)]
     model: String,
     /// The checkpoint (any layout `osprey embed --weights` reads).
+    #[arg(long, required_unless_present = "save_inputs")]
+    weights: Option<PathBuf>,
+    /// SapiensID only: write the network inputs of the distinct crops (at
+    /// most --batch) to this safetensors file, `image` [U, 3, 384, 384] and
+    /// `keypoints` [U, 22, 2] (MoveNet and MTCNN from $OSPREY_MODELS), and
+    /// exit without timing anything (no --weights needed). Another
+    /// implementation then runs the network on exactly these inputs
+    /// (`infra/scripts/person_models_torch_bench.py --prepared FILE`).
     #[arg(long)]
-    weights: PathBuf,
+    save_inputs: Option<PathBuf>,
     /// Body models: crop images, or folders of them (sorted by path),
     /// repeated in order to --batch. Gait models: one folder per sequence
     /// (frames sorted by path) of silhouettes, or for BigGait of RGB person
@@ -716,18 +726,116 @@ enum PersonInputs {
     RgbGait(Vec<(String, Vec<image::RgbImage>)>),
 }
 
+/// The body crops named by `inputs` (files, or folders of them sorted by
+/// path), decoded.
+fn decode_crops(inputs: &[String]) -> anyhow::Result<Vec<image::RgbImage>> {
+    let decoded = crate::embed::expand_inputs(inputs)?
+        .iter()
+        .map(|f| osprey_media::read_image(std::path::Path::new(f)).map(|d| d.image))
+        .collect::<osprey_core::Result<Vec<_>>>()?;
+    if decoded.is_empty() {
+        bail!("no crops among the inputs");
+    }
+    Ok(decoded)
+}
+
+/// `bench person-model --model sapiensid --save-inputs FILE`: the network
+/// inputs of the distinct crops (at most `--batch`), written as float32
+/// safetensors `image` and `keypoints`.
+fn save_sapiensid_inputs(
+    spec: &osprey_models::registry::PersonModelSpec,
+    args: &PersonModelBench,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use osprey_models::registry::PersonArchitecture;
+    use osprey_models::sapiensid::{INPUT_KEYPOINTS, INPUT_SIZE};
+    if spec.architecture != PersonArchitecture::SapiensId {
+        bail!("--save-inputs is for sapiensid (the model that reads keypoints), not {}", spec.id);
+    }
+    let mut crops = decode_crops(&args.inputs)?;
+    crops.truncate(args.batch.max(1));
+    let device = osprey_models::default_device();
+    let keypointer = osprey_models::sapiensid_input::BodyKeypointer::load(&osprey_models::model_dir(None), &device)?;
+    let started = Instant::now();
+    let prepared = keypointer.prepare(&crops, &device)?;
+    let prepare_s = started.elapsed().as_secs_f64();
+    let (images, keypoints) = prepared.to_host()?;
+    let n = crops.len();
+    write_safetensors_f32(
+        path,
+        &[
+            ("image", vec![n, 3, INPUT_SIZE, INPUT_SIZE], images.as_slice()),
+            ("keypoints", vec![n, INPUT_KEYPOINTS, 2], keypoints.as_slice()),
+        ],
+    )?;
+    // Which points the stand-in detectors found (a missing point is (-1, -1)).
+    let found = |range: std::ops::Range<usize>| -> f64 {
+        let per_crop = keypoints
+            .chunks(INPUT_KEYPOINTS * 2)
+            .map(|k| k.chunks(2).enumerate().filter(|(i, p)| range.contains(i) && *p != [-1.0, -1.0]).count());
+        per_crop.sum::<usize>() as f64 / n as f64
+    };
+    let report = serde_json::json!({
+        "impl": "osprey",
+        "model": spec.id,
+        "saved_inputs": path.display().to_string(),
+        "crops": n,
+        "threads": rayon::current_num_threads(),
+        "prepare_s": prepare_s,
+        "body_points_found_mean": found(0..17),
+        "face_points_found_mean": found(17..INPUT_KEYPOINTS),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// Writes float32 tensors `(name, shape, values)` as a safetensors file.
+fn write_safetensors_f32(path: &std::path::Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            bail!("`{name}`: {} values for shape {shape:?}", values.len());
+        }
+        let bytes = values.len() * 4;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut head = serde_json::to_vec(&header)?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    out.write_all(&(head.len() as u64).to_le_bytes())?;
+    out.write_all(&head)?;
+    for (_, _, values) in tensors {
+        for v in *values {
+            out.write_all(&v.to_le_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use osprey_models::person::PersonRecognizer;
     let spec = osprey_models::registry::person_model(&args.model)?;
+    if let Some(path) = &args.save_inputs {
+        return save_sapiensid_inputs(&spec, &args, path);
+    }
+    let Some(weights) = &args.weights else { bail!("--weights is required") };
     let gait = spec.modality == osprey_core::Modality::Gait;
+    // SapiensID: its inputs (test transform, MoveNet and MTCNN keypoints)
+    // are prepared and timed apart from the network.
+    let sapiens = spec.architecture == osprey_models::registry::PersonArchitecture::SapiensId;
     let started = Instant::now();
-    let model = PersonRecognizer::load(
-        &spec,
-        &args.weights,
-        &osprey_models::model_dir(None),
-        &osprey_models::default_device(),
-    )?;
+    let model =
+        PersonRecognizer::load(&spec, weights, &osprey_models::model_dir(None), &osprey_models::default_device())?;
     let load_s = started.elapsed().as_secs_f64();
 
     // Decoding is not timed: both sides start from decoded pixels.
@@ -759,13 +867,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
         if args.batch == 0 {
             bail!("--batch must be positive");
         }
-        let decoded = crate::embed::expand_inputs(&args.inputs)?
-            .iter()
-            .map(|f| osprey_media::read_image(std::path::Path::new(f)).map(|d| d.image))
-            .collect::<osprey_core::Result<Vec<_>>>()?;
-        if decoded.is_empty() {
-            bail!("no crops among the inputs");
-        }
+        let decoded = decode_crops(&args.inputs)?;
         PersonInputs::Bodies((0..args.batch).map(|i| decoded[i % decoded.len()].clone()).collect())
     };
     let frames: usize = match &inputs {
@@ -773,10 +875,17 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
         PersonInputs::RgbGait(s) => s.iter().map(|(_, f)| f.len()).sum(),
         PersonInputs::Bodies(_) => 0,
     };
-    // One pass: every input embedded, and for gait the frames each sequence kept.
-    let pass = || -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>)> {
+    // One pass: every input embedded, for gait the frames each sequence
+    // kept, and the seconds spent preparing SapiensID's inputs.
+    let pass = || -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>, f64)> {
         match &inputs {
-            PersonInputs::Bodies(crops) => Ok((model.embed_bodies(crops)?, Vec::new())),
+            PersonInputs::Bodies(crops) if sapiens => {
+                let t = Instant::now();
+                let prepared = model.prepare_sapiensid(crops)?;
+                let prepare_s = t.elapsed().as_secs_f64();
+                Ok((model.embed_sapiensid(&prepared)?, Vec::new(), prepare_s))
+            }
+            PersonInputs::Bodies(crops) => Ok((model.embed_bodies(crops)?, Vec::new(), 0.0)),
             PersonInputs::Gait(sequences) => {
                 let mut out = (Vec::with_capacity(sequences.len()), Vec::with_capacity(sequences.len()));
                 for (folder, silhouettes) in sequences {
@@ -784,7 +893,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
                     out.0.push(embedding);
                     out.1.push(used);
                 }
-                Ok(out)
+                Ok((out.0, out.1, 0.0))
             }
             PersonInputs::RgbGait(sequences) => {
                 let mut out = (Vec::with_capacity(sequences.len()), Vec::with_capacity(sequences.len()));
@@ -793,18 +902,23 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
                     out.0.push(embedding);
                     out.1.push(used);
                 }
-                Ok(out)
+                Ok((out.0, out.1, 0.0))
             }
         }
     };
 
     // Warm-up (first-touch allocations, thread pool start); its output is the one checked.
-    let (embedded, kept) = pass()?;
-    let mut times = Vec::with_capacity(args.iters.max(1));
+    let (embedded, kept, _) = pass()?;
+    // Per pass: the network's seconds (for SapiensID without preparing its
+    // inputs), preparing, and both.
+    let (mut times, mut prepare_times, mut totals) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.iters.max(1) {
         let t = Instant::now();
-        std::hint::black_box(pass()?);
-        times.push(t.elapsed().as_secs_f64());
+        let (_, _, prepare_s) = std::hint::black_box(pass()?);
+        let total = t.elapsed().as_secs_f64();
+        times.push(total - prepare_s);
+        prepare_times.push(prepare_s);
+        totals.push(total);
     }
     let (best, median) = best_and_median(&times);
     let units = embedded.len();
@@ -840,7 +954,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
         "batch": units,
         "threads": rayon::current_num_threads(),
         "iters": times.len(),
-        "weights": args.weights.display().to_string(),
+        "weights": weights.display().to_string(),
         "load_s": load_s,
         "best_s": best,
         "median_s": median,
@@ -849,6 +963,19 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
         "finite": finite,
         "parity": parity,
     });
+    if sapiens {
+        let (prepare_best, prepare_median) = best_and_median(&prepare_times);
+        let (total_best, total_median) = best_and_median(&totals);
+        report["timed"] = "the network on prepared inputs (384x384 square images and 22 keypoints) and the unit \
+            normalisation; prepare_*: the test transform and the MoveNet + MTCNN keypoints; end_to_end_*: both"
+            .into();
+        report["prepare_best_s"] = prepare_best.into();
+        report["prepare_median_s"] = prepare_median.into();
+        report["prepare_crops_per_s"] = (units as f64 / prepare_best).into();
+        report["end_to_end_best_s"] = total_best.into();
+        report["end_to_end_embeddings_per_s"] = (units as f64 / total_best).into();
+        report["median_end_to_end_embeddings_per_s"] = (units as f64 / total_median).into();
+    }
     if gait {
         report["frames"] = frames.into();
         report["frames_kept"] = kept.iter().sum::<usize>().into();
@@ -868,6 +995,13 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
             units as f64 / median,
             if gait { format!(", {:.1} frames/s", frames as f64 / best) } else { String::new() },
         );
+        if sapiens {
+            println!(
+                "  (network on prepared inputs; preparing them: {:.2} crops/s; end to end: {:.2} embeddings/s)",
+                report["prepare_crops_per_s"].as_f64().unwrap_or(0.0),
+                report["end_to_end_embeddings_per_s"].as_f64().unwrap_or(0.0),
+            );
+        }
         if let Some(p) = &parity {
             println!("parity against {}: min cosine {:.6}", p["reference"], p["min_cosine"].as_f64().unwrap_or(0.0));
         }

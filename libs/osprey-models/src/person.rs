@@ -29,7 +29,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use image::{GrayImage, RgbImage};
 use osprey_core::{Error, Result};
 
@@ -133,17 +133,8 @@ impl PersonRecognizer {
                     net.forward(&clip3dreid::preprocess(&resize_all(chunk, side, side)?, net.device())?)?
                 }
                 Net::SapiensId(net, keypointer) => {
-                    let mut images = Vec::with_capacity(chunk.len());
-                    let mut points: Vec<f32> = Vec::with_capacity(chunk.len() * sapiensid::INPUT_KEYPOINTS * 2);
-                    for crop in chunk {
-                        let input = sapiensid_input::square_input(crop, net.device())?;
-                        points.extend(keypointer.keypoints(&input.rgb)?.iter().flatten());
-                        images.push(input.tensor);
-                    }
-                    let images = Tensor::cat(&images, 0).map_err(cerr)?;
-                    let points = Tensor::from_vec(points, (chunk.len(), sapiensid::INPUT_KEYPOINTS, 2), net.device())
-                        .map_err(cerr)?;
-                    net.forward(&images, &points)?
+                    let prepared = keypointer.prepare(chunk, net.device())?;
+                    net.forward(&prepared.images, &prepared.keypoints)?
                 }
                 Net::GaitBase(_) | Net::BigGait(_) => return Err(self.wrong_input("single body crops")),
             };
@@ -210,6 +201,36 @@ impl PersonRecognizer {
             .map_err(cerr)?;
         osprey_core::l2_normalize(&mut embedding);
         Ok((embedding, frames.len()))
+    }
+
+    /// SapiensID only: the first half of [`Self::embed_bodies`], the
+    /// network inputs of `crops` (test transform and keypoints), so that
+    /// preparing and running can be timed apart (`osprey bench
+    /// person-model`) or the inputs handed to another implementation.
+    pub fn prepare_sapiensid(&self, crops: &[RgbImage]) -> Result<sapiensid_input::Prepared> {
+        match &self.net {
+            Net::SapiensId(net, keypointer) => keypointer.prepare(crops, net.device()),
+            _ => Err(Error::invalid(format!("`{}` is not SapiensID: it has no keypoint inputs", self.spec.id))),
+        }
+    }
+
+    /// SapiensID only: the second half of [`Self::embed_bodies`], unit
+    /// embeddings of prepared inputs (one forward pass over the batch; the
+    /// network computes each sample on its own).
+    pub fn embed_sapiensid(&self, prepared: &sapiensid_input::Prepared) -> Result<Vec<Vec<f32>>> {
+        let Net::SapiensId(net, _) = &self.net else {
+            return Err(Error::invalid(format!("`{}` is not SapiensID", self.spec.id)));
+        };
+        let features = net.forward(&prepared.images, &prepared.keypoints)?;
+        let rows: Vec<Vec<f32>> =
+            features.to_vec2().map_err(|e| Error::internal(format!("{} output: {e}", self.spec.id)))?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                osprey_core::l2_normalize(&mut r);
+                r
+            })
+            .collect())
     }
 
     /// Whether the model reads RGB frame sequences (BigGait) rather than

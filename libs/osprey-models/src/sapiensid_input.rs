@@ -94,6 +94,34 @@ pub fn square_input(crop: &RgbImage, device: &Device) -> Result<SquareInput> {
     Ok(SquareInput { tensor, rgb })
 }
 
+/// SapiensID's network inputs for a batch of body crops, on the device the
+/// network runs on: `images` `[B, 3, 384, 384]` ([`square_input`]) and
+/// `keypoints` `[B, 22, 2]` ([`BodyKeypointer::keypoints`]), the arguments of
+/// [`crate::sapiensid::SapiensId::forward`].
+pub struct Prepared {
+    pub images: Tensor,
+    pub keypoints: Tensor,
+}
+
+impl Prepared {
+    /// Crops in the batch.
+    pub fn len(&self) -> usize {
+        self.images.dims()[0]
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Both tensors as host f32 values in row-major order (images, then
+    /// keypoints), e.g. to hand them to another implementation.
+    pub fn to_host(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let host = |t: &Tensor| t.flatten_all().and_then(|t| t.to_device(&Device::Cpu)).and_then(|t| t.to_vec1());
+        Ok((host(&self.images).map_err(cerr)?, host(&self.keypoints).map_err(cerr)?))
+    }
+}
+
 /// Finds SapiensID's 22 keypoints on its 384×384 input (see the module
 /// documentation).
 pub struct BodyKeypointer {
@@ -117,6 +145,25 @@ impl BodyKeypointer {
             )
         })?;
         Ok(BodyKeypointer { pose, faces })
+    }
+
+    /// The network inputs of `crops` (at least one): each through
+    /// [`square_input`], its keypoints found on the square.
+    pub fn prepare(&self, crops: &[RgbImage], device: &Device) -> Result<Prepared> {
+        if crops.is_empty() {
+            return Err(Error::invalid("sapiensid: no body crops to prepare"));
+        }
+        let mut images = Vec::with_capacity(crops.len());
+        let mut points: Vec<f32> = Vec::with_capacity(crops.len() * INPUT_KEYPOINTS * 2);
+        for crop in crops {
+            let input = square_input(crop, device)?;
+            points.extend(self.keypoints(&input.rgb)?.iter().flatten());
+            images.push(input.tensor);
+        }
+        Ok(Prepared {
+            images: Tensor::cat(&images, 0).map_err(cerr)?,
+            keypoints: Tensor::from_vec(points, (crops.len(), INPUT_KEYPOINTS, 2), device).map_err(cerr)?,
+        })
     }
 
     /// The 22 points of the square image, `(x, y)` in `[0, 1]`, `(-1, -1)`
