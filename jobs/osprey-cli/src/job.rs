@@ -146,6 +146,10 @@ pub struct SubmitArgs {
     /// Search: candidates kept per probe (default 5).
     #[arg(long)]
     top_k: Option<usize>,
+    /// Search with several --modalities: `quality` (default), `max` or
+    /// `none`, as for `osprey run search --fusion`.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["quality", "max", "none"]))]
+    fusion: Option<String>,
     /// Follow the job to its end; for search jobs, then print the results.
     #[arg(long)]
     watch: bool,
@@ -275,6 +279,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         fpir: args.fpir,
         threshold: args.threshold,
         top_k: args.top_k,
+        fusion: args.fusion,
     };
     let created: JobCreated = client.post("/v1/jobs", &spec).await?;
     println!("{}", created.job_id);
@@ -393,7 +398,10 @@ async fn print_results(client: &Client, job_id: &str, limit: Option<usize>, form
     for r in &all {
         rows.push(vec![
             r.media_uri.as_deref().map(display_media).unwrap_or_else(|| "-".into()),
-            opt(r.modality.as_ref()),
+            match &r.fusion {
+                Some(rule) => format!("fused ({rule})"),
+                None => opt(r.modality.as_ref()),
+            },
             opt(r.track_id),
             seconds(r.t_start_ms),
             seconds(r.t_end_ms),

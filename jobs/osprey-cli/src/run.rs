@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, Modality, OpenSetDecision};
 use osprey_index::{
-    EnrollOptions, FusionInput, Gallery, enroll, fuse_persons, modality_gallery, operating_point, search_probes,
-    store_results, store_search,
+    EnrollOptions, FusionInput, Gallery, calibrate_fusion, enroll, fuse_persons, modality_gallery, operating_point,
+    search_probes, store_results, store_search,
 };
 use osprey_media::is_video_path;
 use osprey_models::registry::{DEFAULT_FACE_MODEL, FaceDetectorKind};
@@ -547,8 +547,41 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         searched.push((*modality, calibration, threshold, rows.len()..rows.len() + found.len()));
         rows.extend(found);
     }
-    if searched.len() > 1 && args.fusion != "none" {
-        let rule: FusionRule = args.fusion.parse()?;
+    if let (Some(rule), true) = (FusionRule::parse_option(&args.fusion)?, searched.len() > 1) {
+        // Fused thresholds placed for the FPIR on the gallery's own people,
+        // unless a raw threshold was given.
+        let calibrated = match args.search.threshold {
+            Some(_) => None,
+            None => {
+                let fpir =
+                    args.search.fpir.or(galleries[0].1.manifest().threshold_fpir).unwrap_or(osprey_index::DEFAULT_FPIR);
+                let mut indexes: Vec<(Modality, &mut Gallery, ScoreCalibration)> =
+                    galleries.iter_mut().zip(&searched).map(|((m, g), s)| (*m, g, s.1.clone())).collect();
+                match calibrate_fusion(&mut indexes, rule, fpir) {
+                    Ok(t) => {
+                        for (set, threshold, n) in &t.by_modalities {
+                            let set: Vec<&str> = set.iter().map(|m| m.as_str()).collect();
+                            eprintln!(
+                                "fused {}: threshold {threshold:.3} (LLR), calibrated for FPIR {fpir} on {n} enrolled people",
+                                set.join("+")
+                            );
+                        }
+                        if t.by_modalities.is_empty() {
+                            eprintln!(
+                                "fused: too few enrolled people to calibrate for FPIR {fpir}; each person is decided by its modalities' own thresholds"
+                            );
+                        }
+                        Some(t)
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "fused: not calibrated ({e}); each person is decided by its modalities' own thresholds"
+                        );
+                        None
+                    }
+                }
+            }
+        };
         let searched_probes: Vec<Vec<&Template>> = searched
             .iter()
             .map(|(modality, ..)| {
@@ -566,7 +599,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
                 rows: &rows[span.clone()],
             })
             .collect();
-        let fused = fuse_persons(&job_id, rule, &inputs, args.search.top_k);
+        let fused = fuse_persons(&job_id, rule, &inputs, args.search.top_k, calibrated.as_ref());
         store_results(&root, &job_id, "part-0-fused", &fused).await?;
         let persons = fused.iter().filter(|r| r.rank == 1).count();
         let matched = fused.iter().filter(|r| r.rank == 1 && r.decision == OpenSetDecision::Match).count();

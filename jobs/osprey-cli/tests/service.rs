@@ -536,6 +536,94 @@ fn body_jobs_enrol_and_search_people_through_the_services() {
         .unwrap_or_default();
     assert!(left.is_empty(), "staging outputs left: {left:?}");
 
+    // Fusion in a search job: faces and bodies of the same inputs, decided
+    // per person. A person seen by one modality is decided exactly as that
+    // modality's own search decides; Obama's photo gives a face inside a
+    // body, fused into one answer with both scores.
+    put("fused/obama2.jpg", &data().join("face_recognition/examples/obama2.jpg"));
+    let search = json!({"kind": "search", "gallery": "people", "inputs": ["media/fused/", "media/probes/c1s1_001051.jpg"],
+                        "modalities": ["face", "body"], "threshold": 0.93, "fusion": "quality"});
+    let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(search));
+    assert_eq!(status, 202, "{body}");
+    let fused_job = body["job_id"].as_str().unwrap().to_string();
+    let done = api.wait(&fused_job, Duration::from_secs(600), |_| false);
+    assert_eq!(done["state"], "completed", "{done}\n{}", cluster.all_logs());
+    let (status, page) = api.call("GET", &format!("/v1/jobs/{fused_job}/results?limit=1000"), Some(READER), None);
+    assert_eq!(status, 200, "{page}");
+    let rows = page["rows"].as_array().unwrap();
+    let (fused, own): (Vec<&Value>, Vec<&Value>) = rows.iter().partition(|r| r["fusion"] == "quality");
+    let obama: Vec<&&Value> = fused.iter().filter(|r| base(r["media_uri"].as_str().unwrap()) == "obama2.jpg").collect();
+    assert_eq!(obama.len(), 1, "one person in Obama's photo: {page}");
+    assert_eq!(obama[0]["subject_id"], "obama", "{page}");
+    assert!(obama[0]["face_score"].as_f64().unwrap() > 0.8 && obama[0]["body_weight"].as_f64().is_some(), "{page}");
+    let pedestrians: Vec<&&Value> =
+        fused.iter().filter(|r| base(r["media_uri"].as_str().unwrap()) == "c1s1_001051.jpg").collect();
+    assert!(pedestrians.len() >= 4, "{page}");
+    for p in &pedestrians {
+        let body = own.iter().find(|r| r["probe_template_id"] == p["probe_template_id"]).expect("its body row");
+        assert!(p["face_score"].is_null(), "no face on a Market pedestrian: {p}");
+        assert_eq!((&p["decision"], &p["subject_id"]), (&body["decision"], &body["subject_id"]), "{p} vs {body}");
+    }
+    let audited = api.sql(ADMIN, &format!("SELECT count(*) AS n FROM audit WHERE job_id = '{fused_job}' AND gallery = 'people' AND probe IN (SELECT probe_template_id FROM results WHERE fusion = 'quality')"));
+    assert_eq!(audited[0]["n"].as_u64(), Some(fused.len() as u64), "a fused decision is audited: {audited:?}");
+
+    // REST: one person's face and body embeddings in one search, fused.
+    let embedding = |modality: &str| {
+        let q =
+            format!("SELECT embedding FROM templates WHERE subject_id = 'obama' AND modality = '{modality}' LIMIT 1");
+        api.sql(READER, &q)[0]["embedding"].clone()
+    };
+    let person = json!({"gallery": "people", "threshold": 0.9, "inputs": [
+        {"modality": "face", "embedding": embedding("face"), "quality": 0.9},
+        {"modality": "body", "embedding": embedding("body"), "quality": 0.4}]});
+    let (status, answer) = api.call("POST", "/v1/search", Some(READER), Some(person));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["probes"].as_array().unwrap().len(), 2, "{answer}");
+    let fused = &answer["fused"][0];
+    assert_eq!((&fused["decision"], &fused["fusion"]), (&json!("match"), &json!("quality")), "{answer}");
+    assert_eq!(fused["candidates"][0]["subject_id"], "obama", "{answer}");
+    assert!(fused["candidates"][0]["face_score"].as_f64().unwrap() > 0.99, "{answer}");
+    assert!(fused["candidates"][0]["body_score"].as_f64().unwrap() > 0.99, "{answer}");
+    for p in answer["probes"].as_array().unwrap() {
+        assert_eq!(p["person"], fused["person"], "{answer}");
+    }
+    // An upload searched by face and body: the face is linked to the person around it.
+    let (ct, body) = multipart(
+        &[("gallery", "people"), ("modalities", "face,body"), ("threshold", "0.93")],
+        &data().join("face_recognition/examples/obama2.jpg"),
+    );
+    let (status, answer) = api.raw("POST", "/v1/search", Some(READER), Some((ct, body)));
+    assert_eq!(status, 200, "{answer}");
+    let probes = answer["probes"].as_array().unwrap();
+    let face = probes.iter().find(|p| p["modality"] == "face").expect("a face");
+    let person =
+        probes.iter().find(|p| p["modality"] == "body" && p["person"] == face["person"]).expect("the face's person");
+    let fused = answer["fused"].as_array().unwrap().iter().find(|f| f["person"] == person["person"]).expect("fused");
+    assert_eq!(fused["candidates"][0]["subject_id"], "obama", "{answer}");
+    assert!(fused["candidates"][0]["face_weight"].as_f64().is_some(), "{answer}");
+    // Malformed multimodal searches are refused with the reason.
+    let face = embedding("face");
+    let bad = [
+        (json!({"gallery": "people", "embedding": face, "inputs": []}), 400, "not both"),
+        (
+            json!({"gallery": "people", "inputs": [{"modality": "face", "embedding": face}, {"modality": "face", "embedding": face}]}),
+            400,
+            "one per modality",
+        ),
+        (json!({"gallery": "people", "inputs": [{"modality": "gait", "embedding": face}]}), 404, "has no gait index"),
+        (
+            json!({"gallery": "people", "inputs": [{"modality": "face", "embedding": face}], "fusion": "mean"}),
+            400,
+            "unknown fusion rule",
+        ),
+        (json!({"gallery": "people", "modality": "body", "embedding": face}), 400, "holds 384-d templates"),
+    ];
+    for (request, want_status, want) in bad {
+        let (status, body) = api.call("POST", "/v1/search", Some(READER), Some(request.clone()));
+        assert_eq!(status, want_status, "{request}: {body}");
+        assert!(body.to_string().contains(want), "{request}: {body}");
+    }
+
     // p0001 is only in the body index; erasing them through the gallery's name reaches it.
     let (status, erased) = api.call("DELETE", "/v1/galleries/people/subjects/p0001", Some(OPERATOR), None);
     assert_eq!(status, 200, "{erased}");

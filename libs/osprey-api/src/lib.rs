@@ -234,6 +234,14 @@ pub struct JobSpec {
     /// Search: candidates kept per probe (default 5).
     #[serde(default)]
     pub top_k: Option<usize>,
+    /// Search with several modalities: how each person's face, body and
+    /// gait scores become one decision (`quality`, the default: calibrated
+    /// scores weighted by each template's quality; `max`: the strongest
+    /// calibrated score; `none`: per-modality results only). Fused results
+    /// are rows with `fusion` set, one set per person track.
+    #[serde(default)]
+    #[schema(example = "quality")]
+    pub fusion: Option<String>,
 }
 
 fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -401,6 +409,31 @@ pub struct JobResult {
     pub threshold: f32,
     /// The probe's crop (face or whole person).
     pub thumbnail_uri: Option<String>,
+    /// For a fused row (one per person track, its `probe_template_id` the
+    /// body track's template, or the face's where no body was seen): the
+    /// rule (`quality`, `max`); null for a modality's own row. A fused
+    /// `score` and `threshold` are log-likelihood ratios.
+    #[serde(default)]
+    pub fusion: Option<String>,
+    /// Fused rows: each modality's raw score for the subject and its weight
+    /// in the fusion (null where the person had no such template).
+    #[serde(default)]
+    pub face_score: Option<f32>,
+    /// See `face_score`.
+    #[serde(default)]
+    pub face_weight: Option<f32>,
+    /// See `face_score`.
+    #[serde(default)]
+    pub body_score: Option<f32>,
+    /// See `face_score`.
+    #[serde(default)]
+    pub body_weight: Option<f32>,
+    /// See `face_score`.
+    #[serde(default)]
+    pub gait_score: Option<f32>,
+    /// See `face_score`.
+    #[serde(default)]
+    pub gait_weight: Option<f32>,
 }
 
 /// `GET /v1/jobs/{id}/results`: a page of rank-1 results in media and time order.
@@ -418,23 +451,57 @@ pub struct ResultsPage {
 
 // ---------------------------------------------------------------- search
 
-/// `POST /v1/search` with a JSON body: search one embedding.
+/// `POST /v1/search` with a JSON body: search one embedding, or one person
+/// given by several (`inputs`: e.g. their face and body embeddings), each in
+/// its modality's index of the gallery, fused into one decision.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSearch {
     /// Gallery to search.
     pub gallery: String,
-    /// The probe embedding (the gallery's width; normalised before search).
-    pub embedding: Vec<f32>,
+    /// One probe embedding (the index's width; normalised before search).
+    /// Give this or `inputs`.
+    #[serde(default)]
+    pub embedding: Option<Vec<f32>>,
+    /// The index `embedding` is searched in (default `face`: the gallery
+    /// itself; `body`, `gait`: `<gallery>.body`, `<gallery>.gait`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "body")]
+    pub modality: Option<Modality>,
+    /// Several templates of one person, at most one per modality: each is
+    /// searched in its modality's index and, with two or more, the answers
+    /// are fused (`fused` in the answer).
+    #[serde(default)]
+    pub inputs: Option<Vec<ProbeInput>>,
+    /// How the person's modalities become one decision: `quality`
+    /// (default), `max` or `none`.
+    #[serde(default)]
+    #[schema(example = "quality")]
+    pub fusion: Option<String>,
     /// Candidates to return (default 5, at most 100).
     #[serde(default)]
     pub k: Option<usize>,
-    /// Decision threshold (cosine); overrides `fpir`.
+    /// Decision threshold (the raw score of every index searched);
+    /// overrides `fpir`.
     #[serde(default)]
     pub threshold: Option<f32>,
-    /// Calibrate the threshold for this FPIR.
+    /// Calibrate each index's threshold for this FPIR.
     #[serde(default)]
     pub fpir: Option<f64>,
+}
+
+/// One template of the person in a multimodal search.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeInput {
+    /// `face`, `body` or `gait`.
+    #[schema(value_type = String, example = "face")]
+    pub modality: Modality,
+    /// The embedding (the index's width; normalised before search).
+    pub embedding: Vec<f32>,
+    /// How far to trust it, 0-1 (default 1): its weight in `quality` fusion.
+    #[serde(default)]
+    pub quality: Option<f32>,
 }
 
 /// A candidate subject.
@@ -448,17 +515,65 @@ pub struct Candidate {
     pub score: f32,
 }
 
-/// One probe (a face in an upload, or the embedding) and its answer.
+/// One probe (a face or person in an upload, or an embedding) and its answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProbeResult {
-    /// Face box in the uploaded image: x, y, width, height in pixels.
+    /// Which index it was searched in (`face`, `body`, `gait`).
+    #[serde(default)]
+    pub modality: Option<String>,
+    /// Box in the uploaded image: x, y, width, height in pixels.
     pub bbox: Option<[f32; 4]>,
-    /// Face quality (0-1), for uploads.
+    /// Quality (0-1), for uploads and inputs that give it.
     pub quality: Option<f32>,
     /// `match` or `unknown`.
     pub decision: String,
+    /// The threshold this probe was decided with (its index's).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// The person it belongs to in `fused` (a face inside a body's box in
+    /// an upload belongs to that body's person).
+    #[serde(default)]
+    pub person: Option<String>,
     /// Best first.
     pub candidates: Vec<Candidate>,
+}
+
+/// A fused candidate: the fused score (a log-likelihood ratio) and what
+/// each modality said.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FusedCandidate {
+    /// Subject id.
+    pub subject_id: String,
+    /// Fused score (log-likelihood ratio; above `threshold` is a match).
+    pub score: f32,
+    /// Each modality's raw score for the subject (null where absent).
+    pub face_score: Option<f32>,
+    /// Each modality's weight in the fusion.
+    pub face_weight: Option<f32>,
+    /// As `face_score`.
+    pub body_score: Option<f32>,
+    /// As `face_weight`.
+    pub body_weight: Option<f32>,
+    /// As `face_score`.
+    pub gait_score: Option<f32>,
+    /// As `face_weight`.
+    pub gait_weight: Option<f32>,
+}
+
+/// One person's fused answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FusedResult {
+    /// The person (as `person` on its probes).
+    pub person: String,
+    /// The rule (`quality`, `max`).
+    pub fusion: String,
+    /// `match` or `unknown`.
+    pub decision: String,
+    /// The fused threshold (log-likelihood ratio): each modality's own
+    /// threshold on the same scale, weighted alike.
+    pub threshold: f32,
+    /// Best first.
+    pub candidates: Vec<FusedCandidate>,
 }
 
 /// `POST /v1/search` answer.
@@ -466,12 +581,16 @@ pub struct ProbeResult {
 pub struct SearchResponse {
     /// Gallery searched.
     pub gallery: String,
-    /// The threshold used.
+    /// The threshold used (the first index searched: the face index when
+    /// faces were searched; each probe has its own).
     pub threshold: f32,
     /// Where the threshold came from.
     pub threshold_source: String,
-    /// One per face found (uploads) or one (embedding).
+    /// One per face or person found (uploads), per input, or one (embedding).
     pub probes: Vec<ProbeResult>,
+    /// With several modalities: one fused answer per person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fused: Vec<FusedResult>,
 }
 
 // ---------------------------------------------------------------- SQL

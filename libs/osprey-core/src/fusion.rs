@@ -159,6 +159,14 @@ impl FusionRule {
     /// Every rule's name, as `--fusion` takes it.
     pub const NAMES: [&'static str; 2] = ["quality", "max"];
 
+    /// A `--fusion` value: a rule, or `none` (per-modality results only).
+    pub fn parse_option(s: &str) -> Result<Option<FusionRule>> {
+        match s {
+            "none" => Ok(None),
+            rule => rule.parse().map(Some),
+        }
+    }
+
     /// The rule's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -175,7 +183,7 @@ impl std::str::FromStr for FusionRule {
         match s {
             "quality" => Ok(FusionRule::Quality),
             "max" => Ok(FusionRule::Max),
-            other => Err(Error::invalid(format!("unknown fusion rule `{other}`; available: quality, max"))),
+            other => Err(Error::invalid(format!("unknown fusion rule `{other}`; available: quality, max, none"))),
         }
     }
 }

@@ -15,6 +15,7 @@ mod types;
 
 pub use error::{Error, ErrorKind, Result};
 pub use openset::{
-    OpenSetDecision, decide, fpir_at_threshold, model_operating_threshold, operating_threshold, threshold_for_fpir,
+    MIN_ALARMS_FOR_CALIBRATION, OpenSetDecision, decide, fpir_at_threshold, model_operating_threshold,
+    operating_threshold, threshold_for_fpir,
 };
 pub use types::{Modality, l2_normalize, validate_embedding};

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use crate::{Error, Result};
 
 /// The biometric modality a template was computed from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
     /// Face crops aligned on landmarks.

@@ -426,6 +426,21 @@ impl Gallery {
         Ok((vectors, subjects, templates))
     }
 
+    /// One enrolled template of `subject` (its first), reconstructed from
+    /// the index; `None` when the subject has none here. An error for
+    /// indexes that cannot reconstruct their vectors (IVF, PQ).
+    pub fn subject_vector(&self, subject: &str) -> Result<Option<Vec<f32>>> {
+        let Some(&id) = self.by_subject.get(subject).and_then(|ids| ids.iter().find(|id| !self.hidden.contains(id)))
+        else {
+            return Ok(None);
+        };
+        let mut v = vec![0f32; self.manifest.dim];
+        self.index.reconstruct(Idx::new(id as u64), &mut v).map_err(|e| {
+            Error::invalid(format!("index `{}` cannot reconstruct templates: {e}", self.manifest.index_factory))
+        })?;
+        Ok(Some(v))
+    }
+
     /// Mated scores of enrolled templates given by value (`vectors` rows of
     /// templates `templates` of subjects `subjects`): each template's best
     /// score against another template of its own subject, among its nearest

@@ -22,7 +22,7 @@ pub use gallery::{
     COMPANION_MODALITIES, Gallery, GalleryManifest, Removal, SubjectCandidate, modality_gallery, set_num_threads,
 };
 pub use search::{
-    DEFAULT_FPIR, FusionInput, OperatingPoint, count_decisions, fuse_persons, operating_point, person_of,
-    search_probes, store_results, store_search,
+    DEFAULT_FPIR, FUSION_CALIBRATION_SUBJECTS, FusedThresholds, FusionInput, OperatingPoint, calibrate_fusion,
+    count_decisions, fuse_persons, operating_point, person_of, search_probes, store_results, store_search,
 };
 pub use snapshot::list_galleries;

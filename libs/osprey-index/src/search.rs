@@ -159,18 +159,133 @@ pub struct FusionInput<'a> {
     pub rows: &'a [SearchResultRow],
 }
 
+/// The fused thresholds of one search, calibrated for an FPIR on the
+/// gallery's own people: one per set of modalities a probe person can have
+/// (face alone, face and body, …), since a person seen by more modalities
+/// gets a fused score from a tighter non-mated distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedThresholds {
+    /// The FPIR they were calibrated for.
+    pub fpir: f64,
+    /// (sorted modalities, threshold in LLR units, non-mated persons it rests on).
+    pub by_modalities: Vec<(Vec<Modality>, f32, usize)>,
+}
+
+impl FusedThresholds {
+    /// The threshold for a person with exactly these modalities, if it was calibrated.
+    pub fn for_modalities(&self, modalities: &[Modality]) -> Option<f32> {
+        let mut key = modalities.to_vec();
+        key.sort();
+        key.dedup();
+        self.by_modalities.iter().find(|(m, ..)| *m == key).map(|(_, t, _)| *t)
+    }
+}
+
+/// Subjects sampled for the fused calibration (evenly over the sorted ids).
+pub const FUSION_CALIBRATION_SUBJECTS: usize = 4000;
+
+/// Calibrates fused thresholds for `target_fpir` from the gallery itself:
+/// each sampled subject, with one enrolled template per modality index it
+/// is in, is a probe person searched against everyone else (its own
+/// candidates removed: a non-mated search), its calibrated scores fused by
+/// `rule` with equal weights. For each set of modalities (each non-empty
+/// subset of `indexes`' modalities) the persons having all of them give
+/// non-mated fused scores, and the threshold is placed at the FPIR quantile
+/// ([`osprey_core::threshold_for_fpir`]) where at least
+/// [`osprey_core::MIN_ALARMS_FOR_CALIBRATION`] alarms support it; sets with
+/// fewer persons are left out (their persons are decided by the
+/// per-modality thresholds, see [`fuse_persons`]). `indexes`: each
+/// modality's gallery and calibration. Indexes that cannot reconstruct
+/// their vectors (IVF, PQ) give an error.
+pub fn calibrate_fusion(
+    indexes: &mut [(Modality, &mut Gallery, ScoreCalibration)],
+    rule: FusionRule,
+    target_fpir: f64,
+) -> Result<FusedThresholds> {
+    let mut subjects: Vec<String> = indexes
+        .iter()
+        .flat_map(|(_, g, _)| g.subjects().map(str::to_string).collect::<Vec<_>>())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let step = subjects.len().div_ceil(FUSION_CALIBRATION_SUBJECTS).max(1);
+    subjects = subjects.into_iter().step_by(step).collect();
+    // subject → each modality's evidence (non-mated candidates only).
+    let mut evidence: std::collections::HashMap<&str, Vec<ModalityEvidence>> = Default::default();
+    for (modality, gallery, calibration) in indexes.iter_mut() {
+        let dim = gallery.manifest().dim;
+        let (mut queries, mut owners) = (Vec::new(), Vec::new());
+        for s in &subjects {
+            if let Some(v) = gallery.subject_vector(s)? {
+                queries.extend_from_slice(&v);
+                owners.push(s.as_str());
+            }
+        }
+        if owners.is_empty() {
+            continue;
+        }
+        debug_assert_eq!(queries.len(), owners.len() * dim);
+        // One more than kept, so that dropping the subject itself leaves the rest.
+        let answers = gallery.search(&queries, 6)?;
+        for (owner, candidates) in owners.into_iter().zip(answers) {
+            evidence.entry(owner).or_default().push(ModalityEvidence {
+                modality: *modality,
+                quality: 1.0,
+                calibration: calibration.clone(),
+                candidates: candidates
+                    .into_iter()
+                    .filter(|c| c.subject_id != owner)
+                    .map(|c| (c.subject_id, c.score))
+                    .collect(),
+            });
+        }
+    }
+    let modalities: Vec<Modality> = indexes.iter().map(|(m, ..)| *m).collect();
+    let mut by_modalities = Vec::new();
+    for mask in 1u32..(1 << modalities.len()) {
+        let mut set: Vec<Modality> =
+            (0..modalities.len()).filter(|i| mask & (1 << i) != 0).map(|i| modalities[i]).collect();
+        set.sort();
+        let mut scores = Vec::new();
+        for parts in evidence.values() {
+            let chosen: Vec<ModalityEvidence> = parts.iter().filter(|e| set.contains(&e.modality)).cloned().collect();
+            if chosen.len() != set.len() || chosen.iter().any(|e| e.candidates.is_empty()) {
+                continue;
+            }
+            if let Some(top) = fuse(rule, &chosen, 1).first() {
+                scores.push(top.score);
+            }
+        }
+        let enough = scores.len() as f64 * target_fpir >= osprey_core::MIN_ALARMS_FOR_CALIBRATION;
+        if let (true, Some(t)) = (enough, osprey_core::threshold_for_fpir(&scores, target_fpir)) {
+            by_modalities.push((set, t, scores.len()));
+        }
+    }
+    Ok(FusedThresholds { fpir: target_fpir, by_modalities })
+}
+
 /// Fused result rows ([`osprey_core::fusion`]): one set per probe person.
 /// A person is a body track with the face and gait templates linked to it
 /// (a face with no person is a person of its own); of several templates of
 /// one modality (a body track holding several face tracks) the best quality
 /// speaks for it. Each candidate subject gets a row with the fused score
-/// (an LLR), the rule, and each modality's raw score and weight. The
-/// threshold is each modality's own threshold on the same scale, weighted
-/// alike (`Σ w·llr(threshold)`): a person with one modality is decided
-/// exactly as that modality's own search decides, and with several the
-/// decision is a quality-weighted vote of how far each modality's score
-/// lies above or below its own operating point.
-pub fn fuse_persons(job_id: &str, rule: FusionRule, inputs: &[FusionInput], top_k: usize) -> Vec<SearchResultRow> {
+/// (an LLR), the rule, and each modality's raw score and weight.
+///
+/// The threshold: with `calibrated` fused thresholds, the one for the
+/// person's set of modalities ([`calibrate_fusion`]: placed for an FPIR on
+/// the gallery's own people). Otherwise, or for a set not calibrated (too
+/// few people in the gallery have it), each modality's own threshold on the
+/// same scale, weighted alike (`Σ w·llr(threshold)`): a person with one
+/// modality is then decided exactly as that modality's own search decides,
+/// and with several the decision is a quality-weighted vote of how far each
+/// modality's score lies above or below its own operating point.
+pub fn fuse_persons(
+    job_id: &str,
+    rule: FusionRule,
+    inputs: &[FusionInput],
+    top_k: usize,
+    calibrated: Option<&FusedThresholds>,
+) -> Vec<SearchResultRow> {
     // person → modality → (probe template id, quality), best quality kept.
     let mut persons: std::collections::BTreeMap<String, (Option<String>, Vec<(usize, String, f32)>)> =
         Default::default();
@@ -241,7 +356,8 @@ pub fn fuse_persons(job_id: &str, rule: FusionRule, inputs: &[FusionInput], top_
             out.push(base);
             continue;
         };
-        let threshold = threshold_of(top);
+        let present: Vec<Modality> = parts.iter().map(|(i, ..)| inputs[*i].modality).collect();
+        let threshold = calibrated.and_then(|c| c.for_modalities(&present)).unwrap_or_else(|| threshold_of(top));
         let decision = osprey_core::decide(Some(top.score), threshold);
         for (rank, c) in fused.iter().enumerate() {
             let mut m = ModalityColumns::default();

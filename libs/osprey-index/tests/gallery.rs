@@ -187,3 +187,107 @@ async fn a_one_subject_gallery_uses_its_models_operating_threshold() {
     let err = osprey_index::operating_point(&root, &mut other, None, None).await.unwrap_err();
     assert!(err.message().contains("needs at least 2 subjects"), "{}", err.message());
 }
+
+/// Fused thresholds calibrated on the gallery's own people hold their FPIR
+/// on strangers never enrolled, for each set of modalities, while the
+/// enrolled people (seen again with noise) are still found.
+#[test]
+fn fused_thresholds_hold_their_fpir_on_strangers() {
+    use osprey_core::Modality;
+    use osprey_core::fusion::{FusionRule, ScoreCalibration};
+    use osprey_index::{FusionInput, calibrate_fusion, fuse_persons, search_probes};
+    use osprey_store::Template;
+
+    const PEOPLE: usize = 2000;
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut unit = |dim: usize, around: Option<&[f32]>, spread: f32| -> Vec<f32> {
+        let mut v: Vec<f32> =
+            (0..dim).map(|i| around.map_or(0.0, |c| c[i]) + rng.random_range(-1.0..1.0) * spread).collect();
+        osprey_core::l2_normalize(&mut v);
+        v
+    };
+    // A face index (48-d) and a body index (24-d) of the same people.
+    let dims = [(Modality::Face, 48usize), (Modality::Body, 24usize)];
+    let mut indexes = Vec::new();
+    let mut enrolled: Vec<Vec<Vec<f32>>> = Vec::new();
+    for (m, dim) in dims {
+        let vectors: Vec<Vec<f32>> = (0..PEOPLE).map(|_| unit(dim, None, 1.0)).collect();
+        let ids = (0..PEOPLE).map(|p| (format!("{m}-{p}"), format!("p{p}"))).collect();
+        let g = Gallery::build(&format!("g.{m}"), "m", dim, Some("Flat"), ids, &vectors.concat()).unwrap();
+        indexes.push((m, g));
+        enrolled.push(vectors);
+    }
+    // Each index's raw → LLR mapping: zero at cosine 0.5.
+    let calibration = ScoreCalibration::anchored(0.5, 0, 0);
+    let fpir = 0.02;
+    let thresholds = {
+        let mut refs: Vec<(Modality, &mut Gallery, ScoreCalibration)> =
+            indexes.iter_mut().map(|(m, g)| (*m, g, calibration.clone())).collect();
+        calibrate_fusion(&mut refs, FusionRule::Quality, fpir).unwrap()
+    };
+    let sets: Vec<Vec<Modality>> = thresholds.by_modalities.iter().map(|(s, ..)| s.clone()).collect();
+    assert_eq!(sets, vec![vec![Modality::Face], vec![Modality::Body], vec![Modality::Face, Modality::Body]]);
+    assert!(thresholds.by_modalities.iter().all(|(_, _, n)| *n == PEOPLE), "{thresholds:?}");
+
+    // Probe persons with both modalities: strangers, and enrolled people seen again.
+    let decide = |indexes: &mut Vec<(Modality, Gallery)>, probes: Vec<Vec<Vec<f32>>>| -> (usize, usize) {
+        let n = probes[0].len();
+        let mut templates: Vec<Vec<Template>> = Vec::new();
+        for (k, (m, _)) in indexes.iter().enumerate() {
+            templates.push(
+                (0..n)
+                    .map(|p| Template {
+                        // A body template is its person; the face belongs to it.
+                        template_id: match m {
+                            Modality::Body => format!("person-{p}"),
+                            _ => format!("{m}-{p}"),
+                        },
+                        modality: Some(*m),
+                        person_track_id: Some(format!("person-{p}")),
+                        quality: Some(1.0),
+                        embedding: Some(probes[k][p].clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+        let refs: Vec<Vec<&Template>> = templates.iter().map(|t| t.iter().collect()).collect();
+        let rows: Vec<_> =
+            indexes.iter_mut().zip(&refs).map(|((_, g), p)| search_probes(g, "j", p, 5, 0.5).unwrap()).collect();
+        let inputs: Vec<FusionInput> = indexes
+            .iter()
+            .zip(&refs)
+            .zip(&rows)
+            .map(|(((m, _), probes), rows)| FusionInput {
+                modality: *m,
+                calibration: calibration.clone(),
+                threshold: 0.5,
+                probes,
+                rows,
+            })
+            .collect();
+        let fused = fuse_persons("j", FusionRule::Quality, &inputs, 5, Some(&thresholds));
+        let top: Vec<_> = fused.iter().filter(|r| r.rank == 1).collect();
+        assert_eq!(top.len(), n);
+        let face_body = thresholds.for_modalities(&[Modality::Body, Modality::Face]).unwrap();
+        assert!(top.iter().all(|r| r.threshold == face_body));
+        let matched = top.iter().filter(|r| r.decision == OpenSetDecision::Match).count();
+        let right = top
+            .iter()
+            .filter(|r| {
+                r.decision == OpenSetDecision::Match
+                    && r.subject_id.as_deref().map(|s| &s[1..]) == r.person_track_id.as_deref().map(|p| &p[7..])
+            })
+            .count();
+        (matched, right)
+    };
+    let strangers: Vec<Vec<Vec<f32>>> =
+        dims.iter().map(|(_, dim)| (0..PEOPLE).map(|_| unit(*dim, None, 1.0)).collect()).collect();
+    let (false_alarms, _) = decide(&mut indexes, strangers);
+    let observed = false_alarms as f64 / PEOPLE as f64;
+    assert!((0.005..=0.045).contains(&observed), "FPIR {observed} on strangers, calibrated for {fpir}");
+    let again: Vec<Vec<Vec<f32>>> =
+        (0..dims.len()).map(|k| (0..PEOPLE).map(|p| unit(dims[k].1, Some(&enrolled[k][p]), 0.12)).collect()).collect();
+    let (_, found) = decide(&mut indexes, again);
+    assert!(found as f64 / PEOPLE as f64 > 0.9, "{found} of {PEOPLE} enrolled people found");
+}

@@ -292,7 +292,7 @@ fn load_body(settings: &MediaSettings, dir: &Path, device: &candle_core::Device)
 }
 
 /// MTCNN's nets from `dir/mtcnn`.
-fn load_mtcnn(dir: &Path) -> Result<Mtcnn> {
+pub fn load_mtcnn(dir: &Path) -> Result<Mtcnn> {
     let mtcnn_dir = dir.join("mtcnn");
     Mtcnn::load(&mtcnn_dir).map_err(|e| {
         Error::new(
@@ -478,6 +478,21 @@ impl MediaAnalysis {
     ) -> Result<MediaResult> {
         let bytes = read_input(input, rt)?;
         let image = decode_image(&bytes, input)?.image;
+        let templates = self.image_templates(&image, largest_only).map_err(|e| match e.kind() {
+            osprey_core::ErrorKind::NotFound => Error::invalid(format!("{input}: {}", e.message())),
+            _ => e,
+        })?;
+        on_frame();
+        let templates = templates.into_iter().map(|t| (0, t)).collect();
+        Ok(MediaResult { input: input.to_string(), templates, is_video: false, frames: 1 })
+    }
+
+    /// The templates of a still image: its faces and (with `body` among the
+    /// modalities) its people, each face linked to the person whose box
+    /// holds it ([`link_people`]); a picture that is itself a person crop
+    /// is one person. `largest_only` keeps the largest of each. An image
+    /// with none of them is a `NotFound` error saying what was looked for.
+    pub fn image_templates(&self, image: &image::RgbImage, largest_only: bool) -> Result<Vec<MediaTemplate>> {
         let mut templates = Vec::new();
         if self.faces {
             templates.extend(if largest_only {
@@ -502,18 +517,16 @@ impl MediaAnalysis {
             }
             templates.extend(still_templates(body.as_ref(), &image, found)?);
         }
-        on_frame();
         if templates.is_empty() {
             let what = match (self.faces, self.body.is_some()) {
                 (true, true) => "no face or person",
                 (false, true) => "no person",
                 _ => "no face",
             };
-            return Err(Error::invalid(format!("{input}: {what} found")));
+            return Err(Error::not_found(format!("{what} found")));
         }
         link_people(&mut templates);
-        let templates = templates.into_iter().map(|t| (0, t)).collect();
-        Ok(MediaResult { input: input.to_string(), templates, is_video: false, frames: 1 })
+        Ok(templates)
     }
 
     fn process_video(

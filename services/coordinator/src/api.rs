@@ -14,12 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use osprey_api::*;
-use osprey_core::{Error, OpenSetDecision};
-use osprey_index::{Gallery, SubjectCandidate, operating_point};
+use osprey_core::fusion::{FusionRule, ScoreCalibration};
+use osprey_core::{Error, Modality, OpenSetDecision};
+use osprey_index::{FusionInput, Gallery, fuse_persons, modality_gallery, operating_point, search_probes};
 use osprey_media::decode_image;
-use osprey_pipeline::image_templates;
+use osprey_pipeline::MediaSettings;
 use osprey_sql::SqlSession;
-use osprey_store::{AuditRow, layout};
+use osprey_store::{AuditRow, SearchResultRow, Template, layout};
 use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
@@ -399,7 +400,9 @@ async fn job_results(
         .query(&format!(
             "SELECT r.probe_template_id, t.media_uri, t.track_id, t.modality, t.person_track_id, t.t_start_ms, \
              t.t_end_ms, r.decision, r.subject_id, \
-             r.score, r.threshold, t.thumbnail_uri {from} ORDER BY t.media_uri, t.t_start_ms, t.modality, r.probe_template_id \
+             r.score, r.threshold, t.thumbnail_uri, r.fusion, r.face_score, r.face_weight, r.body_score, \
+             r.body_weight, r.gait_score, r.gait_weight {from} \
+             ORDER BY t.media_uri, t.t_start_ms, t.modality, r.fusion NULLS FIRST, r.probe_template_id \
              LIMIT {limit} OFFSET {offset}"
         ))
         .await?;
@@ -417,25 +420,64 @@ async fn job_results(
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct UploadSearch {
-    /// The image (JPEG, PNG, …); every face in it is searched.
+    /// The image (JPEG, PNG, …); every face (and person, with `body` among
+    /// `modalities`) in it is searched.
     #[schema(value_type = String, format = Binary)]
     image: Vec<u8>,
     /// Gallery to search.
     gallery: String,
-    /// Candidates per face (default 5).
+    /// What to search, comma-separated: `face` (default), `body`, or
+    /// `face,body` (each face is linked to the person whose box holds it,
+    /// and each person's answers are fused).
+    modalities: Option<String>,
+    /// With several modalities: `quality` (default), `max` or `none`.
+    fusion: Option<String>,
+    /// Candidates per probe (default 5).
     k: Option<usize>,
-    /// Decision threshold (cosine).
+    /// Decision threshold (the raw score of every index searched).
     threshold: Option<f32>,
-    /// Calibrate the threshold for this FPIR.
+    /// Calibrate each index's threshold for this FPIR.
     fpir: Option<f64>,
-    /// The checkpoint of the gallery's model when it is one whose weights
-    /// users bring (AdaFace, ViT + KP-RPE): a key under the root or a URL
-    /// under an allowed prefix. Not for dlib's model.
+    /// The checkpoint of the gallery's face model when it is one whose
+    /// weights users bring (AdaFace, ViT + KP-RPE): a key under the root or
+    /// a URL under an allowed prefix. Not for dlib's model.
     weights: Option<String>,
+    /// The checkpoint of the body index's model when users bring it
+    /// (OSNet, CLIP3DReID, SapiensID), as for `weights`.
+    body_weights: Option<String>,
 }
 
-/// Searches a gallery: an image upload (multipart: every face) or one
-/// embedding (JSON). Every search is written to the audit table.
+/// What a search asks, from either body: the probes, each for its
+/// modality's index, and the options.
+struct SearchAsk {
+    gallery: String,
+    /// The indexes searched, in order (also those without probes: an
+    /// upload without faces still answers with the face index's threshold).
+    modalities: Vec<Modality>,
+    probes: Vec<RestProbe>,
+    fusion: Option<String>,
+    k: Option<usize>,
+    threshold: Option<f32>,
+    fpir: Option<f64>,
+}
+
+/// One probe of a search: searched in its modality's index, fused with
+/// the other probes of its person.
+struct RestProbe {
+    id: String,
+    modality: Modality,
+    embedding: Vec<f32>,
+    bbox: Option<[f32; 4]>,
+    quality: Option<f32>,
+    /// The person it belongs to (a body probe is its own person).
+    person: Option<String>,
+}
+
+/// Searches a gallery: an image upload (multipart: every face, and with
+/// `modalities` every person) or embeddings (JSON: one, or one person's
+/// several). Each probe is searched in its modality's index; a person with
+/// several modalities also gets a fused answer. Every search is written to
+/// the audit table.
 #[utoipa::path(post, path = "/v1/search",
     request_body(content((EmbeddingSearch = "application/json"), (UploadSearch = "multipart/form-data"))),
     responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
@@ -447,112 +489,274 @@ async fn search(
     caller.require(ALL, "searching")?;
     let started = Instant::now();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (gallery, k, threshold, fpir, probes) = if content_type.starts_with("multipart/form-data") {
+    let ask = if content_type.starts_with("multipart/form-data") {
         let form = Multipart::from_request(req, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
         upload_probes(&c, form).await?
     } else if content_type.starts_with("application/json") {
         let Json(s) = Json::<EmbeddingSearch>::from_request(req, &()).await?;
-        if s.embedding.is_empty() || s.embedding.iter().any(|x| !x.is_finite()) {
-            return Err(ApiError::bad_request("embedding must be a non-empty list of finite numbers"));
-        }
-        let mut e = s.embedding;
-        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm == 0.0 {
-            return Err(ApiError::bad_request("embedding is all zeros"));
-        }
-        e.iter_mut().for_each(|x| *x /= norm);
-        let digest = hex(&Sha256::digest(e.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())[..8]);
-        (s.gallery, s.k, s.threshold, s.fpir, vec![(format!("embedding:{digest}"), e, None, None)])
+        embedding_probes(s)?
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "send application/json (an embedding) or multipart/form-data (an image)",
+            "send application/json (embeddings) or multipart/form-data (an image)",
         ));
     };
-    let k = k.unwrap_or(5);
+    let k = ask.k.unwrap_or(5);
     if !(1..=100).contains(&k) {
         return Err(ApiError::bad_request("k must be 1 to 100"));
     }
-    if threshold.is_some_and(|t| !t.is_finite()) {
+    if ask.threshold.is_some_and(|t| !t.is_finite()) {
         return Err(ApiError::bad_request("threshold must be a number"));
     }
-    let mut guard = c.lock_gallery(&gallery).await?;
-    let g = guard.as_mut().ok_or_else(|| ApiError::not_found(format!("no gallery `{gallery}`")))?;
-    let dim = g.manifest().dim;
-    if let Some((_, e, _, _)) = probes.iter().find(|p| p.1.len() != dim) {
-        return Err(ApiError::bad_request(format!(
-            "embedding has {} values; gallery `{gallery}` holds {dim}-d templates",
-            e.len()
-        )));
-    }
-    let op = operating_point(&c.root, g, threshold, fpir).await?;
-    let queries: Vec<f32> = probes.iter().flat_map(|p| p.1.iter().copied()).collect();
-    let answers = if probes.is_empty() { Vec::new() } else { g.search(&queries, k)? };
-    drop(guard);
+    let rule = FusionRule::parse_option(ask.fusion.as_deref().unwrap_or("quality"))?;
     let now = chrono::Utc::now().timestamp_millis();
+    let audit_row = |gallery: &str, probe: String, r: Option<&SearchResultRow>, decision, threshold| AuditRow {
+        at_ms: now,
+        key_id: caller.key_id.clone(),
+        role: caller.role.as_str().into(),
+        source: "rest".into(),
+        job_id: None,
+        gallery: gallery.to_string(),
+        probe,
+        top_subject_id: r.and_then(|r| r.subject_id.clone()),
+        top_score: r.and_then(|r| r.score),
+        decision,
+        threshold,
+    };
     let mut audit = Vec::new();
     let mut out = Vec::new();
-    for ((probe, _, bbox, quality), candidates) in probes.into_iter().zip(answers) {
-        let decision = Gallery::decide(&candidates, op.threshold);
-        let top: Option<&SubjectCandidate> = candidates.first();
-        audit.push(AuditRow {
-            at_ms: now,
-            key_id: caller.key_id.clone(),
-            role: caller.role.as_str().into(),
-            source: "rest".into(),
-            job_id: None,
-            gallery: gallery.clone(),
-            probe,
-            top_subject_id: top.map(|t| t.subject_id.clone()),
-            top_score: top.map(|t| t.score),
-            decision,
-            threshold: op.threshold,
-        });
-        out.push(ProbeResult {
-            bbox,
-            quality,
-            decision: decision_str(decision),
-            candidates: candidates
-                .into_iter()
-                .map(|c| Candidate { subject_id: c.subject_id, template_id: c.template_id, score: c.score })
-                .collect(),
-        });
+    let mut first_op = None;
+    // Per index: its modality, calibration, threshold, probes and rows (for fusion).
+    let mut searched = Vec::new();
+    for &modality in &ask.modalities {
+        let name = modality_gallery(&ask.gallery, modality);
+        let mut guard = c.lock_gallery(&name).await?;
+        let g = guard.as_mut().ok_or_else(|| match modality {
+            Modality::Face => ApiError::not_found(format!("no gallery `{}`", ask.gallery)),
+            m => ApiError::not_found(format!(
+                "gallery `{}` has no {m} index (`{name}`): enrol it with `modalities` naming {m}",
+                ask.gallery
+            )),
+        })?;
+        let dim = g.manifest().dim;
+        let these: Vec<Template> = ask
+            .probes
+            .iter()
+            .filter(|p| p.modality == modality)
+            .map(|p| Template {
+                template_id: p.id.clone(),
+                modality: Some(modality),
+                embedding: Some(p.embedding.clone()),
+                quality: Some(p.quality.unwrap_or(1.0)),
+                person_track_id: p.person.clone(),
+                ..Default::default()
+            })
+            .collect();
+        if let Some(p) = these.iter().find(|p| p.embedding.as_ref().is_some_and(|e| e.len() != dim)) {
+            return Err(ApiError::bad_request(format!(
+                "{modality} embedding has {} values; `{name}` holds {dim}-d templates",
+                p.embedding.as_ref().map_or(0, Vec::len)
+            )));
+        }
+        let op = operating_point(&c.root, g, ask.threshold, ask.fpir).await?;
+        let refs: Vec<&Template> = these.iter().collect();
+        let rows = search_probes(g, "", &refs, k, op.threshold)?;
+        let calibration =
+            g.manifest().score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(op.threshold, 0, 0));
+        drop(guard);
+        for p in ask.probes.iter().filter(|p| p.modality == modality) {
+            let mine: Vec<&SearchResultRow> = rows.iter().filter(|r| r.probe_template_id == p.id).collect();
+            let decision = mine.first().map_or(OpenSetDecision::Unknown, |r| r.decision);
+            audit.push(audit_row(&name, p.id.clone(), mine.first().copied(), decision, op.threshold));
+            out.push(ProbeResult {
+                modality: Some(modality.as_str().to_string()),
+                bbox: p.bbox,
+                quality: p.quality,
+                decision: decision_str(decision),
+                threshold: Some(op.threshold),
+                person: p.person.clone(),
+                candidates: mine
+                    .iter()
+                    .filter_map(|r| {
+                        Some(Candidate {
+                            subject_id: r.subject_id.clone()?,
+                            template_id: r.gallery_template_id.clone()?,
+                            score: r.score?,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        first_op.get_or_insert(op.clone());
+        searched.push((modality, calibration, op.threshold, these, rows));
     }
+    let op = first_op.ok_or_else(|| ApiError::bad_request("nothing to search"))?;
     if audit.is_empty() {
         // An upload without faces is a search too.
-        audit.push(AuditRow {
-            at_ms: now,
-            key_id: caller.key_id.clone(),
-            role: caller.role.as_str().into(),
-            source: "rest".into(),
-            job_id: None,
-            gallery: gallery.clone(),
-            probe: "upload:no-face".into(),
-            top_subject_id: None,
-            top_score: None,
-            decision: OpenSetDecision::Unknown,
-            threshold: op.threshold,
-        });
+        audit.push(audit_row(&ask.gallery, "upload:no-face".into(), None, OpenSetDecision::Unknown, op.threshold));
+    }
+    let mut fused = Vec::new();
+    let with_probes = searched.iter().filter(|s| !s.3.is_empty()).count();
+    if let (Some(rule), true) = (rule, with_probes > 1) {
+        let refs: Vec<Vec<&Template>> = searched.iter().map(|s| s.3.iter().collect()).collect();
+        let inputs: Vec<FusionInput> = searched
+            .iter()
+            .zip(&refs)
+            .map(|((modality, calibration, threshold, _, rows), probes)| FusionInput {
+                modality: *modality,
+                calibration: calibration.clone(),
+                threshold: *threshold,
+                probes,
+                rows,
+            })
+            .collect();
+        let rows = fuse_persons("", rule, &inputs, k, None);
+        for r in rows.iter().filter(|r| r.rank == 1) {
+            audit.push(audit_row(
+                &ask.gallery,
+                format!("fused:{}", r.probe_template_id),
+                Some(r),
+                r.decision,
+                r.threshold,
+            ));
+            fused.push(FusedResult {
+                person: r.probe_template_id.clone(),
+                fusion: rule.as_str().to_string(),
+                decision: decision_str(r.decision),
+                threshold: r.threshold,
+                candidates: rows
+                    .iter()
+                    .filter(|c| c.probe_template_id == r.probe_template_id)
+                    .filter_map(|c| {
+                        let m = &c.modalities;
+                        Some(FusedCandidate {
+                            subject_id: c.subject_id.clone()?,
+                            score: c.score?,
+                            face_score: m.face_score,
+                            face_weight: m.face_weight,
+                            body_score: m.body_score,
+                            body_weight: m.body_weight,
+                            gait_score: m.gait_score,
+                            gait_weight: m.gait_weight,
+                        })
+                    })
+                    .collect(),
+            });
+        }
     }
     c.audit.append(audit).await?;
     c.metrics.searches.inc();
     c.metrics.search_latency.observe(started.elapsed());
-    Ok(Json(SearchResponse { gallery, threshold: op.threshold, threshold_source: op.source, probes: out }))
+    Ok(Json(SearchResponse {
+        gallery: ask.gallery,
+        threshold: op.threshold,
+        threshold_source: op.source,
+        probes: out,
+        fused,
+    }))
 }
 
 fn decision_str(d: OpenSetDecision) -> String {
     d.as_str().to_string()
 }
 
-type Probe = (String, Vec<f32>, Option<[f32; 4]>, Option<f32>);
+/// A unit copy of a JSON embedding, or why it cannot be searched.
+fn unit_embedding(e: &[f32], what: &str) -> ApiResult<Vec<f32>> {
+    if e.is_empty() || e.iter().any(|x| !x.is_finite()) {
+        return Err(ApiError::bad_request(format!("{what} must be a non-empty list of finite numbers")));
+    }
+    let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        return Err(ApiError::bad_request(format!("{what} is all zeros")));
+    }
+    Ok(e.iter().map(|x| x / norm).collect())
+}
 
-/// The fields of an upload and a probe per face in its image.
-async fn upload_probes(
-    c: &Arc<Coordinator>,
-    mut form: Multipart,
-) -> ApiResult<(String, Option<usize>, Option<f32>, Option<f64>, Vec<Probe>)> {
-    let (mut gallery, mut k, mut threshold, mut fpir, mut image, mut weights) = (None, None, None, None, None, None);
+fn digest_of(e: &[f32]) -> String {
+    hex(&Sha256::digest(e.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())[..8])
+}
+
+/// The probes of a JSON search: one embedding, or one person's `inputs`.
+fn embedding_probes(s: EmbeddingSearch) -> ApiResult<SearchAsk> {
+    let probes = match (s.embedding, s.inputs) {
+        (Some(e), None) => {
+            let e = unit_embedding(&e, "embedding")?;
+            let modality = s.modality.unwrap_or(Modality::Face);
+            vec![RestProbe {
+                id: format!("embedding:{}", digest_of(&e)),
+                modality,
+                embedding: e,
+                bbox: None,
+                quality: None,
+                person: None,
+            }]
+        }
+        (None, Some(inputs)) => {
+            if s.modality.is_some() {
+                return Err(ApiError::bad_request("`modality` goes with `embedding`; each of `inputs` names its own"));
+            }
+            if inputs.is_empty() {
+                return Err(ApiError::bad_request("`inputs` is empty"));
+            }
+            let mut probes: Vec<RestProbe> = Vec::new();
+            for (i, input) in inputs.into_iter().enumerate() {
+                let what = format!("inputs[{i}].embedding");
+                if probes.iter().any(|p| p.modality == input.modality) {
+                    return Err(ApiError::bad_request(format!(
+                        "inputs[{i}]: a second {} input; give one per modality (they are one person)",
+                        input.modality
+                    )));
+                }
+                if input.quality.is_some_and(|q| !(0.0..=1.0).contains(&q)) {
+                    return Err(ApiError::bad_request(format!("inputs[{i}].quality must be 0 to 1")));
+                }
+                let e = unit_embedding(&input.embedding, &what)?;
+                probes.push(RestProbe {
+                    id: String::new(),
+                    modality: input.modality,
+                    embedding: e,
+                    bbox: None,
+                    quality: Some(input.quality.unwrap_or(1.0)),
+                    person: None,
+                });
+            }
+            // The inputs are one person: named by all their embeddings; the
+            // body input (if any) is that person, the others belong to it.
+            let person =
+                format!("inputs:{}", digest_of(&probes.iter().flat_map(|p| p.embedding.clone()).collect::<Vec<_>>()));
+            for p in &mut probes {
+                p.id = match p.modality {
+                    Modality::Body => person.clone(),
+                    m => format!("{person}#{m}"),
+                };
+                p.person = Some(person.clone());
+            }
+            probes.sort_by_key(|p| p.modality);
+            probes
+        }
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give `embedding` or `inputs`, not both")),
+        (None, None) => {
+            return Err(ApiError::bad_request("give `embedding` (one probe) or `inputs` (one person's several)"));
+        }
+    };
+    let mut modalities: Vec<Modality> = probes.iter().map(|p| p.modality).collect();
+    modalities.dedup();
+    Ok(SearchAsk {
+        gallery: s.gallery,
+        modalities,
+        probes,
+        fusion: s.fusion,
+        k: s.k,
+        threshold: s.threshold,
+        fpir: s.fpir,
+    })
+}
+
+/// The fields of an upload and a probe per face (and person) in its image.
+async fn upload_probes(c: &Arc<Coordinator>, mut form: Multipart) -> ApiResult<SearchAsk> {
+    let (mut gallery, mut k, mut threshold, mut fpir, mut image) = (None, None, None, None, None);
+    let (mut weights, mut body_weights, mut modalities, mut fusion) = (None, None, None, None);
     while let Some(field) = form.next_field().await? {
         let name = field.name().unwrap_or_default().to_string();
         let bad = |what: &str| ApiError::bad_request(format!("form field `{name}` must be {what}"));
@@ -563,6 +767,28 @@ async fn upload_probes(
             "threshold" => threshold = Some(field.text().await?.trim().parse().map_err(|_| bad("a number"))?),
             "fpir" => fpir = Some(field.text().await?.trim().parse().map_err(|_| bad("a number"))?),
             "weights" => weights = Some(field.text().await?.trim().to_string()),
+            "body_weights" => body_weights = Some(field.text().await?.trim().to_string()),
+            "fusion" => fusion = Some(field.text().await?.trim().to_string()),
+            "modalities" => {
+                let text = field.text().await?;
+                let mut list = Vec::new();
+                for m in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                    let m: Modality = m.parse().map_err(|_| bad("`face`, `body` or `face,body`"))?;
+                    if m == Modality::Gait {
+                        return Err(ApiError::bad_request(
+                            "gait needs a video: search a still image by `face` and `body`, or send gait embeddings as JSON `inputs`",
+                        ));
+                    }
+                    if !list.contains(&m) {
+                        list.push(m);
+                    }
+                }
+                if list.is_empty() {
+                    return Err(bad("`face`, `body` or `face,body`"));
+                }
+                list.sort();
+                modalities = Some(list);
+            }
             other => return Err(ApiError::bad_request(format!("unknown form field `{other}`"))),
         }
     }
@@ -571,44 +797,93 @@ async fn upload_probes(
     if image.is_empty() {
         return Err(ApiError::bad_request("the uploaded image is empty"));
     }
+    let modalities = modalities.unwrap_or_else(|| vec![Modality::Face]);
     let digest = hex(&Sha256::digest(&image)[..8]);
-    // The faces are embedded with the gallery's own model.
-    let model = {
-        let guard = c.lock_gallery(&gallery).await?;
-        let g = guard.as_ref().ok_or_else(|| ApiError::not_found(format!("no gallery `{gallery}`")))?;
-        g.manifest().model.clone()
-    };
-    let spec = osprey_models::face_model(&model)?;
-    let weights = match (weights, spec.needs_weights_file()) {
-        (None, true) => {
-            return Err(ApiError::bad_request(format!(
-                "gallery `{gallery}` holds `{model}` templates: send that model's checkpoint in the form field \
-                 `weights` (a key under the root or a URL under an allowed prefix)"
-            )));
+    // Each modality is embedded with its index's own model.
+    let mut settings = MediaSettings { modalities: modalities.clone(), ..MediaSettings::default() };
+    for &modality in &modalities {
+        let name = modality_gallery(&gallery, modality);
+        let model = {
+            let guard = c.lock_gallery(&name).await?;
+            match (guard.as_ref(), modality) {
+                (Some(g), _) => g.manifest().model.clone(),
+                (None, Modality::Face) => return Err(ApiError::not_found(format!("no gallery `{gallery}`"))),
+                (None, m) => {
+                    return Err(ApiError::not_found(format!(
+                        "gallery `{gallery}` has no {m} index (`{name}`): enrol it with `modalities` naming {m}"
+                    )));
+                }
+            }
+        };
+        let (given, field) = match modality {
+            Modality::Face => (weights.take(), "weights"),
+            _ => (body_weights.take(), "body_weights"),
+        };
+        let needs = match modality {
+            Modality::Face => osprey_models::face_model(&model)?.needs_weights_file(),
+            // Every registered body model is one whose weights users bring;
+            // the out-of-the-box appearance model is not among them.
+            _ => osprey_models::registry::person_model(&model).is_ok(),
+        };
+        let given = match (given, needs) {
+            (None, true) => {
+                return Err(ApiError::bad_request(format!(
+                    "`{name}` holds `{model}` templates: send that model's checkpoint in the form field \
+                     `{field}` (a key under the root or a URL under an allowed prefix)"
+                )));
+            }
+            (Some(_), false) => {
+                return Err(ApiError::bad_request(format!(
+                    "`{name}` holds `{model}` templates, which need no checkpoint: drop the form field `{field}`"
+                )));
+            }
+            (w, _) => w.map(|w: String| c.resolve_input(&w)).transpose()?,
+        };
+        match modality {
+            Modality::Face => (settings.model, settings.weights) = (model, given),
+            _ => (settings.body_model, settings.body_weights) = (Some(model), given),
         }
-        (Some(_), false) => {
-            return Err(ApiError::bad_request(format!(
-                "gallery `{gallery}` holds `{model}` templates, which need no checkpoint: drop the form field `weights`"
-            )));
+    }
+    for (field, left) in [("weights", weights), ("body_weights", body_weights)] {
+        if left.is_some() {
+            return Err(ApiError::bad_request(format!("form field `{field}` is for a modality not searched")));
         }
-        (w, _) => w.map(|w| c.resolve_input(&w)).transpose()?,
-    };
-    let analysis = c.analysis(&model, weights.as_deref()).await?;
-    let faces = tokio::task::spawn_blocking(move || {
+    }
+    let analysis = c.analysis(settings).await?;
+    let found = tokio::task::spawn_blocking(move || {
         let decoded = decode_image(&image, "upload")?;
-        image_templates(analysis.analyzer(), &decoded.image)
+        match analysis.image_templates(&decoded.image, false) {
+            Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => Ok(Vec::new()),
+            other => other,
+        }
     })
     .await
-    .map_err(|e| Error::internal(format!("face analysis panicked: {e}")))??;
-    let probes = faces
+    .map_err(|e| Error::internal(format!("image analysis panicked: {e}")))??;
+    let id = |modality: Modality, track: i64| match modality {
+        Modality::Face => format!("upload:{digest}#{track}"),
+        m => format!("upload:{digest}#{m}{track}"),
+    };
+    let probes = found
         .into_iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let b = f.bbox;
-            (format!("upload:{digest}#{i}"), f.embedding, Some([b.x, b.y, b.w, b.h]), Some(f.quality))
+        .map(|t| {
+            let b = t.bbox;
+            let own = id(t.modality, t.track_id);
+            let person = match (&t.person_track, t.modality) {
+                (_, Modality::Body) => Some(own.clone()),
+                (Some((track, _)), _) => Some(id(Modality::Body, *track)),
+                (None, _) => None,
+            };
+            RestProbe {
+                id: own,
+                modality: t.modality,
+                embedding: t.embedding,
+                bbox: Some([b.x, b.y, b.w, b.h]),
+                quality: Some(t.quality),
+                person,
+            }
         })
         .collect();
-    Ok((gallery, k, threshold, fpir, probes))
+    Ok(SearchAsk { gallery, modalities, probes, fusion, k, threshold, fpir })
 }
 
 // ---------------------------------------------------------------- SQL

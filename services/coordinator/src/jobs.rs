@@ -83,6 +83,9 @@ pub struct Job {
     finalizing: bool,
     /// A search job's threshold per modality, fixed at its first ingest.
     pub operating_points: HashMap<Modality, OperatingPoint>,
+    /// A fused search job's calibrated fused thresholds, fixed at its first
+    /// fused ingest (`Some(None)`: not calibrated, per-modality thresholds decide).
+    pub fused_thresholds: Option<Option<osprey_index::FusedThresholds>>,
 }
 
 /// What the caller must do after a task ended for good.
@@ -152,6 +155,7 @@ impl JobTable {
             finished,
             finalizing: false,
             operating_points: HashMap::new(),
+            fused_thresholds: None,
         };
         if let Some(tasks) = tasks {
             job.set_tasks(tasks, ended);

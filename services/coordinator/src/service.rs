@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use osprey_api::{JobKind, JobSpec, JobState, MediaSpec, Role, TaskSegment, TaskSpec};
+use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_index::{
-    COMPANION_MODALITIES, EnrollOptions, Gallery, enroll_into, modality_gallery, operating_point, search_probes,
-    store_search,
+    COMPANION_MODALITIES, EnrollOptions, FusedThresholds, FusionInput, Gallery, calibrate_fusion, enroll_into,
+    fuse_persons, modality_gallery, operating_point, search_probes, store_results, store_search,
 };
 use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
@@ -26,6 +27,17 @@ use crate::jobs::{
     FinalRecord, JobRecord, JobTable, LeaseCheck, TaskEnd, TaskRecord, input_name, job_of_task, make_tasks, output_key,
 };
 use crate::metrics::Metrics;
+
+/// The fusion rule of a search job with several modalities that names none.
+pub const DEFAULT_FUSION: &str = "quality";
+
+/// One modality index searched for a task: what its fusion needs.
+struct SearchedIndex {
+    modality: Modality,
+    calibration: ScoreCalibration,
+    threshold: f32,
+    rows: Vec<osprey_store::SearchResultRow>,
+}
 
 /// Who is calling: the key's role and digest.
 #[derive(Debug, Clone)]
@@ -64,7 +76,7 @@ pub struct Coordinator {
     pub audit: AuditLog,
     /// Face models for image searches, by (model, checkpoint URL), loaded
     /// on first use; at most [`MAX_LOADED_MODELS`] are kept.
-    analyses: tokio::sync::Mutex<Vec<((String, Option<String>), Arc<MediaAnalysis>)>>,
+    analyses: tokio::sync::Mutex<Vec<(MediaSettings, Arc<MediaAnalysis>)>>,
     /// Where inputs may come from: the root and the allowed prefixes, as URLs.
     allowed: Vec<String>,
 }
@@ -154,17 +166,16 @@ impl Coordinator {
         self.galleries.lock().expect("galleries lock").remove(name);
     }
 
-    /// The face models of `model` with the checkpoint at `weights` (a URL
-    /// already resolved under the root or an allowed prefix; `None` for
-    /// dlib's model), loaded on the first image search that needs them.
-    pub async fn analysis(&self, model: &str, weights: Option<&str>) -> Result<Arc<MediaAnalysis>> {
-        let key = (model.to_string(), weights.map(str::to_string));
+    /// The models of `settings` (checkpoints given as URLs already resolved
+    /// under the root or an allowed prefix), loaded on the first image
+    /// search that needs them and kept for the next.
+    pub async fn analysis(&self, settings: MediaSettings) -> Result<Arc<MediaAnalysis>> {
         // Held while loading, so concurrent first searches load once.
         let mut loaded = self.analyses.lock().await;
-        if let Some((_, a)) = loaded.iter().find(|(k, _)| *k == key) {
+        if let Some((_, a)) = loaded.iter().find(|(k, _)| *k == settings) {
             return Ok(Arc::clone(a));
         }
-        let settings = MediaSettings { model: key.0.clone(), weights: key.1.clone(), ..MediaSettings::default() };
+        let key = settings.clone();
         let models = self.config.models.clone();
         let analysis = tokio::task::spawn_blocking(move || MediaAnalysis::load(&settings, models.as_deref()))
             .await
@@ -274,6 +285,12 @@ impl Coordinator {
                 if spec.threshold.is_some_and(|t| !t.is_finite()) {
                     return Err(ApiError::bad_request("threshold must be a number"));
                 }
+                if let Some(f) = &spec.fusion {
+                    FusionRule::parse_option(f)?;
+                }
+            }
+            JobKind::Enroll if spec.fusion.is_some() => {
+                return Err(ApiError::bad_request("`fusion` is for search jobs (how a person's modalities decide)"));
             }
             JobKind::Enroll => {}
         }
@@ -523,6 +540,7 @@ impl Coordinator {
         let n = templates.len() as u64;
         // One index per modality: the face gallery itself, `<gallery>.body` beside it.
         let record = self.job_spec_record(&spec.job_id)?;
+        let mut searched = Vec::new();
         for (i, modality) in spec.media.modalities.iter().copied().enumerate() {
             // The rows of inputs that failed go with the first modality.
             let these = modality_part(&templates, modality, i == 0);
@@ -544,10 +562,134 @@ impl Coordinator {
                     *guard = Some(g);
                     tracing::info!("task {}: {added} templates enrolled into `{name}`", spec.task_id);
                 }
-                JobKind::Search => self.search_task(spec, &record, modality, &name, &these, &these_obs).await?,
+                JobKind::Search => {
+                    searched.push(self.search_task(spec, &record, modality, &name, &these, &these_obs).await?)
+                }
             }
         }
+        let rule = FusionRule::parse_option(record.spec.fusion.as_deref().unwrap_or(DEFAULT_FUSION))?;
+        if let (Some(rule), true) = (rule, searched.len() > 1) {
+            self.fuse_task(spec, &record, rule, &templates, &searched).await?;
+        }
         Ok(n)
+    }
+
+    /// Fuses a search task's per-modality results person by person
+    /// ([`fuse_persons`]; a task is one input or segment, so a person's
+    /// face, body and gait templates are all in it) and stores the fused
+    /// rows as the task's `-fused` results part, with an audit row per
+    /// person.
+    async fn fuse_task(
+        &self,
+        spec: &TaskSpec,
+        record: &JobRecord,
+        rule: FusionRule,
+        templates: &[osprey_store::Template],
+        searched: &[SearchedIndex],
+    ) -> Result<()> {
+        let probes: Vec<Vec<&osprey_store::Template>> = searched
+            .iter()
+            .map(|s| {
+                templates
+                    .iter()
+                    .filter(|t| t.modality.unwrap_or(Modality::Face) == s.modality && t.embedding.is_some())
+                    .collect()
+            })
+            .collect();
+        let inputs: Vec<FusionInput> = searched
+            .iter()
+            .zip(&probes)
+            .map(|(s, probes)| FusionInput {
+                modality: s.modality,
+                calibration: s.calibration.clone(),
+                threshold: s.threshold,
+                probes,
+                rows: &s.rows,
+            })
+            .collect();
+        let calibrated = self.fused_thresholds(spec, record, rule, searched).await?;
+        let fused = fuse_persons(&spec.job_id, rule, &inputs, record.spec.top_k.unwrap_or(5), calibrated.as_ref());
+        let part = format!("{}-fused", spec.task_id);
+        store_results(&self.root, &spec.job_id, &part, &fused).await?;
+        let audit = self.audit_rows(record, &spec.job_id, &spec.gallery, &fused);
+        self.audit.write_task(&part, &audit).await?;
+        Ok(())
+    }
+
+    /// A fused search job's fused thresholds ([`calibrate_fusion`] for the
+    /// job's FPIR, else the face index's, else the default), calibrated at
+    /// its first fused ingest and kept for the job; `None` when a raw
+    /// threshold was given, or the gallery cannot be calibrated (too few
+    /// people: each person is then decided by its modalities' thresholds).
+    async fn fused_thresholds(
+        &self,
+        spec: &TaskSpec,
+        record: &JobRecord,
+        rule: FusionRule,
+        searched: &[SearchedIndex],
+    ) -> Result<Option<FusedThresholds>> {
+        if record.spec.threshold.is_some() {
+            return Ok(None);
+        }
+        let cached = self.jobs.lock().expect("jobs lock").get(&spec.job_id).and_then(|j| j.fused_thresholds.clone());
+        if let Some(t) = cached {
+            return Ok(t);
+        }
+        // The indexes are locked in the job's modality order, as every task does.
+        let mut guards = Vec::new();
+        for s in searched {
+            guards.push(self.lock_gallery(&modality_gallery(&spec.gallery, s.modality)).await?);
+        }
+        let fpir = record
+            .spec
+            .fpir
+            .or_else(|| guards.first().and_then(|g| g.as_ref()).and_then(|g| g.manifest().threshold_fpir))
+            .unwrap_or(osprey_index::DEFAULT_FPIR);
+        let mut indexes: Vec<(Modality, &mut Gallery, ScoreCalibration)> = Vec::new();
+        for (guard, s) in guards.iter_mut().zip(searched) {
+            let g = guard.as_mut().ok_or_else(|| Error::not_found(format!("no {} index", s.modality)))?;
+            indexes.push((s.modality, g, s.calibration.clone()));
+        }
+        let calibrated = match calibrate_fusion(&mut indexes, rule, fpir) {
+            Ok(t) if !t.by_modalities.is_empty() => Some(t),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("job {}: fused thresholds not calibrated: {e}", spec.job_id);
+                None
+            }
+        };
+        drop(indexes);
+        drop(guards);
+        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
+            j.fused_thresholds = Some(calibrated.clone());
+        }
+        Ok(calibrated)
+    }
+
+    /// The audit rows of a job's search results: one per probe (its rank-1 row).
+    fn audit_rows(
+        &self,
+        record: &JobRecord,
+        job_id: &str,
+        gallery: &str,
+        rows: &[osprey_store::SearchResultRow],
+    ) -> Vec<AuditRow> {
+        rows.iter()
+            .filter(|r| r.rank == 1)
+            .map(|r| AuditRow {
+                at_ms: now_ms(),
+                key_id: record.key_id.clone(),
+                role: record.role.as_str().to_string(),
+                source: "job".into(),
+                job_id: Some(job_id.to_string()),
+                gallery: gallery.to_string(),
+                probe: r.probe_template_id.clone(),
+                top_subject_id: r.subject_id.clone(),
+                top_score: r.score,
+                decision: r.decision,
+                threshold: r.threshold,
+            })
+            .collect()
     }
 
     /// Searches a task's probes of one modality in that modality's index of
@@ -560,7 +702,7 @@ impl Coordinator {
         name: &str,
         templates: &[osprey_store::Template],
         observations: &[osprey_store::ObservationRow],
-    ) -> Result<()> {
+    ) -> Result<SearchedIndex> {
         let mut guard = self.lock_gallery(name).await?;
         let gallery = guard.as_mut().ok_or_else(|| Error::not_found(format!("no gallery `{name}`")))?;
         // The job's threshold for this modality once (fixed at its first
@@ -583,6 +725,8 @@ impl Coordinator {
         };
         let (threshold, top_k, dim) = (op.threshold, record.spec.top_k.unwrap_or(5), gallery.manifest().dim);
         let model = gallery.manifest().model.clone();
+        let calibration =
+            gallery.manifest().score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(threshold, 0, 0));
         let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
         let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
         drop(guard);
@@ -591,26 +735,10 @@ impl Coordinator {
             m => format!("{}-{m}", spec.task_id),
         };
         store_search(&self.root, &spec.job_id, &part, &model, dim, templates, observations, &rows).await?;
-        let audit: Vec<AuditRow> = rows
-            .iter()
-            .filter(|r| r.rank == 1)
-            .map(|r| AuditRow {
-                at_ms: now_ms(),
-                key_id: record.key_id.clone(),
-                role: record.role.as_str().to_string(),
-                source: "job".into(),
-                job_id: Some(spec.job_id.clone()),
-                gallery: name.to_string(),
-                probe: r.probe_template_id.clone(),
-                top_subject_id: r.subject_id.clone(),
-                top_score: r.score,
-                decision: r.decision,
-                threshold: r.threshold,
-            })
-            .collect();
+        let audit = self.audit_rows(record, &spec.job_id, name, &rows);
         self.audit.write_task(&part, &audit).await?;
         self.metrics.probes_searched.add(audit.len() as u64);
-        Ok(())
+        Ok(SearchedIndex { modality, calibration, threshold, rows })
     }
 
     fn job_spec_record(&self, job_id: &str) -> Result<JobRecord> {
