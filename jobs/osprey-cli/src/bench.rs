@@ -44,6 +44,10 @@ pub enum BenchCommand {
     /// Frames/s of the CenterNet person detector on raw RGB frames (the
     /// TF.js runtime's counterpart: infra/scripts/bench-people.sh).
     People(crate::bench_people::PeopleBench),
+    /// Fused search cost: a person's face, body and gait templates searched
+    /// in three indexes of a generated gallery (100k subjects) and fused,
+    /// against searching the face alone, in the same run.
+    Fusion(crate::bench_fusion::FusionBench),
 }
 
 #[derive(clap::Args)]
@@ -267,6 +271,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::PersonModel(args) => person_model(args),
         BenchCommand::Mtcnn(args) => mtcnn(args),
         BenchCommand::People(args) => crate::bench_people::people(args),
+        BenchCommand::Fusion(args) => crate::bench_fusion::fusion(args),
         BenchCommand::Rest(_) => bail!("`bench rest` runs in the async runtime"),
     }
 }

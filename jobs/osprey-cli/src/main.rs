@@ -4,6 +4,7 @@
 //! folder, `memory://`, or `s3://bucket/prefix`.
 
 mod bench;
+mod bench_fusion;
 mod bench_people;
 mod client;
 mod embed;

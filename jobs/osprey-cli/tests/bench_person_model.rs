@@ -89,3 +89,78 @@ fn biggait_bench_reads_rgb_sequences_and_checks_parity() {
     assert!(!out.status.success());
     assert!(stderr.contains("short") && stderr.contains("at least 25"), "{stderr}");
 }
+
+/// The shapes of a safetensors file's tensors, by name, and its size check.
+fn safetensors_shapes(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let end = header.values().map(|t| t["data_offsets"][1].as_u64().unwrap() as usize).max().unwrap();
+    assert_eq!(bytes.len(), 8 + len + end, "the data ends where the header says");
+    header.into_iter().map(|(k, v)| (k, v["shape"].clone())).collect()
+}
+
+#[test]
+fn sapiensid_bench_times_its_inputs_apart_and_can_save_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crops = data().join("person_search_demo/query"); // two Market-1501 crops
+    let weights = seed_fixture("sapiensid_tiny.weights.safetensors");
+
+    let out = osprey(&[
+        "bench",
+        "person-model",
+        "--model",
+        "sapiensid",
+        "--weights",
+        s(&weights),
+        "--batch",
+        "3",
+        "--iters",
+        "1",
+        "--json",
+        "--inputs",
+        s(&crops),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["model"].as_str(), report["modality"].as_str()), (Some("sapiensid"), Some("body")));
+    assert_eq!(report["batch"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["finite"], true);
+    let per_s = |k: &str| report[k].as_f64().unwrap_or_else(|| panic!("{k} in {report}"));
+    assert!(per_s("prepare_crops_per_s") > 0.0);
+    // End to end is the network plus preparing its inputs: slower than either.
+    assert!(per_s("end_to_end_embeddings_per_s") < per_s("embeddings_per_s"), "{report}");
+    assert!(per_s("end_to_end_embeddings_per_s") < per_s("prepare_crops_per_s"), "{report}");
+
+    // The prepared inputs of the distinct crops, without weights.
+    let saved = tmp.path().join("inputs.safetensors");
+    let out = osprey(&[
+        "bench",
+        "person-model",
+        "--model",
+        "sapiensid",
+        "--save-inputs",
+        s(&saved),
+        "--batch",
+        "3",
+        "--inputs",
+        s(&crops),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["crops"].as_u64(), Some(2), "{report}");
+    let shapes = safetensors_shapes(&saved);
+    assert_eq!(shapes["image"], serde_json::json!([2, 3, 384, 384]));
+    assert_eq!(shapes["keypoints"], serde_json::json!([2, 22, 2]));
+    // Whole standing people: MoveNet finds most of the 17 body points.
+    assert!(report["body_points_found_mean"].as_f64().unwrap() >= 10.0, "{report}");
+
+    // Only SapiensID reads keypoints.
+    let out =
+        osprey(&["bench", "person-model", "--model", "osnet-x1_0", "--save-inputs", s(&saved), "--inputs", s(&crops)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("for sapiensid"), "{stderr}");
+}
