@@ -20,7 +20,7 @@ pub enum BenchCommand {
     Faces(FacesBench),
     /// Video pipeline speed: decode only, every frame, and sampled frames
     /// (decode → detect → landmarks → embed → track), end to end.
-    Video(VideoBench),
+    Video(crate::bench_video::VideoBench),
     /// Generate clustered unit vectors (a stand-in for face embeddings) as `.npy`.
     Gen(GenArgs),
     /// Searches/s through the coordinator's REST API against a generated
@@ -191,29 +191,6 @@ pub struct SearchBench {
 }
 
 #[derive(clap::Args)]
-pub struct VideoBench {
-    /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
-    #[arg(long, env = "OSPREY_MODELS")]
-    models: Option<PathBuf>,
-    /// Image doublings before detection.
-    #[arg(long, default_value_t = 1)]
-    upsample: u32,
-    /// Detection budget in megapixels (as `osprey run`).
-    #[arg(long, default_value_t = 4.0)]
-    max_detect_megapixels: f64,
-    /// Rate of the sampled pass.
-    #[arg(long, default_value_t = 5.0)]
-    sample_fps: f64,
-    /// Only the first N frames in each pass.
-    #[arg(long)]
-    max_frames: Option<u64>,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    json: bool,
-    video: PathBuf,
-}
-
-#[derive(clap::Args)]
 pub struct FacesBench {
     /// Folder with the model files (default: $OSPREY_MODELS, else ./models).
     #[arg(long, env = "OSPREY_MODELS")]
@@ -266,7 +243,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Search(args) => search(args),
         BenchCommand::Gen(args) => gen_vectors(args),
         BenchCommand::Faces(args) => faces(args),
-        BenchCommand::Video(args) => video(args),
+        BenchCommand::Video(args) => crate::bench_video::video(args),
         BenchCommand::FaceModel(args) => face_model(args),
         BenchCommand::PersonModel(args) => person_model(args),
         BenchCommand::Mtcnn(args) => mtcnn(args),
@@ -1022,77 +999,6 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
             p["min_cosine"],
             p["frames_kept_match"]
         );
-    }
-    Ok(())
-}
-
-fn video(args: VideoBench) -> anyhow::Result<()> {
-    use osprey_media::video::{Sampling, Segment, VideoReader};
-    use osprey_pipeline::{FaceAnalyzer, VideoOptions, process_video};
-    let name = args.video.display().to_string();
-    let info = VideoReader::open(&args.video, &name)?.info().clone();
-    let end_ms = args.max_frames.map_or(i64::MAX, |n| (n as f64 * 1000.0 / info.fps - 1.0).ceil() as i64);
-    let segment = Segment { start_ms: 0, end_ms };
-    let models = osprey_models::FaceModels::load(
-        &osprey_models::model_dir(args.models.as_deref()),
-        &osprey_models::default_device(),
-    )?;
-    let options = osprey_models::FaceOptions {
-        upsample: args.upsample,
-        max_detect_pixels: (args.max_detect_megapixels * 1e6) as u64,
-        ..Default::default()
-    };
-    let analyzer = FaceAnalyzer::new(models, options);
-
-    let started = Instant::now();
-    let stats = VideoReader::open(&args.video, &name)?.decode(segment, Sampling::All, |_| Ok(true))?;
-    let decode_s = started.elapsed().as_secs_f64();
-    let mut modes = serde_json::Map::new();
-    modes.insert(
-        "decode".into(),
-        serde_json::json!({"frames": stats.decoded, "processed": 0, "seconds": decode_s,
-            "frames_per_s": stats.decoded as f64 / decode_s}),
-    );
-    for (mode, sampling) in [("full", Sampling::All), ("sampled", Sampling::Fps(args.sample_fps))] {
-        let started = Instant::now();
-        let out = process_video(
-            &[&analyzer],
-            &args.video,
-            &name,
-            VideoOptions { sampling, segment, gait_frames: false },
-            &|_| {},
-        )?;
-        let secs = started.elapsed().as_secs_f64();
-        modes.insert(
-            mode.into(),
-            serde_json::json!({"frames": out.decode.decoded, "processed": out.decode.sampled, "seconds": secs,
-                "frames_per_s": out.decode.decoded as f64 / secs, "processed_per_s": out.decode.sampled as f64 / secs,
-                "faces": out.observations, "tracks": out.templates.len()}),
-        );
-    }
-    let doc = serde_json::json!({
-        "video": name, "width": info.width, "height": info.height, "fps": info.fps,
-        "detector": "mmod-cnn", "upsample": args.upsample, "max_detect_megapixels": args.max_detect_megapixels,
-        "sample_fps": args.sample_fps, "threads": rayon::current_num_threads(), "modes": modes,
-    });
-    if args.json {
-        println!("{doc}");
-    } else {
-        println!(
-            "{:8} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6}",
-            "mode", "frames", "processed", "seconds", "frames/s", "faces", "tracks"
-        );
-        for (mode, m) in doc["modes"].as_object().expect("object") {
-            println!(
-                "{mode:8} {:>6} {:>9} {:>9.2} {:>9.2} {:>6} {:>6}",
-                m["frames"],
-                m["processed"],
-                m["seconds"].as_f64().unwrap_or(0.0),
-                m["frames_per_s"].as_f64().unwrap_or(0.0),
-                m["faces"],
-                m["tracks"]
-            );
-        }
     }
     Ok(())
 }

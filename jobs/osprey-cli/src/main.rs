@@ -6,6 +6,7 @@
 mod bench;
 mod bench_fusion;
 mod bench_people;
+mod bench_video;
 mod client;
 mod embed;
 mod eval;

@@ -3,7 +3,7 @@
 //! `face_recognition` pipeline, in Rust.
 
 use crate::dlib::chip::{extract_chip, face_chip_details};
-use crate::dlib::geom::Rect;
+use crate::dlib::geom::{DRect, Rect};
 use crate::dlib::mmod::{Detection, FaceDetector};
 use crate::dlib::resnet::{CHIP_SIZE, DESCRIPTOR_DIM, FaceDescriptor};
 use crate::dlib::shape::ShapePredictor;
@@ -64,6 +64,45 @@ impl Default for FaceOptions {
         Self { upsample: 1, selection: FaceSelection::All, max_detect_pixels: MAX_DETECT_PIXELS }
     }
 }
+
+/// How the detector searches an image of `width` x `height` under
+/// `options`: `upsample` doublings of the image first resized by `scale`
+/// (1.0: not resized). Within the budget, the options' own doublings; beyond
+/// it, fewer, and the largest size the budget allows.
+pub fn search_scale(width: u32, height: u32, options: &FaceOptions) -> (u32, f64) {
+    let pixels = u64::from(width) * u64::from(height);
+    let budget = options.max_detect_pixels.max(1);
+    let mut upsample = options.upsample;
+    if pixels << (2 * upsample) <= budget {
+        return (upsample, 1.0);
+    }
+    while upsample > 0 && pixels << (2 * upsample) > budget {
+        upsample -= 1;
+    }
+    let scale = (budget as f64 / (pixels << (2 * upsample)) as f64).sqrt();
+    if (0.97..=1.03).contains(&scale) { (upsample, 1.0) } else { (upsample, scale) }
+}
+
+/// [`FaceModels::detect_near`]: the largest face, in detector input pixels,
+/// a crop's first pyramid level shows (the detector's 80-px window, two
+/// pyramid steps up); a larger face's crop starts further down the pyramid.
+const MAX_FIRST_LEVEL_FACE: f64 = 80.0 * 1.2 * 1.2;
+/// The detector's pyramid step (dlib's `pyramid_down<6>`: 6/5 per level).
+const PYRAMID_STEP: f64 = 1.2;
+/// The smallest face, in detector input pixels, a crop's last pyramid level
+/// must still show at 80-px-window size or more (its largest proposal at
+/// 2/3 of a window).
+const MIN_LAST_LEVEL_FACE: f64 = 80.0 * 2.0 / 3.0;
+/// The fewest pyramid levels a crop is searched at.
+const MIN_CROP_LEVELS: usize = 3;
+/// Context around a proposal, as a fraction of its side, on each side: the
+/// detector's field of view reaches about 0.7 of a window beyond it.
+const CROP_CONTEXT: f64 = 0.75;
+/// The least context around a proposal, in detector input pixels.
+const MIN_CROP_CONTEXT: f64 = 48.0;
+/// How far (fraction of its width) a face may reach past an inner crop edge
+/// and still count.
+const CUT_SLACK: f64 = 0.2;
 
 /// One face found in an image.
 #[derive(Debug, Clone)]
@@ -147,17 +186,8 @@ impl FaceModels {
     /// dlib does; beyond it, the image is searched at the largest size the
     /// budget allows (a fractional upsampling, or a reduction).
     pub fn detect_bounded(&self, img: &RgbImage, options: &FaceOptions) -> Result<Vec<Detection>> {
-        let pixels = img.width() as u64 * img.height() as u64;
-        let budget = options.max_detect_pixels.max(1);
-        let mut upsample = options.upsample;
-        if pixels << (2 * upsample) <= budget {
-            return self.detect(img, upsample);
-        }
-        while upsample > 0 && pixels << (2 * upsample) > budget {
-            upsample -= 1;
-        }
-        let scale = (budget as f64 / (pixels << (2 * upsample)) as f64).sqrt();
-        if (0.97..=1.03).contains(&scale) {
+        let (upsample, scale) = search_scale(img.width(), img.height(), options);
+        if scale == 1.0 {
             return self.detect(img, upsample);
         }
         let (w, h) = ((img.width() as f64 * scale) as usize, (img.height() as f64 * scale) as usize);
@@ -177,6 +207,135 @@ impl FaceModels {
                 Detection { rect, confidence: d.confidence }
             })
             .collect())
+    }
+
+    /// The faces [`FaceModels::detect_bounded`] would find near `proposals`
+    /// (candidate face boxes `[x1, y1, x2, y2]` in `img`'s pixels, e.g. from
+    /// a cheap detector), searching only padded crops around them: each crop
+    /// is searched at the scale the whole image would be (or, for a large
+    /// face, from the pyramid level just above the one that finds it), so
+    /// the detector sees the face as it would in the whole image. Crops at
+    /// the same level that overlap are searched once; faces found in
+    /// several crops are merged by the detector's own non-maximum
+    /// suppression. The cost grows with the faces' area, not the image's.
+    pub fn detect_near(&self, img: &RgbImage, options: &FaceOptions, proposals: &[[f32; 4]]) -> Result<Vec<Detection>> {
+        let (iw, ih) = (img.width() as f64, img.height() as f64);
+        let (upsample, scale) = search_scale(img.width(), img.height(), options);
+        // Detector input pixels per image pixel for the whole-image search.
+        let net_per_px = scale * f64::from(1u32 << upsample);
+        // Proposals of one face (overlapping boxes of varied size) become
+        // one cluster: its crop starts at the level its smallest box needs
+        // and covers every box; its pyramid reaches the level its largest
+        // box needs.
+        let mut boxes: Vec<DRect> = proposals
+            .iter()
+            .map(|b| DRect::new(f64::from(b[0]), f64::from(b[1]), f64::from(b[2]), f64::from(b[3])))
+            .filter(|b| b.l.is_finite() && b.t.is_finite() && b.r > b.l && b.b > b.t)
+            .collect();
+        boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        // (covering box, smallest side, largest side)
+        let mut clusters: Vec<(DRect, f64, f64)> = Vec::new();
+        for b in boxes {
+            let side = (b.r - b.l).max(b.b - b.t);
+            let c = b.center();
+            match clusters.iter_mut().find(|(k, _, _)| {
+                k.l <= c[0] && c[0] <= k.r && k.t <= c[1] && c[1] <= k.b && {
+                    let inner = k.intersect(&b);
+                    !inner.is_empty() && inner.area() >= 0.3 * b.area().min(k.area())
+                }
+            }) {
+                Some((k, small, large)) => {
+                    *k = DRect::new(k.l.min(b.l), k.t.min(b.t), k.r.max(b.r), k.b.max(b.b));
+                    *small = small.min(side);
+                    *large = large.max(side);
+                }
+                None => clusters.push((b, side, side)),
+            }
+        }
+        // (first level, levels searched, crop in image pixels)
+        let mut regions: Vec<(i32, usize, DRect)> = Vec::new();
+        for (k, small, large) in clusters {
+            // Pyramid levels (each 5/6 of the last) skipped for a large face.
+            let level = if small * net_per_px > MAX_FIRST_LEVEL_FACE {
+                ((small * net_per_px / MAX_FIRST_LEVEL_FACE).ln() / PYRAMID_STEP.ln()).ceil() as i32
+            } else {
+                0
+            };
+            let crop_net = net_per_px / PYRAMID_STEP.powi(level);
+            // Down to the level where the largest box is 2/3 of a window.
+            let levels = ((large * crop_net / MIN_LAST_LEVEL_FACE).ln() / PYRAMID_STEP.ln()).ceil().max(0.0) as usize + 1;
+            let margin = (CROP_CONTEXT * small).max(MIN_CROP_CONTEXT / crop_net);
+            let r = DRect::new(k.l - margin, k.t - margin, k.r + margin, k.b + margin)
+                .intersect(&DRect::new(0.0, 0.0, iw, ih));
+            if r.width() >= 1.0 && r.height() >= 1.0 {
+                regions.push((level, levels.max(MIN_CROP_LEVELS), r));
+            }
+        }
+        // Merge overlapping crops of one level until none overlap.
+        let mut merged = true;
+        while merged {
+            merged = false;
+            'outer: for i in 0..regions.len() {
+                for j in i + 1..regions.len() {
+                    if regions[i].0 == regions[j].0 && !regions[i].2.intersect(&regions[j].2).is_empty() {
+                        let (a, b) = (regions[i].2, regions[j].2);
+                        regions[i].2 = DRect::new(a.l.min(b.l), a.t.min(b.t), a.r.max(b.r), a.b.max(b.b));
+                        regions[i].1 = regions[i].1.max(regions[j].1);
+                        regions.swap_remove(j);
+                        merged = true;
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        let mut found: Vec<Detection> = Vec::new();
+        for (level, levels, r) in regions {
+            let (x0, y0) = (r.l.floor().max(0.0) as u32, r.t.floor().max(0.0) as u32);
+            let (x1, y1) = ((r.r.ceil() as u32).min(img.width()), (r.b.ceil() as u32).min(img.height()));
+            if x1 <= x0 || y1 <= y0 {
+                continue;
+            }
+            let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+            let (cw, ch) = (crop.width() as f64, crop.height() as f64);
+            // Level 0 repeats the whole-image search's own resize and
+            // doublings; a skipped level is one resize.
+            let (factor, doublings) =
+                if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
+            let dets = if factor == 1.0 {
+                self.detector.detect_levels(&crop, doublings, levels)?.into_iter().map(|d| (d, 1.0, 1.0)).collect::<Vec<_>>()
+            } else {
+                let (w, h) = (((cw * factor) as usize).max(1), ((ch * factor) as usize).max(1));
+                let resized = crate::dlib::imgproc::resize_rgb(&crop, w, h);
+                let (sx, sy) = (cw / w as f64, ch / h as f64);
+                self.detector.detect_levels(&resized, doublings, levels)?.into_iter().map(|d| (d, sx, sy)).collect()
+            };
+            for (d, sx, sy) in dets {
+                let rect = Rect::new(
+                    (d.rect.left as f64 * sx).round() as i64 + x0 as i64,
+                    (d.rect.top as f64 * sy).round() as i64 + y0 as i64,
+                    (d.rect.right as f64 * sx).round() as i64 + x0 as i64,
+                    (d.rect.bottom as f64 * sy).round() as i64 + y0 as i64,
+                );
+                // A face cut by a crop edge inside the image is some other
+                // crop's (or no) face: its box here is a guess.
+                let slack = (rect.width() as f64 * CUT_SLACK) as i64;
+                let cut = (x0 > 0 && rect.left < x0 as i64 - slack)
+                    || (y0 > 0 && rect.top < y0 as i64 - slack)
+                    || (x1 < img.width() && rect.right > x1 as i64 + slack)
+                    || (y1 < img.height() && rect.bottom > y1 as i64 + slack);
+                if !cut {
+                    found.push(Detection { rect, confidence: d.confidence });
+                }
+            }
+        }
+        found.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        let mut kept: Vec<Detection> = Vec::new();
+        for d in found {
+            if !kept.iter().any(|k| self.detector.overlaps(&k.rect, &d.rect)) {
+                kept.push(d);
+            }
+        }
+        Ok(kept)
     }
 
     /// Detect, align and describe every selected face of `img`.

@@ -76,8 +76,8 @@ impl Mtcnn {
     /// facenet-pytorch's `detect` returns them.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<MtcnnFace>> {
         let img = Planes::from_rgb(img);
-        let boxes = self.proposals(&img)?;
-        let boxes = self.refine(&img, boxes)?;
+        let boxes = self.proposals(&img, MIN_FACE_SIZE, THRESHOLDS[0])?;
+        let boxes = self.refine(&img, boxes, THRESHOLDS[1])?;
         let mut faces = self.output(&img, boxes)?;
         // facenet: np.argsort(area)[::-1]; a stable ascending sort reversed
         // matches it (ties aside, which numpy's quicksort leaves unspecified).
@@ -113,11 +113,29 @@ impl Mtcnn {
         Ok(out)
     }
 
-    /// Stage 1: PNet over the image pyramid; candidate windows, regressed
-    /// and squared.
-    fn proposals(&self, img: &Planes) -> Result<Vec<[f32; 4]>> {
+    /// Candidate face windows from the first two stages only (PNet over the
+    /// pyramid, RNet on its windows), for another detector to confirm: faces
+    /// from `min_face` pixels up, kept when PNet's and RNet's face
+    /// probabilities reach `thresholds` (lower than the cascade's own
+    /// 0.6/0.7 to miss fewer faces). Square boxes `[x1, y1, x2, y2]` in the
+    /// image's pixels, not clipped to it.
+    pub fn propose(&self, img: &RgbImage, min_face: f64, thresholds: [f32; 2]) -> Result<Vec<[f32; 4]>> {
+        if !(min_face >= 12.0) {
+            return Err(Error::Msg(format!("MTCNN proposals: min_face must be at least 12 px, got {min_face}")));
+        }
+        let img = Planes::from_rgb(img);
+        let boxes = self.proposals(&img, min_face, thresholds[0])?;
+        if boxes.is_empty() {
+            return Ok(boxes);
+        }
+        self.refine(&img, boxes, thresholds[1])
+    }
+
+    /// Stage 1: PNet over the image pyramid (faces from `min_face` pixels);
+    /// candidate windows, regressed and squared.
+    fn proposals(&self, img: &Planes, min_face: f64, threshold: f32) -> Result<Vec<[f32; 4]>> {
         let (w, h) = (img.width, img.height);
-        let m = 12.0 / MIN_FACE_SIZE;
+        let m = 12.0 / min_face;
         let mut min_side = h.min(w) as f64 * m;
         let mut scale = m;
         let mut all = Vec::new();
@@ -127,7 +145,7 @@ impl Mtcnn {
             img.resample_into(Rect { x: 0, y: 0, w, h }, sw, sh, &mut data);
             let input = Tensor::from_vec(data, (1, 3, sh, sw), &self.device)?;
             let (reg, prob) = self.pnet.forward(&input)?;
-            let cands = pnet_candidates(&reg, &prob, scale as f32)?;
+            let cands = pnet_candidates(&reg, &prob, scale as f32, threshold)?;
             let keep = nms_union(&cands, 0.5);
             all.extend(keep.into_iter().map(|i| cands[i]));
             scale *= PYRAMID_FACTOR;
@@ -147,14 +165,14 @@ impl Mtcnn {
     }
 
     /// Stage 2: RNet on 24x24 crops; survivors regressed and squared.
-    fn refine(&self, img: &Planes, boxes: Vec<[f32; 4]>) -> Result<Vec<[f32; 4]>> {
+    fn refine(&self, img: &Planes, boxes: Vec<[f32; 4]>, threshold: f32) -> Result<Vec<[f32; 4]>> {
         let (boxes, input) = crops(img, boxes, 24, &self.device)?;
         let mut cands = Vec::new();
         for (chunk, range) in batches(&input)? {
             let (reg, prob) = self.rnet.forward(&chunk)?;
             let (reg, prob) = (reg.to_vec2::<f32>()?, prob.to_vec2::<f32>()?);
             for (k, i) in range.enumerate() {
-                if prob[k][1] > THRESHOLDS[1] {
+                if prob[k][1] > threshold {
                     cands.push(Cand { b: boxes[i], score: prob[k][1], reg: row4(&reg[k]) });
                 }
             }
@@ -303,15 +321,15 @@ struct Cand {
 }
 
 /// PNet's output map to windows in image pixels: each cell whose face
-/// probability is at least the stage-1 threshold stands for a 12x12 window
+/// probability is at least `threshold` stands for a 12x12 window
 /// at stride 2 in the scaled image. Cells in row-major order.
-fn pnet_candidates(reg: &Tensor, prob: &Tensor, scale: f32) -> Result<Vec<Cand>> {
+fn pnet_candidates(reg: &Tensor, prob: &Tensor, scale: f32, threshold: f32) -> Result<Vec<Cand>> {
     let reg = reg.squeeze(0)?.to_vec3::<f32>()?;
     let prob = prob.squeeze(0)?.to_vec3::<f32>()?;
     let mut out = Vec::new();
     for (y, row) in prob[1].iter().enumerate() {
         for (x, &p) in row.iter().enumerate() {
-            if p >= THRESHOLDS[0] {
+            if p >= threshold {
                 let (fx, fy) = (x as f32, y as f32);
                 let b = [
                     ((2.0 * fx + 1.0) / scale).floor(),

@@ -44,32 +44,102 @@ pub enum FaceBackend {
     Seed(Arc<SeedFaceModels>),
 }
 
+/// Where dlib's MMOD detector searches each analysed video frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaceDetect {
+    /// The whole frame, every analysed frame (the exact path).
+    EveryFrame,
+    /// Padded crops around candidate faces only: MTCNN's first two stages
+    /// (PNet, RNet, at low thresholds) propose them on the whole frame, and
+    /// the tracker adds where its live face tracks are expected. MMOD
+    /// searches each crop at the scale it would search the whole frame.
+    #[default]
+    Cascade,
+}
+
+/// The `--detect` values.
+pub const FACE_DETECT: [&str; 2] = ["cascade", "every-frame"];
+
+impl FaceDetect {
+    pub fn parse(name: &str) -> Result<FaceDetect> {
+        match name {
+            "every-frame" => Ok(FaceDetect::EveryFrame),
+            "cascade" => Ok(FaceDetect::Cascade),
+            other => Err(osprey_core::Error::invalid(format!(
+                "unknown detection strategy `{other}`; available: {}",
+                FACE_DETECT.join(", ")
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaceDetect::EveryFrame => "every-frame",
+            FaceDetect::Cascade => "cascade",
+        }
+    }
+}
+
+/// MTCNN proposals for [`FaceDetect::Cascade`]: PNet's and RNet's face
+/// probability thresholds (the full cascade's are 0.6 and 0.7; lower ones
+/// miss fewer of the faces MMOD finds, at the cost of more crops).
+const PROPOSAL_THRESHOLDS: [f32; 2] = [0.5, 0.5];
+/// The smallest face proposed, as a fraction of the smallest face box MMOD
+/// reports at the frame's search scale (its 80-px window).
+const PROPOSAL_MIN_FACE: f64 = 0.7;
+
 /// Faces of one model stack at one set of options.
 pub struct FaceAnalyzer {
     /// Shared, so one loaded copy serves analyzers with different options.
     pub backend: FaceBackend,
     pub options: FaceOptions,
+    /// How MMOD searches video frames (still images: always the whole image).
+    pub detect: FaceDetect,
+    /// The proposer for [`FaceDetect::Cascade`] with dlib's models (the seed
+    /// stack proposes with its own MTCNN); without one, every frame is
+    /// searched whole.
+    pub proposer: Option<Arc<Mtcnn>>,
 }
 
 impl FaceAnalyzer {
     /// dlib's models.
     pub fn new(models: FaceModels, options: FaceOptions) -> Self {
-        Self { backend: FaceBackend::Dlib { models: Arc::new(models), mtcnn: None }, options }
+        Self {
+            backend: FaceBackend::Dlib { models: Arc::new(models), mtcnn: None },
+            options,
+            detect: FaceDetect::EveryFrame,
+            proposer: None,
+        }
+    }
+
+    /// These models with video frames searched by `detect`; `proposer` (MTCNN)
+    /// proposes faces for [`FaceDetect::Cascade`] with dlib's models.
+    pub fn with_detect(mut self, detect: FaceDetect, proposer: Option<Arc<Mtcnn>>) -> Self {
+        self.detect = detect;
+        if proposer.is_some() {
+            self.proposer = proposer;
+        }
+        self
     }
 
     /// dlib's landmarks and descriptor on the faces MTCNN finds.
     pub fn dlib_on_mtcnn(models: FaceModels, mtcnn: Mtcnn, options: FaceOptions) -> Self {
-        Self { backend: FaceBackend::Dlib { models: Arc::new(models), mtcnn: Some(Arc::new(mtcnn)) }, options }
+        Self {
+            backend: FaceBackend::Dlib { models: Arc::new(models), mtcnn: Some(Arc::new(mtcnn)) },
+            options,
+            detect: FaceDetect::EveryFrame,
+            proposer: None,
+        }
     }
 
     /// MTCNN and a seed recogniser.
     pub fn seed(models: SeedFaceModels, options: FaceOptions) -> Self {
-        Self { backend: FaceBackend::Seed(Arc::new(models)), options }
+        Self { backend: FaceBackend::Seed(Arc::new(models)), options, detect: FaceDetect::EveryFrame, proposer: None }
     }
 
     /// The same models with other options.
     pub fn with_options(&self, options: FaceOptions) -> Self {
-        Self { backend: self.backend.clone(), options }
+        Self { backend: self.backend.clone(), options, detect: self.detect, proposer: self.proposer.clone() }
     }
 
     /// The same models keeping only the largest face (enrolment photos).
@@ -80,9 +150,54 @@ impl FaceAnalyzer {
     /// Observations of `image` with other options (e.g. largest face only).
     pub fn analyze_with(&self, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
         match &self.backend {
-            FaceBackend::Dlib { models, mtcnn } => dlib_observations(models, mtcnn.as_deref(), image, options),
-            FaceBackend::Seed(models) => seed_observations(models, image, options),
+            FaceBackend::Dlib { models, mtcnn } => dlib_observations(models, mtcnn.as_deref(), image, options, None),
+            FaceBackend::Seed(models) => seed_observations(models, image, options, None),
         }
+    }
+
+    /// A video frame's observations under [`FaceAnalyzer::detect`]; `hints`
+    /// are where live tracks are expected.
+    pub fn analyze_frame(&self, image: &RgbImage, hints: &[BoxF]) -> Result<Vec<Observation>> {
+        let options = &self.options;
+        match &self.backend {
+            FaceBackend::Dlib { models, mtcnn: None } => {
+                let cascade = self.proposer.as_deref().filter(|_| self.detect == FaceDetect::Cascade);
+                let near = cascade.map(|p| Near { proposer: p, hints });
+                dlib_observations(models, None, image, options, near)
+            }
+            FaceBackend::Seed(models) if models.mmod.is_some() && self.detect == FaceDetect::Cascade => {
+                seed_observations(models, image, options, Some(Near { proposer: &models.detector, hints }))
+            }
+            // MTCNN finds the faces: it is a cascade of its own.
+            _ => self.analyze_with(image, options),
+        }
+    }
+}
+
+/// What [`FaceDetect::Cascade`] searches near: MTCNN's proposals and the
+/// tracker's expected boxes.
+#[derive(Clone, Copy)]
+struct Near<'a> {
+    proposer: &'a Mtcnn,
+    hints: &'a [BoxF],
+}
+
+impl Near<'_> {
+    /// MMOD's faces near the proposals and hints (see
+    /// [`FaceModels::detect_near`]).
+    fn detect(&self, mmod: &FaceModels, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Detection>> {
+        let (upsample, scale) = osprey_models::face::search_scale(image.width(), image.height(), options);
+        let net_per_px = scale * f64::from(1u32 << upsample);
+        // MMOD's boxes are its 80-px window at the search scale or larger.
+        let min_face = (PROPOSAL_MIN_FACE * 80.0 / net_per_px).max(12.0);
+        let mut boxes = self
+            .proposer
+            .propose(image, min_face, PROPOSAL_THRESHOLDS)
+            .map_err(|e| osprey_core::Error::internal(format!("MTCNN proposals failed: {e}")))?;
+        boxes.extend(self.hints.iter().map(|b| [b.x, b.y, b.x + b.w, b.y + b.h]));
+        let dets = mmod.detect_near(image, options, &boxes)?;
+        tracing::debug!(proposals = boxes.len(), hints = self.hints.len(), faces = dets.len(), "cascade");
+        Ok(dets)
     }
 }
 
@@ -91,9 +206,16 @@ fn dlib_observations(
     mtcnn: Option<&Mtcnn>,
     image: &RgbImage,
     options: &FaceOptions,
+    near: Option<Near<'_>>,
 ) -> Result<Vec<Observation>> {
     let faces = match mtcnn {
-        None => models.analyze(image, options)?,
+        None => match near {
+            None => models.analyze(image, options)?,
+            Some(near) => {
+                let dets = near.detect(models, image, options)?;
+                models.describe_detections(image, dets, options.selection)?
+            }
+        },
         Some(mtcnn) => {
             let detections = detect_bounded(mtcnn, image, options.max_detect_pixels)?
                 .into_iter()
@@ -159,8 +281,17 @@ fn detect_bounded(detector: &Mtcnn, image: &RgbImage, max_pixels: u64) -> Result
 }
 
 /// MMOD's faces with MTCNN's ONet landmarks inside each box.
-fn mmod_with_onet(mmod: &FaceModels, onet: &Mtcnn, image: &RgbImage, options: &FaceOptions) -> Result<Vec<MtcnnFace>> {
-    let mut dets = mmod.detect_bounded(image, options)?;
+fn mmod_with_onet(
+    mmod: &FaceModels,
+    onet: &Mtcnn,
+    image: &RgbImage,
+    options: &FaceOptions,
+    near: Option<Near<'_>>,
+) -> Result<Vec<MtcnnFace>> {
+    let mut dets = match near {
+        None => mmod.detect_bounded(image, options)?,
+        Some(near) => near.detect(mmod, image, options)?,
+    };
     dets.sort_by_key(|d| std::cmp::Reverse(d.rect.area()));
     let boxes: Vec<[f32; 4]> =
         dets.iter().map(|d| [d.rect.left, d.rect.top, d.rect.right, d.rect.bottom].map(|v| v as f32)).collect();
@@ -175,10 +306,15 @@ fn mmod_with_onet(mmod: &FaceModels, onet: &Mtcnn, image: &RgbImage, options: &F
         .collect())
 }
 
-fn seed_observations(models: &SeedFaceModels, image: &RgbImage, options: &FaceOptions) -> Result<Vec<Observation>> {
+fn seed_observations(
+    models: &SeedFaceModels,
+    image: &RgbImage,
+    options: &FaceOptions,
+    near: Option<Near<'_>>,
+) -> Result<Vec<Observation>> {
     let mut faces = match &models.mmod {
         None => detect_bounded(&models.detector, image, options.max_detect_pixels)?,
-        Some(mmod) => mmod_with_onet(mmod, &models.detector, image, options)?,
+        Some(mmod) => mmod_with_onet(mmod, &models.detector, image, options, near)?,
     };
     if options.selection == FaceSelection::Largest {
         // Both detectors' faces come largest first.
@@ -262,6 +398,10 @@ impl FrameAnalyzer for FaceAnalyzer {
 
     fn analyze(&self, frame: &RgbImage) -> Result<Vec<Observation>> {
         self.analyze_with(frame, &self.options)
+    }
+
+    fn analyze_near(&self, frame: &RgbImage, hints: &[BoxF]) -> Result<Vec<Observation>> {
+        self.analyze_frame(frame, hints)
     }
 
     fn fuse_track(&self, points: &[TrackPoint]) -> Result<Option<Vec<f32>>> {

@@ -24,7 +24,7 @@ use image::RgbImage;
 use osprey_core::{Modality, Result};
 
 pub use body::{BodyAnalyzer, BodyEmbedder, BodyOptions};
-pub use face::FaceAnalyzer;
+pub use face::{FaceAnalyzer, FaceDetect};
 pub use media::{MediaAnalysis, MediaResult, MediaSettings, VideoPlan};
 pub use track::{Tracker, TrackerConfig};
 pub use video::{VideoOptions, VideoOutput, process_video};
@@ -95,6 +95,13 @@ pub trait FrameAnalyzer: Send + Sync {
     fn tracker_config(&self) -> TrackerConfig;
     /// Every object of this modality in `frame`, embedded.
     fn analyze(&self, frame: &RgbImage) -> Result<Vec<Observation>>;
+    /// [`FrameAnalyzer::analyze`] on a video frame, given where this
+    /// modality's live tracks are expected (`hints`, from the tracker): an
+    /// analyzer whose detection strategy searches near known objects uses
+    /// them; the default ignores them.
+    fn analyze_near(&self, frame: &RgbImage, _hints: &[BoxF]) -> Result<Vec<Observation>> {
+        self.analyze(frame)
+    }
     /// A track's template from all its observations, for analyzers with a
     /// set-level aggregator (CAFace); `None`: the quality-weighted mean of
     /// the unit embeddings ([`quality::Aggregate`]) stands.

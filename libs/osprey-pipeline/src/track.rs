@@ -279,6 +279,27 @@ impl Tracker {
         &self.live
     }
 
+    /// Where the live tracks are expected at `t_ms` (their Kalman
+    /// prediction; tracks unseen for longer than the tracker keeps them are
+    /// left out): a detector may search near these first.
+    pub fn predicted_boxes(&self, t_ms: i64) -> Vec<BoxF> {
+        self.live
+            .iter()
+            .filter(|t| t_ms - t.last_t_ms <= self.config.max_age_ms)
+            .map(|t| {
+                let mut axes = t.axes.clone();
+                let dt = ((t_ms - t.state_t_ms) as f32 / 1000.0).max(0.0);
+                if dt > 0.0 {
+                    let h = axes[3].x.max(1.0);
+                    for (i, axis) in axes.iter_mut().enumerate() {
+                        axis.predict(dt, if i < 2 { 1.5 * h } else { 0.5 * h });
+                    }
+                }
+                state_box(&axes)
+            })
+            .collect()
+    }
+
     /// Adds one frame's observations; returns the track id given to each.
     pub fn update(&mut self, frame: i64, t_ms: i64, image: &RgbImage, observations: &[Observation]) -> Vec<i64> {
         let cfg = &self.config;

@@ -104,7 +104,8 @@ pub fn process_video(
                 }
                 let mut found_here = 0;
                 for (i, (analyzer, tracker)) in analyzers.iter().zip(&mut trackers).enumerate() {
-                    let found = analyzer.analyze(&frame.image).map_err(|e| {
+                    let hints = tracker.predicted_boxes(frame.t_ms);
+                    let found = analyzer.analyze_near(&frame.image, &hints).map_err(|e| {
                         e.context(format!("{name}: frame {} ({} ms), {}", frame.index, frame.t_ms, analyzer.modality()))
                     })?;
                     found_here += found.len();

@@ -80,28 +80,42 @@ impl FaceDetector {
     /// Faces in `img`, after doubling it `upsample` times (each doubling finds
     /// faces half as large: 0 → about 80 px and up, 1 → 40 px, 2 → 20 px).
     pub fn detect(&self, img: &RgbImage, upsample: u32) -> Result<Vec<Detection>> {
+        self.detect_levels(img, upsample, usize::MAX)
+    }
+
+    /// [`FaceDetector::detect`] searching at most `max_levels` pyramid
+    /// levels (the image and its 5/6 reductions): faces up to about
+    /// 80 × 1.2^(max_levels - 1) pixels after the doublings. For a crop
+    /// whose face size is known roughly.
+    pub fn detect_levels(&self, img: &RgbImage, upsample: u32, max_levels: usize) -> Result<Vec<Detection>> {
         let mut scaled: Option<RgbImage> = None;
         for _ in 0..upsample {
             scaled = Some(pyramid_up2(scaled.as_ref().unwrap_or(img)));
         }
         let src = scaled.as_ref().unwrap_or(img);
-        let dets = self.detect_scaled(src)?;
+        let dets = self.detect_scaled(src, max_levels)?;
         Ok(dets
             .into_iter()
             .map(|d| Detection { rect: rect_down2(d.rect.to_drect(), upsample).round(), confidence: d.confidence })
             .collect())
     }
 
-    fn detect_scaled(&self, img: &RgbImage) -> Result<Vec<Detection>> {
+    fn detect_scaled(&self, img: &RgbImage, max_levels: usize) -> Result<Vec<Detection>> {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let tiling = Tiling::new(w, h, self.padding, self.outer_padding);
+        let tiling = Tiling::new(w, h, self.padding, self.outer_padding, max_levels);
         if tiling.rects.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
         let canvas = tiling.render(img, self.mean);
         let (nr, nc) = (tiling.rows, tiling.cols);
+        // Where a frame's time goes (RUST_LOG=osprey_models=debug): the
+        // pyramid canvas, then each convolution.
+        tracing::debug!(width = w, height = h, canvas_rows = nr, canvas_cols = nc,
+            ms = started.elapsed().as_secs_f64() * 1e3, "mmod pyramid");
         let mut x = Tensor::from_vec(canvas, (1, 3, nr, nc), &self.device).map_err(cerr)?;
-        for (conv, relu) in &self.convs {
+        for (layer, (conv, relu)) in self.convs.iter().enumerate() {
+            let started = std::time::Instant::now();
             // An image smaller than the network's field of view holds no
             // face (and an empty convolution output would fail in candle).
             let (_, _, h, w) = x.dims4().map_err(cerr)?;
@@ -112,6 +126,8 @@ impl FaceDetector {
             if *relu {
                 x = x.relu().map_err(cerr)?;
             }
+            tracing::debug!(layer, kernel = conv.kernel, stride = conv.stride(), shape = ?x.dims(),
+                ms = started.elapsed().as_secs_f64() * 1e3, "mmod conv");
         }
         let (_, _, oh, ow) = x.dims4().map_err(cerr)?;
         let scores: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
@@ -145,8 +161,9 @@ impl FaceDetector {
         Ok(kept)
     }
 
-    /// dlib's `test_box_overlap` (note: "union" is the bounding box of both).
-    fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
+    /// dlib's `test_box_overlap` (note: "union" is the bounding box of both):
+    /// whether non-maximum suppression keeps only one of `a` and `b`.
+    pub fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
         let inner = a.intersect(b).area() as f64;
         if inner == 0.0 {
             return false;
@@ -167,7 +184,8 @@ struct Tiling {
 }
 
 impl Tiling {
-    fn new(w: usize, h: usize, padding: usize, outer: usize) -> Tiling {
+    /// At most `max_levels` levels (at least one).
+    fn new(w: usize, h: usize, padding: usize, outer: usize, max_levels: usize) -> Tiling {
         let (padding, outer) = (padding as i64, outer as i64);
         let (mut nr, mut nc) = (h as i64, w as i64);
         if nr * nc == 0 {
@@ -178,7 +196,7 @@ impl Tiling {
         loop {
             nr = (rate * nr as f64).floor() as i64;
             nc = (rate * nc as f64).floor() as i64;
-            if nr * nc == 0 || nr < 5 {
+            if nr * nc == 0 || nr < 5 || rects.len() >= max_levels {
                 break;
             }
             rects.push(Rect::sized(nc, nr));
@@ -296,7 +314,7 @@ mod tests {
     #[test]
     fn tiling_keeps_levels_apart_and_inside_the_canvas() {
         for (w, h) in [(640, 480), (300, 300), (1200, 200), (81, 81)] {
-            let t = Tiling::new(w, h, 10, 11);
+            let t = Tiling::new(w, h, 10, 11, usize::MAX);
             let canvas = Rect::sized(t.cols as i64, t.rows as i64);
             assert_eq!(t.rects[0].width(), w as i64);
             for (i, a) in t.rects.iter().enumerate() {
