@@ -8,17 +8,16 @@
 //!   a `file_x,file_y,Decision` CSV): the images are embedded as `osprey embed
 //!   --largest-face` embeds them, and compared by cosine similarity.
 
-use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use arrow::array::{Array, Float32Array, Int64Array, RecordBatch, StringArray};
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
-use osprey_core::{Error, ErrorKind, OpenSetDecision};
-use osprey_eval::plot::{Mark, cmc_png, det_png};
-use osprey_eval::{Candidate, Search};
+use osprey_core::{Error, ErrorKind};
+use osprey_eval::plot::{Mark, det_png};
+use osprey_eval::report::{
+    JobResults, ModalityEvaluation, PairsPage, PlotRef, SearchEvalOptions, SearchReport, TruthRow, csv_error,
+    evaluate_search, load, pairs_report_html, parse_truth, record_line, search_charts, search_report_html,
+};
 use osprey_models::MODEL_NAME;
 use osprey_sql::SqlSession;
 use osprey_store::{Root, decode_parquet, layout, templates_from_batch};
@@ -112,243 +111,22 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     }
 }
 
-// ================================================================ truth
+// ================================================================ search
 
-/// One row of a truth CSV.
-#[derive(Debug, Clone)]
-struct TruthRow {
-    /// 1-based line in the file.
-    line: u64,
-    media: String,
-    /// `None`: not enrolled (`unknown`).
-    subject: Option<String>,
-}
-
-/// Reads a `media,subject` CSV (other columns are ignored; `#` starts a
-/// comment line). Errors name the file and line.
+/// Reads a truth CSV (see [`osprey_eval::report::parse_truth`]).
 fn read_truth(path: &Path) -> anyhow::Result<Vec<TruthRow>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot read truth file {}: {e}", path.display())))?;
-    parse_truth(&text, &path.display().to_string())
+    Ok(parse_truth(&text, &path.display().to_string())?)
 }
 
-fn parse_truth(text: &str, name: &str) -> anyhow::Result<Vec<TruthRow>> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let bad = |line: u64, what: String| Error::invalid(format!("{name} line {line}: {what}"));
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(text.as_bytes());
-    let header = reader.headers().map_err(|e| csv_error(name, &e))?.clone();
-    let column = |want: &str| header.iter().position(|h| h.eq_ignore_ascii_case(want));
-    let (Some(media_col), Some(subject_col)) = (column("media"), column("subject")) else {
-        let line = header.position().map_or(1, |p| p.line());
-        let found = header.iter().collect::<Vec<_>>().join(",");
-        return Err(bad(line, format!("the header must name the columns `media,subject`, found `{found}`")).into());
-    };
-    let mut rows = Vec::new();
-    let mut first_line: HashMap<String, u64> = HashMap::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| csv_error(name, &e))?;
-        let line = record_line(text, &record, true);
-        let media = record[media_col].trim_start_matches("./").to_string();
-        let subject = record[subject_col].to_string();
-        if media.is_empty() {
-            return Err(bad(line, "empty `media`".into()).into());
-        }
-        if subject.is_empty() {
-            return Err(bad(line, "empty `subject` (write `unknown` for a person not enrolled)".into()).into());
-        }
-        if let Some(first) = first_line.insert(media.clone(), line) {
-            return Err(bad(line, format!("media `{media}` is listed again (first at line {first})")).into());
-        }
-        let subject = (!subject.eq_ignore_ascii_case("unknown")).then_some(subject);
-        rows.push(TruthRow { line, media, subject });
-    }
-    if rows.is_empty() {
-        return Err(Error::invalid(format!("{name} has no truth rows under its `media,subject` header")).into());
-    }
-    Ok(rows)
-}
-
-/// The 1-based line a CSV record starts on. (The csv crate positions a
-/// record where the previous one ended: before line breaks and skipped
-/// comment lines.)
-fn record_line(text: &str, record: &csv::StringRecord, comments: bool) -> u64 {
-    let b = text.as_bytes();
-    let mut i = record.position().map_or(0, |p| p.byte() as usize).min(b.len());
-    loop {
-        while i < b.len() && (b[i] == b'\r' || b[i] == b'\n') {
-            i += 1;
-        }
-        if comments && i < b.len() && b[i] == b'#' && (i == 0 || b[i - 1] == b'\n') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        break;
-    }
-    1 + b[..i].iter().filter(|&&c| c == b'\n').count() as u64
-}
-
-fn csv_error(name: &str, e: &csv::Error) -> Error {
-    let line = e.position().map(|p| p.line());
-    let what = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("expected {expected_len} fields like the header, found {len}")
-        }
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
-        _ => e.to_string(),
-    };
-    match line {
-        Some(line) => Error::invalid(format!("{name} line {line}: {what}")),
-        None => Error::invalid(format!("{name}: {what}")),
-    }
-}
-
-/// The media of a job, indexed for matching truth rows to them.
-struct MediaIndex {
-    by_name: HashMap<String, Vec<String>>,
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-impl MediaIndex {
-    fn new<'a>(media: impl IntoIterator<Item = &'a String>) -> Self {
-        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
-        for m in media.into_iter().collect::<BTreeSet<_>>() {
-            by_name.entry(file_name(m).to_string()).or_default().push(m.clone());
-        }
-        Self { by_name }
-    }
-
-    /// The job media `truth` names: exactly, else by a path suffix starting
-    /// at a `/`, else by file name. `Err` lists the media when the deciding
-    /// rule matches more than one.
-    fn resolve(&self, truth: &str) -> Result<Option<&str>, (&'static str, Vec<&str>)> {
-        let Some(candidates) = self.by_name.get(file_name(truth)) else { return Ok(None) };
-        let suffix =
-            |m: &&String| m.ends_with(truth) && (truth.starts_with('/') || m[..m.len() - truth.len()].ends_with('/'));
-        let rules: [(&'static str, Vec<&str>); 3] = [
-            ("exactly", candidates.iter().filter(|m| *m == truth).map(String::as_str).collect()),
-            ("path suffix", candidates.iter().filter(suffix).map(String::as_str).collect()),
-            ("file name", candidates.iter().map(String::as_str).collect()),
-        ];
-        for (rule, found) in rules {
-            match found.len() {
-                0 => continue,
-                1 => return Ok(Some(found[0])),
-                _ => return Err((rule, found)),
-            }
-        }
-        Ok(None)
-    }
-}
-
-// ================================================================ search: data
-
-/// A probe template of the job, with its ranked candidates.
-#[derive(Debug, Clone, Default)]
-struct Probe {
-    template_id: String,
-    media: String,
-    track: Option<i64>,
-    t_start_ms: Option<i64>,
-    t_end_ms: Option<i64>,
-    thumbnail_uri: Option<String>,
-    decision: Option<String>,
-    threshold: Option<f32>,
-    /// (rank, subject, score) by rank; a row without a subject (an empty
-    /// gallery) is left out.
-    candidates: Vec<(i32, String, f32)>,
-}
-
-impl Probe {
-    fn top(&self) -> Option<&(i32, String, f32)> {
-        self.candidates.first()
-    }
-    fn is_match(&self) -> bool {
-        self.decision.as_deref() == Some(OpenSetDecision::Match.as_str())
-    }
-}
-
-/// A template of the job that was not searched: an input without a face.
-struct Failure {
-    media: String,
-    error: Option<String>,
-}
-
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a dyn Array> {
-    batch.column_by_name(name).map(|c| c.as_ref()).with_context(|| format!("query result has no `{name}` column"))
-}
-
-fn strings(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<Option<String>>> {
-    let c = cast(column(batch, name)?, &DataType::Utf8)?;
-    let a = c.as_any().downcast_ref::<StringArray>().context("cast to strings")?;
-    Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect())
-}
-
-fn ints(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
-    let c = cast(column(batch, name)?, &DataType::Int64)?;
-    let a = c.as_any().downcast_ref::<Int64Array>().context("cast to integers")?;
-    Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect())
-}
-
-fn floats(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<Option<f32>>> {
-    let c = cast(column(batch, name)?, &DataType::Float32)?;
-    let a = c.as_any().downcast_ref::<Float32Array>().context("cast to floats")?;
-    Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect())
-}
-
-/// The job's searched probes (from `results` joined to `templates`) and its
-/// templates that were never searched (inputs without a face).
-async fn load_job(root: &Root, job: &str) -> anyhow::Result<(Vec<Probe>, Vec<Failure>, usize)> {
+/// The job's searched probes of every modality (from `results` joined to
+/// `templates`) and its templates that were never searched.
+async fn load_job(root: &Root, job: &str) -> anyhow::Result<JobResults> {
     layout::check_name("job", job)?;
     let session = SqlSession::open(root).await?;
-    let batches = session
-        .query(&format!(
-            "SELECT r.probe_template_id AS probe, r.rank AS rnk, r.subject_id AS subject, r.score AS score, \
-             r.decision AS decision, r.threshold AS threshold, t.media_uri AS media, t.track_id AS track, \
-             t.t_start_ms AS t0, t.t_end_ms AS t1, t.thumbnail_uri AS thumb \
-             FROM results r LEFT JOIN templates t ON t.template_id = r.probe_template_id \
-             WHERE r.job_id = '{job}' ORDER BY r.probe_template_id, r.rank"
-        ))
-        .await?;
-    let mut probes: Vec<Probe> = Vec::new();
-    let mut orphans = BTreeSet::new();
-    for b in &batches {
-        let (ids, ranks, subjects, scores) =
-            (strings(b, "probe")?, ints(b, "rnk")?, strings(b, "subject")?, floats(b, "score")?);
-        let (decisions, thresholds, media) = (strings(b, "decision")?, floats(b, "threshold")?, strings(b, "media")?);
-        let (tracks, t0, t1, thumbs) = (ints(b, "track")?, ints(b, "t0")?, ints(b, "t1")?, strings(b, "thumb")?);
-        for i in 0..b.num_rows() {
-            let id = ids[i].clone().unwrap_or_default();
-            let Some(m) = media[i].clone() else {
-                orphans.insert(id);
-                continue;
-            };
-            if probes.last().is_none_or(|p| p.template_id != id) {
-                probes.push(Probe {
-                    template_id: id,
-                    media: m,
-                    track: tracks[i],
-                    t_start_ms: t0[i],
-                    t_end_ms: t1[i],
-                    thumbnail_uri: thumbs[i].clone(),
-                    decision: decisions[i].clone(),
-                    threshold: thresholds[i],
-                    candidates: Vec::new(),
-                });
-            }
-            let p = probes.last_mut().expect("pushed above");
-            let rank = ranks[i].unwrap_or(0) as i32;
-            if let (Some(s), Some(score)) = (subjects[i].clone(), scores[i])
-                && p.candidates.last().is_none_or(|c| c.0 != rank)
-            {
-                p.candidates.push((rank, s, score));
-            }
-        }
-    }
+    let batches = session.query(&load::results_query(job)?).await?;
+    let (probes, orphans) = load::probes_from_batches(&batches)?;
     if probes.is_empty() && orphans.is_empty() {
         return Err(Error::not_found(format!(
             "job `{job}` has no search results under {}; list the jobs with: osprey sql --root {} \
@@ -364,38 +142,8 @@ async fn load_job(root: &Root, job: &str) -> anyhow::Result<(Vec<Probe>, Vec<Fai
             orphans.len()
         );
     }
-    let batches = session
-        .query(&format!(
-            "SELECT media_uri AS media, error FROM templates WHERE job_id = '{job}' AND error IS NOT NULL \
-             AND media_uri IS NOT NULL ORDER BY media_uri"
-        ))
-        .await?;
-    let mut failures = Vec::new();
-    for b in &batches {
-        let (media, errors) = (strings(b, "media")?, strings(b, "error")?);
-        for (m, e) in media.into_iter().zip(errors) {
-            failures.push(Failure { media: m.unwrap_or_default(), error: e });
-        }
-    }
-    Ok((probes, failures, orphans.len()))
-}
-
-// ================================================================ search: metrics
-
-/// How a truth row fared.
-enum TruthOutcome<'a> {
-    /// Its media gave searched probes.
-    Searched,
-    /// Its media is in the job but no face was found (or it failed).
-    NotDetected(&'a Failure),
-    /// No media of the job matches it.
-    NotInJob,
-}
-
-/// One thumbnail of a report gallery.
-struct Shown<'a> {
-    probe: &'a Probe,
-    truth: Option<&'a str>,
+    let failures = load::failures_from_batches(&session.query(&load::failures_query(job)?).await?)?;
+    Ok(JobResults { job_id: job.to_string(), root: root.url().to_string(), probes, failures })
 }
 
 async fn search(args: SearchEvalArgs) -> anyhow::Result<()> {
@@ -407,318 +155,127 @@ async fn search(args: SearchEvalArgs) -> anyhow::Result<()> {
     }
     let truth = read_truth(&args.truth)?;
     let root = Root::open(&args.root)?;
-    let (probes, failures, _) = load_job(&root, &args.job).await?;
-
-    // Match the truth rows to the job's media.
-    let job_media: Vec<&String> = probes.iter().map(|p| &p.media).chain(failures.iter().map(|f| &f.media)).collect();
-    let index = MediaIndex::new(job_media.iter().copied());
-    let truth_name = args.truth.display().to_string();
-    let mut truth_of: HashMap<&str, &TruthRow> = HashMap::new();
-    let mut resolved: Vec<(&TruthRow, Option<&str>)> = Vec::new();
-    for row in &truth {
-        let media = index.resolve(&row.media).map_err(|(rule, found)| {
-            let shown: Vec<&str> = found.iter().take(5).copied().collect();
-            Error::invalid(format!(
-                "{truth_name} line {}: `{}` matches {} media of job `{}` by {rule} ({}{}); write more of the path",
-                row.line,
-                row.media,
-                found.len(),
-                args.job,
-                shown.join(", "),
-                if found.len() > 5 { ", …" } else { "" }
-            ))
-        })?;
-        if let Some(m) = media
-            && let Some(other) = truth_of.insert(m, row)
-        {
-            return Err(Error::invalid(format!(
-                "{truth_name} lines {} and {} both name media `{m}`: one subject per media file",
-                other.line, row.line
-            ))
-            .into());
-        }
-        resolved.push((row, media));
-    }
-    if truth_of.is_empty() {
-        let example = job_media.first().map_or(String::new(), |m| format!(", e.g. `{m}`"));
-        return Err(Error::invalid(format!(
-            "none of the {} media in {truth_name} (e.g. `{}`) is a media file of job `{}` ({} media{example}): \
-             name them by path or file name",
-            truth.len(),
-            truth[0].media,
-            args.job,
-            index.by_name.values().map(Vec::len).sum::<usize>()
-        ))
-        .into());
-    }
-    let searched: BTreeSet<&str> = probes.iter().map(|p| p.media.as_str()).collect();
-    let failure_of: HashMap<&str, &Failure> = failures.iter().map(|f| (f.media.as_str(), f)).collect();
-    let outcome = |media: Option<&str>| match media {
-        Some(m) if searched.contains(m) => TruthOutcome::Searched,
-        Some(m) => failure_of.get(m).map_or(TruthOutcome::NotInJob, |f| TruthOutcome::NotDetected(*f)),
-        None => TruthOutcome::NotInJob,
-    };
-
-    // Searches: every probe with truth, and a miss for each mated media
-    // without a face. Non-mated media without a face are not searches: they
-    // could not alarm, and counting them would lower FPIR.
-    let mut searches = Vec::new();
-    let mut evaluated: Vec<(&Probe, Option<&str>)> = Vec::new();
-    let mut without_truth = 0;
-    for p in &probes {
-        let Some(row) = truth_of.get(p.media.as_str()) else {
-            without_truth += 1;
-            continue;
-        };
-        searches.push(Search {
-            mate: row.subject.clone(),
-            candidates: p.candidates.iter().map(|c| Candidate { subject_id: c.1.clone(), score: c.2 }).collect(),
-        });
-        evaluated.push((p, row.subject.as_deref()));
-    }
-    let mut not_detected = Vec::new();
-    let mut not_in_job = Vec::new();
-    for &(row, media) in &resolved {
-        match outcome(media) {
-            TruthOutcome::Searched => {}
-            TruthOutcome::NotDetected(f) => {
-                if let Some(s) = &row.subject {
-                    searches.push(Search { mate: Some(s.clone()), candidates: Vec::new() });
-                }
-                not_detected.push((row, f));
-            }
-            TruthOutcome::NotInJob => not_in_job.push(row),
-        }
-    }
-    if !not_in_job.is_empty() {
-        eprintln!(
-            "warning: {} of {} truth rows name no media of job `{}` (e.g. line {}: `{}`); they are left out",
-            not_in_job.len(),
-            truth.len(),
-            args.job,
-            not_in_job[0].line,
-            not_in_job[0].media
-        );
-    }
-    let mated = searches.iter().filter(|s| s.mate.is_some()).count();
-    let nonmated = searches.len() - mated;
-    if searches.is_empty() {
-        return Err(
-            Error::invalid("nothing to evaluate: every matched truth row is non-mated with no face found").into()
-        );
+    let job = load_job(&root, &args.job).await?;
+    let options = SearchEvalOptions { fpir: args.fpir.clone(), max_rank: args.max_rank };
+    let mut report = evaluate_search(&job, &truth, &args.truth.display().to_string(), &options)?;
+    for w in &report.warnings {
+        eprintln!("{w}");
     }
 
-    // Metrics.
-    let cmc = if mated > 0 { osprey_eval::cmc(&searches, args.max_rank)? } else { Vec::new() };
-    let mut fnir_at_fpir = Vec::new();
-    let mut dir_at_far = Vec::new();
-    let mut det = Vec::new();
-    if mated > 0 && nonmated > 0 {
-        for &target in &args.fpir {
-            let (fnir, threshold) = osprey_eval::fnir_at_fpir(&searches, target, 1)?;
-            let fpir = osprey_eval::fpir(&searches, threshold)?;
-            fnir_at_fpir.push(json!({"target_fpir": target, "fpir": fpir, "fnir": fnir, "threshold": threshold}));
-            let mut ranks = vec![1];
-            if args.max_rank > 1 {
-                ranks.push(args.max_rank);
-            }
-            for rank in ranks {
-                let (dir, threshold) = osprey_eval::dir_at_far(&searches, target, rank)?;
-                dir_at_far.push(json!({"far": target, "rank": rank, "dir": dir, "threshold": threshold}));
-            }
-        }
-        det = osprey_eval::identification_det(&searches, 1)?;
-    }
-
-    // The job's own operating point, and the report's galleries, from the
-    // decisions stored with the results.
-    let thresholds: BTreeSet<u32> = evaluated.iter().filter_map(|(p, _)| p.threshold).map(f32::to_bits).collect();
-    let mut hits = Vec::new();
-    let mut misses = Vec::new();
-    let mut false_matches = Vec::new();
-    for &(p, truth) in &evaluated {
-        let top = p.top().map(|c| c.1.as_str());
-        match truth {
-            Some(s) if p.is_match() && top == Some(s) => hits.push(Shown { probe: p, truth }),
-            Some(_) => misses.push(Shown { probe: p, truth }),
-            None if p.is_match() => false_matches.push(Shown { probe: p, truth }),
-            None => {}
-        }
-    }
-    let mated_missed = misses.len() + not_detected.iter().filter(|(r, _)| r.subject.is_some()).count();
-    let stored_fnir = (mated > 0).then(|| mated_missed as f64 / mated as f64);
-    let stored_fpir = (nonmated > 0).then(|| false_matches.len() as f64 / nonmated as f64);
-    let operating = if thresholds.len() == 1 {
-        let t = f32::from_bits(*thresholds.first().expect("one threshold"));
-        let fnir = if mated > 0 { Some(osprey_eval::fnir(&searches, t, 1)?) } else { None };
-        let fpir = if nonmated > 0 { Some(osprey_eval::fpir(&searches, t)?) } else { None };
-        if fnir != stored_fnir || fpir != stored_fpir {
-            eprintln!(
-                "note: at threshold {t} the stored decisions give FNIR {stored_fnir:?}, FPIR {stored_fpir:?}; \
-                 recomputed (ties between candidates ranked pessimistically) FNIR {fnir:?}, FPIR {fpir:?}"
-            );
-        }
-        json!({"threshold": t, "fnir": fnir, "fpir": fpir, "source": "the threshold stored with the results"})
-    } else {
-        let ts: Vec<f32> = thresholds.iter().map(|b| f32::from_bits(*b)).collect();
-        json!({"threshold": null, "thresholds": ts, "fnir": stored_fnir, "fpir": stored_fpir,
-               "source": "the decisions stored with the results (their thresholds differ)"})
-    };
-
-    // Output.
+    // Charts and thumbnails beside the report.
     let out = &args.out;
     std::fs::create_dir_all(out.join("thumbs"))
         .map_err(|e| Error::new(ErrorKind::Storage, format!("cannot create {}: {e}", out.display())))?;
     let mut plots = Vec::new();
     let mut plot_notes = Vec::new();
-    if !cmc.is_empty() {
-        match cmc_png(&cmc, CHART_SIZE) {
+    for chart in search_charts(&report, CHART_SIZE) {
+        match chart.png {
             Ok(png) => {
-                write_file(&out.join("cmc.png"), &png)?;
-                plots.push(("cmc.png", "CMC: share of mated probes whose mate is within each rank"));
+                write_file(&out.join(chart.file), &png)?;
+                plots.push(PlotRef { src: chart.file.to_string(), caption: chart.caption });
             }
-            Err(e) => plot_notes.push(format!("cmc.png not drawn: {}", e.message())),
-        }
-    }
-    if !det.is_empty() {
-        let curve: Vec<(f64, f64)> = det.iter().map(|p| (p.fpir, p.fnir)).collect();
-        let marks: Vec<Mark> = match (&operating["fpir"], &operating["fnir"]) {
-            (Value::Number(x), Value::Number(y)) => vec![Mark {
-                label: format!(" job ({})", fmt_threshold(&operating["threshold"])),
-                x: x.as_f64().unwrap_or(0.0),
-                y: y.as_f64().unwrap_or(0.0),
-            }],
-            _ => Vec::new(),
-        };
-        match det_png(&curve, &marks, "FPIR (log scale)", "FNIR (rank 1)", CHART_SIZE) {
-            Ok(png) => {
-                write_file(&out.join("det.png"), &png)?;
-                plots.push((
-                    "det.png",
-                    if marks.is_empty() || marks[0].x > 0.0 {
-                        "DET: FNIR (rank 1) against FPIR over thresholds; red: the job's threshold"
-                    } else {
-                        "DET: FNIR (rank 1) against FPIR over thresholds; the job's threshold has FPIR 0, off the log axis"
-                    },
-                ));
-            }
-            Err(e) => plot_notes.push(format!("det.png not drawn: {}", e.message())),
+            Err(e) => plot_notes.push(format!("{} not drawn: {}", chart.file, e.message())),
         }
     }
     for n in &plot_notes {
         eprintln!("warning: {n}");
     }
-
     let limit = args.gallery_limit;
-    let mut thumbs: HashMap<&str, String> = HashMap::new();
-    for shown in hits.iter().take(limit).chain(misses.iter().take(limit)).chain(false_matches.iter().take(limit)) {
-        let p = shown.probe;
-        let Some(uri) = &p.thumbnail_uri else { continue };
-        match read_thumbnail(&root, uri).await {
-            Ok(bytes) => {
-                let name = format!("thumbs/{}.jpg", p.template_id);
-                write_file(&out.join(&name), &bytes)?;
-                thumbs.insert(&p.template_id, name);
-            }
-            Err(e) => eprintln!("warning: no thumbnail for probe {}: {}", p.template_id, e.message()),
+    let mut written: HashMap<String, Option<String>> = HashMap::new();
+    for shown in report.shown_probes_mut(limit) {
+        if let Some(done) = written.get(&shown.template_id) {
+            shown.thumbnail = done.clone();
+            continue;
         }
+        let Some(uri) = shown.thumbnail_uri.clone() else { continue };
+        let name = match read_thumbnail(&root, &uri).await {
+            Ok(bytes) => {
+                let name = format!("thumbs/{}.jpg", shown.template_id);
+                write_file(&out.join(&name), &bytes)?;
+                Some(name)
+            }
+            Err(e) => {
+                eprintln!("warning: no thumbnail for probe {}: {}", shown.template_id, e.message());
+                None
+            }
+        };
+        written.insert(shown.template_id.clone(), name.clone());
+        shown.thumbnail = name;
     }
-
-    let probe_json = |s: &Shown| {
-        let p = s.probe;
-        json!({
-            "template_id": p.template_id, "media": p.media, "track": p.track,
-            "t_start_ms": p.t_start_ms, "t_end_ms": p.t_end_ms, "truth": s.truth,
-            "decision": p.decision, "candidate": p.top().map(|c| &c.1), "score": p.top().map(|c| c.2),
-            "threshold": p.threshold, "thumbnail": thumbs.get(p.template_id.as_str()),
-        })
-    };
-    let detected_mated = evaluated.iter().filter(|e| e.1.is_some()).count();
-    let nd_mated = not_detected.iter().filter(|(r, _)| r.subject.is_some()).count();
-    let metrics = json!({
-        "job_id": args.job,
-        "root": root.url(),
-        "truth": truth_name,
-        "counts": {
-            "truth_rows": truth.len(),
-            "truth_mated": truth.iter().filter(|r| r.subject.is_some()).count(),
-            "truth_nonmated": truth.iter().filter(|r| r.subject.is_none()).count(),
-            "truth_not_in_job": not_in_job.len(),
-            "not_detected_mated": nd_mated,
-            "not_detected_nonmated": not_detected.len() - nd_mated,
-            "job_probe_templates": probes.len(),
-            "probes_without_truth": without_truth,
-            "mated_searches": mated,
-            "mated_probes_detected": detected_mated,
-            "nonmated_searches": nonmated,
-            "hits": hits.len(),
-            "misses": misses.len(),
-            "false_matches": false_matches.len(),
-        },
-        "cmc": cmc.iter().enumerate().map(|(i, r)| json!({"rank": i + 1, "rate": r})).collect::<Vec<_>>(),
-        "rank1": cmc.first(),
-        "fnir_at_fpir": fnir_at_fpir,
-        "dir_at_far": dir_at_far,
-        "operating_point": operating,
-        "det": det,
-        "galleries": {
-            "hits": hits.iter().map(probe_json).collect::<Vec<_>>(),
-            "misses": misses.iter().map(probe_json).collect::<Vec<_>>(),
-            "false_matches": false_matches.iter().map(probe_json).collect::<Vec<_>>(),
-        },
-        "not_detected": not_detected.iter().map(|(r, f)| json!({
-            "line": r.line, "media": f.media, "truth": r.subject, "error": f.error,
-        })).collect::<Vec<_>>(),
-        "not_in_job": not_in_job.iter().map(|r| json!({"line": r.line, "media": r.media})).collect::<Vec<_>>(),
-    });
-    write_file(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
-
-    let html = search_html(&metrics, &plots, &plot_notes, &hits, &misses, &false_matches, &thumbs, limit);
-    let report = out.join("report.html");
-    write_file(&report, html.as_bytes())?;
-
-    // Summary.
-    let rate = |v: &Value| v.as_f64().map_or("-".to_string(), |r| format!("{r:.4}"));
-    println!("osprey eval search: job {}", args.job);
-    println!(
-        "  {:<22} mated {mated} ({nd_mated} not detected), non-mated {nonmated}; {} probe templates without truth",
-        "searches", without_truth
-    );
-    if let Some(r1) = cmc.first() {
-        let r_at = |k: usize| cmc.get(k - 1).map_or("-".into(), |r| format!("{r:.4}"));
-        println!(
-            "  {:<22} {r1:.4} (rank 5 {}, rank {} {})",
-            "rank-1 rate",
-            r_at(5),
-            args.max_rank,
-            r_at(args.max_rank)
-        );
-    }
-    for p in &fnir_at_fpir {
-        println!(
-            "  {:<22} {} (threshold {}, FPIR reached {})",
-            format!("FNIR @ FPIR {}", p["target_fpir"]),
-            rate(&p["fnir"]),
-            fmt_threshold(&p["threshold"]),
-            rate(&p["fpir"])
-        );
-    }
-    println!(
-        "  {:<22} FNIR {}, FPIR {} at threshold {} ({} hits, {} misses, {} false matches)",
-        "job operating point",
-        rate(&operating["fnir"]),
-        rate(&operating["fpir"]),
-        fmt_threshold(&operating["threshold"]),
-        hits.len(),
-        misses.len(),
-        false_matches.len()
-    );
-    println!("  {:<22} {}", "report", report.display());
+    write_file(&out.join("metrics.json"), serde_json::to_string_pretty(&report.metrics_json())?.as_bytes())?;
+    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = search_report_html(&report, &plots, &plot_notes, limit, &generated)?;
+    let report_path = out.join("report.html");
+    write_file(&report_path, html.as_bytes())?;
+    print_search_summary(&report, &args, &report_path);
     Ok(())
 }
 
-fn fmt_threshold(v: &Value) -> String {
-    v.as_f64().map_or("varies".to_string(), |t| format!("{t:.4}"))
+/// The report's numbers on stdout: as a list for one modality, side by side
+/// for several.
+fn print_search_summary(report: &SearchReport, args: &SearchEvalArgs, report_path: &Path) {
+    let rate = |v: Option<f64>| v.map_or("-".to_string(), |r| format!("{r:.4}"));
+    let threshold = |t: Option<f32>| t.map_or("varies".to_string(), |t| format!("{t:.4}"));
+    let cmc_at = |m: &ModalityEvaluation, k: usize| m.cmc.get(k - 1).map_or("-".into(), |p| format!("{:.4}", p.rate));
+    println!("osprey eval search: job {}", args.job);
+    if let [m] = report.modalities.as_slice() {
+        let c = &m.counts;
+        println!(
+            "  {:<22} mated {} ({} not detected), non-mated {}; {} probe templates without truth",
+            "searches", c.mated_searches, c.not_detected_mated, c.nonmated_searches, c.probes_without_truth
+        );
+        if let Some(r1) = m.rank1 {
+            println!(
+                "  {:<22} {r1:.4} (rank 5 {}, rank {} {})",
+                "rank-1 rate",
+                cmc_at(m, 5),
+                args.max_rank,
+                cmc_at(m, args.max_rank)
+            );
+        }
+        for p in &m.fnir_at_fpir {
+            println!(
+                "  {:<22} {:.4} (threshold {:.4}, FPIR reached {:.4})",
+                format!("FNIR @ FPIR {}", p.target_fpir),
+                p.fnir,
+                p.threshold,
+                p.fpir
+            );
+        }
+        let op = &m.operating_point;
+        println!(
+            "  {:<22} FNIR {}, FPIR {} at threshold {} ({} hits, {} misses, {} false matches)",
+            "job operating point",
+            rate(op.fnir),
+            rate(op.fpir),
+            threshold(op.threshold),
+            c.hits,
+            c.misses,
+            c.false_matches
+        );
+    } else {
+        let ms = &report.modalities;
+        let row = |label: &str, cell: &dyn Fn(&ModalityEvaluation) -> String| {
+            let cells: String = ms.iter().map(|m| format!(" {:>10}", cell(m))).collect();
+            println!("  {label:<26}{cells}");
+        };
+        row("", &|m| m.modality.clone());
+        row("probes", &|m| m.counts.job_probe_templates.to_string());
+        row("mated searches", &|m| m.counts.mated_searches.to_string());
+        row("  not detected", &|m| m.counts.not_detected_mated.to_string());
+        row("non-mated searches", &|m| m.counts.nonmated_searches.to_string());
+        row("rank-1 rate", &|m| rate(m.rank1));
+        row("rank-5 rate", &|m| cmc_at(m, 5));
+        row(&format!("rank-{} rate", args.max_rank), &|m| cmc_at(m, args.max_rank));
+        for (i, target) in args.fpir.iter().enumerate() {
+            row(&format!("FNIR @ FPIR {target}"), &|m| rate(m.fnir_at_fpir.get(i).map(|p| p.fnir)));
+        }
+        row("job threshold", &|m| threshold(m.operating_point.threshold));
+        row("FNIR at job threshold", &|m| rate(m.operating_point.fnir));
+        row("FPIR at job threshold", &|m| rate(m.operating_point.fpir));
+        row("hits / misses / false", &|m| format!("{}/{}/{}", m.counts.hits, m.counts.misses, m.counts.false_matches));
+    }
+    println!("  {:<22} {}", "report", report_path.display());
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -741,239 +298,12 @@ async fn read_thumbnail(root: &Root, uri: &str) -> osprey_core::Result<bytes::By
     Root::open(folder)?.get(name).await
 }
 
-// ================================================================ HTML
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// An `<img>` that marks itself `data-loaded="true"` once it has decoded (a
-/// headless browser can check that every image of the page loaded).
-fn img(src: &str, alt: &str, class: &str) -> String {
-    format!(
-        "<img class=\"{class}\" src=\"{}\" alt=\"{}\" onload=\"if(this.naturalWidth>0)this.dataset.loaded='true'\">",
-        esc(src),
-        esc(alt)
-    )
-}
-
-const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222;max-width:1200px}\
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}\
-th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}\
-.plots img{max-width:100%;border:1px solid #ddd;margin:0 1em 1em 0}\
-.gallery{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:2em}\
-.card{border:1px solid #ccc;border-radius:4px;padding:6px;width:170px;font-size:12px;word-wrap:break-word}\
-.card img,.card .none{width:150px;height:150px;object-fit:contain;background:#eee;display:block}\
-.hit{border-color:#3a3}.miss{border-color:#d80}.false{border-color:#c22}.muted{color:#777}";
-
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <style>{STYLE}</style></head>\n<body>\n{body}</body></html>\n",
-        esc(title)
-    )
-}
-
-fn table(rows: &[(String, String)]) -> String {
-    let mut s = String::from("<table>\n");
-    for (k, v) in rows {
-        let _ = writeln!(s, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(k), esc(v));
-    }
-    s + "</table>\n"
-}
-
 fn num(v: &Value) -> String {
     match v {
         Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
         Value::Null => "-".into(),
         v => v.to_string().trim_matches('"').to_string(),
     }
-}
-
-fn time_range(p: &Probe) -> String {
-    match (p.t_start_ms, p.t_end_ms) {
-        (Some(a), Some(b)) => format!("{:.2}–{:.2} s", a as f64 / 1000.0, b as f64 / 1000.0),
-        _ => "still image".into(),
-    }
-}
-
-fn card(s: &Shown, kind: &str, thumbs: &HashMap<&str, String>) -> String {
-    let p = s.probe;
-    let picture = match thumbs.get(p.template_id.as_str()) {
-        Some(src) => img(src, &format!("face in {}", file_name(&p.media)), "thumb"),
-        None => "<div class=\"none\">no thumbnail</div>".into(),
-    };
-    let (who, score) = match p.top() {
-        Some((_, subject, score)) => (subject.as_str(), format!("{score:.4}")),
-        None => ("(no candidate)", "-".into()),
-    };
-    let verdict = match (kind, s.truth) {
-        ("hit", Some(t)) => format!("<b>{}</b>", esc(t)),
-        ("miss", Some(t)) if p.is_match() => format!("truth <b>{}</b>, matched <b>{}</b>", esc(t), esc(who)),
-        ("miss", Some(t)) => format!("truth <b>{}</b>, unknown (best {})", esc(t), esc(who)),
-        _ => format!("not enrolled, matched <b>{}</b>", esc(who)),
-    };
-    let track = p.track.map_or(String::new(), |t| format!(", track {t}"));
-    format!(
-        "<div class=\"card {kind}\">{picture}<div title=\"{}\">{}</div><div>{}{track}</div><div>{verdict}</div>\
-         <div>score {score} / threshold {}</div></div>\n",
-        esc(&p.media),
-        esc(file_name(&p.media)),
-        time_range(p),
-        p.threshold.map_or("-".into(), |t| format!("{t:.4}"))
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn search_html(
-    m: &Value,
-    plots: &[(&str, &str)],
-    plot_notes: &[String],
-    hits: &[Shown],
-    misses: &[Shown],
-    false_matches: &[Shown],
-    thumbs: &HashMap<&str, String>,
-    limit: usize,
-) -> String {
-    let c = &m["counts"];
-    let mut b = String::new();
-    let _ = writeln!(b, "<h1>Search evaluation: job <code>{}</code></h1>", esc(m["job_id"].as_str().unwrap_or("")));
-    let _ = writeln!(
-        b,
-        "<p class=\"muted\">Root {} · truth {} · generated {}</p>",
-        esc(m["root"].as_str().unwrap_or("")),
-        esc(m["truth"].as_str().unwrap_or("")),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    b.push_str("<h2>Summary</h2>\n");
-    let mut rows = vec![
-        (
-            "truth rows (mated / non-mated)".to_string(),
-            format!("{} ({} / {})", c["truth_rows"], c["truth_mated"], c["truth_nonmated"]),
-        ),
-        ("truth rows naming no media of the job".into(), c["truth_not_in_job"].to_string()),
-        (
-            "media without a face (mated / non-mated)".into(),
-            format!("{} / {}", c["not_detected_mated"], c["not_detected_nonmated"]),
-        ),
-        ("mated searches (faces + undetected media)".into(), c["mated_searches"].to_string()),
-        ("non-mated searches".into(), c["nonmated_searches"].to_string()),
-        ("probe templates without truth (ignored)".into(), c["probes_without_truth"].to_string()),
-        ("rank-1 identification rate".into(), num(&m["rank1"])),
-    ];
-    let op = &m["operating_point"];
-    rows.push(("job threshold".into(), fmt_threshold(&op["threshold"])));
-    rows.push(("FNIR at the job threshold".into(), num(&op["fnir"])));
-    rows.push(("FPIR at the job threshold".into(), num(&op["fpir"])));
-    b.push_str(&table(&rows));
-
-    if !plots.is_empty() || !plot_notes.is_empty() {
-        b.push_str("<h2>Plots</h2>\n<div class=\"plots\">\n");
-        for (src, caption) in plots {
-            let _ =
-                writeln!(b, "<figure>{}<figcaption>{}</figcaption></figure>", img(src, caption, "plot"), esc(caption));
-        }
-        for n in plot_notes {
-            let _ = writeln!(b, "<p class=\"muted\">{}</p>", esc(n));
-        }
-        b.push_str("</div>\n");
-    }
-
-    if let Some(points) = m["fnir_at_fpir"].as_array().filter(|p| !p.is_empty()) {
-        b.push_str("<h2>FNIR at FPIR (rank 1)</h2>\n<table><tr><th>target FPIR</th><th>FNIR</th><th>FPIR reached</th><th>threshold</th></tr>\n");
-        for p in points {
-            let _ = writeln!(
-                b,
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                p["target_fpir"],
-                num(&p["fnir"]),
-                num(&p["fpir"]),
-                num(&p["threshold"])
-            );
-        }
-        b.push_str("</table>\n<h2>DIR at FAR</h2>\n<table><tr><th>FAR (FPIR)</th><th>rank</th><th>DIR</th><th>threshold</th></tr>\n");
-        for p in m["dir_at_far"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                b,
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                p["far"],
-                p["rank"],
-                num(&p["dir"]),
-                num(&p["threshold"])
-            );
-        }
-        b.push_str("</table>\n");
-    } else {
-        b.push_str("<p class=\"muted\">FNIR at FPIR and the DET curve need both mated and non-mated probes.</p>\n");
-    }
-    if let Some(cmc) = m["cmc"].as_array().filter(|c| !c.is_empty()) {
-        b.push_str("<h2>CMC</h2>\n<div style=\"overflow-x:auto\"><table><tr><th>rank</th>");
-        for p in cmc {
-            let _ = write!(b, "<th>{}</th>", p["rank"]);
-        }
-        b.push_str("</tr><tr><th>rate</th>");
-        for p in cmc {
-            let _ = write!(b, "<td class=\"n\">{}</td>", num(&p["rate"]));
-        }
-        b.push_str("</tr></table></div>\n");
-    }
-
-    let galleries: [(&str, &str, &str, &[Shown]); 3] = [
-        ("hit", "Hits", "mated probes matched to their own subject at the job's threshold", hits),
-        ("miss", "Misses", "mated probes left unknown or matched to someone else", misses),
-        ("false", "False matches", "probes of people not enrolled that matched someone", false_matches),
-    ];
-    for (kind, title, what, shown) in galleries {
-        let _ = writeln!(
-            b,
-            "<h2>{title} ({})</h2>\n<p class=\"muted\">{what}{}</p>",
-            shown.len(),
-            if shown.len() > limit { format!("; the first {limit} are shown") } else { String::new() }
-        );
-        let _ = writeln!(b, "<div class=\"gallery\" id=\"{kind}\">");
-        for s in shown.iter().take(limit) {
-            b.push_str(&card(s, kind, thumbs));
-        }
-        b.push_str("</div>\n");
-    }
-    if let Some(nd) = m["not_detected"].as_array().filter(|n| !n.is_empty()) {
-        let _ = writeln!(
-            b,
-            "<h2>No face found ({})</h2>\n<p class=\"muted\">Mated ones count as misses; non-mated ones are not searches.</p>\n<table><tr><th>line</th><th>media</th><th>truth</th><th>error</th></tr>",
-            nd.len()
-        );
-        for n in nd {
-            let _ = writeln!(
-                b,
-                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                n["line"],
-                esc(n["media"].as_str().unwrap_or("")),
-                esc(n["truth"].as_str().unwrap_or("unknown")),
-                esc(n["error"].as_str().unwrap_or(""))
-            );
-        }
-        b.push_str("</table>\n");
-    }
-    b.push_str(
-        "<h2>How this is measured</h2>\n<p>Each truth row gives one subject (or <i>unknown</i>) to every face or \
-         track template of its media file. A media file is matched exactly, else by a path suffix, else by file \
-         name. FPIR is the share of non-mated probes whose best candidate scores at or above the threshold; FNIR \
-         the share of mated probes (media without a face included) whose mate is not the top candidate at or \
-         above it; a mate tied with another candidate ranks behind it. The galleries use the decisions stored \
-         with the job's results. All numbers are in metrics.json.</p>\n",
-    );
-    page(&format!("osprey eval: job {}", m["job_id"].as_str().unwrap_or("")), &b)
 }
 
 // ================================================================ pairs
@@ -1246,14 +576,14 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
     write_file(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
     let curve: Vec<(f64, f64)> = det.iter().map(|p| (p.fmr, p.fnmr)).collect();
     let mark = Mark { label: format!(" EER {eer:.3}"), x: eer, y: eer };
-    let plot = match det_png(&curve, &[mark], "FMR (log scale)", "FNMR", CHART_SIZE) {
+    let (plot, plot_note) = match det_png(&curve, &[mark], "FMR (log scale)", "FNMR", CHART_SIZE) {
         Ok(png) => {
             write_file(&out.join("det.png"), &png)?;
-            img("det.png", "DET: FNMR against FMR", "plot")
+            (Some("det.png".to_string()), None)
         }
         Err(e) => {
             eprintln!("warning: det.png not drawn: {}", e.message());
-            format!("<p class=\"muted\">det.png not drawn: {}</p>", esc(e.message()))
+            (None, Some(format!("det.png not drawn: {}", e.message())))
         }
     };
     let mut rows = vec![
@@ -1269,36 +599,24 @@ async fn pairs(args: PairsArgs) -> anyhow::Result<()> {
             format!("{} (threshold {})", num(&t["tar"]), num(&t["threshold"])),
         ));
     }
-    let mut body = format!(
-        "<h1>Verification: {}</h1>\n<p class=\"muted\">Images {} · model {} · generated {}</p>\n{}\
-         <div class=\"plots\"><figure>{plot}<figcaption>DET: FNMR against FMR over thresholds; red: the EER</figcaption></figure></div>\n",
-        esc(&name),
-        esc(&args.images.display().to_string()),
-        esc(&args.model),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        table(&rows)
-    );
-    if !no_face.is_empty() {
-        body.push_str("<h2>Images without a face</h2>\n<ul>\n");
-        for f in &no_face {
-            let _ = writeln!(body, "<li>{}</li>", esc(f));
-        }
-        body.push_str("</ul>\n");
-    }
-    let _ = writeln!(
-        body,
-        "<h2>How this is measured</h2>\n<p>Each image's largest face is embedded; a pair scores the cosine \
-         similarity of its two embeddings, and a pair with an image without a face is rejected at every threshold. \
-         Accuracy is {folds}-fold: each fold is classified at the threshold that is most accurate on the others \
-         ({}).</p>",
-        if format == PairsFormat::Lfw {
-            "folds in file order, as LFW's pairs.txt defines them"
+    let page = PairsPage {
+        name: name.clone(),
+        images: args.images.display().to_string(),
+        model: args.model.clone(),
+        generated: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        rows,
+        no_face: no_face.iter().map(|f| f.to_string()).collect(),
+        folds,
+        fold_rule: if format == PairsFormat::Lfw {
+            "folds in file order, as LFW's pairs.txt defines them".into()
         } else {
-            "folds stratified by kind of pair"
-        }
-    );
+            "folds stratified by kind of pair".into()
+        },
+        plot,
+        plot_note,
+    };
     let report = out.join("report.html");
-    write_file(&report, page(&format!("osprey eval: {name}"), &body).as_bytes())?;
+    write_file(&report, pairs_report_html(&page)?.as_bytes())?;
     println!("  {:<22} {}", "report", report.display());
     Ok(())
 }
@@ -1311,43 +629,6 @@ fn finite(v: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truth_csv_rules() {
-        let rows = parse_truth("media,subject\r\na/x.jpg, amy \n# comment\n\"b,c.jpg\",unknown\n", "t.csv").unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].line, rows[0].media.as_str(), rows[0].subject.as_deref()), (2, "a/x.jpg", Some("amy")));
-        assert_eq!((rows[1].line, rows[1].media.as_str(), rows[1].subject.as_deref()), (4, "b,c.jpg", None));
-
-        let err = |text: &str| parse_truth(text, "t.csv").unwrap_err().to_string();
-        assert!(err("media,subject\nx.jpg,amy\ny.jpg,amy,extra\n").contains("t.csv line 3: expected 2 fields"));
-        assert!(err("file,who\nx.jpg,amy\n").contains("line 1: the header must name"));
-        assert!(err("media,subject\nx.jpg,\n").contains("line 2: empty `subject`"));
-        assert!(
-            err("media,subject\nx.jpg,a\n./x.jpg,b\n")
-                .contains("line 3: media `x.jpg` is listed again (first at line 2)")
-        );
-        assert!(err("media,subject\n").contains("no truth rows"));
-    }
-
-    #[test]
-    fn media_matching_rules() {
-        let media: Vec<String> =
-            ["/data/a/x.jpg", "/data/b/x.jpg", "/data/b/y.jpg", "s3://bucket/clips/z.mp4", "/data/xx.jpg"]
-                .map(String::from)
-                .to_vec();
-        let index = MediaIndex::new(&media);
-        assert_eq!(index.resolve("/data/a/x.jpg"), Ok(Some("/data/a/x.jpg")));
-        assert_eq!(index.resolve("a/x.jpg"), Ok(Some("/data/a/x.jpg")));
-        assert_eq!(index.resolve("y.jpg"), Ok(Some("/data/b/y.jpg")));
-        assert_eq!(index.resolve("other/y.jpg"), Ok(Some("/data/b/y.jpg")), "by file name");
-        assert_eq!(index.resolve("clips/z.mp4"), Ok(Some("s3://bucket/clips/z.mp4")));
-        assert_eq!(index.resolve("x.jpg").unwrap_err().0, "path suffix");
-        assert_eq!(index.resolve("c/x.jpg").unwrap_err().0, "file name");
-        assert_eq!(index.resolve("w.jpg"), Ok(None));
-        // A suffix starts at a `/`: `x.jpg` is not a suffix of `xx.jpg`.
-        assert_eq!(index.resolve("data/xx.jpg"), Ok(Some("/data/xx.jpg")));
-    }
 
     #[test]
     fn lfw_pairs_txt() {
@@ -1375,13 +656,5 @@ mod tests {
         assert_eq!(pairs[0], Pair { a: "/d/img1.jpg".into(), b: "/d/img2.jpg".into(), same: true });
         let e = parse_pairs("file_x,file_y,Decision\na,b,Maybe\n", Path::new("/d"), "m.csv").unwrap_err();
         assert!(e.to_string().contains("m.csv line 2: Decision must be Yes or No"), "{e}");
-    }
-
-    #[test]
-    fn html_escapes_and_marks_images() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-        let tag = img("thumbs/a\".jpg", "x", "plot");
-        assert!(tag.contains("src=\"thumbs/a&quot;.jpg\""));
-        assert!(tag.contains("onload=\"if(this.naturalWidth>0)this.dataset.loaded='true'\""));
     }
 }

@@ -10,11 +10,12 @@
 //! Operating points are reported with the threshold that achieves them. The
 //! definitions are cross-checked against independent Python implementations
 //! (`pyeer`, `bob.measure`) by `tests/reference.rs`. [`plot`] draws the CMC
-//! and DET charts of evaluation reports.
+//! and DET charts of evaluation reports, and [`report`] builds the reports.
 #![warn(missing_docs)]
 
 mod identification;
 pub mod plot;
+pub mod report;
 mod verification;
 
 pub use identification::{

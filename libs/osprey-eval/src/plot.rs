@@ -37,15 +37,46 @@ pub struct Mark {
     pub y: f64,
 }
 
+/// A curve's colour by its position among a chart's curves (the first is
+/// blue, as single-curve charts have always been drawn).
+const PALETTE: [RGBColor; 5] =
+    [BLUE, RGBColor(0, 150, 0), RGBColor(230, 120, 0), RGBColor(40, 40, 40), RGBColor(160, 0, 200)];
+
+fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// One named curve of a chart with several.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Shown in the legend (a chart of one curve without a label has no legend).
+    pub label: String,
+    /// The curve's points, `(x, y)`.
+    pub points: Vec<(f64, f64)>,
+}
+
 /// The CMC chart: identification rate (0 to 1) against rank, `cmc[k - 1]`
 /// being the rate at rank `k`.
 pub fn cmc_png(cmc: &[f64], size: (u32, u32)) -> Result<Vec<u8>> {
-    if cmc.is_empty() {
+    cmc_chart_png(&[(String::new(), cmc.to_vec())], size)
+}
+
+/// The CMC chart of several curves, each `(label, cmc)` as [`cmc_png`]
+/// takes it, with a legend when there is more than one or it is labelled.
+pub fn cmc_chart_png(curves: &[(String, Vec<f64>)], size: (u32, u32)) -> Result<Vec<u8>> {
+    if curves.is_empty() || curves.iter().any(|(_, c)| c.is_empty()) {
         return Err(Error::invalid("an empty CMC cannot be plotted"));
     }
-    let points: Vec<(f64, f64)> = cmc.iter().enumerate().map(|(i, &r)| ((i + 1) as f64, r)).collect();
+    let series: Vec<Series> = curves
+        .iter()
+        .map(|(label, cmc)| Series {
+            label: label.clone(),
+            points: cmc.iter().enumerate().map(|(i, &r)| ((i + 1) as f64, r)).collect(),
+        })
+        .collect();
+    let ranks = curves.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
     render(size, |area| {
-        let max_rank = cmc.len() as f64;
+        let max_rank = ranks as f64;
         let mut chart = ChartBuilder::on(&area)
             .caption("Cumulative match characteristic", (FAMILY, 22))
             .margin(16)
@@ -57,16 +88,24 @@ pub fn cmc_png(cmc: &[f64], size: (u32, u32)) -> Result<Vec<u8>> {
             .configure_mesh()
             .x_desc("Rank")
             .y_desc("Identification rate")
-            .x_labels(cmc.len().min(20))
+            .x_labels(ranks.min(20))
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| format!("{y:.1}"))
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 16))
             .draw()
             .map_err(draw_err)?;
-        chart.draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2))).map_err(draw_err)?;
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, BLUE.filled()))).map_err(draw_err)?;
-        Ok(())
+        for (i, s) in series.iter().enumerate() {
+            let c = colour(i);
+            let line =
+                chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2))).map_err(draw_err)?;
+            if !s.label.is_empty() {
+                line.label(s.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            }
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(draw_err)?;
+        }
+        legend(&mut chart, &series, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -75,9 +114,31 @@ pub fn cmc_png(cmc: &[f64], size: (u32, u32)) -> Result<Vec<u8>> {
 /// `(false alarm rate, miss rate)` points; those with a false alarm rate of 0,
 /// which a log axis cannot show, are left out, as are marks there.
 pub fn det_png(curve: &[(f64, f64)], marks: &[Mark], x_desc: &str, y_desc: &str, size: (u32, u32)) -> Result<Vec<u8>> {
-    let shown: Vec<(f64, f64)> = curve.iter().copied().filter(|p| p.0 > 0.0 && p.0.is_finite()).collect();
+    det_chart_png(&[Series { label: String::new(), points: curve.to_vec() }], marks, x_desc, y_desc, size)
+}
+
+/// A DET chart of several curves, as [`det_png`] draws one, with a legend
+/// when there is more than one or it is labelled. Marks are drawn in red.
+pub fn det_chart_png(
+    curves: &[Series],
+    marks: &[Mark],
+    x_desc: &str,
+    y_desc: &str,
+    size: (u32, u32),
+) -> Result<Vec<u8>> {
+    if curves.is_empty() {
+        return Err(Error::invalid("a DET chart needs a curve"));
+    }
+    let shown: Vec<Series> = curves
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: s.points.iter().copied().filter(|p| p.0 > 0.0 && p.0.is_finite()).collect(),
+        })
+        .collect();
     let marks: Vec<&Mark> = marks.iter().filter(|m| m.x > 0.0 && m.x.is_finite()).collect();
-    let smallest = shown.iter().map(|p| p.0).chain(marks.iter().map(|m| m.x)).fold(1.0f64, f64::min);
+    let smallest =
+        shown.iter().flat_map(|s| s.points.iter().map(|p| p.0)).chain(marks.iter().map(|m| m.x)).fold(1.0f64, f64::min);
     // Whole decades, at least three, so the log axis has labelled ticks.
     // (A hair below the decade, so that its tick is drawn.)
     let low = 10f64.powf(smallest.log10().floor().min(-3.0)) * 0.98;
@@ -101,16 +162,47 @@ pub fn det_png(curve: &[(f64, f64)], marks: &[Mark], x_desc: &str, y_desc: &str,
             .map_err(draw_err)?;
         // Steps: the miss rate holds until the next threshold lowers the
         // false alarm rate.
-        chart.draw_series(LineSeries::new(shown.iter().copied(), BLUE.stroke_width(2))).map_err(draw_err)?;
-        chart.draw_series(shown.iter().map(|&p| Circle::new(p, 2, BLUE.filled()))).map_err(draw_err)?;
+        for (i, s) in shown.iter().enumerate() {
+            let c = colour(i);
+            let line =
+                chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2))).map_err(draw_err)?;
+            if !s.label.is_empty() {
+                line.label(s.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            }
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 2, c.filled()))).map_err(draw_err)?;
+        }
         for m in &marks {
             chart.draw_series(std::iter::once(Circle::new((m.x, m.y), 5, RED.filled()))).map_err(draw_err)?;
             chart
                 .draw_series(std::iter::once(Text::new(m.label.clone(), (m.x, m.y), (FAMILY, 14).into_font())))
                 .map_err(draw_err)?;
         }
-        Ok(())
+        legend(&mut chart, &shown, SeriesLabelPosition::UpperRight)
     })
+}
+
+/// Draws the legend of labelled curves, if any is.
+fn legend<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    series: &[Series],
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+{
+    if series.iter().all(|s| s.label.is_empty()) {
+        return Ok(());
+    }
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 14))
+        .draw()
+        .map_err(draw_err)
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
@@ -217,6 +309,27 @@ mod tests {
         let img = decode(&det);
         assert_eq!(img.dimensions(), (500, 300));
         assert!(img.pixels().any(|p| p.0 == [255, 0, 0]), "the mark is drawn in red");
+    }
+
+    #[test]
+    fn charts_of_several_curves_draw_each_in_its_colour() {
+        if font_path().is_none() {
+            eprintln!("skipped: no font on this machine");
+            return;
+        }
+        let green = |img: &image::RgbImage| img.pixels().filter(|p| p.0 == [0, 150, 0]).count();
+        let one = decode(&cmc_png(&[0.5, 0.75, 0.8, 1.0], (640, 400)).unwrap());
+        assert_eq!(green(&one), 0);
+        let curves = vec![("face".to_string(), vec![0.5, 0.75, 0.8, 1.0]), ("body".to_string(), vec![0.25, 0.5, 0.5])];
+        let two = decode(&cmc_chart_png(&curves, (640, 400)).unwrap());
+        assert!(green(&two) > 100, "the second curve is green");
+        let series = vec![
+            Series { label: "face".into(), points: vec![(1.0, 0.0), (0.1, 0.2), (0.01, 0.5)] },
+            Series { label: "fused".into(), points: vec![(1.0, 0.0), (0.1, 0.1), (0.001, 0.3)] },
+        ];
+        let det = decode(&det_chart_png(&series, &[], "FPIR", "FNIR", (640, 400)).unwrap());
+        assert!(green(&det) > 50 && det.pixels().any(|p| p.0 == [0, 0, 255]));
+        assert!(cmc_chart_png(&[], (640, 400)).is_err() && det_chart_png(&[], &[], "x", "y", (640, 400)).is_err());
     }
 
     #[test]

@@ -1,0 +1,190 @@
+//! Ground truth for search evaluation: a `media,subject` CSV, and the rules
+//! that match its media names to the media of a job.
+
+use std::collections::{BTreeSet, HashMap};
+
+use osprey_core::{Error, Result};
+
+/// One row of a truth CSV.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TruthRow {
+    /// 1-based line in the file.
+    pub line: u64,
+    /// The media it names (a path, a path suffix or a file name).
+    pub media: String,
+    /// The gallery subject in it; `None`: not enrolled (`unknown`).
+    pub subject: Option<String>,
+}
+
+/// Parses a `media,subject` CSV (other columns are ignored; `#` starts a
+/// comment line; a leading `./` of a media name is dropped; `unknown`, in
+/// any case, is a person not enrolled). `name` names the file in errors,
+/// which give its line.
+pub fn parse_truth(text: &str, name: &str) -> Result<Vec<TruthRow>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let bad = |line: u64, what: String| Error::invalid(format!("{name} line {line}: {what}"));
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(text.as_bytes());
+    let header = reader.headers().map_err(|e| csv_error(name, &e))?.clone();
+    let column = |want: &str| header.iter().position(|h| h.eq_ignore_ascii_case(want));
+    let (Some(media_col), Some(subject_col)) = (column("media"), column("subject")) else {
+        let line = header.position().map_or(1, |p| p.line());
+        let found = header.iter().collect::<Vec<_>>().join(",");
+        return Err(bad(line, format!("the header must name the columns `media,subject`, found `{found}`")));
+    };
+    let mut rows = Vec::new();
+    let mut first_line: HashMap<String, u64> = HashMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(name, &e))?;
+        let line = record_line(text, &record, true);
+        let media = record[media_col].trim_start_matches("./").to_string();
+        let subject = record[subject_col].to_string();
+        if media.is_empty() {
+            return Err(bad(line, "empty `media`".into()));
+        }
+        if subject.is_empty() {
+            return Err(bad(line, "empty `subject` (write `unknown` for a person not enrolled)".into()));
+        }
+        if let Some(first) = first_line.insert(media.clone(), line) {
+            return Err(bad(line, format!("media `{media}` is listed again (first at line {first})")));
+        }
+        let subject = (!subject.eq_ignore_ascii_case("unknown")).then_some(subject);
+        rows.push(TruthRow { line, media, subject });
+    }
+    if rows.is_empty() {
+        return Err(Error::invalid(format!("{name} has no truth rows under its `media,subject` header")));
+    }
+    Ok(rows)
+}
+
+/// The 1-based line a CSV record starts on. (The csv crate positions a
+/// record where the previous one ended: before line breaks and, when
+/// `comments`, skipped `#` lines.)
+pub fn record_line(text: &str, record: &csv::StringRecord, comments: bool) -> u64 {
+    let b = text.as_bytes();
+    let mut i = record.position().map_or(0, |p| p.byte() as usize).min(b.len());
+    loop {
+        while i < b.len() && (b[i] == b'\r' || b[i] == b'\n') {
+            i += 1;
+        }
+        if comments && i < b.len() && b[i] == b'#' && (i == 0 || b[i - 1] == b'\n') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        break;
+    }
+    1 + b[..i].iter().filter(|&&c| c == b'\n').count() as u64
+}
+
+/// A CSV error as an invalid-input error naming the file and line.
+pub fn csv_error(name: &str, e: &csv::Error) -> Error {
+    let line = e.position().map(|p| p.line());
+    let what = match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("expected {expected_len} fields like the header, found {len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        _ => e.to_string(),
+    };
+    match line {
+        Some(line) => Error::invalid(format!("{name} line {line}: {what}")),
+        None => Error::invalid(format!("{name}: {what}")),
+    }
+}
+
+/// The last `/`-separated part of a path or URL.
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The media of a job, indexed for matching truth rows to them.
+pub struct MediaIndex {
+    by_name: HashMap<String, Vec<String>>,
+}
+
+impl MediaIndex {
+    /// Indexes `media` (repeats are fine).
+    pub fn new<'a>(media: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for m in media.into_iter().collect::<BTreeSet<_>>() {
+            by_name.entry(file_name(m).to_string()).or_default().push(m.clone());
+        }
+        Self { by_name }
+    }
+
+    /// How many distinct media are indexed.
+    pub fn len(&self) -> usize {
+        self.by_name.values().map(Vec::len).sum()
+    }
+
+    /// Whether no media are indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The job media `truth` names: exactly, else by a path suffix starting
+    /// at a `/`, else by file name. `Err` names the deciding rule and lists
+    /// the media when it matches more than one.
+    pub fn resolve(&self, truth: &str) -> std::result::Result<Option<&str>, (&'static str, Vec<&str>)> {
+        let Some(candidates) = self.by_name.get(file_name(truth)) else { return Ok(None) };
+        let suffix =
+            |m: &&String| m.ends_with(truth) && (truth.starts_with('/') || m[..m.len() - truth.len()].ends_with('/'));
+        let rules: [(&'static str, Vec<&str>); 3] = [
+            ("exactly", candidates.iter().filter(|m| *m == truth).map(String::as_str).collect()),
+            ("path suffix", candidates.iter().filter(suffix).map(String::as_str).collect()),
+            ("file name", candidates.iter().map(String::as_str).collect()),
+        ];
+        for (rule, found) in rules {
+            match found.len() {
+                0 => continue,
+                1 => return Ok(Some(found[0])),
+                _ => return Err((rule, found)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truth_csv_rules() {
+        let rows = parse_truth("media,subject\r\na/x.jpg, amy \n# comment\n\"b,c.jpg\",unknown\n", "t.csv").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].line, rows[0].media.as_str(), rows[0].subject.as_deref()), (2, "a/x.jpg", Some("amy")));
+        assert_eq!((rows[1].line, rows[1].media.as_str(), rows[1].subject.as_deref()), (4, "b,c.jpg", None));
+
+        let err = |text: &str| parse_truth(text, "t.csv").unwrap_err().to_string();
+        assert!(err("media,subject\nx.jpg,amy\ny.jpg,amy,extra\n").contains("t.csv line 3: expected 2 fields"));
+        assert!(err("file,who\nx.jpg,amy\n").contains("line 1: the header must name"));
+        assert!(err("media,subject\nx.jpg,\n").contains("line 2: empty `subject`"));
+        assert!(
+            err("media,subject\nx.jpg,a\n./x.jpg,b\n")
+                .contains("line 3: media `x.jpg` is listed again (first at line 2)")
+        );
+        assert!(err("media,subject\n").contains("no truth rows"));
+    }
+
+    #[test]
+    fn media_matching_rules() {
+        let media: Vec<String> =
+            ["/data/a/x.jpg", "/data/b/x.jpg", "/data/b/y.jpg", "s3://bucket/clips/z.mp4", "/data/xx.jpg"]
+                .map(String::from)
+                .to_vec();
+        let index = MediaIndex::new(&media);
+        assert_eq!(index.len(), 5);
+        assert_eq!(index.resolve("/data/a/x.jpg"), Ok(Some("/data/a/x.jpg")));
+        assert_eq!(index.resolve("a/x.jpg"), Ok(Some("/data/a/x.jpg")));
+        assert_eq!(index.resolve("y.jpg"), Ok(Some("/data/b/y.jpg")));
+        assert_eq!(index.resolve("other/y.jpg"), Ok(Some("/data/b/y.jpg")), "by file name");
+        assert_eq!(index.resolve("clips/z.mp4"), Ok(Some("s3://bucket/clips/z.mp4")));
+        assert_eq!(index.resolve("x.jpg").unwrap_err().0, "path suffix");
+        assert_eq!(index.resolve("c/x.jpg").unwrap_err().0, "file name");
+        assert_eq!(index.resolve("w.jpg"), Ok(None));
+        // A suffix starts at a `/`: `x.jpg` is not a suffix of `xx.jpg`.
+        assert_eq!(index.resolve("data/xx.jpg"), Ok(Some("/data/xx.jpg")));
+    }
+}
