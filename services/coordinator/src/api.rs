@@ -46,6 +46,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/report", post(job_report))
         .route("/v1/search", post(search).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/sql", post(sql))
         .route("/v1/tasks/lease", post(lease_task))
@@ -611,7 +612,17 @@ async fn search(
                 rows,
             })
             .collect();
-        let rows = fuse_persons("", rule, &inputs, k, None);
+        // Fused thresholds for the FPIR on the gallery's own people (kept
+        // between searches until an index changes), unless a raw threshold was given.
+        let calibrated = match ask.threshold {
+            Some(_) => None,
+            None => {
+                let parts: Vec<(Modality, ScoreCalibration)> =
+                    searched.iter().filter(|s| !s.3.is_empty()).map(|s| (s.0, s.1.clone())).collect();
+                c.fused_thresholds_of(&ask.gallery, &parts, rule, ask.fpir).await?
+            }
+        };
+        let rows = fuse_persons("", rule, &inputs, k, calibrated.as_ref());
         for r in rows.iter().filter(|r| r.rank == 1) {
             audit.push(audit_row(
                 &ask.gallery,
@@ -1007,4 +1018,71 @@ async fn fail_task(
     caller.require(OPERATE, "the worker protocol")?;
     let Json(f) = body?;
     Ok(Json(TaskAck { keep_going: c.fail(&id, &f).await? }))
+}
+
+// ---------------------------------------------------------------- evaluation report
+
+/// Most probes shown (with thumbnails) in each gallery of a served report.
+const REPORT_GALLERY_LIMIT: usize = 100;
+
+/// A search job's results scored against ground truth, as `osprey eval
+/// search` scores them: the body is the truth CSV (`media,subject`, one row
+/// per media file, `unknown` for a person not enrolled). Answers the HTML
+/// report (charts and thumbnails inline), per modality and fused; with
+/// `Accept: application/json`, its numbers (the CLI's `metrics.json`).
+#[utoipa::path(post, path = "/v1/jobs/{id}/report", params(("id" = String, Path, description = "job id")),
+    request_body(content = String, content_type = "text/csv", description = "truth CSV with the header `media,subject`"),
+    responses((status = 200, content_type = "text/html", body = String, description = "the report (JSON with Accept: application/json)"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn job_report(
+    State(c): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    use osprey_eval::report::{self as eval, load};
+    caller.require(ALL, "reading a job report")?;
+    check_job_id(&id)?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the truth CSV is not UTF-8"))?;
+    let truth = eval::parse_truth(text, "the truth CSV")?;
+    let session = SqlSession::open(&c.root).await?;
+    let (probes, _) = load::probes_from_batches(&session.query(&load::results_query(&id)?).await?)?;
+    if probes.is_empty() {
+        return Err(ApiError::not_found(format!("job `{id}` has no search results")));
+    }
+    let failures = load::failures_from_batches(&session.query(&load::failures_query(&id)?).await?)?;
+    let job = eval::JobResults { job_id: id.clone(), root: c.root.url().to_string(), probes, failures };
+    let mut report = eval::evaluate_search(&job, &truth, "the truth CSV", &eval::SearchEvalOptions::default())?;
+    let wants_json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        return Ok(Json(report.metrics_json()).into_response());
+    }
+    let (mut plots, mut notes) = (Vec::new(), Vec::new());
+    for chart in eval::search_charts(&report, (800, 500)) {
+        match chart.png {
+            Ok(png) => plots.push(eval::PlotRef { src: eval::data_uri("image/png", &png), caption: chart.caption }),
+            Err(e) => notes.push(format!("{} not drawn: {}", chart.file, e.message())),
+        }
+    }
+    // Thumbnails inline, read from the root only (never from other URLs).
+    let base = c.root.url_of("");
+    let base = base.trim_end_matches('/').to_string();
+    let mut inline: std::collections::HashMap<String, Option<String>> = Default::default();
+    for shown in report.shown_probes_mut(REPORT_GALLERY_LIMIT) {
+        if let Some(done) = inline.get(&shown.template_id) {
+            shown.thumbnail = done.clone();
+            continue;
+        }
+        let key = shown.thumbnail_uri.as_deref().and_then(|u| u.strip_prefix(base.as_str())?.strip_prefix('/'));
+        let src = match key {
+            Some(key) => c.root.get(key).await.ok().map(|b| eval::data_uri("image/jpeg", &b)),
+            None => None,
+        };
+        inline.insert(shown.template_id.clone(), src.clone());
+        shown.thumbnail = src;
+    }
+    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = eval::search_report_html(&report, &plots, &notes, REPORT_GALLERY_LIMIT, &generated)?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }

@@ -77,6 +77,9 @@ pub struct Coordinator {
     /// Face models for image searches, by (model, checkpoint URL), loaded
     /// on first use; at most [`MAX_LOADED_MODELS`] are kept.
     analyses: tokio::sync::Mutex<Vec<(MediaSettings, Arc<MediaAnalysis>)>>,
+    /// Fused thresholds by gallery, modalities, rule and FPIR, with the
+    /// versions of the indexes they were calibrated on.
+    fused_cache: Mutex<HashMap<String, (Vec<(i64, usize)>, Option<FusedThresholds>)>>,
     /// Where inputs may come from: the root and the allowed prefixes, as URLs.
     allowed: Vec<String>,
 }
@@ -126,6 +129,7 @@ impl Coordinator {
             metrics: Metrics::default(),
             audit,
             analyses: tokio::sync::Mutex::new(Vec::new()),
+            fused_cache: Mutex::new(HashMap::new()),
             allowed,
         });
         c.recover().await?;
@@ -635,34 +639,69 @@ impl Coordinator {
         if let Some(t) = cached {
             return Ok(t);
         }
-        // The indexes are locked in the job's modality order, as every task does.
-        let mut guards = Vec::new();
-        for s in searched {
-            guards.push(self.lock_gallery(&modality_gallery(&spec.gallery, s.modality)).await?);
+        let parts: Vec<(Modality, ScoreCalibration)> =
+            searched.iter().map(|s| (s.modality, s.calibration.clone())).collect();
+        let calibrated = self.fused_thresholds_of(&spec.gallery, &parts, rule, record.spec.fpir).await?;
+        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
+            j.fused_thresholds = Some(calibrated.clone());
         }
-        let fpir = record
-            .spec
-            .fpir
+        Ok(calibrated)
+    }
+
+    /// Fused thresholds for `gallery`'s indexes of `parts` (modality and
+    /// calibration, in modality order) by [`calibrate_fusion`] for `fpir`
+    /// (else the first index's calibrated FPIR, else the default); `None`
+    /// when no set of modalities has enough people, or the indexes cannot
+    /// give back their vectors. Kept until one of the indexes changes.
+    pub async fn fused_thresholds_of(
+        &self,
+        gallery: &str,
+        parts: &[(Modality, ScoreCalibration)],
+        rule: FusionRule,
+        fpir: Option<f64>,
+    ) -> Result<Option<FusedThresholds>> {
+        // The indexes are locked in modality order, as every task does.
+        let mut guards = Vec::new();
+        for (m, _) in parts {
+            guards.push(self.lock_gallery(&modality_gallery(gallery, *m)).await?);
+        }
+        let fpir = fpir
             .or_else(|| guards.first().and_then(|g| g.as_ref()).and_then(|g| g.manifest().threshold_fpir))
             .unwrap_or(osprey_index::DEFAULT_FPIR);
+        let versions: Vec<(i64, usize)> = guards
+            .iter()
+            .map(|g| g.as_ref().map_or((0, 0), |g| (g.manifest().updated_at_ms, g.manifest().num_templates)))
+            .collect();
+        let key = format!(
+            "{gallery}|{}|{}|{fpir}",
+            parts.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join("+"),
+            rule.as_str()
+        );
+        if let Some((v, t)) = self.fused_cache.lock().expect("fused cache lock").get(&key) {
+            if *v == versions {
+                return Ok(t.clone());
+            }
+        }
         let mut indexes: Vec<(Modality, &mut Gallery, ScoreCalibration)> = Vec::new();
-        for (guard, s) in guards.iter_mut().zip(searched) {
-            let g = guard.as_mut().ok_or_else(|| Error::not_found(format!("no {} index", s.modality)))?;
-            indexes.push((s.modality, g, s.calibration.clone()));
+        for (guard, (m, calibration)) in guards.iter_mut().zip(parts) {
+            let g = guard.as_mut().ok_or_else(|| Error::not_found(format!("gallery `{gallery}` has no {m} index")))?;
+            indexes.push((*m, g, calibration.clone()));
         }
         let calibrated = match calibrate_fusion(&mut indexes, rule, fpir) {
             Ok(t) if !t.by_modalities.is_empty() => Some(t),
             Ok(_) => None,
             Err(e) => {
-                tracing::warn!("job {}: fused thresholds not calibrated: {e}", spec.job_id);
+                tracing::warn!("gallery `{gallery}`: fused thresholds not calibrated: {e}");
                 None
             }
         };
         drop(indexes);
         drop(guards);
-        if let Some(j) = self.jobs.lock().expect("jobs lock").get_mut(&spec.job_id) {
-            j.fused_thresholds = Some(calibrated.clone());
+        let mut cache = self.fused_cache.lock().expect("fused cache lock");
+        if cache.len() >= 64 {
+            cache.clear();
         }
+        cache.insert(key, (versions, calibrated.clone()));
         Ok(calibrated)
     }
 
@@ -884,6 +923,7 @@ impl MediaSpecOf for JobSpec {
             model: self.model.clone().unwrap_or(d.model),
             weights: self.weights.clone(),
             detector: self.detector.clone(),
+            detect: self.detect.clone(),
             aggregator: self.aggregator.clone().unwrap_or(d.aggregator),
             aggregator_weights: self.aggregator_weights.clone(),
             modalities: self.modalities.clone().unwrap_or(d.modalities),
