@@ -11,6 +11,7 @@
 //! of the table out.
 
 pub mod body;
+pub mod cancel;
 pub mod face;
 pub mod gait;
 pub mod media;

@@ -90,6 +90,8 @@ pub fn process_video(
             let mut last_signature: Option<Signature> = None;
             for msg in rx.iter() {
                 let Msg::Frame(frame) = msg else { continue };
+                // A cancelled job's analysis stops here ([`crate::cancel`]).
+                crate::cancel::check(name)?;
                 let signature = Signature::of(&frame.image);
                 if last_signature.as_ref().is_some_and(|s| s.is_cut(&signature)) {
                     tracing::debug!(frame = frame.index, t_ms = frame.t_ms, "shot cut");

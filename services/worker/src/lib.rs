@@ -3,7 +3,10 @@
 //! into templates, writes them to the object store under the key the lease
 //! names (put-if-absent), and reports back. It heartbeats while it works and
 //! retries with backoff while the coordinator is unreachable, so
-//! coordinators and workers can be restarted independently.
+//! coordinators and workers can be restarted independently. A heartbeat
+//! answered "stop" (the job was cancelled) stops a video's analysis before
+//! its next frame ([`osprey_pipeline::cancel`]); the task is then reported
+//! failed without retry, and the worker leases its next task.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -128,9 +131,12 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
     let input = lease.task.input.clone();
     tracing::info!("task {task_id}: {input} (attempt {})", lease.attempt);
     let frames = Arc::new(AtomicU64::new(0));
+    // Set when the coordinator says the job was cancelled.
+    let cancelled = Arc::new(AtomicBool::new(false));
     let heartbeat = {
         let (client, lease_id, frames, task_id) =
             (Arc::clone(client), lease.lease_id.clone(), Arc::clone(&frames), task_id.clone());
+        let cancelled = Arc::clone(&cancelled);
         let every = Duration::from_secs_f64((lease.lease_seconds as f64 / 3.0).max(0.5));
         let never = AtomicBool::new(false);
         tokio::spawn(async move {
@@ -138,7 +144,11 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
                 tokio::time::sleep(every).await;
                 let hb = Heartbeat { lease_id: lease_id.clone(), frames: frames.load(Ordering::Relaxed) };
                 match client.post::<_, TaskAck>(&format!("/v1/tasks/{task_id}/heartbeat"), &hb, &never).await {
-                    Ok(Reply::Ok(ack)) if !ack.keep_going => tracing::info!("task {task_id}: its job was cancelled"),
+                    Ok(Reply::Ok(ack)) if !ack.keep_going => {
+                        if !cancelled.swap(true, Ordering::Relaxed) {
+                            tracing::info!("task {task_id}: its job was cancelled; stopping at the next frame");
+                        }
+                    }
                     Ok(Reply::Gone(why)) => {
                         tracing::warn!("task {task_id}: lease lost: {why}");
                         break;
@@ -148,7 +158,7 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
             }
         })
     };
-    let outcome = run_task(&lease, analysis, &frames).await;
+    let outcome = run_task(&lease, analysis, &frames, &cancelled).await;
     heartbeat.abort();
     let path;
     let reply = match outcome {
@@ -162,9 +172,15 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
         Err(e) => {
             path = format!("/v1/tasks/{task_id}/fail");
             // Bad input fails the same way every time; storage and other
-            // errors may pass.
-            let retryable = !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Corrupt);
-            tracing::warn!("task {task_id} failed: {}", e.message());
+            // errors may pass; a cancelled job's task is not tried again.
+            let stopped = cancelled.load(Ordering::Relaxed);
+            let retryable = !stopped
+                && !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Corrupt);
+            if stopped {
+                tracing::info!("task {task_id} stopped after {} frames: {}", frames.load(Ordering::Relaxed), e.message());
+            } else {
+                tracing::warn!("task {task_id} failed: {}", e.message());
+            }
             let failed = TaskFailure { lease_id: lease.lease_id.clone(), error: e.message().to_string(), retryable };
             client.post::<_, TaskAck>(&path, &failed, stop).await
         }
@@ -182,8 +198,14 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
 /// width) and all their observations beside that; the face file is written
 /// last, so it is the commit point. Returns how many templates. An output
 /// already there (an earlier attempt wrote it before its worker was lost)
-/// is reported again without recomputing.
-async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<AtomicU64>) -> Result<u64> {
+/// is reported again without recomputing. Setting `cancelled` stops a
+/// video's analysis before its next frame, with an error.
+async fn run_task(
+    lease: &Lease,
+    analysis: &Arc<MediaAnalysis>,
+    frames: &Arc<AtomicU64>,
+    cancelled: &Arc<AtomicBool>,
+) -> Result<u64> {
     let root = Root::open(&lease.root)?;
     if root.exists(&lease.output_key).await? {
         let n = read_staged_templates(&root, &lease.output_key, &COMPANION_MODALITIES).await?.len() as u64;
@@ -196,6 +218,7 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
     let counter = Arc::clone(frames);
     let task_root = root.clone();
     let analysis = Arc::clone(analysis);
+    let cancelled = Arc::clone(cancelled);
     let (rows, observations, thumbnails) = tokio::task::spawn_blocking(move || -> Result<_> {
         // The job's own settings; a job naming another model or checkpoint
         // than the worker's loads it here (from an object URL if need be).
@@ -211,7 +234,9 @@ async fn run_task(lease: &Lease, analysis: &Arc<MediaAnalysis>, frames: &Arc<Ato
         let on_frame = || {
             counter.fetch_add(1, Ordering::Relaxed);
         };
-        let result = analysis.process(&spec.input, largest_only, plan, &rt, &on_frame)?;
+        let result = osprey_pipeline::cancel::with_flag(cancelled, || {
+            analysis.process(&spec.input, largest_only, plan, &rt, &on_frame)
+        })?;
         Ok(rows_of(&task_root, &spec, result, &|m| analysis.same_person_in(m)))
     })
     .await
