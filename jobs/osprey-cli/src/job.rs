@@ -98,6 +98,9 @@ pub struct SubmitArgs {
     /// Most megapixels the detector searches per frame (default 4).
     #[arg(long)]
     max_detect_megapixels: Option<f64>,
+    /// Where MMOD searches video frames: `every-frame` or `cascade`.
+    #[arg(long)]
+    detect: Option<String>,
     /// Videos longer than this are split into tasks of this many seconds (default 300).
     #[arg(long)]
     segment_seconds: Option<u64>,
@@ -269,6 +272,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         model: args.model,
         weights: args.weights,
         detector: args.detector,
+        detect: args.detect,
         aggregator: args.aggregator,
         aggregator_weights: args.aggregator_weights,
         modalities: args.modalities,

@@ -50,6 +50,12 @@ pub struct MediaArgs {
     /// upsampling); larger frames are searched at the largest size that fits.
     #[arg(long, default_value_t = 4.0)]
     pub max_detect_megapixels: f64,
+    /// Where MMOD searches video frames: `every-frame` (the whole frame;
+    /// exact) or `cascade` (crops around MTCNN's proposals and the tracks'
+    /// expected boxes; 1.4-2.3x faster, may miss a few faces). Default:
+    /// every-frame.
+    #[arg(long)]
+    pub detect: Option<String>,
     /// Videos are processed in segments of this many seconds; tracks end at
     /// segment edges.
     #[arg(long, default_value_t = 300)]
@@ -260,6 +266,7 @@ fn media_settings(args: &MediaArgs) -> MediaSettings {
         model: args.model.clone(),
         weights: args.weights.clone(),
         detector: args.detector.clone(),
+        detect: args.detect.clone(),
         aggregator: args.aggregator.clone(),
         aggregator_weights: args.aggregator_weights.clone(),
         modalities: args.modalities.clone(),

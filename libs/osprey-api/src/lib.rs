@@ -172,6 +172,11 @@ pub struct JobSpec {
     /// Most megapixels the detector searches per frame (default 4).
     #[serde(default)]
     pub max_detect_megapixels: Option<f64>,
+    /// Where MMOD searches video frames: `every-frame` (the whole frame) or
+    /// `cascade` (crops around cheap proposals and tracked faces); default:
+    /// the workers' default.
+    #[serde(default)]
+    pub detect: Option<String>,
     /// Videos longer than this are split into tasks of this many seconds (default 300).
     #[serde(default)]
     pub segment_seconds: Option<u64>,
@@ -643,6 +648,10 @@ pub struct MediaSpec {
     /// Face detector (`mmod` or `mtcnn`; none: the model's own).
     #[serde(default)]
     pub detector: Option<String>,
+    /// Where MMOD searches video frames (`every-frame` or `cascade`; none:
+    /// the default).
+    #[serde(default)]
+    pub detect: Option<String>,
     /// Track aggregator (`mean` or `caface`).
     #[serde(default = "default_aggregator")]
     pub aggregator: String,
@@ -680,6 +689,7 @@ impl From<&MediaSpec> for osprey_pipeline::MediaSettings {
             model: m.model.clone(),
             weights: m.weights.clone(),
             detector: m.detector.clone(),
+            detect: m.detect.clone(),
             aggregator: m.aggregator.clone(),
             aggregator_weights: m.aggregator_weights.clone(),
             modalities: m.modalities.clone(),

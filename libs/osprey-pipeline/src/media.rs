@@ -19,7 +19,7 @@ use osprey_models::{FaceModels, FaceOptions, FaceRecognizer, default_device, mod
 use osprey_store::{BBox, Keypoint, ObservationRow, Root, Template, layout};
 
 use crate::body::{BodyAnalyzer, BodyEmbedder, BodyOptions};
-use crate::face::SeedFaceModels;
+use crate::face::{FaceDetect, SeedFaceModels};
 use crate::{
     FaceAnalyzer, FrameAnalyzer, MediaTemplate, VideoOptions, image_templates, link_people, process_video,
     still_templates,
@@ -46,6 +46,11 @@ pub struct MediaSettings {
     /// Face detector, `mmod` or `mtcnn`; default: the model's own (MMOD for
     /// dlib's model, MTCNN for the seed's).
     pub detector: Option<String>,
+    /// Where MMOD searches video frames (`--detect`): `every-frame` (the
+    /// whole frame) or `cascade` (crops around MTCNN's proposals and the
+    /// tracks' expected boxes); none: [`DEFAULT_FACE_DETECT`]. Still images
+    /// are always searched whole.
+    pub detect: Option<String>,
     /// How a video track's observations become its template: `mean` (the
     /// quality-weighted mean of unit embeddings; AdaFace's norm-weighted
     /// mean for models whose norm measures quality) or `caface` (CAFace's
@@ -70,6 +75,10 @@ pub struct MediaSettings {
     pub gait_weights: Option<String>,
 }
 
+/// Where MMOD searches video frames when the settings do not say
+/// (`--detect`).
+pub const DEFAULT_FACE_DETECT: FaceDetect = FaceDetect::EveryFrame;
+
 /// The aggregators a video track's template can come from.
 pub const AGGREGATORS: [&str; 2] = ["mean", "caface"];
 
@@ -83,6 +92,7 @@ impl Default for MediaSettings {
             model: DEFAULT_FACE_MODEL.into(),
             weights: None,
             detector: None,
+            detect: None,
             aggregator: "mean".into(),
             aggregator_weights: None,
             modalities: vec![Modality::Face],
@@ -123,6 +133,7 @@ impl MediaSettings {
             _ => {}
         }
         self.detector_kind()?;
+        self.face_detect()?;
         self.validate_modalities()?;
         match (self.aggregator.as_str(), &self.aggregator_weights) {
             ("mean", None) => {}
@@ -201,6 +212,11 @@ impl MediaSettings {
     /// Whether these settings produce templates of `modality`.
     pub fn wants(&self, modality: Modality) -> bool {
         self.modalities.contains(&modality)
+    }
+
+    /// Where MMOD searches video frames under these settings.
+    pub fn face_detect(&self) -> Result<FaceDetect> {
+        self.detect.as_deref().map_or(Ok(DEFAULT_FACE_DETECT), FaceDetect::parse)
     }
 
     /// The face detector these settings run: the one named, else the model's.
@@ -291,6 +307,17 @@ fn load_body(settings: &MediaSettings, dir: &Path, device: &candle_core::Device)
     Ok(BodyAnalyzer { detector: std::sync::Arc::new(detector), embedder, pose, options: BodyOptions::default() })
 }
 
+/// `analyzer` searching video frames as `settings` say; MTCNN (from `dir`)
+/// is loaded to propose faces for the cascade when dlib's stack has none.
+fn with_face_detect(analyzer: FaceAnalyzer, settings: &MediaSettings, dir: &Path) -> Result<FaceAnalyzer> {
+    let detect = settings.face_detect()?;
+    let needs_proposer = detect == FaceDetect::Cascade
+        && analyzer.proposer.is_none()
+        && matches!(analyzer.backend, crate::face::FaceBackend::Dlib { mtcnn: None, .. });
+    let proposer = if needs_proposer { Some(std::sync::Arc::new(load_mtcnn(dir)?)) } else { None };
+    Ok(analyzer.with_detect(detect, proposer))
+}
+
 /// MTCNN's nets from `dir/mtcnn`.
 pub fn load_mtcnn(dir: &Path) -> Result<Mtcnn> {
     let mtcnn_dir = dir.join("mtcnn");
@@ -341,6 +368,7 @@ impl MediaAnalysis {
                 FaceAnalyzer::seed(SeedFaceModels { detector, mmod, recognizer, aggregator }, options)
             }
         };
+        let analyzer = with_face_detect(analyzer, settings, &dir)?;
         let body = if settings.wants(Modality::Body) {
             match load_body(settings, &dir, &device) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
@@ -388,7 +416,7 @@ impl MediaAnalysis {
         }
         let sampling = settings.validate()?;
         Ok(MediaAnalysis {
-            analyzer: self.analyzer.with_options(face_options(settings)),
+            analyzer: with_face_detect(self.analyzer.with_options(face_options(settings)), settings, &self.model_dir)?,
             faces: self.faces,
             body: self.body.clone(),
             gait: self.gait.clone(),

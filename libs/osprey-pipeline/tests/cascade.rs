@@ -79,3 +79,15 @@ fn cascade_finds_the_faces_the_exact_path_finds() {
     // And no faces the exact path does not have.
     assert_eq!(got_faces.len(), want_faces.len(), "cascade found extra faces");
 }
+
+#[test]
+fn detect_setting_is_checked_and_defaults_to_the_exact_path() {
+    use osprey_pipeline::MediaSettings;
+    let s = MediaSettings::default();
+    assert_eq!(s.face_detect().unwrap(), FaceDetect::EveryFrame);
+    let s = MediaSettings { detect: Some("cascade".into()), ..MediaSettings::default() };
+    assert_eq!(s.face_detect().unwrap(), FaceDetect::Cascade);
+    let s = MediaSettings { detect: Some("sometimes".into()), ..MediaSettings::default() };
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("sometimes") && e.contains("every-frame") && e.contains("cascade"), "{e}");
+}

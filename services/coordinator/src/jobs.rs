@@ -475,6 +475,7 @@ mod tests {
             model: "dlib-resnet-v1".into(),
             weights: None,
             detector: None,
+            detect: None,
             aggregator: "mean".into(),
             aggregator_weights: None,
             modalities: vec![osprey_core::Modality::Face],
