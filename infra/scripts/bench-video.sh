@@ -4,6 +4,9 @@
 # same clip, in the same run, on every core. Prints both JSON lines and the
 # ratios for decoding, every frame, and frames sampled at 5 fps.
 # Usage: bench-video.sh [VIDEO] [MAX_FRAMES]
+# DETECT=cascade benchmarks `--detect cascade` (default: osprey's default)
+# and COMPARE=1 adds the sampled pass with `--detect every-frame` and how
+# many of its faces and tracks the strategy found.
 set -euo pipefail
 osprey="${OSPREY:-osprey}"
 python="${OSPREY_PYTHON:-$HOME/.cache/osprey/venv/bin/python}"
@@ -15,7 +18,10 @@ max_frames="${2:-}"
 limit=()
 [ -n "$max_frames" ] && limit=(--max-frames "$max_frames")
 ref=$("$python" "$here/facerec_video_bench.py" --json "${limit[@]}" "$video")
-ours=$("$osprey" bench video --json "${limit[@]}" "$video")
+extra=()
+[ -n "${DETECT:-}" ] && extra+=(--detect "$DETECT")
+[ -n "${COMPARE:-}" ] && extra+=(--compare)
+ours=$("$osprey" bench video --json "${limit[@]}" "${extra[@]}" "$video")
 echo "face_recognition: $ref"
 echo "osprey:           $ours"
 "$python" - "$ref" "$ours" <<'PY'
@@ -26,4 +32,7 @@ for mode in ("decode", "full", "sampled"):
     faces = f"; faces found {a.get('faces')} vs {b.get('faces')}" if mode != "decode" else ""
     print(f"{mode:8} frames/s osprey {a['frames_per_s']:.2f} vs face_recognition {b['frames_per_s']:.2f} "
           f"(ratio {a['frames_per_s'] / b['frames_per_s']:.2f}){faces}")
+print(f"osprey detect: {o.get('detect')}")
+if o.get("against_every_frame"):
+    print(f"against every-frame (sampled): {o['against_every_frame']}")
 PY

@@ -22,10 +22,10 @@ pub struct VideoBench {
     /// Detection budget in megapixels (as `osprey run`).
     #[arg(long, default_value_t = 4.0)]
     max_detect_megapixels: f64,
-    /// Where MMOD searches each frame: `cascade` (crops around MTCNN's
-    /// proposals and the tracks' expected boxes) or `every-frame` (the
-    /// whole frame; exact).
-    #[arg(long, default_value = "cascade")]
+    /// Where MMOD searches each frame: `every-frame` (the whole frame;
+    /// exact) or `cascade` (crops around MTCNN's proposals and the tracks'
+    /// expected boxes). Default: `osprey run`'s.
+    #[arg(long, default_value = osprey_pipeline::media::DEFAULT_FACE_DETECT.as_str())]
     detect: String,
     /// Rate of the sampled pass.
     #[arg(long, default_value_t = 5.0)]
@@ -36,7 +36,8 @@ pub struct VideoBench {
     /// Passes to run, of `decode`, `full` (every frame) and `sampled`.
     #[arg(long, value_delimiter = ',', default_value = "decode,full,sampled")]
     modes: Vec<String>,
-    /// Also run the sampled pass with `--detect every-frame` and report how
+    /// Also run the sampled pass with `--detect every-frame` (a second time,
+    /// when that is the strategy benchmarked) and report how
     /// many of its faces (same frame, box IoU >= 0.5) and tracks (at least
     /// one face matched) the chosen strategy found.
     #[arg(long)]
