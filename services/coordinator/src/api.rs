@@ -124,9 +124,10 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", body = String), (status = 401, body = ErrorBody)))]
 async fn metrics(State(c): AppState, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
     caller.require(ALL, "metrics")?;
-    let (mut queued, mut running, mut active) = (0u64, 0u64, 0u64);
+    let (mut queued, mut running, mut active, mut in_memory) = (0u64, 0u64, 0u64, 0u64);
     for job in c.jobs.lock().expect("jobs lock").all() {
         let s = job.status();
+        in_memory += 1;
         queued += s.tasks.queued as u64;
         running += s.tasks.running as u64;
         active += u64::from(!s.state.is_final());
@@ -135,6 +136,11 @@ async fn metrics(State(c): AppState, Extension(caller): Extension<Caller>) -> Ap
         ("osprey_jobs_active", "Jobs not yet ended.", active),
         ("osprey_tasks_queued", "Tasks waiting for a worker.", queued),
         ("osprey_tasks_running", "Tasks leased to workers.", running),
+        (
+            "osprey_jobs_in_memory",
+            "Jobs held in the coordinator's memory (finished ones beyond the retention are read from the store).",
+            in_memory,
+        ),
     ]);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
@@ -315,9 +321,7 @@ async fn job_status(
 ) -> ApiResult<Json<JobStatus>> {
     caller.require(ALL, "reading a job")?;
     check_job_id(&id)?;
-    let table = c.jobs.lock().expect("jobs lock");
-    let job = table.get(&id).ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
-    Ok(Json(job.status()))
+    Ok(Json(crate::job_store::job_status(&c, &id).await?))
 }
 
 /// Lists jobs, newest first, filtered by state and gallery, a page at a time.
@@ -334,27 +338,9 @@ async fn list_jobs(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be 1 to 1000"));
     }
-    let table = c.jobs.lock().expect("jobs lock");
-    let mut matching: Vec<JobStatus> = table
-        .all()
-        .map(|j| j.status())
-        .filter(|s| q.state.is_none_or(|want| s.state == want))
-        .filter(|s| q.gallery.as_ref().is_none_or(|g| &s.gallery == g))
-        .collect();
-    drop(table);
-    // Newest first; ids break ties so pages are stable.
-    matching.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.job_id.cmp(&a.job_id)));
-    let total = matching.len();
-    let jobs = matching
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|mut s| {
-            s.errors.clear();
-            s
-        })
-        .collect();
-    Ok(Json(JobList { total, offset, jobs }))
+    // Finished jobs no longer in memory are read from the store when the
+    // page reaches them (crate::job_store has the costs).
+    Ok(Json(crate::job_store::list_jobs(&c, &q, offset, limit).await?))
 }
 
 /// Cancels a job: queued tasks are dropped, running ones told to stop.
@@ -368,8 +354,7 @@ async fn cancel_job(
     caller.require(OPERATE, "cancelling a job")?;
     check_job_id(&id)?;
     c.cancel(&id).await?;
-    let table = c.jobs.lock().expect("jobs lock");
-    Ok(Json(table.get(&id).map(|j| j.status()).ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?))
+    Ok(Json(crate::job_store::job_status(&c, &id).await?))
 }
 
 /// A page of a search job's rank-1 results, in media and time order.
@@ -388,9 +373,8 @@ async fn job_results(
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::bad_request("limit must be 1 to 10000"));
     }
-    if c.jobs.lock().expect("jobs lock").get(&id).is_none() {
-        return Err(ApiError::not_found(format!("no job `{id}`")));
-    }
+    // 404 for no such job (one finished long ago is read from the store).
+    crate::job_store::job_status(&c, &id).await?;
     let session = SqlSession::open(&c.root).await?;
     let from = format!(
         "FROM results r JOIN templates t ON r.probe_template_id = t.template_id WHERE r.job_id = '{id}' AND r.rank = 1"

@@ -34,6 +34,12 @@ pub struct Config {
     /// Address for Arrow Flight SQL (gRPC, read-only SQL with the same keys),
     /// e.g. `127.0.0.1:50051`; none: not served.
     pub flight_listen: Option<String>,
+    /// Finished jobs kept in memory beyond those of the last
+    /// `finished_jobs_memory_seconds`: the ones that ended last. The others
+    /// are answered from their records in the store (slower listings).
+    pub max_finished_jobs_in_memory: usize,
+    /// Jobs that finished this recently stay in memory whatever their number.
+    pub finished_jobs_memory_seconds: u64,
 }
 
 impl Default for Config {
@@ -49,6 +55,8 @@ impl Default for Config {
             max_upload_bytes: 20 << 20,
             models: None,
             flight_listen: None,
+            max_finished_jobs_in_memory: 1000,
+            finished_jobs_memory_seconds: 3600,
         }
     }
 }

@@ -9,8 +9,14 @@
 //! memory: after a restart every unfinished task is simply queued again, and
 //! a retried task's output is written put-if-absent under a key derived from
 //! the task, so nothing is duplicated.
+//!
+//! Finished jobs do not stay in memory forever: [`JobTable::prunable`] picks
+//! those beyond the newest `max_finished_jobs_in_memory` that ended longer
+//! than `finished_jobs_memory_seconds` ago, the coordinator writes their
+//! summary into `final.json` and drops them ([`JobTable::remove_pruned`]);
+//! from then on they are read back from the store (`crate::job_store`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use osprey_api::{
@@ -46,6 +52,21 @@ pub struct TaskRecord {
 pub struct FinalRecord {
     pub state: JobState,
     pub finished_at_ms: i64,
+    /// The job's task counts, frames, templates and errors when it was
+    /// recorded, so a job no longer in memory is shown without reading its
+    /// task records (absent in records written before pruning existed, and
+    /// in a cancelled job's record until it is pruned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<JobSummary>,
+}
+
+/// What `GET /v1/jobs/{id}` shows of a finished job beyond its records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub tasks: TaskCounts,
+    pub frames: u64,
+    pub templates: u64,
+    pub errors: Vec<JobError>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,11 +132,60 @@ pub enum LeaseCheck {
     Lost,
 }
 
-/// Every job, in submission order.
+/// Every job in memory, in submission order, and a count of the finished
+/// jobs dropped from memory (they live on in the store).
 #[derive(Debug, Default)]
 pub struct JobTable {
     jobs: Vec<Job>,
     by_id: HashMap<String, usize>,
+    pub pruned: PrunedJobs,
+}
+
+/// What memory keeps of the finished jobs it dropped: counts by gallery and
+/// end state (so listings know their totals without reading the store) and
+/// the newest one's creation (listing pages of jobs created after it never
+/// read the store). A few bytes per gallery and state, not per job.
+#[derive(Debug, Default)]
+pub struct PrunedJobs {
+    /// `(gallery, end state, jobs)`; one entry per gallery and state.
+    counts: Vec<(String, JobState, usize)>,
+    /// `(created_at_ms, job_id)` of the newest job pruned.
+    pub newest: Option<(i64, String)>,
+}
+
+impl PrunedJobs {
+    /// Counts one more pruned job.
+    pub fn add(&mut self, job_id: &str, gallery: &str, state: JobState, created_at_ms: i64) {
+        match self.counts.iter_mut().find(|(g, s, _)| g == gallery && *s == state) {
+            Some((_, _, n)) => *n += 1,
+            None => self.counts.push((gallery.to_string(), state, 1)),
+        }
+        let key = (created_at_ms, job_id.to_string());
+        if self.newest.as_ref().is_none_or(|n| key > *n) {
+            self.newest = Some(key);
+        }
+    }
+
+    /// Pruned jobs in `state` (any: `None`) of `gallery` (any: `None`).
+    pub fn count(&self, state: Option<JobState>, gallery: Option<&str>) -> usize {
+        self.counts
+            .iter()
+            .filter(|(g, s, _)| state.is_none_or(|w| *s == w) && gallery.is_none_or(|w| g == w))
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    pub fn total(&self) -> usize {
+        self.count(None, None)
+    }
+}
+
+/// Which of these finished jobs (`(job_id, finished_at_ms)`) leave memory:
+/// all but the `keep` that finished last, except those that finished less
+/// than `keep_for_ms` before `now_ms`.
+pub fn beyond_retention(mut ended: Vec<(String, i64)>, keep: usize, keep_for_ms: i64, now_ms: i64) -> Vec<String> {
+    ended.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    ended.into_iter().skip(keep).filter(|(_, at)| *at <= now_ms - keep_for_ms).map(|(id, _)| id).collect()
 }
 
 /// A task id: `<job_id>.<n>`; unique across jobs.
@@ -146,22 +216,58 @@ impl JobTable {
         cancelled: bool,
         finished: Option<FinalRecord>,
     ) {
-        let id = record.job_id.clone();
-        let mut job = Job {
-            record,
-            tasks: None,
-            errors: Vec::new(),
-            cancelled,
-            finished,
-            finalizing: false,
-            operating_points: HashMap::new(),
-            fused_thresholds: None,
-        };
-        if let Some(tasks) = tasks {
-            job.set_tasks(tasks, ended);
-        }
-        self.by_id.insert(id, self.jobs.len());
+        let job = Job::new(record, tasks, ended, cancelled, finished);
+        self.by_id.insert(job.record.job_id.clone(), self.jobs.len());
         self.jobs.push(job);
+    }
+
+    /// Jobs in memory.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// The finished jobs that should leave memory (see [`beyond_retention`]),
+    /// each with its end record carrying its summary, to be written before
+    /// [`JobTable::remove_pruned`]. A job still finishing, or a cancelled job
+    /// whose tasks a worker still holds, stays.
+    pub fn prunable(&self, keep: usize, keep_for_ms: i64, now_ms: i64) -> Vec<(String, FinalRecord)> {
+        let ended = self
+            .jobs
+            .iter()
+            .filter(|j| j.is_settled())
+            .filter_map(|j| j.finished.as_ref().map(|f| (j.record.job_id.clone(), f.finished_at_ms)))
+            .collect();
+        beyond_retention(ended, keep, keep_for_ms, now_ms)
+            .into_iter()
+            .filter_map(|id| self.get(&id).and_then(Job::final_record).map(|r| (id, r)))
+            .collect()
+    }
+
+    /// Drops these finished jobs from memory (their end records, with
+    /// summaries, are in the store), counting them in [`JobTable::pruned`].
+    pub fn remove_pruned(&mut self, ids: &[String]) {
+        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut dropped = Vec::new();
+        self.jobs.retain(|j| {
+            let go = ids.contains(j.record.job_id.as_str()) && j.is_settled() && j.finished.is_some();
+            if go {
+                dropped.push((
+                    j.record.job_id.clone(),
+                    j.record.spec.gallery.clone(),
+                    j.status().state,
+                    j.record.created_at_ms,
+                ));
+            }
+            !go
+        });
+        for (id, gallery, state, created) in dropped {
+            self.pruned.add(&id, &gallery, state, created);
+        }
+        self.by_id = self.jobs.iter().enumerate().map(|(i, j)| (j.record.job_id.clone(), i)).collect();
     }
 
     pub fn get(&self, job_id: &str) -> Option<&Job> {
@@ -317,6 +423,49 @@ impl JobTable {
 }
 
 impl Job {
+    /// A job from its records (new, or read back from the store).
+    pub fn new(
+        record: JobRecord,
+        tasks: Option<Vec<TaskSpec>>,
+        ended: &HashMap<String, TaskRecord>,
+        cancelled: bool,
+        finished: Option<FinalRecord>,
+    ) -> Job {
+        let mut job = Job {
+            record,
+            tasks: None,
+            errors: Vec::new(),
+            cancelled,
+            finished,
+            finalizing: false,
+            operating_points: HashMap::new(),
+            fused_thresholds: None,
+        };
+        if let Some(tasks) = tasks {
+            job.set_tasks(tasks, ended);
+        }
+        job
+    }
+
+    /// Whether nothing more can happen to it: not finishing, and no task
+    /// leased or being ingested (a cancelled job's workers may still report).
+    fn is_settled(&self) -> bool {
+        !self.finalizing
+            && !self.tasks.iter().flatten().any(|t| matches!(t.state, TaskState::Leased { .. } | TaskState::Ingesting))
+    }
+
+    /// A finished job's end record with its summary as of now.
+    pub fn final_record(&self) -> Option<FinalRecord> {
+        let f = self.finished.as_ref()?;
+        Some(FinalRecord { state: f.state, finished_at_ms: f.finished_at_ms, summary: Some(self.summary()) })
+    }
+
+    /// Its task counts, frames, templates and errors as of now.
+    pub fn summary(&self) -> JobSummary {
+        let s = self.status();
+        JobSummary { tasks: s.tasks, frames: s.frames, templates: s.templates, errors: s.errors }
+    }
+
     /// Sets the job's tasks; those with an end record are ended already.
     pub fn set_tasks(&mut self, specs: Vec<TaskSpec>, ended: &HashMap<String, TaskRecord>) {
         let mut tasks = Vec::with_capacity(specs.len());
@@ -491,6 +640,63 @@ mod tests {
         let mut t = JobTable::default();
         t.insert(record, Some(tasks), &HashMap::new(), false, None);
         t
+    }
+
+    fn record(id: &str, created_at_ms: i64) -> JobRecord {
+        JobRecord { job_id: id.into(), spec: spec(), key_id: "k".into(), role: Role::Operator, created_at_ms }
+    }
+
+    fn ended(state: JobState, at: i64) -> Option<FinalRecord> {
+        Some(FinalRecord { state, finished_at_ms: at, summary: None })
+    }
+
+    #[test]
+    fn retention_keeps_the_last_finished_and_the_recent() {
+        let ended = |v: &[(&str, i64)]| v.iter().map(|(id, at)| (id.to_string(), *at)).collect::<Vec<_>>();
+        let jobs = ended(&[("a", 100), ("b", 300), ("c", 200), ("d", 900)]);
+        // The 2 that ended last stay; of the others, those within 50 ms of now (1000).
+        assert_eq!(beyond_retention(jobs.clone(), 2, 0, 1000), ["c", "a"]);
+        assert_eq!(beyond_retention(jobs.clone(), 2, 850, 1000), ["a"]);
+        assert_eq!(beyond_retention(jobs.clone(), 0, 0, 1000).len(), 4);
+        assert!(beyond_retention(jobs, 4, 0, 1000).is_empty());
+    }
+
+    #[test]
+    fn finished_jobs_leave_memory_with_their_summary() {
+        let mut t = table(1); // j1: running, never pruned
+        t.insert(record("old", 10), Some(Vec::new()), &HashMap::new(), false, ended(JobState::Failed, 20));
+        t.insert(record("new", 30), Some(Vec::new()), &HashMap::new(), false, ended(JobState::Completed, 40));
+        let lease = t.lease("w", Duration::from_secs(30), "r").unwrap();
+        assert!(t.prunable(2, 0, 1000).is_empty(), "two finished jobs, two kept");
+        assert!(t.prunable(0, 1000, 1000).is_empty(), "both finished within the last second");
+        let out = t.prunable(1, 0, 1000);
+        assert_eq!(out.len(), 1);
+        let (id, fin) = &out[0];
+        assert_eq!(id, "old");
+        let summary = fin.summary.as_ref().expect("a summary");
+        assert_eq!((fin.state, summary.tasks.total), (JobState::Failed, 0));
+        t.remove_pruned(&[id.clone()]);
+        assert!(t.get("old").is_none());
+        assert_eq!((t.len(), t.pruned.total()), (2, 1));
+        assert_eq!(t.pruned.count(Some(JobState::Failed), Some("g")), 1);
+        assert_eq!(t.pruned.count(Some(JobState::Completed), None), 0);
+        assert_eq!(t.pruned.count(None, Some("other")), 0);
+        assert_eq!(t.pruned.newest, Some((10, "old".to_string())));
+        // The index still finds the jobs that stayed.
+        assert_eq!(t.get("new").unwrap().record.job_id, "new");
+        // A cancelled job stays while a worker holds one of its tasks.
+        t.get_mut("j1").unwrap().cancel(FinalRecord { state: JobState::Cancelled, finished_at_ms: 50, summary: None });
+        assert!(t.prunable(0, 0, 1000).iter().all(|(id, _)| id != "j1"), "its task is leased");
+        t.start_ingest(&lease.task.task_id, &lease.lease_id).ok().unwrap();
+        let stopped = TaskRecord { ok: false, error: None, frames: 3, templates: 0, attempts: 1 };
+        assert!(
+            matches!(t.end_task(&lease.task.task_id, &stopped), TaskEnd::Nothing),
+            "a cancelled job does not finish again"
+        );
+        let out = t.prunable(0, 0, 1000);
+        let (_, fin) = out.iter().find(|(id, _)| id == "j1").expect("now prunable");
+        let summary = fin.summary.as_ref().unwrap();
+        assert_eq!((fin.state, summary.tasks.failed, summary.frames), (JobState::Cancelled, 1, 3));
     }
 
     #[test]

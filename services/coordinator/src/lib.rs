@@ -13,6 +13,7 @@ mod audit;
 mod config;
 mod error;
 mod flight;
+mod job_store;
 pub mod jobs;
 mod metrics;
 mod service;

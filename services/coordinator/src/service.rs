@@ -453,6 +453,15 @@ impl Coordinator {
             Ok(spec) => spec,
             Err(check) => return lease_answer(check, task_id).map(|cancelled| !cancelled),
         };
+        let cancelled = self.jobs.lock().expect("jobs lock").get(&spec.job_id).is_some_and(|j| j.is_final());
+        if cancelled {
+            // Its job was cancelled: the task just ends (no error row, no retry).
+            tracing::info!("task {task_id} ({}) stopped: its job was cancelled", input_name(&spec));
+            let attempts = self.jobs.lock().expect("jobs lock").attempts(task_id);
+            let record = TaskRecord { ok: false, error: None, frames: 0, templates: 0, attempts };
+            self.end_task(&spec, record).await?;
+            return Ok(true);
+        }
         tracing::warn!("task {task_id} ({}) failed: {}", input_name(&spec), f.error);
         self.retry_or_fail(&spec, &f.error, f.retryable).await?;
         Ok(true)
@@ -508,9 +517,13 @@ impl Coordinator {
     }
 
     /// Requeues or fails tasks whose workers stopped heartbeating.
+    /// Every 2 s, also drops finished jobs beyond the retention from memory.
     async fn reap_forever(self: Arc<Self>) {
-        loop {
+        for tick in 0u64.. {
             tokio::time::sleep(Duration::from_millis(500)).await;
+            if tick % 4 == 3 {
+                crate::job_store::prune(&self).await;
+            }
             let max = self.config.max_attempts.max(1);
             let expired = self.jobs.lock().expect("jobs lock").expire(Instant::now(), max);
             for e in expired {
@@ -792,8 +805,8 @@ impl Coordinator {
     /// Ends a job whose tasks all ended: calibrates an enrolled gallery's
     /// threshold, then records the end state.
     async fn finish_job(&self, job_id: &str) {
-        let Some((record, state)) =
-            self.jobs.lock().expect("jobs lock").get(job_id).map(|j| (j.record.clone(), j.outcome()))
+        let Some((record, state, summary)) =
+            self.jobs.lock().expect("jobs lock").get(job_id).map(|j| (j.record.clone(), j.outcome(), j.summary()))
         else {
             return;
         };
@@ -802,7 +815,7 @@ impl Coordinator {
                 tracing::warn!("job {job_id}: gallery `{}` not calibrated: {}", record.spec.gallery, e.message());
             }
         }
-        let fin = FinalRecord { state, finished_at_ms: now_ms() };
+        let fin = FinalRecord { state, finished_at_ms: now_ms(), summary: Some(summary) };
         if let Err(e) = put_json(&self.root, &layout::job_key(job_id, "final.json"), &fin).await {
             tracing::error!("job {job_id}: cannot record its end: {}", e.message());
         }
@@ -827,13 +840,15 @@ impl Coordinator {
     }
 
     pub async fn cancel(&self, job_id: &str) -> ApiResult<JobState> {
-        let fin = FinalRecord { state: JobState::Cancelled, finished_at_ms: now_ms() };
-        {
-            let table = self.jobs.lock().expect("jobs lock");
-            let job = table.get(job_id).ok_or_else(|| ApiError::not_found(format!("no job `{job_id}`")))?;
-            if job.is_final() {
-                return Ok(job.status().state);
-            }
+        // The summary is written when the job leaves memory (its running
+        // tasks may still report).
+        let fin = FinalRecord { state: JobState::Cancelled, finished_at_ms: now_ms(), summary: None };
+        let known = self.jobs.lock().expect("jobs lock").get(job_id).map(|j| (j.is_final(), j.status().state));
+        match known {
+            Some((true, state)) => return Ok(state),
+            Some((false, _)) => {}
+            // Not in memory: ended long ago, or no such job.
+            None => return Ok(crate::job_store::job_status(self, job_id).await?.state),
         }
         self.root.put(&layout::job_key(job_id, "cancelled"), bytes::Bytes::new()).await?;
         put_json(&self.root, &layout::job_key(job_id, "final.json"), &fin).await?;
@@ -846,30 +861,36 @@ impl Coordinator {
 
     // ------------------------------------------------------------ recovery
 
-    /// Loads every job under the root; unfinished ones go on.
+    /// Loads every unfinished job under the root (they go on) and the
+    /// finished ones within the retention (`max_finished_jobs_in_memory`,
+    /// `finished_jobs_memory_seconds`); older finished jobs are only counted
+    /// (two reads each) and answered from the store.
     async fn recover(self: &Arc<Self>) -> Result<()> {
         let mut resumed = 0;
-        for obj in self.root.glob(&format!("{}/*/job.json", layout::JOBS)).await? {
-            let record: JobRecord = match get_json(&self.root, &obj.key).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("skipping {}: {}", obj.key, e.message());
-                    continue;
-                }
-            };
-            let id = record.job_id.clone();
-            let finished = get_json::<FinalRecord>(&self.root, &layout::job_key(&id, "final.json")).await.ok();
-            let cancelled = self.root.exists(&layout::job_key(&id, "cancelled")).await?;
-            let tasks = get_json::<Vec<TaskSpec>>(&self.root, &layout::job_key(&id, "tasks.json")).await.ok();
-            let mut ended = HashMap::new();
-            for done in self.root.list(&layout::job_key(&id, "done/")).await? {
-                if let Ok(r) = get_json::<TaskRecord>(&self.root, &done.key).await {
-                    let task = done.key.rsplit('/').next().unwrap_or_default().trim_end_matches(".json").to_string();
-                    ended.insert(task, r);
-                }
+        let mut heads = Vec::new();
+        for id in crate::job_store::stored_job_ids(&self.root).await? {
+            match crate::job_store::read_job(&self.root, &id).await {
+                Ok(Some(head)) => heads.push(head),
+                Ok(None) => {}
+                Err(e) => tracing::error!("skipping job {id}: {}", e.message()),
             }
+        }
+        let ended =
+            heads.iter().filter_map(|(r, f)| f.as_ref().map(|f| (r.job_id.clone(), f.finished_at_ms))).collect();
+        let not_loaded = crate::job_store::not_loaded(self, ended);
+        for (record, finished) in heads {
+            let id = record.job_id.clone();
+            if let (true, Some(f)) = (not_loaded.contains(&id), &finished) {
+                let table = &mut self.jobs.lock().expect("jobs lock");
+                table.pruned.add(&id, &record.spec.gallery, f.state, record.created_at_ms);
+                continue;
+            }
+            let (cancelled, tasks, ended) = crate::job_store::read_tasks(&self.root, &id).await?;
             resumed += usize::from(finished.is_none());
             self.jobs.lock().expect("jobs lock").insert(record, tasks, &ended, cancelled, finished);
+        }
+        if !not_loaded.is_empty() {
+            tracing::info!("{} finished jobs left in the store, not loaded", not_loaded.len());
         }
         let (unexpanded, done) = {
             let mut table = self.jobs.lock().expect("jobs lock");

@@ -174,10 +174,14 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
             // Bad input fails the same way every time; storage and other
             // errors may pass; a cancelled job's task is not tried again.
             let stopped = cancelled.load(Ordering::Relaxed);
-            let retryable = !stopped
-                && !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Corrupt);
+            let retryable =
+                !stopped && !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Corrupt);
             if stopped {
-                tracing::info!("task {task_id} stopped after {} frames: {}", frames.load(Ordering::Relaxed), e.message());
+                tracing::info!(
+                    "task {task_id} stopped after {} frames: {}",
+                    frames.load(Ordering::Relaxed),
+                    e.message()
+                );
             } else {
                 tracing::warn!("task {task_id} failed: {}", e.message());
             }
