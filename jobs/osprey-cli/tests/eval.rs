@@ -236,6 +236,9 @@ fn eval_search_scores_a_job_against_truth() {
     assert!(html.contains("amy_tiny.png"), "the undetected media is listed");
     check_images_load_in_chromium(&report, sources.len());
 
+    // The coordinator serves the same report over REST.
+    check_served_report(root, "eval-1", &truth, &m, &tmp.path().join("coordinator.log"));
+
     // Bad requests: exit code 2 and a message that names the problem.
     let bad = tmp.path().join("bad.csv");
     std::fs::write(&bad, "media,subject\namy4.png,amy\npenny1.png,unknown,extra\n").unwrap();
@@ -255,6 +258,267 @@ fn eval_search_scores_a_job_against_truth() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{err}");
     assert!(err.contains("none of the 1 media"), "{err}");
+}
+
+const READER_KEY: &str = "reader-key-0123456789";
+
+/// A coordinator over `root` answers `POST /v1/jobs/{job}/report` with the
+/// truth CSV as body: the same numbers as `osprey eval search` (`cli`, its
+/// metrics.json), an HTML page with its images inline, and clear refusals.
+fn check_served_report(root: &str, job: &str, truth: &Path, cli: &Value, log: &Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let models = std::env::var_os("OSPREY_MODELS").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["coordinator", "--root", root, "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("OSPREY_ROOT")
+        .env("OSPREY_MODELS", models)
+        .env("OSPREY_API_KEYS", format!("reader:{READER_KEY}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("coordinator starts");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+    let _kill = Kill(&mut child);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    // (status, content type, body)
+    let call = |path: &str, key: Option<&str>, accept: &str, body: Vec<u8>| -> (u16, String, String) {
+        rt.block_on(async {
+            let mut req =
+                http.post(format!("{base}{path}")).header("content-type", "text/csv").header("accept", accept);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            match req.body(body).send().await {
+                Ok(r) => {
+                    let ct =
+                        r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                    (r.status().as_u16(), ct, r.text().await.unwrap_or_default())
+                }
+                Err(_) => (0, String::new(), String::new()),
+            }
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while rt.block_on(http.get(format!("{base}/healthz")).send()).is_err() {
+        assert!(t0.elapsed().as_secs() < 30, "coordinator did not come up: {}", std::fs::read_to_string(log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let csv = std::fs::read(truth).unwrap();
+    let path = format!("/v1/jobs/{job}/report");
+
+    let (status, ct, body) = call(&path, Some(READER_KEY), "application/json", csv.clone());
+    assert_eq!(status, 200, "{body}");
+    assert!(ct.starts_with("application/json"), "{ct}");
+    let served: Value = serde_json::from_str(&body).unwrap();
+    for key in ["counts", "cmc", "rank1", "fnir_at_fpir", "dir_at_far", "operating_point", "det", "not_in_job"] {
+        assert_eq!(served[key], cli[key], "{key}");
+    }
+
+    let (status, ct, html) = call(&path, Some(READER_KEY), "text/html", csv.clone());
+    assert_eq!(status, 200, "{html}");
+    assert!(ct.starts_with("text/html"), "{ct}");
+    let sources = img_sources(&html);
+    assert!(sources.iter().all(|s| s.starts_with("data:image/")), "images are inline");
+    assert_eq!(sources.iter().filter(|s| s.starts_with("data:image/png")).count(), 2, "CMC and DET");
+    let c = &cli["counts"];
+    assert_eq!(gallery_images(&html, "hit") as u64, c["hits"].as_u64().unwrap());
+    assert_eq!(gallery_images(&html, "false") as u64, c["false_matches"].as_u64().unwrap());
+    let rank1 = format!(
+        "<tr><th>rank-1 identification rate</th><td class=\"n\">{:.4}</td></tr>",
+        cli["rank1"].as_f64().unwrap()
+    );
+    assert!(html.contains(&rank1), "{rank1}");
+
+    // Refusals: no key, a bad CSV (its line named), no such job.
+    assert_eq!(call(&path, None, "text/html", csv.clone()).0, 401);
+    let (status, _, body) = call(&path, Some(READER_KEY), "text/html", b"media,subject\na.jpg,amy,extra\n".to_vec());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("line 2"), "{body}");
+    let (status, _, body) = call("/v1/jobs/no-such-job/report", Some(READER_KEY), "text/html", csv);
+    assert_eq!(status, 404, "{body}");
+}
+
+/// Per kind of probe (`face`, `body`, `fused`) of a job, scored here from
+/// its rows: (mated searches, non-mated searches, not detected mated,
+/// rank-1 hits, stored hits, stored misses, stored false matches).
+type Scored = (usize, usize, usize, usize, usize, usize, usize);
+
+fn score_rows(rows: &[Value], truth_of: &HashMap<&str, Option<&str>>, kind: &str) -> Scored {
+    let mut by_probe: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r["kind"] == kind) {
+        by_probe.entry(r["probe_template_id"].as_str().unwrap()).or_default().push(r);
+    }
+    let (mut mated, mut nonmated, mut rank1, mut hits, mut misses, mut false_matches) = (0, 0, 0, 0, 0, 0);
+    let mut seen = std::collections::BTreeSet::new();
+    for probe in by_probe.values() {
+        let top = probe.iter().min_by_key(|r| r["rank"].as_i64().unwrap()).unwrap();
+        let media = file_name(top["media_uri"].as_str().unwrap());
+        seen.insert(media);
+        let subject = top["subject_id"].as_str();
+        let matched = top["decision"] == "match";
+        match truth_of[media] {
+            Some(t) => {
+                mated += 1;
+                rank1 += usize::from(subject == Some(t));
+                if matched && subject == Some(t) { hits += 1 } else { misses += 1 }
+            }
+            None => {
+                nonmated += 1;
+                false_matches += usize::from(matched);
+            }
+        }
+    }
+    let not_detected = truth_of.iter().filter(|(m, t)| t.is_some() && !seen.contains(*m)).count();
+    (mated + not_detected, nonmated, not_detected, rank1, hits, misses, false_matches)
+}
+
+#[test]
+fn eval_search_reports_each_modality_and_fused_side_by_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let root = s(&root);
+    let examples = data().join("face_recognition/examples");
+    let knn = examples.join("knn_examples");
+
+    // Five people enrolled from one photo each, faces and bodies (Biden's
+    // and Obama's are upper-body portraits; CenterNet finds their bodies).
+    let subjects = tmp.path().join("subjects");
+    for (subject, photo) in [
+        ("obama", examples.join("obama.jpg")),
+        ("biden", examples.join("biden.jpg")),
+        ("alex_lacamoire", examples.join("alex-lacamoire.png")),
+        ("kit_harington", knn.join("train/kit_harington/john1.jpeg")),
+        ("rose_leslie", knn.join("train/rose_leslie/img1.jpg")),
+    ] {
+        std::fs::create_dir_all(subjects.join(subject)).unwrap();
+        std::fs::copy(&photo, subjects.join(subject).join(photo.file_name().unwrap())).unwrap();
+    }
+    let (_, log) = ok(&[
+        "run",
+        "enroll",
+        "--root",
+        root,
+        "--gallery",
+        "people",
+        "--subjects-from-dirs",
+        s(&subjects),
+        "--modalities",
+        "face,body",
+    ]);
+    assert!(log.contains("gallery `people.body`"), "{log}");
+
+    // Other photos of four of them, two strangers, and Obama too small to
+    // find: searched in both indexes and fused per person.
+    let tiny = tmp.path().join("obama_tiny.png");
+    image::open(examples.join("obama.jpg"))
+        .unwrap()
+        .resize_exact(24, 24, image::imageops::FilterType::Triangle)
+        .save(&tiny)
+        .unwrap();
+    let probes = [
+        knn.join("test/obama1.jpg"),
+        knn.join("train/biden/biden2.jpg"),
+        knn.join("test/alex_lacamoire1.jpg"),
+        knn.join("train/kit_harington/john2.jpeg"),
+        examples.join("lin-manuel-miranda.png"),
+        data().join("facenet-pytorch/data/test_images/paul_rudd/1.jpg"),
+        tiny.clone(),
+    ];
+    let mut args = vec!["run", "search", "--root", root, "--gallery", "people", "--job-id", "mm-1"];
+    args.extend(["--modalities", "face,body", "--threshold", "0.9"]);
+    args.extend(probes.iter().map(|p| s(p)));
+    ok(&args);
+
+    let truth = tmp.path().join("truth.csv");
+    std::fs::write(
+        &truth,
+        "media,subject\nobama1.jpg,obama\nbiden2.jpg,biden\nalex_lacamoire1.jpg,alex_lacamoire\n\
+         john2.jpeg,kit_harington\nlin-manuel-miranda.png,unknown\npaul_rudd/1.jpg,unknown\nobama_tiny.png,obama\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("report");
+    let (summary, log) =
+        ok(&["eval", "search", "--root", root, "--job", "mm-1", "--truth", s(&truth), "--out", s(&out)]);
+    eprintln!("{summary}{log}");
+    let header: Vec<&str> = summary.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(header, ["face", "body", "fused"], "side by side: {summary}");
+    assert!(summary.contains("rank-1 rate") && summary.contains("report.html"), "{summary}");
+    let m = read_json(&out.join("metrics.json"));
+    assert_eq!(m["modality_order"], serde_json::json!(["face", "body", "fused"]));
+
+    // The job's rows, read back independently and scored here per kind.
+    let (rows, _) = ok(&[
+        "sql",
+        "--root",
+        root,
+        "--format",
+        "json",
+        "SELECT t.media_uri, r.probe_template_id, r.rank, r.subject_id, r.decision, r.threshold, \
+         CASE WHEN r.fusion IS NOT NULL THEN 'fused' ELSE t.modality END AS kind \
+         FROM results r JOIN templates t ON t.template_id = r.probe_template_id WHERE r.job_id = 'mm-1'",
+    ]);
+    let rows: Vec<Value> = serde_json::from_str(&rows).unwrap();
+    let truth_of: HashMap<&str, Option<&str>> = [
+        ("obama1.jpg", Some("obama")),
+        ("biden2.jpg", Some("biden")),
+        ("alex_lacamoire1.jpg", Some("alex_lacamoire")),
+        ("john2.jpeg", Some("kit_harington")),
+        ("lin-manuel-miranda.png", None),
+        ("1.jpg", None),
+        ("obama_tiny.png", Some("obama")),
+    ]
+    .into();
+    let close = |a: &Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-12;
+    for kind in ["face", "body", "fused"] {
+        let e = &m["modalities"][kind];
+        let c = &e["counts"];
+        let (mated, nonmated, not_detected, rank1, hits, misses, false_matches) = score_rows(&rows, &truth_of, kind);
+        assert!(nonmated >= 1 && mated >= 4, "{kind}: {mated} mated, {nonmated} non-mated");
+        assert_eq!(c["mated_searches"], mated, "{kind}");
+        assert_eq!(c["nonmated_searches"], nonmated, "{kind}");
+        assert_eq!(c["not_detected_mated"], not_detected, "{kind}");
+        assert!(not_detected >= 1, "{kind}: the tiny photo gives no probe");
+        assert_eq!((c["hits"].as_u64(), c["misses"].as_u64()), (Some(hits as u64), Some(misses as u64)), "{kind}");
+        assert_eq!(c["false_matches"], false_matches, "{kind}");
+        assert!(close(&e["rank1"], rank1 as f64 / mated as f64), "{kind}: {} vs {rank1}/{mated}", e["rank1"]);
+        assert!(close(&e["operating_point"]["fnir"], (mated - hits) as f64 / mated as f64), "{kind}");
+        assert!(close(&e["operating_point"]["fpir"], false_matches as f64 / nonmated as f64), "{kind}");
+        assert_eq!(e["cmc"].as_array().unwrap().len(), 20);
+        assert!(!e["det"].as_array().unwrap().is_empty(), "{kind}");
+    }
+    // Per-modality rows use the given threshold; fused rows one per person.
+    assert_eq!(m["modalities"]["face"]["operating_point"]["threshold"].as_f64().unwrap() as f32, 0.9f32);
+    assert_eq!(m["modalities"]["body"]["operating_point"]["threshold"].as_f64().unwrap() as f32, 0.9f32);
+    // The top level is the face modality, as a face-only job writes it.
+    assert_eq!(m["modality"], "face");
+    assert_eq!(m["counts"], m["modalities"]["face"]["counts"]);
+    assert_eq!(m["rank1"], m["modalities"]["face"]["rank1"]);
+
+    // One curve per modality in each plot; a gallery per modality and kind.
+    for png in ["cmc.png", "det.png"] {
+        let img = image::open(out.join(png)).unwrap().to_rgb8();
+        let green = img.pixels().filter(|p| p.0 == [0, 150, 0]).count();
+        assert!(green > 50, "{png}: the body curve is drawn");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<tr><th></th><th>face</th><th>body</th><th>fused</th></tr>"), "summary columns");
+    for kind in ["face", "body", "fused"] {
+        let c = &m["modalities"][kind]["counts"];
+        assert_eq!(gallery_images(&html, &format!("{kind}-hit")) as u64, c["hits"].as_u64().unwrap(), "{kind}");
+        assert_eq!(gallery_images(&html, &format!("{kind}-miss")) as u64, c["misses"].as_u64().unwrap(), "{kind}");
+        assert_eq!(gallery_images(&html, &format!("{kind}-false")) as u64, c["false_matches"].as_u64().unwrap());
+    }
+    for src in img_sources(&html) {
+        assert!(!src.contains("://") && out.join(&src).is_file(), "missing {src}");
+    }
 }
 
 /// An independent k-fold in numpy: scores from the Parquet embeddings, pairs

@@ -98,6 +98,28 @@ fn render(template: &str, context: impl Serialize) -> Result<String> {
         .map_err(|e| Error::internal(format!("cannot render {template}: {e:#}")))
 }
 
+/// `bytes` as a `data:` URI of type `mime` (base64), for a page that
+/// carries its images inline (a report served over HTTP).
+pub fn data_uri(mime: &str, bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(mime.len() + 13 + bytes.len().div_ceil(3) * 4);
+    out.push_str("data:");
+    out.push_str(mime);
+    out.push_str(";base64,");
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// A chart shown in a report: where the page loads it from, and its caption.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlotRef {
@@ -304,6 +326,15 @@ mod tests {
         );
         assert!(html.contains("src=\"plots/det&quot;.png\""), "{html}");
         assert!(html.contains("onload=\"if(this.naturalWidth>0)this.dataset.loaded='true'\""));
+    }
+
+    #[test]
+    fn data_uris_are_base64() {
+        assert_eq!(data_uri("text/plain", b""), "data:text/plain;base64,");
+        assert_eq!(data_uri("a/b", b"f"), "data:a/b;base64,Zg==");
+        assert_eq!(data_uri("a/b", b"fo"), "data:a/b;base64,Zm8=");
+        assert_eq!(data_uri("a/b", b"foo"), "data:a/b;base64,Zm9v");
+        assert_eq!(data_uri("image/png", &[0x89, b'P', b'N', b'G', 0xff]), "data:image/png;base64,iVBOR/8=");
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod load;
 mod search;
 mod truth;
 
-pub use html::{Chart, PairsPage, PlotRef, escape_html, pairs_report_html, search_charts, search_report_html};
+pub use html::{
+    Chart, PairsPage, PlotRef, data_uri, escape_html, pairs_report_html, search_charts, search_report_html,
+};
 pub use search::{
     CmcPoint, Contribution, Counts, DirAtFar, Failure, FnirAtFpir, Galleries, JobOperatingPoint, JobResults,
     MODALITIES, ModalityEvaluation, NotDetected, NotInJob, ProbeOutcome, ProbeRecord, RankedCandidate,
