@@ -89,7 +89,7 @@ pub(crate) fn bearer_key(value: &str) -> Option<&str> {
     info(title = "Osprey REST API", version = "1", description = "Batch identification over video and images: galleries, jobs, open-set search, SQL. Every route but /healthz needs `Authorization: Bearer <key>`; roles are admin, operator and reader."),
     paths(
         healthz, metrics, create_gallery, list_galleries, show_gallery, delete_subject, submit_job, list_jobs, job_status,
-        cancel_job, job_results, search, sql, lease_task, heartbeat, complete_task, fail_task
+        cancel_job, job_results, job_report, search, sql, lease_task, heartbeat, complete_task, fail_task
     ),
     components(schemas(UploadSearch)),
     modifiers(&BearerAuth),
