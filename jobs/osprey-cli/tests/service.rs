@@ -63,9 +63,17 @@ impl Cluster {
     }
 
     fn start_coordinator(&self, log: &str) -> Proc {
+        self.start_coordinator_with(log, None)
+    }
+
+    /// A coordinator reading the TOML configuration file `config` too.
+    fn start_coordinator_with(&self, log: &str, config: Option<&Path>) -> Proc {
         let listen = format!("127.0.0.1:{}", self.port);
         let mut c = self.command(&["coordinator", "--root", &self.root, "--listen", &listen], log);
         c.env("OSPREY_API_KEYS", keys());
+        if let Some(config) = config {
+            c.env("OSPREY_CONFIG", config);
+        }
         let p = Proc(c.spawn().expect("coordinator starts"));
         let api = Api::new(self.port);
         let t0 = Instant::now();
@@ -752,6 +760,119 @@ fn gait_and_body_recognisers_run_in_service_jobs() {
 }
 
 /// Job `job_id`'s observations as sorted keys (media, track, frame, time, box).
+#[test]
+fn cancel_stops_a_running_video_and_pruned_jobs_are_read_from_the_store() {
+    let examples = data().join("face_recognition/examples");
+    let s3 = s3_server::start_s3("media");
+    let bucket = s3.dir.path().join("media");
+    let put = |key: &str, name: &str| {
+        let to = bucket.join(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(examples.join(name), to).unwrap();
+    };
+    put("osprey/media/subjects/obama/obama.jpg", "obama.jpg");
+    put("osprey/media/subjects/biden/biden.jpg", "biden.jpg");
+    put("osprey/media/probes/obama2.jpg", "obama2.jpg");
+    put("osprey/media/clips/hamilton.mp4", "short_hamilton_clip.mp4");
+    let cluster = Cluster {
+        s3_port: s3.port,
+        root: "s3://media/osprey".into(),
+        port: free_port(),
+        logs: tempfile::tempdir().unwrap(),
+    };
+    // Heartbeats every second; one finished job kept in memory, however recent.
+    let config = cluster.logs.path().join("osprey.toml");
+    std::fs::write(&config, "lease_seconds = 3\nmax_finished_jobs_in_memory = 1\nfinished_jobs_memory_seconds = 0\n")
+        .unwrap();
+    let mut coordinator = cluster.start_coordinator_with("coordinator-1.log", Some(&config));
+    let _worker = cluster.start_worker("worker-1.log");
+    let api = Api::new(cluster.port);
+    let submit = |spec: Value| {
+        let (status, body) = api.call("POST", "/v1/jobs", Some(OPERATOR), Some(spec));
+        assert_eq!(status, 202, "{body}");
+        body["job_id"].as_str().unwrap().to_string()
+    };
+
+    let enrol =
+        submit(json!({"kind": "enroll", "gallery": "people", "inputs": ["media/subjects/"], "subjects_from": "dirs"}));
+    let enrolled = api.wait(&enrol, Duration::from_secs(300), |_| false);
+    assert_eq!(enrolled["state"], "completed", "{enrolled}\n{}", cluster.all_logs());
+
+    // ---- a job cancelled while the worker analyses every frame of a video
+    let video = submit(json!({
+        "kind": "search", "gallery": "people", "inputs": ["media/clips/hamilton.mp4"],
+        "sample_fps": "all", "segment_seconds": 600
+    }));
+    let busy = api.wait(&video, Duration::from_secs(300), |j| j["frames"].as_u64() > Some(0));
+    assert_eq!(busy["state"], "running", "{busy}\n{}", cluster.all_logs());
+    let (status, body) = api.call("POST", &format!("/v1/jobs/{video}/cancel"), Some(OPERATOR), None);
+    assert_eq!((status, body["state"].as_str()), (200, Some("cancelled")), "{body}");
+    let t0 = Instant::now();
+    // (`wait` returns at once for an ended job: poll until its task stops.)
+    let stopped = loop {
+        let (_, j) = api.call("GET", &format!("/v1/jobs/{video}"), Some(READER), None);
+        if j["tasks"]["running"] == 0 {
+            break j;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "still running: {j}\n{}", cluster.all_logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(stopped["tasks"]["failed"], 1, "the task stopped: {stopped}\n{}", cluster.all_logs());
+    assert!(stopped["frames"].as_u64() < Some(240), "stopped well before the clip's end: {stopped}");
+    eprintln!("the cancelled task stopped {:.1} s after the cancel", t0.elapsed().as_secs_f64());
+    assert!(cluster.log("worker-1.log").contains("analysis cancelled"), "{}", cluster.all_logs());
+    // The worker takes the next task.
+    let search = submit(json!({"kind": "search", "gallery": "people", "inputs": ["media/probes/obama2.jpg"]}));
+    let searched = api.wait(&search, Duration::from_secs(120), |_| false);
+    assert_eq!(searched["state"], "completed", "{searched}\n{}", cluster.all_logs());
+
+    // ---- the two older finished jobs leave memory and are read from the store
+    let t0 = Instant::now();
+    loop {
+        let (_, metrics) = api.call("GET", "/metrics", Some(READER), None);
+        if metrics.as_str().unwrap_or_default().contains("osprey_jobs_in_memory 1\n") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "not pruned: {metrics}\n{}", cluster.all_logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let check_store = |api: &Api| {
+        let (status, old) = api.call("GET", &format!("/v1/jobs/{enrol}"), Some(READER), None);
+        assert_eq!(status, 200, "{old}");
+        assert_eq!((old["state"].as_str(), old["tasks"]["done"].as_u64()), (Some("completed"), Some(2)), "{old}");
+        assert_eq!(old["templates"], enrolled["templates"], "{old}");
+        let (status, cancelled) = api.call("GET", &format!("/v1/jobs/{video}"), Some(READER), None);
+        assert_eq!((status, cancelled["state"].as_str()), (200, Some("cancelled")), "{cancelled}");
+        let (status, results) = api.call("GET", &format!("/v1/jobs/{video}/results"), Some(READER), None);
+        assert_eq!((status, results["total"].as_u64()), (200, Some(0)), "{results}");
+        let (status, again) = api.call("POST", &format!("/v1/jobs/{video}/cancel"), Some(OPERATOR), None);
+        assert_eq!((status, again["state"].as_str()), (200, Some("cancelled")), "{again}");
+        let ids = |q: &str| {
+            let (status, list) = api.call("GET", &format!("/v1/jobs{q}"), Some(READER), None);
+            assert_eq!(status, 200, "{list}");
+            let ids: Vec<String> =
+                list["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().into()).collect();
+            (list["total"].as_u64().unwrap(), ids)
+        };
+        assert_eq!(ids(""), (3, vec![search.clone(), video.clone(), enrol.clone()]));
+        assert_eq!(ids("?limit=1"), (3, vec![search.clone()]));
+        assert_eq!(ids("?offset=2&limit=1"), (3, vec![enrol.clone()]));
+        assert_eq!(ids("?state=cancelled"), (1, vec![video.clone()]));
+        assert_eq!(ids("?state=completed&gallery=people"), (2, vec![search.clone(), enrol.clone()]));
+        assert_eq!(ids("?gallery=nobody"), (0, vec![]));
+        assert_eq!(api.call("GET", "/v1/jobs/no-such-job", Some(READER), None).0, 404);
+    };
+    check_store(&api);
+
+    // ---- a coordinator started again loads only the retained finished job
+    coordinator.0.kill().unwrap();
+    coordinator.0.wait().unwrap();
+    let _coordinator = cluster.start_coordinator_with("coordinator-2.log", Some(&config));
+    assert!(cluster.log("coordinator-2.log").contains("2 finished jobs left in the store"), "{}", cluster.all_logs());
+    // A new client: the old one's pooled connection died with the coordinator.
+    check_store(&Api::new(cluster.port));
+}
+
 fn observation_keys(api: &Api, job_id: &str) -> Vec<String> {
     let rows = api.sql(
         READER,
