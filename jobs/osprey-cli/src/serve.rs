@@ -14,7 +14,8 @@ use osprey_worker::WorkerConfig;
 #[derive(clap::Args)]
 pub struct CoordinatorArgs {
     /// TOML configuration file (keys: root, listen, api_keys, allowed_prefixes,
-    /// lease_seconds, max_attempts, max_body_bytes, max_upload_bytes, models).
+    /// lease_seconds, max_attempts, max_body_bytes, max_upload_bytes, models,
+    /// flight_listen, max_finished_jobs_in_memory, finished_jobs_memory_seconds).
     #[arg(long, env = "OSPREY_CONFIG")]
     config: Option<PathBuf>,
     /// Root URL (overrides the file and OSPREY_ROOT).
