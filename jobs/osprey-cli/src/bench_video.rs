@@ -77,7 +77,8 @@ pub fn video(args: VideoBench) -> anyhow::Result<()> {
     let analyzer = exact.with_options(options).with_detect(detect, proposer);
     let run = |a: &FaceAnalyzer, sampling: Sampling| -> anyhow::Result<(VideoOutput, f64)> {
         let started = Instant::now();
-        let out = process_video(&[a], &args.video, &name, VideoOptions { sampling, segment, gait_frames: false }, &|_| {})?;
+        let out =
+            process_video(&[a], &args.video, &name, VideoOptions { sampling, segment, gait_frames: false }, &|_| {})?;
         Ok((out, started.elapsed().as_secs_f64()))
     };
     let pass = |out: &VideoOutput, secs: f64| {
@@ -126,7 +127,10 @@ pub fn video(args: VideoBench) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("detect: {}", detect.as_str());
-    println!("{:20} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6}", "mode", "frames", "processed", "seconds", "frames/s", "faces", "tracks");
+    println!(
+        "{:20} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6}",
+        "mode", "frames", "processed", "seconds", "frames/s", "faces", "tracks"
+    );
     for (mode, m) in doc["modes"].as_object().expect("object") {
         println!(
             "{mode:20} {:>6} {:>9} {:>9.2} {:>9.2} {:>6} {:>6}",

@@ -263,7 +263,8 @@ impl FaceModels {
             };
             let crop_net = net_per_px / PYRAMID_STEP.powi(level);
             // Down to the level where the largest box is 2/3 of a window.
-            let levels = ((large * crop_net / MIN_LAST_LEVEL_FACE).ln() / PYRAMID_STEP.ln()).ceil().max(0.0) as usize + 1;
+            let levels =
+                ((large * crop_net / MIN_LAST_LEVEL_FACE).ln() / PYRAMID_STEP.ln()).ceil().max(0.0) as usize + 1;
             let margin = (CROP_CONTEXT * small).max(MIN_CROP_CONTEXT / crop_net);
             let r = DRect::new(k.l - margin, k.t - margin, k.r + margin, k.b + margin)
                 .intersect(&DRect::new(0.0, 0.0, iw, ih));
@@ -302,7 +303,11 @@ impl FaceModels {
             let (factor, doublings) =
                 if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
             let dets = if factor == 1.0 {
-                self.detector.detect_levels(&crop, doublings, levels)?.into_iter().map(|d| (d, 1.0, 1.0)).collect::<Vec<_>>()
+                self.detector
+                    .detect_levels(&crop, doublings, levels)?
+                    .into_iter()
+                    .map(|d| (d, 1.0, 1.0))
+                    .collect::<Vec<_>>()
             } else {
                 let (w, h) = (((cw * factor) as usize).max(1), ((ch * factor) as usize).max(1));
                 let resized = crate::dlib::imgproc::resize_rgb(&crop, w, h);

@@ -111,8 +111,14 @@ impl FaceDetector {
         let (nr, nc) = (tiling.rows, tiling.cols);
         // Where a frame's time goes (RUST_LOG=osprey_models=debug): the
         // pyramid canvas, then each convolution.
-        tracing::debug!(width = w, height = h, canvas_rows = nr, canvas_cols = nc,
-            ms = started.elapsed().as_secs_f64() * 1e3, "mmod pyramid");
+        tracing::debug!(
+            width = w,
+            height = h,
+            canvas_rows = nr,
+            canvas_cols = nc,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "mmod pyramid"
+        );
         let mut x = Tensor::from_vec(canvas, (1, 3, nr, nc), &self.device).map_err(cerr)?;
         for (layer, (conv, relu)) in self.convs.iter().enumerate() {
             let started = std::time::Instant::now();
