@@ -144,10 +144,9 @@ async fn work(client: &Arc<Client>, analysis: &Arc<MediaAnalysis>, lease: Lease,
                 tokio::time::sleep(every).await;
                 let hb = Heartbeat { lease_id: lease_id.clone(), frames: frames.load(Ordering::Relaxed) };
                 match client.post::<_, TaskAck>(&format!("/v1/tasks/{task_id}/heartbeat"), &hb, &never).await {
-                    Ok(Reply::Ok(ack)) if !ack.keep_going => {
-                        if !cancelled.swap(true, Ordering::Relaxed) {
-                            tracing::info!("task {task_id}: its job was cancelled; stopping at the next frame");
-                        }
+                    // The first "stop" sets the flag (and is logged once).
+                    Ok(Reply::Ok(ack)) if !ack.keep_going && !cancelled.swap(true, Ordering::Relaxed) => {
+                        tracing::info!("task {task_id}: its job was cancelled; stopping at the next frame");
                     }
                     Ok(Reply::Gone(why)) => {
                         tracing::warn!("task {task_id}: lease lost: {why}");
