@@ -550,7 +550,7 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         };
         let m = gallery.manifest();
         store_search(&root, &job_id, &part, &m.model, m.dim, &these, &these_obs, &found).await?;
-        let calibration = m.score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(threshold, 0, 0));
+        let calibration = gallery.score_calibration_at(threshold);
         searched.push((*modality, calibration, threshold, rows.len()..rows.len() + found.len()));
         rows.extend(found);
     }
@@ -560,12 +560,11 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         let calibrated = match args.search.threshold {
             Some(_) => None,
             None => {
-                let fpir =
-                    args.search.fpir.or(galleries[0].1.manifest().threshold_fpir).unwrap_or(osprey_index::DEFAULT_FPIR);
                 let mut indexes: Vec<(Modality, &mut Gallery, ScoreCalibration)> =
                     galleries.iter_mut().zip(&searched).map(|((m, g), s)| (*m, g, s.1.clone())).collect();
-                match calibrate_fusion(&mut indexes, rule, fpir) {
+                match calibrate_fusion(&mut indexes, rule, args.search.fpir) {
                     Ok(t) => {
+                        let fpir = t.fpir;
                         for (set, threshold, n) in &t.by_modalities {
                             let set: Vec<&str> = set.iter().map(|m| m.as_str()).collect();
                             eprintln!(

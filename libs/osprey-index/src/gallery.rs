@@ -441,6 +441,12 @@ impl Gallery {
         Ok(Some(v))
     }
 
+    /// The index's raw score → LLR mapping for a search at `threshold`: the
+    /// calibration learnt with its threshold, else one anchored at `threshold`.
+    pub fn score_calibration_at(&self, threshold: f32) -> ScoreCalibration {
+        self.manifest.score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(threshold, 0, 0))
+    }
+
     /// Mated scores of enrolled templates given by value (`vectors` rows of
     /// templates `templates` of subjects `subjects`): each template's best
     /// score against another template of its own subject, among its nearest

@@ -184,7 +184,8 @@ impl FusedThresholds {
 /// Subjects sampled for the fused calibration (evenly over the sorted ids).
 pub const FUSION_CALIBRATION_SUBJECTS: usize = 4000;
 
-/// Calibrates fused thresholds for `target_fpir` from the gallery itself:
+/// Calibrates fused thresholds for `target_fpir` (else the first index's
+/// calibrated FPIR, else [`DEFAULT_FPIR`]) from the gallery itself:
 /// each sampled subject, with one enrolled template per modality index it
 /// is in, is a probe person searched against everyone else (its own
 /// candidates removed: a non-mated search), its calibrated scores fused by
@@ -200,8 +201,11 @@ pub const FUSION_CALIBRATION_SUBJECTS: usize = 4000;
 pub fn calibrate_fusion(
     indexes: &mut [(Modality, &mut Gallery, ScoreCalibration)],
     rule: FusionRule,
-    target_fpir: f64,
+    target_fpir: Option<f64>,
 ) -> Result<FusedThresholds> {
+    let target_fpir = target_fpir
+        .or_else(|| indexes.first().and_then(|(_, g, _)| g.manifest().threshold_fpir))
+        .unwrap_or(DEFAULT_FPIR);
     let mut subjects: Vec<String> = indexes
         .iter()
         .flat_map(|(_, g, _)| g.subjects().map(str::to_string).collect::<Vec<_>>())

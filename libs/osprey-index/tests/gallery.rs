@@ -223,7 +223,7 @@ fn fused_thresholds_hold_their_fpir_on_strangers() {
     let thresholds = {
         let mut refs: Vec<(Modality, &mut Gallery, ScoreCalibration)> =
             indexes.iter_mut().map(|(m, g)| (*m, g, calibration.clone())).collect();
-        calibrate_fusion(&mut refs, FusionRule::Quality, fpir).unwrap()
+        calibrate_fusion(&mut refs, FusionRule::Quality, Some(fpir)).unwrap()
     };
     let sets: Vec<Vec<Modality>> = thresholds.by_modalities.iter().map(|(s, ..)| s.clone()).collect();
     assert_eq!(sets, vec![vec![Modality::Face], vec![Modality::Body], vec![Modality::Face, Modality::Body]]);

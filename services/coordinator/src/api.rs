@@ -547,8 +547,7 @@ async fn search(
         let op = operating_point(&c.root, g, ask.threshold, ask.fpir).await?;
         let refs: Vec<&Template> = these.iter().collect();
         let rows = search_probes(g, "", &refs, k, op.threshold)?;
-        let calibration =
-            g.manifest().score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(op.threshold, 0, 0));
+        let calibration = g.score_calibration_at(op.threshold);
         drop(guard);
         for p in ask.probes.iter().filter(|p| p.modality == modality) {
             let mine: Vec<&SearchResultRow> = rows.iter().filter(|r| r.probe_template_id == p.id).collect();

@@ -663,7 +663,8 @@ impl Coordinator {
 
     /// Fused thresholds for `gallery`'s indexes of `parts` (modality and
     /// calibration, in modality order) by [`calibrate_fusion`] for `fpir`
-    /// (else the first index's calibrated FPIR, else the default); `None`
+    /// (else the first index's calibrated FPIR, else the default: chosen
+    /// there); `None`
     /// when no set of modalities has enough people, or the indexes cannot
     /// give back their vectors. Kept until one of the indexes changes.
     pub async fn fused_thresholds_of(
@@ -678,15 +679,14 @@ impl Coordinator {
         for (m, _) in parts {
             guards.push(self.lock_gallery(&modality_gallery(gallery, *m)).await?);
         }
-        let fpir = fpir
-            .or_else(|| guards.first().and_then(|g| g.as_ref()).and_then(|g| g.manifest().threshold_fpir))
-            .unwrap_or(osprey_index::DEFAULT_FPIR);
         let versions: Vec<(i64, usize)> = guards
             .iter()
             .map(|g| g.as_ref().map_or((0, 0), |g| (g.manifest().updated_at_ms, g.manifest().num_templates)))
             .collect();
+        // Without an FPIR asked, the first index's calibrated one is used: part of the key.
+        let first_fpir = guards.first().and_then(|g| g.as_ref()).and_then(|g| g.manifest().threshold_fpir);
         let key = format!(
-            "{gallery}|{}|{}|{fpir}",
+            "{gallery}|{}|{}|{fpir:?}|{first_fpir:?}",
             parts.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join("+"),
             rule.as_str()
         );
@@ -777,8 +777,7 @@ impl Coordinator {
         };
         let (threshold, top_k, dim) = (op.threshold, record.spec.top_k.unwrap_or(5), gallery.manifest().dim);
         let model = gallery.manifest().model.clone();
-        let calibration =
-            gallery.manifest().score_calibration.clone().unwrap_or_else(|| ScoreCalibration::anchored(threshold, 0, 0));
+        let calibration = gallery.score_calibration_at(threshold);
         let probes: Vec<&osprey_store::Template> = templates.iter().filter(|t| t.embedding.is_some()).collect();
         let rows = search_probes(gallery, &spec.job_id, &probes, top_k, threshold)?;
         drop(guard);
