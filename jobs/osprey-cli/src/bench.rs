@@ -161,6 +161,14 @@ pub struct RestBench {
     /// Candidates per query.
     #[arg(long, default_value_t = 5)]
     k: usize,
+    /// The coordinator's `search_batch_wait_us`: longest a search waits
+    /// for others to join its batch (default: the coordinator's default).
+    #[arg(long)]
+    batch_wait_us: Option<u64>,
+    /// The coordinator's `search_batch_max`: most searches in one batch
+    /// (1: no batching; default: the coordinator's default).
+    #[arg(long)]
+    batch_max: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -1005,8 +1013,10 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
 
 /// `osprey bench rest`: the same single-probe searches in process (the
 /// reference) and through `POST /v1/search` from concurrent clients over
-/// loopback HTTP, which adds JSON, authentication, the gallery lock and an
-/// audit row per search.
+/// loopback HTTP, which adds JSON, authentication, batching with the
+/// concurrent searches (one FAISS call per batch, under the gallery lock)
+/// and an audit row per search. Reports searches/s and per-request latency
+/// (p50, p99; REST: client side, until the whole answer is read).
 pub async fn rest(args: RestBench) -> anyhow::Result<()> {
     use osprey_store::{Root, Template};
     if args.templates == 0 || args.subjects == 0 || args.queries == 0 || args.clients == 0 {
@@ -1040,17 +1050,26 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
 
     // Reference: one probe per call, in process, on a gallery loaded from the root.
     let mut g = Gallery::load(&root, "bench").await?;
+    let mut in_process_latency = Vec::with_capacity(args.queries);
     let t = Instant::now();
     for q in queries.chunks(dim) {
+        let one = Instant::now();
         g.search(q, args.k)?;
+        in_process_latency.push(one.elapsed().as_secs_f64());
     }
     let in_process = args.queries as f64 / t.elapsed().as_secs_f64();
     drop(g);
 
     let key = "bench-admin-key-0123";
-    let mut config = osprey_coordinator::Config::default();
-    config.root = root.url().to_string();
-    config.api_keys = vec![format!("admin:{key}")];
+    let defaults = osprey_coordinator::Config::default();
+    let config = osprey_coordinator::Config {
+        root: root.url().to_string(),
+        api_keys: vec![format!("admin:{key}")],
+        search_batch_wait_us: args.batch_wait_us.unwrap_or(defaults.search_batch_wait_us),
+        search_batch_max: args.batch_max.unwrap_or(defaults.search_batch_max),
+        ..defaults
+    };
+    let (batch_wait_us, batch_max) = (config.search_batch_wait_us, config.search_batch_max);
     let coordinator = osprey_coordinator::Coordinator::start(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/search", listener.local_addr()?);
@@ -1072,23 +1091,32 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         let (http, url, queries, k) = (http.clone(), url.clone(), std::sync::Arc::clone(&queries), args.k);
         clients.push(tokio::spawn(async move {
             let mut errors = 0usize;
+            // Seconds from sending each request to having read its whole answer.
+            let mut latency = Vec::new();
             for q in queries.chunks(dim).skip(c).step_by(args.clients) {
                 let body = serde_json::json!({"gallery": "bench", "embedding": q, "k": k, "threshold": 0.5});
-                match http.post(&url).bearer_auth(key).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    _ => errors += 1,
-                }
+                let one = Instant::now();
+                let ok = match http.post(&url).bearer_auth(key).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                latency.push(one.elapsed().as_secs_f64());
+                errors += usize::from(!ok);
             }
-            errors
+            (errors, latency)
         }));
     }
     let mut errors = 0;
+    let mut rest_latency = Vec::with_capacity(args.queries);
     for c in clients {
-        errors += c.await?;
+        let (e, l) = c.await?;
+        errors += e;
+        rest_latency.extend(l);
     }
     let rest = args.queries as f64 / t.elapsed().as_secs_f64();
     stop.send(()).ok();
     server.await??;
+    let ms = |latency: &mut Vec<f64>, q: f64| percentile(latency, q) * 1e3;
     let report = serde_json::json!({
         "templates": args.templates,
         "subjects": args.subjects,
@@ -1096,11 +1124,27 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         "queries": args.queries,
         "clients": args.clients,
         "k": args.k,
+        "search_batch_wait_us": batch_wait_us,
+        "search_batch_max": batch_max,
         "in_process_searches_per_s": in_process,
+        "in_process_latency_ms_p50": ms(&mut in_process_latency, 0.5),
+        "in_process_latency_ms_p99": ms(&mut in_process_latency, 0.99),
         "rest_searches_per_s": rest,
+        "rest_latency_ms_p50": ms(&mut rest_latency, 0.5),
+        "rest_latency_ms_p99": ms(&mut rest_latency, 0.99),
         "rest_over_in_process": rest / in_process,
         "rest_errors": errors,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// The `q` quantile (0 to 1) of `values` (nearest rank; sorts them); 0 when empty.
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = (q * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }

@@ -16,7 +16,7 @@ use axum::{Extension, Json, Router};
 use osprey_api::*;
 use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, Modality, OpenSetDecision};
-use osprey_index::{FusionInput, Gallery, fuse_persons, modality_gallery, operating_point, search_probes};
+use osprey_index::{FusionInput, Gallery, SubjectCandidate, fuse_persons, modality_gallery, person_of};
 use osprey_media::decode_image;
 use osprey_pipeline::MediaSettings;
 use osprey_sql::SqlSession;
@@ -26,6 +26,7 @@ use utoipa::OpenApi;
 
 use crate::config::hex;
 use crate::error::{ApiError, ApiResult};
+use crate::search_batch::{SearchAnswer, SearchAsk as SearchBatchAsk};
 use crate::service::{Caller, Coordinator};
 
 type AppState = State<Arc<Coordinator>>;
@@ -279,6 +280,13 @@ async fn delete_subject(
     if !loaded.iter().any(|g| g.subjects().any(|s| s == subject_id)) {
         return Err(ApiError::not_found(format!("gallery `{name}` has no subject `{subject_id}`")));
     }
+    // Erasure works on the stored snapshots: enrolled batches not in them
+    // yet go in first (else they would be dropped with the in-memory copy).
+    for (n, guard) in names.iter().zip(guards.iter_mut()) {
+        if let Some(g) = guard.as_mut() {
+            c.commit_locked(n, g, false).await?;
+        }
+    }
     let e = osprey_index::erase_subject(&c.root, &name, &subject_id).await?;
     // Read again from the erased snapshots.
     for mut guard in guards {
@@ -516,15 +524,6 @@ async fn search(
     let mut searched = Vec::new();
     for &modality in &ask.modalities {
         let name = modality_gallery(&ask.gallery, modality);
-        let mut guard = c.lock_gallery(&name).await?;
-        let g = guard.as_mut().ok_or_else(|| match modality {
-            Modality::Face => ApiError::not_found(format!("no gallery `{}`", ask.gallery)),
-            m => ApiError::not_found(format!(
-                "gallery `{}` has no {m} index (`{name}`): enrol it with `modalities` naming {m}",
-                ask.gallery
-            )),
-        })?;
-        let dim = g.manifest().dim;
         let these: Vec<Template> = ask
             .probes
             .iter()
@@ -538,17 +537,24 @@ async fn search(
                 ..Default::default()
             })
             .collect();
-        if let Some(p) = these.iter().find(|p| p.embedding.as_ref().is_some_and(|e| e.len() != dim)) {
-            return Err(ApiError::bad_request(format!(
-                "{modality} embedding has {} values; `{name}` holds {dim}-d templates",
-                p.embedding.as_ref().map_or(0, Vec::len)
-            )));
-        }
-        let op = operating_point(&c.root, g, ask.threshold, ask.fpir).await?;
-        let refs: Vec<&Template> = these.iter().collect();
-        let rows = search_probes(g, "", &refs, k, op.threshold)?;
-        let calibration = g.score_calibration_at(op.threshold);
-        drop(guard);
+        // Searched together with the concurrent searches of this index
+        // (search_batch.rs); this ask's width is checked on its own.
+        let batch_ask = SearchBatchAsk {
+            modality,
+            embeddings: ask.probes.iter().filter(|p| p.modality == modality).map(|p| p.embedding.clone()).collect(),
+            k,
+            threshold: ask.threshold,
+            fpir: ask.fpir,
+        };
+        let answer = c.searches.search(&c, &name, batch_ask).await?.ok_or_else(|| match modality {
+            Modality::Face => ApiError::not_found(format!("no gallery `{}`", ask.gallery)),
+            m => ApiError::not_found(format!(
+                "gallery `{}` has no {m} index (`{name}`): enrol it with `modalities` naming {m}",
+                ask.gallery
+            )),
+        })?;
+        let SearchAnswer { op, calibration, candidates } = answer;
+        let rows = result_rows(&these, &candidates, op.threshold);
         for p in ask.probes.iter().filter(|p| p.modality == modality) {
             let mine: Vec<&SearchResultRow> = rows.iter().filter(|r| r.probe_template_id == p.id).collect();
             let decision = mine.first().map_or(OpenSetDecision::Unknown, |r| r.decision);
@@ -653,6 +659,36 @@ async fn search(
 
 fn decision_str(d: OpenSetDecision) -> String {
     d.as_str().to_string()
+}
+
+/// The result rows of searched probes, as `osprey_index::search_probes`
+/// writes them: `candidates` (one list per probe, best first) ranked from
+/// 1, each row with the probe's decision at `threshold`; a probe without
+/// candidates gets one `unknown` row.
+fn result_rows(probes: &[Template], candidates: &[Vec<SubjectCandidate>], threshold: f32) -> Vec<SearchResultRow> {
+    let mut rows = Vec::new();
+    for (probe, found) in probes.iter().zip(candidates) {
+        let decision = Gallery::decide(found, threshold);
+        let person = person_of(probe);
+        let row = |rank: usize, c: Option<&SubjectCandidate>| SearchResultRow {
+            job_id: String::new(),
+            probe_template_id: probe.template_id.clone(),
+            rank: rank as i32,
+            subject_id: c.map(|c| c.subject_id.clone()),
+            gallery_template_id: c.map(|c| c.template_id.clone()),
+            score: c.map(|c| c.score),
+            decision,
+            threshold,
+            person_track_id: person.clone(),
+            fusion: None,
+            modalities: Default::default(),
+        };
+        if found.is_empty() {
+            rows.push(row(1, None));
+        }
+        rows.extend(found.iter().enumerate().map(|(r, c)| row(r + 1, Some(c))));
+    }
+    rows
 }
 
 /// A unit copy of a JSON embedding, or why it cannot be searched.

@@ -9,6 +9,8 @@ use osprey_core::{Error, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::search_batch::BatchLimits;
+
 /// Everything the coordinator needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +42,15 @@ pub struct Config {
     pub max_finished_jobs_in_memory: usize,
     /// Jobs that finished this recently stay in memory whatever their number.
     pub finished_jobs_memory_seconds: u64,
+    /// Concurrent `POST /v1/search` requests on one gallery index are
+    /// gathered into one FAISS call: a search waits at most this many
+    /// microseconds for others to join its batch (less when as many
+    /// searches as the previous batch held are already waiting; 0: no
+    /// deliberate wait, searches that arrive while a batch runs still form
+    /// the next one).
+    pub search_batch_wait_us: u64,
+    /// Most searches gathered into one batch.
+    pub search_batch_max: usize,
 }
 
 impl Default for Config {
@@ -57,6 +68,8 @@ impl Default for Config {
             flight_listen: None,
             max_finished_jobs_in_memory: 1000,
             finished_jobs_memory_seconds: 3600,
+            search_batch_wait_us: 2000,
+            search_batch_max: 64,
         }
     }
 }
@@ -89,6 +102,21 @@ impl Config {
             config.allowed_prefixes = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
         Ok(config)
+    }
+
+    /// The search batching limits, checked.
+    pub fn search_batching(&self) -> Result<BatchLimits> {
+        if self.search_batch_max == 0 {
+            return Err(Error::invalid("search_batch_max must be at least 1 (1: no batching)"));
+        }
+        // Longer waits only add latency: batches fill while an earlier one runs.
+        if self.search_batch_wait_us > 1_000_000 {
+            return Err(Error::invalid("search_batch_wait_us must be at most 1000000 (one second)"));
+        }
+        Ok(BatchLimits {
+            max_wait: std::time::Duration::from_micros(self.search_batch_wait_us),
+            max_batch: self.search_batch_max,
+        })
     }
 
     /// The API keys, checked: each `role:key` with a known role and a key of

@@ -16,6 +16,7 @@ mod flight;
 mod job_store;
 pub mod jobs;
 mod metrics;
+mod search_batch;
 mod service;
 
 use std::future::Future;

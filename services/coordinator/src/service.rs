@@ -27,6 +27,7 @@ use crate::jobs::{
     FinalRecord, JobRecord, JobTable, LeaseCheck, TaskEnd, TaskRecord, input_name, job_of_task, make_tasks, output_key,
 };
 use crate::metrics::Metrics;
+use crate::search_batch::SearchBatcher;
 
 /// The fusion rule of a search job with several modalities that names none.
 pub const DEFAULT_FUSION: &str = "quality";
@@ -82,6 +83,8 @@ pub struct Coordinator {
     fused_cache: Mutex<HashMap<String, (Vec<(i64, usize)>, Option<FusedThresholds>)>>,
     /// Where inputs may come from: the root and the allowed prefixes, as URLs.
     allowed: Vec<String>,
+    /// Gathers concurrent REST searches of one index into one FAISS call.
+    pub(crate) searches: SearchBatcher,
 }
 
 /// Face models kept loaded for image searches (each up to a few hundred MB).
@@ -120,6 +123,7 @@ impl Coordinator {
         let mut allowed = vec![with_slash(root.url_of(""))];
         allowed.extend(config.allowed_prefixes.iter().map(|p| with_slash(as_url(p))));
         let audit = AuditLog::start(root.clone());
+        let searches = SearchBatcher::new(config.search_batching()?);
         let c = Arc::new(Coordinator {
             config,
             root,
@@ -131,6 +135,7 @@ impl Coordinator {
             analyses: tokio::sync::Mutex::new(Vec::new()),
             fused_cache: Mutex::new(HashMap::new()),
             allowed,
+            searches,
         });
         c.recover().await?;
         let reaper = Arc::clone(&c);
