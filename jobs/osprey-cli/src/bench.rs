@@ -169,6 +169,14 @@ pub struct RestBench {
     /// (1: no batching; default: the coordinator's default).
     #[arg(long)]
     batch_max: Option<usize>,
+    /// Rounds on the same gallery (each: in process, then REST); the report
+    /// gives each measure's median and every round under `runs`.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Also time REST one search at a time (`search_batch_max` 1) in each
+    /// round, under the same load as the batched pass.
+    #[arg(long)]
+    compare_unbatched: bool,
 }
 
 #[derive(clap::Args)]
@@ -185,6 +193,12 @@ pub struct SearchBench {
     /// IVF lists probed per query.
     #[arg(long)]
     nprobe: Option<usize>,
+    /// Re-rank this many candidates per query by exact score from the
+    /// float vectors kept on disk beside the index, as a gallery created
+    /// with `--rerank` does. Default 0: the index alone, as raw FAISS
+    /// answers (galleries of compressed indexes re-rank 100 unless told).
+    #[arg(long, default_value_t = 0)]
+    rerank: usize,
     #[arg(long, default_value_t = 10)]
     k: usize,
     /// FAISS (OpenMP) threads; default: all cores.
@@ -315,9 +329,15 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
     }
     let ids = |n: usize| (0..n).map(|i| (i.to_string(), i.to_string())).collect::<Vec<_>>();
 
+    let rss_before = rss_anon_bytes();
     let started = Instant::now();
-    let mut index = Gallery::build("bench", "bench", g.dim, Some(&args.index), ids(g.len()), &g.data)?;
+    let rerank = Some(args.rerank);
+    let mut index = Gallery::build_reranked("bench", "bench", g.dim, Some(&args.index), rerank, ids(g.len()), &g.data)?;
     let build_s = started.elapsed().as_secs_f64();
+    // What the gallery holds resident: the FAISS index and Osprey's id map
+    // (here short numeric ids); re-ranking's vectors are on disk, mapped.
+    let memory_per_template =
+        rss_before.zip(rss_anon_bytes()).map(|(before, after)| after.saturating_sub(before) as f64 / g.len() as f64);
     if let Some(nprobe) = args.nprobe {
         index.set_nprobe(nprobe)?;
     }
@@ -342,6 +362,7 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "index": args.index,
         "nprobe": index.manifest().nprobe,
+        "rerank": args.rerank,
         "n": g.len(),
         "nq": q.len(),
         "dim": g.dim,
@@ -352,6 +373,8 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
         "build_s": build_s,
         "bytes_per_vector": bytes_per_vector,
         "bytes_per_vector_estimate": bytes_per_template_estimate(&args.index, g.dim),
+        "memory_bytes_per_template": memory_per_template,
+        "disk_bytes_per_template": if args.rerank > 0 { 4 * g.dim } else { 0 },
     });
     if args.json {
         println!("{report}");
@@ -359,6 +382,15 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// Resident anonymous memory of this process (heap and private maps, not
+/// file-backed pages), from `/proc/self/status`; `None` off Linux.
+fn rss_anon_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn faces(args: FacesBench) -> anyhow::Result<()> {
@@ -1048,28 +1080,102 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
     eprintln!("gallery built and stored in {:.1}s ({factory})", started.elapsed().as_secs_f64());
     drop(gallery);
 
-    // Reference: one probe per call, in process, on a gallery loaded from the root.
-    let mut g = Gallery::load(&root, "bench").await?;
-    let mut in_process_latency = Vec::with_capacity(args.queries);
-    let t = Instant::now();
-    for q in queries.chunks(dim) {
-        let one = Instant::now();
-        g.search(q, args.k)?;
-        in_process_latency.push(one.elapsed().as_secs_f64());
-    }
-    let in_process = args.queries as f64 / t.elapsed().as_secs_f64();
-    drop(g);
-
-    let key = "bench-admin-key-0123";
+    // Each round: the reference (one probe per call, in process, on a
+    // gallery loaded from the root), then REST with the configured
+    // batching, then (if asked) REST one search at a time.
     let defaults = osprey_coordinator::Config::default();
+    let wait_us = args.batch_wait_us.unwrap_or(defaults.search_batch_wait_us);
+    let max = args.batch_max.unwrap_or(defaults.search_batch_max);
+    let queries = std::sync::Arc::new(queries);
+    let mut rounds = Vec::new();
+    for round in 0..args.runs.max(1) {
+        let mut g = Gallery::load(&root, "bench").await?;
+        let mut latency = Vec::with_capacity(args.queries);
+        let t = Instant::now();
+        for q in queries.chunks(dim) {
+            let one = Instant::now();
+            g.search(q, args.k)?;
+            latency.push(one.elapsed().as_secs_f64());
+        }
+        let in_process = args.queries as f64 / t.elapsed().as_secs_f64();
+        drop(g);
+        let batched = rest_pass(&root, &queries, dim, &args, wait_us, max).await?;
+        let mut r = serde_json::json!({
+            "in_process_searches_per_s": in_process,
+            "in_process_latency_ms_p50": percentile(&mut latency, 0.5) * 1e3,
+            "in_process_latency_ms_p99": percentile(&mut latency, 0.99) * 1e3,
+            "rest_searches_per_s": batched.searches_per_s,
+            "rest_latency_ms_p50": batched.p50_ms,
+            "rest_latency_ms_p99": batched.p99_ms,
+            "rest_over_in_process": batched.searches_per_s / in_process,
+            "rest_errors": batched.errors,
+        });
+        if args.compare_unbatched {
+            let one = rest_pass(&root, &queries, dim, &args, 0, 1).await?;
+            r["unbatched_rest_searches_per_s"] = one.searches_per_s.into();
+            r["unbatched_rest_latency_ms_p50"] = one.p50_ms.into();
+            r["unbatched_rest_latency_ms_p99"] = one.p99_ms.into();
+            r["unbatched_rest_over_in_process"] = (one.searches_per_s / in_process).into();
+            r["unbatched_rest_errors"] = one.errors.into();
+        }
+        eprintln!("round {}: {r}", round + 1);
+        rounds.push(r);
+    }
+    let mut report = serde_json::json!({
+        "templates": args.templates,
+        "subjects": args.subjects,
+        "index": factory,
+        "queries": args.queries,
+        "clients": args.clients,
+        "k": args.k,
+        "search_batch_wait_us": wait_us,
+        "search_batch_max": max,
+    });
+    // Each measure's median over the rounds (errors: the total).
+    for (field, value) in rounds[0].as_object().expect("an object").clone() {
+        let mut all: Vec<f64> = rounds.iter().filter_map(|r| r[&field].as_f64()).collect();
+        report[&field] = if field.ends_with("errors") {
+            (all.iter().sum::<f64>() as usize).into()
+        } else if value.is_f64() {
+            percentile(&mut all, 0.5).into()
+        } else {
+            value
+        };
+    }
+    report["runs"] = rounds.into();
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// One REST pass's measures.
+struct RestPass {
+    searches_per_s: f64,
+    /// Client-side latency per request (sent → whole answer read).
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+/// Starts a coordinator over `root` with the given batching and times
+/// `args.clients` concurrent clients searching all `queries` through
+/// `POST /v1/search`, one probe per request (after one warm-up search that
+/// loads the gallery).
+async fn rest_pass(
+    root: &osprey_store::Root,
+    queries: &std::sync::Arc<Vec<f32>>,
+    dim: usize,
+    args: &RestBench,
+    wait_us: u64,
+    max: usize,
+) -> anyhow::Result<RestPass> {
+    let key = "bench-admin-key-0123";
     let config = osprey_coordinator::Config {
         root: root.url().to_string(),
         api_keys: vec![format!("admin:{key}")],
-        search_batch_wait_us: args.batch_wait_us.unwrap_or(defaults.search_batch_wait_us),
-        search_batch_max: args.batch_max.unwrap_or(defaults.search_batch_max),
-        ..defaults
+        search_batch_wait_us: wait_us,
+        search_batch_max: max,
+        ..Default::default()
     };
-    let (batch_wait_us, batch_max) = (config.search_batch_wait_us, config.search_batch_max);
     let coordinator = osprey_coordinator::Coordinator::start(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/search", listener.local_addr()?);
@@ -1078,22 +1184,20 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         stopped.await.ok();
     }));
     let http = reqwest::Client::new();
-    // Warm-up: loads the gallery into the coordinator.
     let warm = serde_json::json!({"gallery": "bench", "embedding": &queries[..dim], "k": args.k, "threshold": 0.5});
     let r = http.post(&url).bearer_auth(key).json(&warm).send().await?;
     if !r.status().is_success() {
         bail!("warm-up search failed: {} {}", r.status(), r.text().await.unwrap_or_default());
     }
-    let queries = std::sync::Arc::new(queries);
     let t = Instant::now();
     let mut clients = Vec::new();
     for c in 0..args.clients {
-        let (http, url, queries, k) = (http.clone(), url.clone(), std::sync::Arc::clone(&queries), args.k);
+        let (http, url, queries, k, n) =
+            (http.clone(), url.clone(), std::sync::Arc::clone(queries), args.k, args.clients);
         clients.push(tokio::spawn(async move {
             let mut errors = 0usize;
-            // Seconds from sending each request to having read its whole answer.
             let mut latency = Vec::new();
-            for q in queries.chunks(dim).skip(c).step_by(args.clients) {
+            for q in queries.chunks(dim).skip(c).step_by(n) {
                 let body = serde_json::json!({"gallery": "bench", "embedding": q, "k": k, "threshold": 0.5});
                 let one = Instant::now();
                 let ok = match http.post(&url).bearer_auth(key).json(&body).send().await {
@@ -1107,36 +1211,21 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         }));
     }
     let mut errors = 0;
-    let mut rest_latency = Vec::with_capacity(args.queries);
+    let mut latency = Vec::with_capacity(args.queries);
     for c in clients {
         let (e, l) = c.await?;
         errors += e;
-        rest_latency.extend(l);
+        latency.extend(l);
     }
-    let rest = args.queries as f64 / t.elapsed().as_secs_f64();
+    let searches_per_s = args.queries as f64 / t.elapsed().as_secs_f64();
     stop.send(()).ok();
     server.await??;
-    let ms = |latency: &mut Vec<f64>, q: f64| percentile(latency, q) * 1e3;
-    let report = serde_json::json!({
-        "templates": args.templates,
-        "subjects": args.subjects,
-        "index": factory,
-        "queries": args.queries,
-        "clients": args.clients,
-        "k": args.k,
-        "search_batch_wait_us": batch_wait_us,
-        "search_batch_max": batch_max,
-        "in_process_searches_per_s": in_process,
-        "in_process_latency_ms_p50": ms(&mut in_process_latency, 0.5),
-        "in_process_latency_ms_p99": ms(&mut in_process_latency, 0.99),
-        "rest_searches_per_s": rest,
-        "rest_latency_ms_p50": ms(&mut rest_latency, 0.5),
-        "rest_latency_ms_p99": ms(&mut rest_latency, 0.99),
-        "rest_over_in_process": rest / in_process,
-        "rest_errors": errors,
-    });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    Ok(RestPass {
+        searches_per_s,
+        p50_ms: percentile(&mut latency, 0.5) * 1e3,
+        p99_ms: percentile(&mut latency, 0.99) * 1e3,
+        errors,
+    })
 }
 
 /// The `q` quantile (0 to 1) of `values` (nearest rank; sorts them); 0 when empty.

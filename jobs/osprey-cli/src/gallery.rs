@@ -39,6 +39,11 @@ pub enum GalleryCommand {
         /// FAISS index factory string (`Flat`, `IVF1024,Flat`, `HNSW32`, …); chosen by size if omitted.
         #[arg(long)]
         index: Option<String>,
+        /// Candidates each search re-ranks by exact cosine similarity, from
+        /// float vectors kept on disk beside a compressed index (0: none).
+        /// Default: 100 for compressed indexes (PQ), none for the others.
+        #[arg(long)]
+        rerank: Option<usize>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -97,6 +102,11 @@ pub struct ImportArgs {
     /// IVF lists probed per search.
     #[arg(long)]
     nprobe: Option<usize>,
+    /// Candidates each search re-ranks by exact cosine similarity, from
+    /// float vectors kept on disk beside a compressed index (0: none).
+    /// Default: 100 for compressed indexes (PQ), none for the others.
+    #[arg(long)]
+    rerank: Option<usize>,
     /// Calibrate the open-set threshold for this FPIR from the gallery's own non-mated scores.
     #[arg(long, default_value_t = 0.01)]
     fpir: f64,
@@ -105,10 +115,10 @@ pub struct ImportArgs {
 pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
     match cmd {
         GalleryCommand::Import(args) => import(args).await,
-        GalleryCommand::Create { target, gallery, index, format } => {
+        GalleryCommand::Create { target, gallery, index, rerank, format } => {
             let summary = match target.mode()? {
                 Mode::Remote(c) => {
-                    let req = CreateGallery { name: gallery, model: None, index };
+                    let req = CreateGallery { name: gallery, model: None, index, rerank };
                     c.post::<_, GallerySummary>("/v1/galleries", &req).await?
                 }
                 Mode::Local(root) => {
@@ -118,8 +128,15 @@ pub async fn run(cmd: GalleryCommand) -> anyhow::Result<()> {
                         bail!(osprey_core::Error::new(ErrorKind::AlreadyExists, format!("gallery `{gallery}` exists")));
                     }
                     let dim = osprey_models::dlib::resnet::DESCRIPTOR_DIM;
-                    let mut g =
-                        Gallery::build(&gallery, osprey_models::MODEL_NAME, dim, index.as_deref(), Vec::new(), &[])?;
+                    let mut g = Gallery::build_reranked(
+                        &gallery,
+                        osprey_models::MODEL_NAME,
+                        dim,
+                        index.as_deref(),
+                        rerank,
+                        Vec::new(),
+                        &[],
+                    )?;
                     g.save(&root).await?;
                     gallery_summary(g.manifest())
                 }
@@ -286,7 +303,12 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         });
     }
     let root = Root::open(&args.root.root)?;
-    let opts = EnrollOptions { index_factory: args.index, nprobe: args.nprobe, calibrate_fpir: Some(args.fpir) };
+    let opts = EnrollOptions {
+        index_factory: args.index,
+        nprobe: args.nprobe,
+        rerank: args.rerank,
+        calibrate_fpir: Some(args.fpir),
+    };
     let started = std::time::Instant::now();
     let gallery = enroll(&root, &args.gallery, &batch, templates, &[], &opts).await?;
     let m = gallery.manifest();

@@ -124,6 +124,11 @@ pub struct EnrollArgs {
     /// FAISS index factory string; chosen by gallery size if omitted.
     #[arg(long)]
     index: Option<String>,
+    /// Candidates each search re-ranks by exact cosine similarity, from
+    /// float vectors kept on disk beside a compressed index (0: none).
+    /// Default: 100 for compressed indexes (PQ), none for the others.
+    #[arg(long)]
+    rerank: Option<usize>,
     /// Calibrate the gallery's operating threshold for this FPIR.
     #[arg(long, default_value_t = osprey_index::DEFAULT_FPIR)]
     fpir: f64,
@@ -396,7 +401,8 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
     }
     put_thumbnails(&root, thumbnails).await?;
     let n = templates.len();
-    let opts = EnrollOptions { index_factory: args.index, nprobe: None, calibrate_fpir: Some(args.fpir) };
+    let opts =
+        EnrollOptions { index_factory: args.index, nprobe: None, rerank: args.rerank, calibrate_fpir: Some(args.fpir) };
     // One index per modality: the face gallery itself, `<gallery>.body` beside it.
     let mut galleries = Vec::new();
     for &modality in &args.media.modalities {

@@ -71,6 +71,11 @@ pub struct CreateGallery {
     /// FAISS index factory string (default: chosen by gallery size).
     #[serde(default)]
     pub index: Option<String>,
+    /// Candidates each search re-ranks by exact cosine similarity, from the
+    /// float vectors kept beside a compressed index (0: none). Default: 100
+    /// for compressed (product-quantised) indexes, none for the others.
+    #[serde(default)]
+    pub rerank: Option<usize>,
 }
 
 /// A gallery as listed.

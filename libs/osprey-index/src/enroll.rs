@@ -12,6 +12,11 @@ pub struct EnrollOptions {
     pub index_factory: Option<String>,
     /// IVF lists to probe; `None` keeps the default for the index.
     pub nprobe: Option<usize>,
+    /// Candidates re-ranked by exact score per search, fixed when the
+    /// gallery is created (`Some(0)`: none; `None`: the index's default,
+    /// [`crate::default_rerank`]); for an existing gallery, a new depth
+    /// (it must have been created re-ranking).
+    pub rerank: Option<usize>,
     /// Calibrate the threshold for this FPIR from the gallery's own
     /// non-mated scores (needs at least two subjects).
     pub calibrate_fpir: Option<f64>,
@@ -141,10 +146,21 @@ pub async fn enroll_into(
                 g.add(new_ids, &new_vectors)?;
                 g
             }
-            None => Gallery::build(name, &model, dim, opts.index_factory.as_deref(), new_ids, &new_vectors)?,
+            None => Gallery::build_reranked(
+                name,
+                &model,
+                dim,
+                opts.index_factory.as_deref(),
+                opts.rerank,
+                new_ids,
+                &new_vectors,
+            )?,
         };
         if let Some(nprobe) = opts.nprobe {
             gallery.set_nprobe(nprobe)?;
+        }
+        if let Some(depth) = opts.rerank {
+            gallery.set_rerank(depth)?;
         }
         if let Some(fpir) = opts.calibrate_fpir {
             if gallery.manifest().num_subjects >= 2 {

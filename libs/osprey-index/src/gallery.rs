@@ -7,17 +7,29 @@ use faiss::{Idx, Index, MetricType, index_factory};
 use osprey_core::fusion::ScoreCalibration;
 use osprey_core::{Error, ErrorKind, OpenSetDecision, Result, decide, operating_threshold};
 
-use crate::choice::{auto_factory, default_nprobe, ivf_lists};
+use crate::choice::{auto_factory, default_nprobe, default_rerank, ivf_lists};
+use crate::vectors::{VectorStore, chunk_rows_for};
 
 unsafe extern "C" {
     fn omp_set_num_threads(n: std::ffi::c_int);
 }
 
+/// Threads for the work Osprey does around FAISS (re-ranking); 0 = every core.
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Sets how many threads FAISS (OpenMP) uses for training, adding and
-/// batched search. Call once at start-up.
+/// batched search, and Osprey's re-ranking beside it. Call once at start-up.
 pub fn set_num_threads(n: usize) {
+    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     // SAFETY: plain setter of libgomp's global thread count, linked by faiss-sys.
     unsafe { omp_set_num_threads(n.max(1) as std::ffi::c_int) }
+}
+
+fn num_threads() -> usize {
+    match THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    }
 }
 
 /// The gallery holding `gallery`'s templates of `modality`: the gallery
@@ -50,6 +62,18 @@ pub struct GalleryManifest {
     pub index_factory: String,
     /// IVF lists probed per search (IVF indexes only).
     pub nprobe: Option<usize>,
+    /// Candidate templates re-ranked by exact cosine similarity per search
+    /// (compressed indexes; absent: the index's scores are final). The
+    /// exact vectors live in `vectors/` beside the index and, once loaded,
+    /// in a memory-mapped file on local disk, not in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<usize>,
+    /// Rows per stored chunk of `vectors/` (set when the gallery re-ranks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_chunk_rows: Option<usize>,
+    /// Rows stored in `vectors/` (the FAISS ids handed out) at the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rows: Option<usize>,
     /// Operating threshold on cosine similarity.
     pub threshold: Option<f32>,
     /// The FPIR the threshold was calibrated for.
@@ -109,6 +133,8 @@ pub struct Gallery {
     /// Removed ids the index still holds (index types without remove).
     pub(crate) hidden: HashSet<i64>,
     pub(crate) next_id: i64,
+    /// Exact vectors by FAISS id, for re-ranking (`manifest.rerank`).
+    pub(crate) vectors: Option<VectorStore>,
 }
 
 impl std::fmt::Debug for Gallery {
@@ -140,12 +166,29 @@ pub(crate) fn new_index(factory: &str, dim: usize) -> Result<IndexImpl> {
 impl Gallery {
     /// Builds a gallery from templates: `vectors` holds `ids.len()` unit-norm
     /// rows of `dim` floats, `ids` the (template, subject) of each row.
-    /// `factory` picks the FAISS index; `None` chooses by size.
+    /// `factory` picks the FAISS index; `None` chooses by size. Compressed
+    /// indexes re-rank [`crate::DEFAULT_RERANK`] candidates
+    /// ([`Gallery::build_reranked`] chooses).
     pub fn build(
         name: &str,
         model: &str,
         dim: usize,
         factory: Option<&str>,
+        ids: Vec<(String, String)>,
+        vectors: &[f32],
+    ) -> Result<Gallery> {
+        Gallery::build_reranked(name, model, dim, factory, None, ids, vectors)
+    }
+
+    /// [`Gallery::build`] re-ranking `rerank` candidates per search by
+    /// exact score (`Some(0)`: never; `None`: the index's default,
+    /// [`crate::default_rerank`]).
+    pub fn build_reranked(
+        name: &str,
+        model: &str,
+        dim: usize,
+        factory: Option<&str>,
+        rerank: Option<usize>,
         ids: Vec<(String, String)>,
         vectors: &[f32],
     ) -> Result<Gallery> {
@@ -155,11 +198,15 @@ impl Gallery {
         let factory = factory.map(str::to_string).unwrap_or_else(|| auto_factory(ids.len(), dim));
         let index = new_index(&factory, dim)?;
         let now = chrono_now_ms();
+        let rerank = rerank.or_else(|| default_rerank(&factory)).filter(|r| *r > 0);
         let manifest = GalleryManifest {
             name: name.to_string(),
             model: model.to_string(),
             dim,
             nprobe: default_nprobe(&factory),
+            rerank,
+            vector_chunk_rows: rerank.map(|_| chunk_rows_for(dim)),
+            vector_rows: None,
             index_factory: factory,
             threshold: None,
             threshold_fpir: None,
@@ -177,6 +224,10 @@ impl Gallery {
             by_subject: HashMap::new(),
             hidden: HashSet::new(),
             next_id: 0,
+            vectors: match rerank {
+                Some(_) => Some(VectorStore::new(dim, chunk_rows_for(dim))?),
+                None => None,
+            },
         };
         gallery.apply_search_params()?;
         if !ids.is_empty() {
@@ -222,6 +273,20 @@ impl Gallery {
         self.apply_search_params()
     }
 
+    /// Sets how many candidates a search re-ranks by exact score (0: none,
+    /// the index's own scores are final). Only a gallery created with
+    /// re-ranking keeps the exact vectors it needs.
+    pub fn set_rerank(&mut self, depth: usize) -> Result<()> {
+        if depth > 0 && self.vectors.is_none() {
+            return Err(Error::invalid(format!(
+                "gallery `{}` keeps no exact vectors to re-rank with; choose re-ranking when creating it",
+                self.manifest.name
+            )));
+        }
+        self.manifest.rerank = (depth > 0).then_some(depth);
+        Ok(())
+    }
+
     pub(crate) fn apply_search_params(&mut self) -> Result<()> {
         if let Some(nprobe) = self.manifest.nprobe {
             let ps = ParameterSpace::new().map_err(faiss_err("parameter space"))?;
@@ -259,6 +324,9 @@ impl Gallery {
         let first = self.next_id;
         let xids: Vec<Idx> = (0..ids.len() as i64).map(|i| Idx::new((first + i) as u64)).collect();
         self.index.add_with_ids(vectors, &xids).map_err(faiss_err("add"))?;
+        if let Some(store) = &mut self.vectors {
+            store.put(first as usize, vectors)?;
+        }
         for (i, (template_id, subject_id)) in ids.into_iter().enumerate() {
             let id = first + i as i64;
             self.by_subject.entry(subject_id.clone()).or_default().push(id);
@@ -295,6 +363,9 @@ impl Gallery {
         for id in &ids {
             self.entries.remove(id);
         }
+        if let Some(store) = &mut self.vectors {
+            store.zero(&ids)?;
+        }
         self.refresh_counts();
         Ok(removal)
     }
@@ -311,9 +382,7 @@ impl Gallery {
         live.sort_unstable();
         let mut vectors = vec![0f32; live.len() * dim];
         for (i, id) in live.iter().enumerate() {
-            self.index
-                .reconstruct(Idx::new(*id as u64), &mut vectors[i * dim..(i + 1) * dim])
-                .map_err(faiss_err("reconstruct"))?;
+            self.vector_into(*id, &mut vectors[i * dim..(i + 1) * dim])?;
         }
         let mut index = new_index(&self.manifest.index_factory, dim)?;
         if !index.is_trained() && !live.is_empty() {
@@ -349,17 +418,16 @@ impl Gallery {
         // of the nearest templates. Grow until every query has enough subjects.
         let mut fetch = (k * 4 + self.hidden.len()).min(total);
         loop {
-            let res = self.index.search(queries, fetch).map_err(faiss_err("search"))?;
+            let (distances, ids) = self.nearest(queries, fetch)?;
             let mut out = Vec::with_capacity(nq);
             let mut short = false;
             for q in 0..nq {
-                let labels = &res.labels[q * fetch..(q + 1) * fetch];
-                let scores = &res.distances[q * fetch..(q + 1) * fetch];
+                let labels = &ids[q * fetch..(q + 1) * fetch];
+                let scores = &distances[q * fetch..(q + 1) * fetch];
                 let mut seen = HashSet::new();
                 let mut cands = Vec::with_capacity(want);
-                for (label, score) in labels.iter().zip(scores) {
-                    let Some(id) = label.get() else { continue };
-                    let Some(entry) = self.entries.get(&(id as i64)) else { continue };
+                for (&id, score) in labels.iter().zip(scores) {
+                    let Some(entry) = self.entries.get(&id) else { continue };
                     if seen.insert(entry.subject_id.as_str()) {
                         cands.push(SubjectCandidate {
                             subject_id: entry.subject_id.clone(),
@@ -411,15 +479,8 @@ impl Gallery {
         let probes: Vec<i64> = ids.into_iter().step_by(step).collect();
         let mut vectors = vec![0f32; probes.len() * dim];
         for (i, id) in probes.iter().enumerate() {
-            self.index.reconstruct(Idx::new(*id as u64), &mut vectors[i * dim..(i + 1) * dim]).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "index `{}` cannot reconstruct templates for calibration: {e}",
-                        self.manifest.index_factory
-                    ),
-                )
-            })?;
+            self.vector_into(*id, &mut vectors[i * dim..(i + 1) * dim])
+                .map_err(|e| e.context("reading enrolled templates for calibration"))?;
         }
         let subjects = probes.iter().map(|id| self.entries[id].subject_id.clone()).collect();
         let templates = probes.iter().map(|id| self.entries[id].template_id.clone()).collect();
@@ -435,9 +496,7 @@ impl Gallery {
             return Ok(None);
         };
         let mut v = vec![0f32; self.manifest.dim];
-        self.index.reconstruct(Idx::new(id as u64), &mut v).map_err(|e| {
-            Error::invalid(format!("index `{}` cannot reconstruct templates: {e}", self.manifest.index_factory))
-        })?;
+        self.vector_into(id, &mut v)?;
         Ok(Some(v))
     }
 
@@ -545,6 +604,19 @@ impl Gallery {
     }
 }
 
+/// Inner product of two rows of equal width, eight lanes at a time.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 pub(crate) fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -552,11 +624,74 @@ pub(crate) fn chrono_now_ms() -> i64 {
 impl Gallery {
     /// Raw template-level search: for each query the `k` nearest FAISS ids
     /// and their inner products, `-1` where fewer exist. No subject grouping;
-    /// this is what benchmarks compare with FAISS itself.
+    /// this is what benchmarks compare with FAISS itself. Re-ranked like
+    /// [`Gallery::search`] when the gallery re-ranks.
     pub fn search_templates(&mut self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
-        let res = self.index.search(queries, k).map_err(faiss_err("search"))?;
-        let ids = res.labels.iter().map(|l| l.get().map(|v| v as i64).unwrap_or(-1)).collect();
-        Ok((res.distances, ids))
+        self.nearest(queries, k)
+    }
+
+    /// The `k` nearest FAISS ids of each query with their scores, `-1` (and
+    /// −∞) where fewer exist. A re-ranking gallery asks the index for its
+    /// `rerank` best (or `k`, if more) by approximate score, scores those
+    /// exactly against the stored vectors and keeps the best `k`.
+    fn nearest(&mut self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        let dim = self.manifest.dim;
+        let nq = queries.len() / dim;
+        let total = self.index.ntotal() as usize;
+        let (Some(depth), Some(store)) = (self.manifest.rerank, self.vectors.as_ref()) else {
+            let res = self.index.search(queries, k).map_err(faiss_err("search"))?;
+            let ids = res.labels.iter().map(|l| l.get().map(|v| v as i64).unwrap_or(-1)).collect();
+            return Ok((res.distances, ids));
+        };
+        let depth = depth.max(k).min(total.max(1));
+        let res = self.index.search(queries, depth).map_err(faiss_err("search"))?;
+        let mut scores = vec![f32::NEG_INFINITY; nq * k];
+        let mut ids = vec![-1i64; nq * k];
+        let rerank_query = |q: usize, scores: &mut [f32], ids: &mut [i64]| {
+            let query = &queries[q * dim..(q + 1) * dim];
+            let mut exact: Vec<(f32, i64)> = res.labels[q * depth..(q + 1) * depth]
+                .iter()
+                .filter_map(|l| {
+                    let id = l.get()? as i64;
+                    Some((dot(query, store.row(id)?), id))
+                })
+                .collect();
+            exact.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for (i, (s, id)) in exact.into_iter().take(k).enumerate() {
+                scores[i] = s;
+                ids[i] = id;
+            }
+        };
+        // Queries in parallel, a contiguous block per thread.
+        let threads = num_threads().min(nq.div_ceil(16)).max(1);
+        let per = nq.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (block, (s, i)) in scores.chunks_mut(per * k).zip(ids.chunks_mut(per * k)).enumerate() {
+                let rerank_query = &rerank_query;
+                scope.spawn(move || {
+                    for (j, (s, i)) in s.chunks_mut(k).zip(i.chunks_mut(k)).enumerate() {
+                        rerank_query(block * per + j, s, i);
+                    }
+                });
+            }
+        });
+        Ok((scores, ids))
+    }
+
+    /// Template `id`'s vector into `out`: the stored exact vector of a
+    /// re-ranking gallery, else reconstructed by the index (Flat, HNSW; an
+    /// error for IVF and PQ indexes, which keep no reconstructible copy).
+    fn vector_into(&self, id: i64, out: &mut [f32]) -> Result<()> {
+        if let Some(row) = self.vectors.as_ref().and_then(|s| s.row(id)) {
+            out.copy_from_slice(row);
+            return Ok(());
+        }
+        self.index.reconstruct(Idx::new(id as u64), out).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("index `{}` cannot reconstruct templates: {e}", self.manifest.index_factory),
+            )
+        })
     }
 
     /// Bytes of the serialized FAISS index (what a snapshot stores).

@@ -14,8 +14,12 @@ mod erase;
 mod gallery;
 mod search;
 mod snapshot;
+mod vectors;
 
-pub use choice::{auto_factory, bytes_per_template_estimate, default_nprobe};
+pub use choice::{
+    DEFAULT_RERANK, FLOAT_INDEX_BUDGET_BYTES, auto_factory, bytes_per_template_estimate, default_nprobe,
+    default_rerank, is_compressed,
+};
 pub use enroll::{EnrollOptions, calibrate, enroll, enroll_into};
 pub use erase::{Erasure, erase_subject};
 pub use gallery::{

@@ -12,6 +12,7 @@ use osprey_core::{Error, ErrorKind, Result};
 use osprey_store::{Root, decode_parquet, encode_parquet, layout};
 
 use crate::gallery::{Entry, Gallery, GalleryManifest, chrono_now_ms};
+use crate::vectors::VectorStore;
 
 fn index_key(gallery: &str, version: &str) -> String {
     format!("{}/index/{version}.faiss", layout::gallery_dir(gallery))
@@ -65,6 +66,15 @@ impl Gallery {
         .map_err(|e| Error::internal(format!("cannot build id map: {e}")))?;
         root.put(&ids_key(&name, &version), encode_parquet(ids_schema(), &[batch])?).await?;
 
+        if let (Some(store), Some(rows)) = (&mut self.vectors, self.manifest.vector_chunk_rows) {
+            if self.manifest.snapshot.is_none() {
+                // A new gallery under a name used before: no older chunk may
+                // outlive it.
+                VectorStore::delete_beyond(root, &name, 0, rows).await?;
+            }
+            store.save(root, &name).await?;
+        }
+        self.manifest.vector_rows = self.vectors.as_ref().map(|_| self.next_id as usize);
         let previous = self.manifest.snapshot.replace(version);
         let manifest = serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes");
         root.put(&layout::gallery_manifest(&name), Bytes::from(manifest)).await?;
@@ -119,7 +129,14 @@ impl Gallery {
                 }
             }
         }
-        let mut gallery = Gallery { manifest, index, entries, by_subject, hidden, next_id };
+        let vectors = match (manifest.vector_chunk_rows, manifest.vector_rows) {
+            (Some(chunk_rows), Some(rows)) => {
+                Some(VectorStore::load(root, name, manifest.dim, rows, chunk_rows).await?)
+            }
+            (Some(_), None) => return Err(corrupt(name, "manifest keeps vectors but does not count them")),
+            _ => None,
+        };
+        let mut gallery = Gallery { manifest, index, entries, by_subject, hidden, next_id, vectors };
         gallery.apply_search_params()?;
         Ok(gallery)
     }

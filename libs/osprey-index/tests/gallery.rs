@@ -81,7 +81,7 @@ fn hnsw() {
 
 #[test]
 fn ivf_pq() {
-    conformance("IVF16,PQ16");
+    conformance("IVF16,PQ16np");
 }
 
 #[test]
@@ -290,4 +290,77 @@ fn fused_thresholds_hold_their_fpir_on_strangers() {
         (0..dims.len()).map(|k| (0..PEOPLE).map(|p| unit(dims[k].1, Some(&enrolled[k][p]), 0.12)).collect()).collect();
     let (_, found) = decide(&mut indexes, again);
     assert!(found as f64 / PEOPLE as f64 > 0.9, "{found} of {PEOPLE} enrolled people found");
+}
+
+#[test]
+fn ivf_pq_without_reranking() {
+    let (ids, data) = clustered(300, 4, 1);
+    let mut g = Gallery::build_reranked("g", "m", DIM, Some("IVF16,PQ16np"), Some(0), ids, &data).unwrap();
+    assert_eq!(g.manifest().rerank, None);
+    // Without stored vectors re-ranking cannot be switched on later.
+    assert_eq!(g.set_rerank(50).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+/// Recall@10 of `found` against `truth` (FAISS ids, `k` per query).
+fn recall(found: &[i64], truth: &[i64], k: usize) -> f64 {
+    let hits: usize =
+        found.chunks(k).zip(truth.chunks(k)).map(|(f, t)| f.iter().filter(|i| t.contains(i)).count()).sum();
+    hits as f64 / truth.len() as f64
+}
+
+#[tokio::test]
+async fn reranking_gives_exact_scores_and_keeps_its_vectors_through_snapshots_and_erasure() {
+    // 8 bytes per 64-d template: a coarse code that loses much of the order.
+    let factory = "IVF16,PQ8np";
+    let (ids, data) = clustered(500, 4, 5);
+    let queries: Vec<f32> = (0..200).flat_map(|i| row(&data, i * 10).to_vec()).collect();
+    let k = 10;
+    let mut exact = Gallery::build("exact", "m", DIM, Some("Flat"), ids.clone(), &data).unwrap();
+    let (_, truth) = exact.search_templates(&queries, k).unwrap();
+    let mut coarse = Gallery::build_reranked("g", "m", DIM, Some(factory), Some(0), ids.clone(), &data).unwrap();
+    let (_, rough) = coarse.search_templates(&queries, k).unwrap();
+    let mut g = Gallery::build("g", "m", DIM, Some(factory), ids.clone(), &data).unwrap();
+    assert_eq!(g.manifest().rerank, Some(osprey_index::DEFAULT_RERANK));
+    let (scores, found) = g.search_templates(&queries, k).unwrap();
+    let (r_rough, r_found) = (recall(&rough, &truth, k), recall(&found, &truth, k));
+    assert!(r_found >= 0.95 && r_found > r_rough + 0.1, "recall@10 {r_found} re-ranked, {r_rough} from the codes");
+    // Re-ranked scores are the exact cosine similarities, best first.
+    for (q, (s, f)) in scores.chunks(k).zip(found.chunks(k)).enumerate() {
+        assert!(s.windows(2).all(|w| w[0] >= w[1]));
+        for (score, id) in s.iter().zip(f) {
+            let cos: f32 = row(&queries, q).iter().zip(row(&data, *id as usize)).map(|(a, b)| a * b).sum();
+            assert!((score - cos).abs() < 1e-5, "query {q}, template {id}: {score} vs exact {cos}");
+        }
+    }
+    // The calibration reads the stored vectors (a PQ index cannot reconstruct them).
+    g.calibrate(0.05, 500).unwrap();
+    assert!(g.manifest().score_calibration.is_some());
+
+    let root = Root::open("memory://reranked").unwrap();
+    g.save(&root).await.unwrap();
+    let chunks = root.list("galleries/g/vectors").await.unwrap();
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    let mut back = Gallery::load(&root, "g").await.unwrap();
+    assert_eq!(back.manifest(), g.manifest());
+    assert_eq!(back.search(&queries, 5).unwrap(), g.search(&queries, 5).unwrap());
+
+    // Erasure zeroes the subject's stored vectors too, once saved.
+    back.remove_subject("s3").unwrap();
+    back.save(&root).await.unwrap();
+    let bytes = root.get(&chunks[0].key).await.unwrap();
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    // s3's templates were rows 12..16, in enrolment order.
+    assert!(floats[12 * DIM..16 * DIM].iter().all(|v| *v == 0.0));
+    assert_eq!(&floats[16 * DIM..17 * DIM], row(&data, 16));
+    let mut again = Gallery::load(&root, "g").await.unwrap();
+    assert!(again.search(row(&data, 12), 10).unwrap()[0].iter().all(|c| c.subject_id != "s3"));
+    // Adding after a load appends to the stored rows.
+    let (more_ids, more) = clustered(30, 1, 6);
+    let more_ids: Vec<(String, String)> =
+        more_ids.into_iter().map(|(t, s)| (format!("new-{t}"), format!("new-{s}"))).collect();
+    again.add(more_ids, &more).unwrap();
+    again.save(&root).await.unwrap();
+    let mut last = Gallery::load(&root, "g").await.unwrap();
+    let top = &last.search(row(&more, 7), 1).unwrap()[0][0];
+    assert_eq!((top.subject_id.as_str(), top.score > 0.9999), ("new-s7", true), "{top:?}");
 }

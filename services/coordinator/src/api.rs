@@ -204,7 +204,8 @@ async fn create_gallery(
     if let Some(index) = &req.index {
         check_index_factory(index)?;
     }
-    let mut g = Gallery::build(&req.name, &model, spec.dim, req.index.as_deref(), Vec::new(), &[])?;
+    let mut g =
+        Gallery::build_reranked(&req.name, &model, spec.dim, req.index.as_deref(), req.rerank, Vec::new(), &[])?;
     g.save(&c.root).await?;
     let s = gallery_summary(g.manifest());
     *guard = Some(g);
