@@ -190,15 +190,17 @@ pub struct SearchBench {
     /// FAISS index factory string.
     #[arg(long, default_value = "Flat")]
     index: String,
-    /// IVF lists probed per query.
-    #[arg(long)]
-    nprobe: Option<usize>,
+    /// IVF lists probed per query; several, comma-separated, sweep them on
+    /// one build (one report per setting).
+    #[arg(long, value_delimiter = ',')]
+    nprobe: Vec<usize>,
     /// Re-rank this many candidates per query by exact score from the
     /// float vectors kept on disk beside the index, as a gallery created
     /// with `--rerank` does. Default 0: the index alone, as raw FAISS
     /// answers (galleries of compressed indexes re-rank 100 unless told).
-    #[arg(long, default_value_t = 0)]
-    rerank: usize,
+    /// Several, comma-separated, sweep them on one build.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    rerank: Vec<usize>,
     #[arg(long, default_value_t = 10)]
     k: usize,
     /// FAISS (OpenMP) threads; default: all cores.
@@ -331,55 +333,64 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
 
     let rss_before = rss_anon_bytes();
     let started = Instant::now();
-    let rerank = Some(args.rerank);
-    let mut index = Gallery::build_reranked("bench", "bench", g.dim, Some(&args.index), rerank, ids(g.len()), &g.data)?;
+    // The vectors are kept (on disk) if any setting re-ranks.
+    let keep = args.rerank.iter().max().copied();
+    let mut index = Gallery::build_reranked("bench", "bench", g.dim, Some(&args.index), keep, ids(g.len()), &g.data)?;
     let build_s = started.elapsed().as_secs_f64();
     // What the gallery holds resident: the FAISS index and Osprey's id map
-    // (here short numeric ids); re-ranking's vectors are on disk, mapped.
+    // (here short numeric ids, each template its own subject); re-ranking's
+    // vectors are on disk, mapped.
     let memory_per_template =
         rss_before.zip(rss_anon_bytes()).map(|(before, after)| after.saturating_sub(before) as f64 / g.len() as f64);
-    if let Some(nprobe) = args.nprobe {
-        index.set_nprobe(nprobe)?;
-    }
-    let mut best = f64::INFINITY;
-    let mut found = Vec::new();
-    for _ in 0..args.repeat.max(1) {
-        let t = Instant::now();
-        found = index.search_templates(&q.data, args.k)?.1;
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    let qps = q.len() as f64 / best;
+    let bytes_per_vector = index.index_bytes()? as f64 / g.len() as f64;
 
     // Ground truth: exact inner-product search on the same vectors.
     let mut exact = Gallery::build("exact", "bench", g.dim, Some("Flat"), ids(g.len()), &g.data)?;
     let truth = exact.search_templates(&q.data, args.k)?.1;
-    let mut hits = 0usize;
-    for (f, t) in found.chunks(args.k).zip(truth.chunks(args.k)) {
-        hits += f.iter().filter(|id| **id >= 0 && t.contains(id)).count();
-    }
-    let recall = hits as f64 / (q.len() * args.k) as f64;
-    let bytes_per_vector = index.index_bytes()? as f64 / g.len() as f64;
-    let report = serde_json::json!({
-        "index": args.index,
-        "nprobe": index.manifest().nprobe,
-        "rerank": args.rerank,
-        "n": g.len(),
-        "nq": q.len(),
-        "dim": g.dim,
-        "k": args.k,
-        "threads": threads,
-        "recall_at_k": recall,
-        "qps": qps,
-        "build_s": build_s,
-        "bytes_per_vector": bytes_per_vector,
-        "bytes_per_vector_estimate": bytes_per_template_estimate(&args.index, g.dim),
-        "memory_bytes_per_template": memory_per_template,
-        "disk_bytes_per_template": if args.rerank > 0 { 4 * g.dim } else { 0 },
-    });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    drop(exact);
+
+    let nprobes: Vec<Option<usize>> =
+        if args.nprobe.is_empty() { vec![None] } else { args.nprobe.iter().map(|n| Some(*n)).collect() };
+    for nprobe in nprobes {
+        if let Some(nprobe) = nprobe {
+            index.set_nprobe(nprobe)?;
+        }
+        for &rerank in &args.rerank {
+            index.set_rerank(rerank)?;
+            let mut best = f64::INFINITY;
+            let mut found = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                let t = Instant::now();
+                found = index.search_templates(&q.data, args.k)?.1;
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let mut hits = 0usize;
+            for (f, t) in found.chunks(args.k).zip(truth.chunks(args.k)) {
+                hits += f.iter().filter(|id| **id >= 0 && t.contains(id)).count();
+            }
+            let report = serde_json::json!({
+                "index": args.index,
+                "nprobe": index.manifest().nprobe,
+                "rerank": rerank,
+                "n": g.len(),
+                "nq": q.len(),
+                "dim": g.dim,
+                "k": args.k,
+                "threads": threads,
+                "recall_at_k": hits as f64 / (q.len() * args.k) as f64,
+                "qps": q.len() as f64 / best,
+                "build_s": build_s,
+                "bytes_per_vector": bytes_per_vector,
+                "bytes_per_vector_estimate": bytes_per_template_estimate(&args.index, g.dim),
+                "memory_bytes_per_template": memory_per_template,
+                "disk_bytes_per_template": if keep.unwrap_or(0) > 0 { 4 * g.dim } else { 0 },
+            });
+            if args.json {
+                println!("{report}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+        }
     }
     Ok(())
 }
