@@ -8,8 +8,8 @@ use osprey_api::{CreateGallery, Erasure, GalleryDetail, GallerySummary};
 use osprey_coordinator::{erasure_report, gallery_detail, gallery_summary};
 use osprey_core::{ErrorKind, Modality, l2_normalize};
 use osprey_index::{
-    EnrollOptions, Gallery, count_decisions, enroll, erase_subject, list_galleries, operating_point, search_probes,
-    store_search,
+    EnrollOptions, Gallery, count_decisions, enroll_timed, erase_subject, list_galleries, operating_point,
+    search_probes, store_search,
 };
 use osprey_sql::format_batches;
 use osprey_store::{Root, Template, layout, results_to_batch};
@@ -252,6 +252,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     layout::check_name("model", &args.model)?;
     let modality: Modality = args.modality.parse()?;
     let input = &args.input;
+    let read_started = std::time::Instant::now();
     let input_bytes = std::fs::read(input).with_context(|| format!("cannot read `{}`", input.display()))?;
     let vectors = read_vectors(input)?;
     if vectors.len() == 0 {
@@ -302,6 +303,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
             ..Default::default()
         });
     }
+    let read_seconds = read_started.elapsed().as_secs_f64();
     let root = Root::open(&args.root.root)?;
     let opts = EnrollOptions {
         index_factory: args.index,
@@ -310,7 +312,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         calibrate_fpir: Some(args.fpir),
     };
     let started = std::time::Instant::now();
-    let gallery = enroll(&root, &args.gallery, &batch, templates, &[], &opts).await?;
+    let (gallery, times) = enroll_timed(&root, &args.gallery, &batch, templates, &[], &opts).await?;
     let m = gallery.manifest();
     eprintln!(
         "imported {} templates into gallery `{}` ({} subjects, {} templates, index {}, {}-d) in {:.2}s",
@@ -321,6 +323,12 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         m.index_factory,
         m.dim,
         started.elapsed().as_secs_f64()
+    );
+    // Wall seconds per phase (read: the input file, parsed and checked; the
+    // others inside the enrolment, which also loads a gallery it extends).
+    eprintln!(
+        "phases (s): read {read_seconds:.2}, validate {:.2}, template write {:.2}, train {:.2}, add {:.2}, calibrate {:.2}, snapshot write {:.2}",
+        times.validate, times.write_templates, times.train, times.add, times.calibrate, times.snapshot
     );
     match (m.threshold, m.threshold_fpir) {
         (Some(t), Some(f)) => eprintln!("operating threshold {t:.4} (calibrated for FPIR {f})"),

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod choice;
+mod commit;
 mod enroll;
 mod erase;
 mod gallery;
@@ -20,7 +21,11 @@ pub use choice::{
     DEFAULT_RERANK, FLOAT_INDEX_BUDGET_BYTES, auto_factory, bytes_per_template_estimate, default_nprobe,
     default_rerank, is_compressed,
 };
-pub use enroll::{EnrollOptions, calibrate, enroll, enroll_into};
+pub use commit::{
+    commit, galleries_with_uncommitted, load_with_uncommitted, mark_uncommitted, replay_uncommitted, uncommitted_key,
+    uncommitted_markers,
+};
+pub use enroll::{EnrollOptions, EnrollTimes, calibrate, enroll, enroll_into, enroll_timed, stage_into};
 pub use erase::{Erasure, erase_subject};
 pub use gallery::{
     COMPANION_MODALITIES, Gallery, GalleryManifest, Removal, SubjectCandidate, modality_gallery, set_num_threads,

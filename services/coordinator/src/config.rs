@@ -51,6 +51,16 @@ pub struct Config {
     pub search_batch_wait_us: u64,
     /// Most searches gathered into one batch.
     pub search_batch_max: usize,
+    /// Enrolment group commits: an enrol task adds its templates to the
+    /// gallery's index in memory (durably recorded, see
+    /// `osprey_index::mark_uncommitted`), and the gallery's snapshot (its
+    /// whole index) is written once this many templates were enrolled into
+    /// it since the last one. 1: a snapshot after every task.
+    pub enrol_commit_templates: usize,
+    /// ... or once the oldest enrolment not in a snapshot is this many
+    /// seconds old. Either way a snapshot is written when an enrol job
+    /// ends. 0: only by count and at job end.
+    pub enrol_commit_seconds: u64,
 }
 
 impl Default for Config {
@@ -70,6 +80,8 @@ impl Default for Config {
             finished_jobs_memory_seconds: 3600,
             search_batch_wait_us: 2000,
             search_batch_max: 64,
+            enrol_commit_templates: 10_000,
+            enrol_commit_seconds: 60,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod api;
 mod audit;
+mod commits;
 mod config;
 mod error;
 mod flight;

@@ -10,8 +10,8 @@ use osprey_api::{JobKind, JobSpec, JobState, MediaSpec, Role, TaskSegment, TaskS
 use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_index::{
-    COMPANION_MODALITIES, EnrollOptions, FusedThresholds, FusionInput, Gallery, calibrate_fusion, enroll_into,
-    fuse_persons, modality_gallery, operating_point, search_probes, store_results, store_search,
+    COMPANION_MODALITIES, EnrollOptions, FusedThresholds, FusionInput, Gallery, calibrate_fusion, fuse_persons,
+    mark_uncommitted, modality_gallery, operating_point, search_probes, stage_into, store_results, store_search,
 };
 use osprey_models::face_model;
 use osprey_pipeline::media::{self, failure_row};
@@ -85,6 +85,8 @@ pub struct Coordinator {
     allowed: Vec<String>,
     /// Gathers concurrent REST searches of one index into one FAISS call.
     pub(crate) searches: SearchBatcher,
+    /// Enrolled batches not in their gallery's snapshot yet (see [`crate::commits`]).
+    pub(crate) uncommitted: crate::commits::Uncommitted,
 }
 
 /// Face models kept loaded for image searches (each up to a few hundred MB).
@@ -136,6 +138,7 @@ impl Coordinator {
             fused_cache: Mutex::new(HashMap::new()),
             allowed,
             searches,
+            uncommitted: Default::default(),
         });
         c.recover().await?;
         let reaper = Arc::clone(&c);
@@ -155,17 +158,14 @@ impl Coordinator {
         Arc::clone(map.entry(name.to_string()).or_default())
     }
 
-    /// Locks gallery `name`, loading it if needed; `None` inside when it does
-    /// not exist.
+    /// Locks gallery `name`, loading it if needed (its snapshot and the
+    /// enrolled batches not in it yet, see [`crate::commits`]); `None`
+    /// inside when it does not exist.
     pub async fn lock_gallery(&self, name: &str) -> Result<tokio::sync::OwnedMutexGuard<Option<Gallery>>> {
         layout::check_name("gallery", name)?;
         let mut guard = self.gallery_slot(name).lock_owned().await;
         if guard.is_none() {
-            match Gallery::load(&self.root, name).await {
-                Ok(g) => *guard = Some(g),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+            *guard = self.load_gallery(name).await?;
         }
         Ok(guard)
     }
@@ -526,6 +526,7 @@ impl Coordinator {
     async fn reap_forever(self: Arc<Self>) {
         for tick in 0u64.. {
             tokio::time::sleep(Duration::from_millis(500)).await;
+            self.commit_overdue();
             if tick % 4 == 3 {
                 crate::job_store::prune(&self).await;
             }
@@ -573,16 +574,24 @@ impl Coordinator {
                     if these.is_empty() {
                         continue;
                     }
+                    // Staged (template file written, index in memory) and
+                    // marked before the task is recorded done; the snapshot
+                    // is written for many tasks at once (see `crate::commits`).
                     let mut guard = self.lock_gallery(&name).await?;
                     let batch = match modality {
                         Modality::Face => format!("job-{}", spec.task_id.replace('.', "-")),
                         m => format!("job-{}-{m}", spec.task_id.replace('.', "-")),
                     };
+                    let file = layout::template_file(&these[0].model, &batch);
                     let opts = EnrollOptions::default();
+                    let created = guard.is_none();
                     let (g, added) =
-                        enroll_into(&self.root, guard.take(), &name, &batch, these, &these_obs, &opts, true).await?;
-                    *guard = Some(g);
+                        stage_into(&self.root, guard.take(), &name, &batch, these, &these_obs, &opts, true).await?;
+                    let g = guard.insert(g);
+                    let marker = mark_uncommitted(&self.root, &name, &batch, &file).await?;
                     tracing::info!("task {}: {added} templates enrolled into `{name}`", spec.task_id);
+                    // A new gallery is committed at once, so that it exists in the store.
+                    self.staged(&name, g, marker, added, created).await;
                 }
                 JobKind::Search => {
                     searched.push(self.search_task(spec, &record, modality, &name, &these, &these_obs).await?)
@@ -830,15 +839,21 @@ impl Coordinator {
         }
     }
 
-    /// Calibrates each of the job's modality indexes of its gallery.
+    /// Calibrates each of the job's modality indexes of its gallery and
+    /// commits it: the snapshot holds every batch enrolled so far.
     async fn calibrate(&self, spec: &JobSpec) -> Result<()> {
         for modality in spec.media_spec().modalities {
-            let mut guard = self.lock_gallery(&modality_gallery(&spec.gallery, modality)).await?;
+            let name = modality_gallery(&spec.gallery, modality);
+            let mut guard = self.lock_gallery(&name).await?;
             let Some(g) = guard.as_mut() else { continue };
+            let mut calibrated = Ok(false);
             if g.manifest().num_subjects >= 2 {
-                osprey_index::calibrate(&self.root, g, spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR)).await?;
-                g.save(&self.root).await?;
+                let fpir = spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR);
+                calibrated = osprey_index::calibrate(&self.root, g, fpir).await.map(|_| true);
             }
+            // Committed even if calibration failed: the job's batches go in.
+            self.commit_locked(&name, g, matches!(calibrated, Ok(true))).await?;
+            calibrated?;
         }
         Ok(())
     }
@@ -870,6 +885,8 @@ impl Coordinator {
     /// `finished_jobs_memory_seconds`); older finished jobs are only counted
     /// (two reads each) and answered from the store.
     async fn recover(self: &Arc<Self>) -> Result<()> {
+        // Enrolled batches a stopped coordinator had not committed yet.
+        self.recover_uncommitted().await?;
         let mut resumed = 0;
         let mut heads = Vec::new();
         for id in crate::job_store::stored_job_ids(&self.root).await? {
