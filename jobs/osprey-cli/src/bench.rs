@@ -169,6 +169,10 @@ pub struct RestBench {
     /// (1: no batching; default: the coordinator's default).
     #[arg(long)]
     batch_max: Option<usize>,
+    /// The coordinator's `search_threads`: FAISS threads per batch (0:
+    /// every core; default: the coordinator's default).
+    #[arg(long)]
+    search_threads: Option<usize>,
     /// Rounds on the same gallery (each: in process, then REST); the report
     /// gives each measure's median and every round under `runs`.
     #[arg(long, default_value_t = 1)]
@@ -1141,6 +1145,7 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         "k": args.k,
         "search_batch_wait_us": wait_us,
         "search_batch_max": max,
+        "search_threads": args.search_threads.unwrap_or(defaults.search_threads),
     });
     // Each measure's median over the rounds (errors: the total).
     for (field, value) in rounds[0].as_object().expect("an object").clone() {
@@ -1185,6 +1190,7 @@ async fn rest_pass(
         api_keys: vec![format!("admin:{key}")],
         search_batch_wait_us: wait_us,
         search_batch_max: max,
+        search_threads: args.search_threads.unwrap_or(osprey_coordinator::Config::default().search_threads),
         ..Default::default()
     };
     let coordinator = osprey_coordinator::Coordinator::start(config).await?;

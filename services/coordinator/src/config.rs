@@ -51,6 +51,9 @@ pub struct Config {
     pub search_batch_wait_us: u64,
     /// Most searches gathered into one batch.
     pub search_batch_max: usize,
+    /// FAISS threads for one batch's search (0: every core). One leaves
+    /// the other cores to HTTP, JSON and the audit while a batch runs.
+    pub search_threads: usize,
     /// Enrolment group commits: an enrol task adds its templates to the
     /// gallery's index in memory (durably recorded, see
     /// `osprey_index::mark_uncommitted`), and the gallery's snapshot (its
@@ -80,6 +83,7 @@ impl Default for Config {
             finished_jobs_memory_seconds: 3600,
             search_batch_wait_us: 2000,
             search_batch_max: 64,
+            search_threads: 1,
             enrol_commit_templates: 10_000,
             enrol_commit_seconds: 60,
         }

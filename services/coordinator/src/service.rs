@@ -125,7 +125,7 @@ impl Coordinator {
         let mut allowed = vec![with_slash(root.url_of(""))];
         allowed.extend(config.allowed_prefixes.iter().map(|p| with_slash(as_url(p))));
         let audit = AuditLog::start(root.clone());
-        let searches = SearchBatcher::new(config.search_batching()?);
+        let searches = SearchBatcher::new(config.search_batching()?, config.search_threads);
         let c = Arc::new(Coordinator {
             config,
             root,
