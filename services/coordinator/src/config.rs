@@ -43,11 +43,13 @@ pub struct Config {
     /// Jobs that finished this recently stay in memory whatever their number.
     pub finished_jobs_memory_seconds: u64,
     /// Concurrent `POST /v1/search` requests on one gallery index are
-    /// gathered into one FAISS call: a search waits at most this many
-    /// microseconds for others to join its batch (less when as many
-    /// searches as the previous batch held are already waiting; 0: no
-    /// deliberate wait, searches that arrive while a batch runs still form
-    /// the next one).
+    /// gathered into one FAISS call: searches that arrive while a batch runs
+    /// form the next one, and a search waits at most this many microseconds
+    /// more for others to join its batch (less once as many wait as the
+    /// previous batch held). Default 0: no deliberate wait, which measured
+    /// best on a 2-core machine with 8 clients (docs/benchmarks.md); a wait
+    /// pays where one FAISS call over many queries is much cheaper than
+    /// each alone (exact search from 20 queries on, through BLAS).
     pub search_batch_wait_us: u64,
     /// Most searches gathered into one batch.
     pub search_batch_max: usize,
@@ -81,7 +83,7 @@ impl Default for Config {
             flight_listen: None,
             max_finished_jobs_in_memory: 1000,
             finished_jobs_memory_seconds: 3600,
-            search_batch_wait_us: 2000,
+            search_batch_wait_us: 0,
             search_batch_max: 64,
             search_threads: 1,
             enrol_commit_templates: 10_000,
