@@ -544,6 +544,19 @@ mod tests {
         assert_eq!(g.submit("even", 42, run).await, Some(420));
     }
 
+    #[test]
+    fn the_config_bounds_batching() {
+        let config = crate::config::Config::default();
+        let limits = config.search_batching().unwrap();
+        assert_eq!(limits, BatchLimits { max_wait: Duration::ZERO, max_batch: 64 });
+        let zero = crate::config::Config { search_batch_max: 0, ..Default::default() };
+        assert!(zero.search_batching().unwrap_err().message().contains("at least 1"));
+        let long = crate::config::Config { search_batch_wait_us: 2_000_000, ..Default::default() };
+        assert!(long.search_batching().unwrap_err().message().contains("at most"));
+        let two_ms = crate::config::Config { search_batch_wait_us: 2000, ..Default::default() };
+        assert_eq!(two_ms.search_batching().unwrap().max_wait, Duration::from_millis(2));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_runner_short_of_answers_gives_none() {
         let g: Arc<Gatherer<usize, usize>> =
