@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use osprey_core::fusion::ScoreCalibration;
 use osprey_core::{Error, Modality};
 use osprey_index::{OperatingPoint, SubjectCandidate, operating_point};
@@ -157,7 +158,12 @@ impl<Q: Send + 'static, A: Send + 'static> Gatherer<Q, A> {
             let n = batch.len();
             let (asks, replies): (Vec<Q>, Vec<oneshot::Sender<A>>) =
                 batch.into_iter().map(|w| (w.ask, w.reply)).unzip();
-            let answers = run(asks).await;
+            // A runner that panics fails its batch, not the queue: its
+            // callers get no answer (an error) and the drainer goes on.
+            let answers = std::panic::AssertUnwindSafe(run(asks)).catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!("a search batch of `{key}` panicked");
+                Vec::new()
+            });
             // Learnt before answering: the callers may come back at once.
             queue.state.lock().expect("batch queue").last_batch = n;
             // A caller that went away (client disconnected) just misses its answer.
@@ -555,6 +561,18 @@ mod tests {
         assert!(long.search_batching().unwrap_err().message().contains("at most"));
         let two_ms = crate::config::Config { search_batch_wait_us: 2000, ..Default::default() };
         assert_eq!(two_ms.search_batching().unwrap().max_wait, Duration::from_millis(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_batch_fails_alone_and_the_queue_goes_on() {
+        let g: Arc<Gatherer<usize, usize>> =
+            Arc::new(Gatherer::new(BatchLimits { max_wait: Duration::ZERO, max_batch: 8 }));
+        let run = |asks: Vec<usize>| async move {
+            assert!(!asks.contains(&13), "unlucky");
+            asks
+        };
+        assert_eq!(g.submit("a", 13, run).await, None);
+        assert_eq!(g.submit("a", 7, run).await, Some(7));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
