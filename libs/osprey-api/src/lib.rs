@@ -95,6 +95,9 @@ pub struct GallerySummary {
     pub index: String,
     /// IVF lists probed per search (IVF indexes).
     pub nprobe: Option<usize>,
+    /// Candidates each search re-ranks by exact score (compressed indexes).
+    #[serde(default)]
+    pub rerank: Option<usize>,
     /// Operating threshold (cosine), once calibrated.
     pub threshold: Option<f32>,
     /// The FPIR the threshold was calibrated for.

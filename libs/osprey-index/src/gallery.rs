@@ -417,13 +417,16 @@ impl Gallery {
         // Fetch more templates than subjects wanted: a subject may own several
         // of the nearest templates. Grow until every query has enough subjects.
         let mut fetch = (k * 4 + self.hidden.len()).min(total);
+        let mut out = vec![Vec::new(); nq];
+        // Queries still short of `want` subjects; only these search again.
+        let mut pending: Vec<usize> = (0..nq).collect();
+        let mut batch = queries.to_vec();
         loop {
-            let (distances, ids) = self.nearest(queries, fetch)?;
-            let mut out = Vec::with_capacity(nq);
-            let mut short = false;
-            for q in 0..nq {
-                let labels = &ids[q * fetch..(q + 1) * fetch];
-                let scores = &distances[q * fetch..(q + 1) * fetch];
+            let (distances, ids) = self.nearest(&batch, fetch)?;
+            let mut short = Vec::new();
+            for (i, &q) in pending.iter().enumerate() {
+                let labels = &ids[i * fetch..(i + 1) * fetch];
+                let scores = &distances[i * fetch..(i + 1) * fetch];
                 let mut seen = HashSet::new();
                 let mut cands = Vec::with_capacity(want);
                 for (&id, score) in labels.iter().zip(scores) {
@@ -439,12 +442,16 @@ impl Gallery {
                         }
                     }
                 }
-                short |= cands.len() < want;
-                out.push(cands);
+                if cands.len() < want {
+                    short.push(q);
+                }
+                out[q] = cands;
             }
-            if !short || fetch >= total {
+            if short.is_empty() || fetch >= total {
                 return Ok(out);
             }
+            batch = short.iter().flat_map(|&q| queries[q * dim..(q + 1) * dim].iter().copied()).collect();
+            pending = short;
             fetch = (fetch * 4).min(total);
         }
     }

@@ -179,6 +179,7 @@ pub fn gallery_summary(m: &osprey_index::GalleryManifest) -> GallerySummary {
         templates: m.num_templates,
         index: m.index_factory.clone(),
         nprobe: m.nprobe,
+        rerank: m.rerank,
         threshold: m.threshold,
         threshold_fpir: m.threshold_fpir,
         updated_at_ms: m.updated_at_ms,
