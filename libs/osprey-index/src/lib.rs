@@ -32,6 +32,6 @@ pub use gallery::{
 };
 pub use search::{
     DEFAULT_FPIR, FUSION_CALIBRATION_SUBJECTS, FusedThresholds, FusionInput, OperatingPoint, calibrate_fusion,
-    count_decisions, fuse_persons, operating_point, person_of, search_probes, store_results, store_search,
+    count_decisions, fuse_persons, operating_point, person_of, result_rows, search_probes, store_results, store_search,
 };
 pub use snapshot::list_galleries;

@@ -107,8 +107,21 @@ pub fn search_probes(
         queries.extend_from_slice(e);
     }
     let answers = gallery.search(&queries, top_k.max(1))?;
+    Ok(result_rows(job_id, probes.iter().copied(), &answers, threshold))
+}
+
+/// The result rows of searched probes: each probe's `candidates` (one list
+/// per probe, best first) ranked from 1, every row with the probe's
+/// decision at `threshold`; a probe without candidates gets one `unknown`
+/// row.
+pub fn result_rows<'a>(
+    job_id: &str,
+    probes: impl IntoIterator<Item = &'a Template>,
+    candidates: &[Vec<crate::SubjectCandidate>],
+    threshold: f32,
+) -> Vec<SearchResultRow> {
     let mut rows = Vec::new();
-    for (probe, candidates) in probes.iter().zip(&answers) {
+    for (probe, candidates) in probes.into_iter().zip(candidates) {
         let decision = Gallery::decide(candidates, threshold);
         let person = person_of(probe);
         let row = |rank: usize, c: Option<&crate::SubjectCandidate>| SearchResultRow {
@@ -129,7 +142,7 @@ pub fn search_probes(
         }
         rows.extend(candidates.iter().enumerate().map(|(r, c)| row(r + 1, Some(c))));
     }
-    Ok(rows)
+    rows
 }
 
 /// The person a probe template belongs to: a body template is its own

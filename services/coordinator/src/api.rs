@@ -16,7 +16,7 @@ use axum::{Extension, Json, Router};
 use osprey_api::*;
 use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, Modality, OpenSetDecision};
-use osprey_index::{FusionInput, Gallery, SubjectCandidate, fuse_persons, modality_gallery, person_of};
+use osprey_index::{FusionInput, Gallery, fuse_persons, modality_gallery, result_rows};
 use osprey_media::decode_image;
 use osprey_pipeline::MediaSettings;
 use osprey_sql::SqlSession;
@@ -556,7 +556,7 @@ async fn search(
             )),
         })?;
         let SearchAnswer { op, calibration, candidates } = answer;
-        let rows = result_rows(&these, &candidates, op.threshold);
+        let rows = result_rows("", &these, &candidates, op.threshold);
         for p in ask.probes.iter().filter(|p| p.modality == modality) {
             let mine: Vec<&SearchResultRow> = rows.iter().filter(|r| r.probe_template_id == p.id).collect();
             let decision = mine.first().map_or(OpenSetDecision::Unknown, |r| r.decision);
@@ -661,36 +661,6 @@ async fn search(
 
 fn decision_str(d: OpenSetDecision) -> String {
     d.as_str().to_string()
-}
-
-/// The result rows of searched probes, as `osprey_index::search_probes`
-/// writes them: `candidates` (one list per probe, best first) ranked from
-/// 1, each row with the probe's decision at `threshold`; a probe without
-/// candidates gets one `unknown` row.
-fn result_rows(probes: &[Template], candidates: &[Vec<SubjectCandidate>], threshold: f32) -> Vec<SearchResultRow> {
-    let mut rows = Vec::new();
-    for (probe, found) in probes.iter().zip(candidates) {
-        let decision = Gallery::decide(found, threshold);
-        let person = person_of(probe);
-        let row = |rank: usize, c: Option<&SubjectCandidate>| SearchResultRow {
-            job_id: String::new(),
-            probe_template_id: probe.template_id.clone(),
-            rank: rank as i32,
-            subject_id: c.map(|c| c.subject_id.clone()),
-            gallery_template_id: c.map(|c| c.template_id.clone()),
-            score: c.map(|c| c.score),
-            decision,
-            threshold,
-            person_track_id: person.clone(),
-            fusion: None,
-            modalities: Default::default(),
-        };
-        if found.is_empty() {
-            rows.push(row(1, None));
-        }
-        rows.extend(found.iter().enumerate().map(|(r, c)| row(r + 1, Some(c))));
-    }
-    rows
 }
 
 /// A unit copy of a JSON embedding, or why it cannot be searched.
