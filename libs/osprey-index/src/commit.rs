@@ -152,25 +152,3 @@ pub async fn commit(root: &Root, gallery: &mut Gallery, markers: &[String]) -> R
     }
     Ok(())
 }
-
-impl Gallery {
-    /// Trains the index on `vectors` if it needs training (IVF, PQ) and is
-    /// not trained yet, so that training and adding can be timed apart;
-    /// [`Gallery::add`] would otherwise train on its first batch.
-    pub fn train_if_needed(&mut self, vectors: &[f32]) -> Result<()> {
-        use faiss::Index;
-        if self.index.is_trained() {
-            return Ok(());
-        }
-        let rows = vectors.len() / self.manifest.dim.max(1);
-        if let Some(nlist) = crate::choice::ivf_lists(&self.manifest.index_factory)
-            && rows < nlist
-        {
-            return Err(Error::invalid(format!(
-                "index `{}` needs at least {nlist} templates to train, got {rows} (use `Flat` or fewer lists)",
-                self.manifest.index_factory
-            )));
-        }
-        self.index.train(vectors).map_err(|e| Error::internal(format!("FAISS training failed: {e}")))
-    }
-}

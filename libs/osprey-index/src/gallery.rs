@@ -11,7 +11,32 @@ use crate::choice::{auto_factory, default_nprobe, default_rerank, ivf_lists};
 use crate::vectors::{VectorStore, chunk_rows_for};
 
 unsafe extern "C" {
+    // libgomp (linked by FAISS). Called from a thread OpenMP did not start,
+    // these read and set that thread's own count (the initial thread's is
+    // the process default).
+    fn omp_get_max_threads() -> std::ffi::c_int;
     fn omp_set_num_threads(n: std::ffi::c_int);
+}
+
+/// Sets the calling thread's OpenMP thread count for the FAISS calls made on
+/// it (threads started elsewhere keep theirs), and puts the previous count
+/// back when dropped. See [`scoped_faiss_threads`].
+#[must_use = "the count is restored when the guard drops"]
+pub struct FaissThreadsGuard(std::ffi::c_int);
+
+/// Runs this thread's FAISS calls on `n` OpenMP threads until the guard drops.
+pub fn scoped_faiss_threads(n: usize) -> FaissThreadsGuard {
+    // SAFETY: plain getters and setters of libgomp's per-thread settings.
+    let before = unsafe { omp_get_max_threads() };
+    unsafe { omp_set_num_threads(n.clamp(1, 1024) as std::ffi::c_int) };
+    FaissThreadsGuard(before)
+}
+
+impl Drop for FaissThreadsGuard {
+    fn drop(&mut self) {
+        // SAFETY: as in `scoped_faiss_threads`.
+        unsafe { omp_set_num_threads(self.0) };
+    }
 }
 
 /// Threads for the work Osprey does around FAISS (re-ranking); 0 = every core.
@@ -199,13 +224,14 @@ impl Gallery {
         let index = new_index(&factory, dim)?;
         let now = chrono_now_ms();
         let rerank = rerank.or_else(|| default_rerank(&factory)).filter(|r| *r > 0);
+        let vector_chunk_rows = rerank.map(|_| chunk_rows_for(dim));
         let manifest = GalleryManifest {
             name: name.to_string(),
             model: model.to_string(),
             dim,
             nprobe: default_nprobe(&factory),
             rerank,
-            vector_chunk_rows: rerank.map(|_| chunk_rows_for(dim)),
+            vector_chunk_rows,
             vector_rows: None,
             index_factory: factory,
             threshold: None,
@@ -224,10 +250,7 @@ impl Gallery {
             by_subject: HashMap::new(),
             hidden: HashSet::new(),
             next_id: 0,
-            vectors: match rerank {
-                Some(_) => Some(VectorStore::new(dim, chunk_rows_for(dim))?),
-                None => None,
-            },
+            vectors: vector_chunk_rows.map(|rows| VectorStore::new(dim, rows)).transpose()?,
         };
         gallery.apply_search_params()?;
         if !ids.is_empty() {
@@ -295,6 +318,26 @@ impl Gallery {
         Ok(())
     }
 
+    /// Trains the index on `vectors` if it needs training (IVF, PQ) and is
+    /// not trained yet (that batch must then hold at least one vector per
+    /// IVF list). [`Gallery::add`] calls it; callers may call it first to
+    /// time training apart from adding.
+    pub fn train_if_needed(&mut self, vectors: &[f32]) -> Result<()> {
+        if self.index.is_trained() {
+            return Ok(());
+        }
+        let rows = vectors.len() / self.manifest.dim.max(1);
+        if let Some(nlist) = ivf_lists(&self.manifest.index_factory)
+            && rows < nlist
+        {
+            return Err(Error::invalid(format!(
+                "index `{}` needs at least {nlist} templates to train, got {rows} (use `Flat` or fewer lists)",
+                self.manifest.index_factory
+            )));
+        }
+        self.index.train(vectors).map_err(faiss_err("training"))
+    }
+
     /// Adds templates. The index is trained on the first batch if it needs
     /// training (IVF, PQ); that batch must then hold enough vectors.
     pub fn add(&mut self, ids: Vec<(String, String)>, vectors: &[f32]) -> Result<()> {
@@ -309,18 +352,7 @@ impl Gallery {
         for (i, row) in vectors.chunks_exact(dim).enumerate() {
             osprey_core::validate_embedding(row, dim, &format!("template `{}`", ids[i].0))?;
         }
-        if !self.index.is_trained() {
-            if let Some(nlist) = ivf_lists(&self.manifest.index_factory) {
-                if ids.len() < nlist {
-                    return Err(Error::invalid(format!(
-                        "index `{}` needs at least {nlist} templates to train, got {} (use `Flat` or fewer lists)",
-                        self.manifest.index_factory,
-                        ids.len()
-                    )));
-                }
-            }
-            self.index.train(vectors).map_err(faiss_err("training"))?;
-        }
+        self.train_if_needed(vectors)?;
         let first = self.next_id;
         let xids: Vec<Idx> = (0..ids.len() as i64).map(|i| Idx::new((first + i) as u64)).collect();
         self.index.add_with_ids(vectors, &xids).map_err(faiss_err("add"))?;
@@ -420,7 +452,8 @@ impl Gallery {
         let mut out = vec![Vec::new(); nq];
         // Queries still short of `want` subjects; only these search again.
         let mut pending: Vec<usize> = (0..nq).collect();
-        let mut batch = queries.to_vec();
+        // The first pass searches `queries` as given; later ones only the short.
+        let mut batch = std::borrow::Cow::Borrowed(queries);
         loop {
             let (distances, ids) = self.nearest(&batch, fetch)?;
             let mut short = Vec::new();
@@ -450,7 +483,8 @@ impl Gallery {
             if short.is_empty() || fetch >= total {
                 return Ok(out);
             }
-            batch = short.iter().flat_map(|&q| queries[q * dim..(q + 1) * dim].iter().copied()).collect();
+            batch =
+                short.iter().flat_map(|&q| queries[q * dim..(q + 1) * dim].iter().copied()).collect::<Vec<_>>().into();
             pending = short;
             fetch = (fetch * 4).min(total);
         }

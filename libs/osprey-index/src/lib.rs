@@ -28,7 +28,8 @@ pub use commit::{
 pub use enroll::{EnrollOptions, EnrollTimes, calibrate, enroll, enroll_into, enroll_timed, stage_into};
 pub use erase::{Erasure, erase_subject};
 pub use gallery::{
-    COMPANION_MODALITIES, Gallery, GalleryManifest, Removal, SubjectCandidate, modality_gallery, set_num_threads,
+    COMPANION_MODALITIES, FaissThreadsGuard, Gallery, GalleryManifest, Removal, SubjectCandidate, modality_gallery,
+    scoped_faiss_threads, set_num_threads,
 };
 pub use search::{
     DEFAULT_FPIR, FUSION_CALIBRATION_SUBJECTS, FusedThresholds, FusionInput, OperatingPoint, calibrate_fusion,

@@ -38,33 +38,6 @@ use tokio::time::Instant;
 use crate::error::ApiError;
 use crate::service::Coordinator;
 
-unsafe extern "C" {
-    // libgomp (linked by FAISS). Called from a thread OpenMP did not start,
-    // these read and set that thread's own thread count, not the process's.
-    fn omp_get_max_threads() -> std::ffi::c_int;
-    fn omp_set_num_threads(n: std::ffi::c_int);
-}
-
-/// Sets the calling thread's OpenMP thread count for FAISS calls made on it,
-/// and puts the previous count back when dropped.
-struct OmpThreads(std::ffi::c_int);
-
-impl OmpThreads {
-    fn set(n: usize) -> OmpThreads {
-        // SAFETY: plain getters and setters of libgomp's per-thread settings.
-        let before = unsafe { omp_get_max_threads() };
-        unsafe { omp_set_num_threads(n.clamp(1, 1024) as std::ffi::c_int) };
-        OmpThreads(before)
-    }
-}
-
-impl Drop for OmpThreads {
-    fn drop(&mut self) {
-        // SAFETY: as in `set`.
-        unsafe { omp_set_num_threads(self.0) };
-    }
-}
-
 /// How long and how large batches may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -343,7 +316,7 @@ async fn search_batch(c: &Coordinator, name: &str, asks: Vec<SearchAsk>, threads
     // FAISS runs off the async workers (they keep serving HTTP meanwhile),
     // with the gallery's lock held across, on `threads` threads.
     let searched = tokio::task::spawn_blocking(move || {
-        let _threads = (threads > 0).then(|| OmpThreads::set(threads));
+        let _threads = (threads > 0).then(|| osprey_index::scoped_faiss_threads(threads));
         let g = guard.as_mut().expect("checked above");
         let results: Vec<_> =
             groups.into_iter().map(|(k, members, queries)| (members, g.search(&queries, k))).collect();
