@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use osprey_index::{Gallery, bytes_per_template_estimate, set_num_threads};
 use rand::rngs::StdRng;
@@ -207,6 +207,11 @@ pub struct SearchBench {
     rerank: Vec<usize>,
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// Subject of each gallery vector, one per line (as `osprey bench
+    /// vectors --subjects-out` writes). Default: every template its own
+    /// subject, the id map's worst case.
+    #[arg(long)]
+    subject_file: Option<PathBuf>,
     /// FAISS (OpenMP) threads; default: all cores.
     #[arg(long)]
     threads: Option<usize>,
@@ -333,20 +338,42 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
     if g.dim != q.dim {
         bail!("gallery vectors are {}-d, queries {}-d", g.dim, q.dim);
     }
-    let ids = |n: usize| (0..n).map(|i| (i.to_string(), i.to_string())).collect::<Vec<_>>();
+    let subjects: Option<Vec<String>> = match &args.subject_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() != g.len() {
+                bail!("{} names {} subjects for {} gallery vectors", path.display(), lines.len(), g.len());
+            }
+            Some(lines)
+        }
+        None => None,
+    };
+    // Template ids are short numbers; subjects are the file's or, without
+    // one, each template its own.
+    let ids = |n: usize| {
+        (0..n)
+            .map(|i| (i.to_string(), subjects.as_ref().map(|s| s[i].clone()).unwrap_or_else(|| i.to_string())))
+            .collect::<Vec<_>>()
+    };
 
+    release_free_heap();
     let rss_before = rss_anon_bytes();
     let started = Instant::now();
     // The vectors are kept (on disk) if any setting re-ranks.
     let keep = args.rerank.iter().max().copied();
-    let mut index = Gallery::build_reranked("bench", "bench", g.dim, Some(&args.index), keep, ids(g.len()), &g.data)?;
+    let index = Gallery::build_reranked("bench", "bench", g.dim, Some(&args.index), keep, ids(g.len()), &g.data)?;
     let build_s = started.elapsed().as_secs_f64();
-    // What the gallery holds resident: the FAISS index and Osprey's id map
-    // (here short numeric ids, each template its own subject); re-ranking's
-    // vectors are on disk, mapped.
-    let memory_per_template =
-        rss_before.zip(rss_anon_bytes()).map(|(before, after)| after.saturating_sub(before) as f64 / g.len() as f64);
+    // What the gallery holds resident: the FAISS index and Osprey's id map;
+    // re-ranking's vectors are on disk, mapped. Freed build temporaries
+    // (training buffers, the input ids, consumed by the build) go back to
+    // the system first.
+    release_free_heap();
+    let memory_per_template = per_template(rss_before, rss_anon_bytes(), g.len());
     let bytes_per_vector = index.index_bytes()? as f64 / g.len() as f64;
+    let id_map_per_template = index.id_map_bytes() as f64 / g.len() as f64;
+    // Searched as served: reloaded from its snapshot.
+    let (mut index, loaded_memory_per_template) = reloaded(index, g.len())?;
 
     // Ground truth: exact inner-product search on the same vectors.
     let mut exact = Gallery::build("exact", "bench", g.dim, Some("Flat"), ids(g.len()), &g.data)?;
@@ -387,6 +414,8 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
                 "bytes_per_vector": bytes_per_vector,
                 "bytes_per_vector_estimate": bytes_per_template_estimate(&args.index, g.dim),
                 "memory_bytes_per_template": memory_per_template,
+                "loaded_memory_bytes_per_template": loaded_memory_per_template,
+                "id_map_bytes_per_template": id_map_per_template,
                 "disk_bytes_per_template": if keep.unwrap_or(0) > 0 { 4 * g.dim } else { 0 },
             });
             if args.json {
@@ -397,6 +426,47 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Saves a gallery to a local folder and loads it back, as a coordinator or
+/// `osprey run search` opens one, and measures the resident memory the
+/// loaded gallery holds per template. It is less than just after a build:
+/// FAISS grows each IVF list as templates are added, leaving spare
+/// capacity and freed smaller copies behind, and sizes each list exactly
+/// when it reads a snapshot.
+fn reloaded(gallery: Gallery, n: usize) -> anyhow::Result<(Gallery, Option<f64>)> {
+    let dir = tempfile::tempdir()?;
+    let root = osprey_store::Root::open(&dir.path().display().to_string())?;
+    let name = gallery.manifest().name.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        let mut gallery = gallery;
+        handle.block_on(gallery.save(&root))?;
+        drop(gallery);
+        release_free_heap();
+        let before = rss_anon_bytes();
+        let loaded = handle.block_on(Gallery::load(&root, &name))?;
+        release_free_heap();
+        Ok((loaded, per_template(before, rss_anon_bytes(), n)))
+    })
+}
+
+/// Resident memory grown between two readings, per template.
+fn per_template(before: Option<usize>, after: Option<usize>, n: usize) -> Option<f64> {
+    before.zip(after).map(|(before, after)| after.saturating_sub(before) as f64 / n.max(1) as f64)
+}
+
+/// Returns freed heap pages to the system (glibc keeps them resident
+/// otherwise), so that resident memory measures what is still held.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory.
+        unsafe { malloc_trim(0) };
+    }
 }
 
 /// Resident anonymous memory of this process (heap and private maps, not
@@ -859,7 +929,6 @@ fn write_safetensors_f32(path: &std::path::Path, tensors: &[(&str, Vec<usize>, &
 }
 
 fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     use osprey_models::person::PersonRecognizer;
     let spec = osprey_models::registry::person_model(&args.model)?;
     if let Some(path) = &args.save_inputs {

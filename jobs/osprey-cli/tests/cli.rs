@@ -361,3 +361,76 @@ fn schema_files_match_the_code() {
     let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
     ok(&["schema", "--check", schemas]);
 }
+
+#[test]
+fn bench_search_reports_recall_and_memory_per_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let generate = |n: &str, seed: &str, out: &str, subjects: &str| {
+        ok(&[
+            "bench",
+            "gen",
+            "--n",
+            n,
+            "--dim",
+            "32",
+            "--clusters",
+            "200",
+            "--spread",
+            "0.5",
+            "--seed",
+            seed,
+            "--out",
+            &p(out),
+            "--subjects-out",
+            &p(subjects),
+        ])
+    };
+    generate("4000", "1", "g.npy", "g.txt");
+    generate("200", "2", "q.npy", "q.txt");
+    let search = |extra: &[&str]| {
+        let (g, q) = (p("g.npy"), p("q.npy"));
+        let mut args = vec![
+            "bench",
+            "search",
+            "--gallery-file",
+            &g,
+            "--query-file",
+            &q,
+            "--index",
+            "IVF16,PQ8np",
+            "--nprobe",
+            "16",
+            "--rerank",
+            "0,100",
+            "--k",
+            "10",
+            "--repeat",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>()
+    };
+    let subjects = p("g.txt");
+    let reports = search(&["--subject-file", &subjects]);
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let (coarse, reranked) = (&reports[0], &reports[1]);
+    assert_eq!((coarse["rerank"].as_u64(), reranked["rerank"].as_u64()), (Some(0), Some(100)));
+    let recall = |r: &serde_json::Value| r["recall_at_k"].as_f64().unwrap();
+    assert!(recall(reranked) > 0.95 && recall(reranked) > recall(coarse) + 0.1, "{reports:?}");
+    // 8 bytes of code and 8 of id per template; the id map: short template
+    // ids, 20 templates per subject.
+    let id_map = reranked["id_map_bytes_per_template"].as_f64().unwrap();
+    assert!(id_map > 4.0 && id_map < 40.0, "{reports:?}");
+    assert!(reranked["bytes_per_vector"].as_f64().unwrap() < 40.0, "{reports:?}");
+    assert!(reranked.get("loaded_memory_bytes_per_template").is_some(), "{reports:?}");
+    // Every template its own subject costs the id map more.
+    let own = search(&[]);
+    assert!(own[0]["id_map_bytes_per_template"].as_f64().unwrap() > id_map, "{own:?}");
+
+    fails(
+        &["bench", "search", "--gallery-file", &p("g.npy"), "--query-file", &p("q.npy"), "--subject-file", &p("q.txt")],
+        "names 200 subjects for 4000 gallery vectors",
+    );
+}

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use faiss::index::IndexImpl;
 use faiss::index::autotune::ParameterSpace;
@@ -8,6 +8,7 @@ use osprey_core::fusion::ScoreCalibration;
 use osprey_core::{Error, ErrorKind, OpenSetDecision, Result, decide, operating_threshold};
 
 use crate::choice::{auto_factory, default_nprobe, default_rerank, ivf_lists};
+use crate::ids::{IdMap, MAX_ID_BYTES};
 use crate::vectors::{VectorStore, chunk_rows_for};
 
 unsafe extern "C" {
@@ -142,22 +143,15 @@ pub enum Removal {
     Hidden(usize),
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub template_id: String,
-    pub subject_id: String,
-}
-
 /// An open-set gallery over a FAISS index.
 pub struct Gallery {
     pub(crate) manifest: GalleryManifest,
     pub(crate) index: IndexImpl,
-    /// FAISS id → template; ids are assigned here and never reused.
-    pub(crate) entries: HashMap<i64, Entry>,
-    pub(crate) by_subject: HashMap<String, Vec<i64>>,
+    /// FAISS id → template and subject; ids are assigned here and never
+    /// reused.
+    pub(crate) ids: IdMap,
     /// Removed ids the index still holds (index types without remove).
     pub(crate) hidden: HashSet<i64>,
-    pub(crate) next_id: i64,
     /// Exact vectors by FAISS id, for re-ranking (`manifest.rerank`).
     pub(crate) vectors: Option<VectorStore>,
 }
@@ -246,10 +240,8 @@ impl Gallery {
         let mut gallery = Gallery {
             manifest,
             index,
-            entries: HashMap::new(),
-            by_subject: HashMap::new(),
+            ids: IdMap::default(),
             hidden: HashSet::new(),
-            next_id: 0,
             vectors: vector_chunk_rows.map(|rows| VectorStore::new(dim, rows)).transpose()?,
         };
         gallery.apply_search_params()?;
@@ -266,22 +258,33 @@ impl Gallery {
 
     /// Number of live templates.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ids.len()
     }
 
     /// Whether the gallery has no live templates.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ids.len() == 0
+    }
+
+    /// Bytes of memory the id map (FAISS id → template and subject) uses,
+    /// beside [`Gallery::index_bytes`].
+    pub fn id_map_bytes(&self) -> usize {
+        self.ids.bytes()
     }
 
     /// Ids of the live templates.
     pub fn template_ids(&self) -> impl Iterator<Item = &str> {
-        self.entries.values().map(|e| e.template_id.as_str())
+        self.ids.live_ids().filter_map(|id| self.ids.get(id)).map(|(template, _)| template)
     }
 
     /// Ids of the enrolled subjects.
     pub fn subjects(&self) -> impl Iterator<Item = &str> {
-        self.by_subject.keys().map(String::as_str)
+        self.ids.subjects()
+    }
+
+    /// Whether `subject` has templates here.
+    pub fn has_subject(&self, subject: &str) -> bool {
+        self.ids.contains_subject(subject)
     }
 
     /// Sets IVF `nprobe` (recall against speed).
@@ -352,32 +355,35 @@ impl Gallery {
         for (i, row) in vectors.chunks_exact(dim).enumerate() {
             osprey_core::validate_embedding(row, dim, &format!("template `{}`", ids[i].0))?;
         }
+        if let Some((template, _)) = ids.iter().find(|(t, s)| t.len().max(s.len()) > MAX_ID_BYTES) {
+            return Err(Error::invalid(format!(
+                "template `{}…` has an id longer than {MAX_ID_BYTES} bytes",
+                template.chars().take(40).collect::<String>()
+            )));
+        }
         self.train_if_needed(vectors)?;
-        let first = self.next_id;
+        let first = self.ids.next_id();
         let xids: Vec<Idx> = (0..ids.len() as i64).map(|i| Idx::new((first + i) as u64)).collect();
         self.index.add_with_ids(vectors, &xids).map_err(faiss_err("add"))?;
         if let Some(store) = &mut self.vectors {
             store.put(first as usize, vectors)?;
         }
-        for (i, (template_id, subject_id)) in ids.into_iter().enumerate() {
-            let id = first + i as i64;
-            self.by_subject.entry(subject_id.clone()).or_default().push(id);
-            self.entries.insert(id, Entry { template_id, subject_id });
+        for (template_id, subject_id) in &ids {
+            self.ids.push(template_id, subject_id)?;
         }
-        self.next_id = first + xids.len() as i64;
         self.refresh_counts();
         Ok(())
     }
 
     fn refresh_counts(&mut self) {
-        self.manifest.num_templates = self.entries.len();
-        self.manifest.num_subjects = self.by_subject.len();
+        self.manifest.num_templates = self.ids.len();
+        self.manifest.num_subjects = self.ids.num_subjects();
         self.manifest.updated_at_ms = chrono_now_ms();
     }
 
     /// Removes every template of `subject_id` (right to erasure).
     pub fn remove_subject(&mut self, subject_id: &str) -> Result<Removal> {
-        let Some(ids) = self.by_subject.remove(subject_id) else {
+        let Some(ids) = self.ids.remove_subject(subject_id) else {
             return Err(Error::not_found(format!(
                 "subject `{subject_id}` is not enrolled in gallery `{}`",
                 self.manifest.name
@@ -392,9 +398,6 @@ impl Gallery {
                 Removal::Hidden(ids.len())
             }
         };
-        for id in &ids {
-            self.entries.remove(id);
-        }
         if let Some(store) = &mut self.vectors {
             store.zero(&ids)?;
         }
@@ -410,8 +413,7 @@ impl Gallery {
     /// Rebuilds the index from its own live vectors, dropping hidden ones.
     pub fn rebuild(&mut self) -> Result<()> {
         let dim = self.manifest.dim;
-        let mut live: Vec<i64> = self.entries.keys().copied().collect();
-        live.sort_unstable();
+        let live: Vec<i64> = self.ids.live_ids().collect();
         let mut vectors = vec![0f32; live.len() * dim];
         for (i, id) in live.iter().enumerate() {
             self.vector_into(*id, &mut vectors[i * dim..(i + 1) * dim])?;
@@ -445,7 +447,7 @@ impl Gallery {
         if total == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
-        let want = k.min(self.by_subject.len());
+        let want = k.min(self.ids.num_subjects());
         // Fetch more templates than subjects wanted: a subject may own several
         // of the nearest templates. Grow until every query has enough subjects.
         let mut fetch = (k * 4 + self.hidden.len()).min(total);
@@ -463,12 +465,13 @@ impl Gallery {
                 let mut seen = HashSet::new();
                 let mut cands = Vec::with_capacity(want);
                 for (&id, score) in labels.iter().zip(scores) {
-                    let Some(entry) = self.entries.get(&id) else { continue };
-                    if seen.insert(entry.subject_id.as_str()) {
+                    let Some(subject) = self.ids.subject_number(id) else { continue };
+                    if seen.insert(subject) {
+                        let (template_id, subject_id) = self.ids.get(id).expect("a live id has names");
                         cands.push(SubjectCandidate {
-                            subject_id: entry.subject_id.clone(),
+                            subject_id: subject_id.to_string(),
                             score: *score,
-                            template_id: entry.template_id.clone(),
+                            template_id: template_id.to_string(),
                         });
                         if cands.len() == want {
                             break;
@@ -514,8 +517,7 @@ impl Gallery {
     /// reconstructed from the index: vectors, subjects, template ids.
     fn sample_enrolled(&self, max_probes: usize) -> Result<(Vec<f32>, Vec<String>, Vec<String>)> {
         let dim = self.manifest.dim;
-        let mut ids: Vec<i64> = self.entries.keys().copied().collect();
-        ids.sort_unstable();
+        let ids: Vec<i64> = self.ids.live_ids().collect();
         let step = ids.len().div_ceil(max_probes.max(1)).max(1);
         let probes: Vec<i64> = ids.into_iter().step_by(step).collect();
         let mut vectors = vec![0f32; probes.len() * dim];
@@ -523,22 +525,28 @@ impl Gallery {
             self.vector_into(*id, &mut vectors[i * dim..(i + 1) * dim])
                 .map_err(|e| e.context("reading enrolled templates for calibration"))?;
         }
-        let subjects = probes.iter().map(|id| self.entries[id].subject_id.clone()).collect();
-        let templates = probes.iter().map(|id| self.entries[id].template_id.clone()).collect();
+        let names = |id: &i64| self.ids.get(*id).expect("a live id has names");
+        let subjects = probes.iter().map(|id| names(id).1.to_string()).collect();
+        let templates = probes.iter().map(|id| names(id).0.to_string()).collect();
         Ok((vectors, subjects, templates))
     }
 
-    /// One enrolled template of `subject` (its first), reconstructed from
-    /// the index; `None` when the subject has none here. An error for
-    /// indexes that cannot reconstruct their vectors (IVF, PQ).
-    pub fn subject_vector(&self, subject: &str) -> Result<Option<Vec<f32>>> {
-        let Some(&id) = self.by_subject.get(subject).and_then(|ids| ids.iter().find(|id| !self.hidden.contains(id)))
-        else {
-            return Ok(None);
-        };
-        let mut v = vec![0f32; self.manifest.dim];
-        self.vector_into(id, &mut v)?;
-        Ok(Some(v))
+    /// One enrolled template of each of `subjects` (its first),
+    /// reconstructed from the index; `None` for a subject with none here.
+    /// An error for indexes that cannot reconstruct their vectors and keep
+    /// no exact ones (IVF, PQ without re-ranking).
+    pub fn subject_vectors(&self, subjects: &[&str]) -> Result<Vec<Option<Vec<f32>>>> {
+        self.ids
+            .first_ids(subjects)
+            .into_iter()
+            .map(|id| {
+                id.map(|id| {
+                    let mut v = vec![0f32; self.manifest.dim];
+                    self.vector_into(id, &mut v).map(|()| v)
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     /// The index's raw score → LLR mapping for a search at `threshold`: the
@@ -565,9 +573,8 @@ impl Gallery {
         Ok((0..subjects.len())
             .filter_map(|q| {
                 (q * k..(q + 1) * k).find_map(|i| {
-                    let e = self.entries.get(&labels[i])?;
-                    (!self.hidden.contains(&labels[i]) && e.subject_id == subjects[q] && e.template_id != templates[q])
-                        .then_some(scores[i])
+                    let (template, subject) = self.ids.get(labels[i])?;
+                    (subject == subjects[q] && template != templates[q]).then_some(scores[i])
                 })
             })
             .collect())
@@ -591,11 +598,11 @@ impl Gallery {
     /// Non-mated scores of enrolled templates given by value: `vectors` rows
     /// of subjects `subjects`, each searched for its best *other* subject.
     pub fn nonmated_scores_of(&mut self, vectors: &[f32], subjects: &[String]) -> Result<Vec<f32>> {
-        if self.by_subject.len() < 2 {
+        if self.ids.num_subjects() < 2 {
             return Err(Error::invalid(format!(
                 "gallery `{}` needs at least 2 subjects to calibrate a threshold, it has {}",
                 self.manifest.name,
-                self.by_subject.len()
+                self.ids.num_subjects()
             )));
         }
         if subjects.is_empty() || vectors.len() != subjects.len() * self.manifest.dim {

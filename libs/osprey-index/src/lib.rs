@@ -13,6 +13,7 @@ mod commit;
 mod enroll;
 mod erase;
 mod gallery;
+mod ids;
 mod search;
 mod snapshot;
 mod vectors;

@@ -232,10 +232,11 @@ pub fn calibrate_fusion(
     for (modality, gallery, calibration) in indexes.iter_mut() {
         let dim = gallery.manifest().dim;
         let (mut queries, mut owners) = (Vec::new(), Vec::new());
-        for s in &subjects {
-            if let Some(v) = gallery.subject_vector(s)? {
+        let names: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        for (s, v) in names.iter().zip(gallery.subject_vectors(&names)?) {
+            if let Some(v) = v {
                 queries.extend_from_slice(&v);
-                owners.push(s.as_str());
+                owners.push(*s);
             }
         }
         if owners.is_empty() {

@@ -2,7 +2,7 @@
 //! manifest. The manifest is written last and names the snapshot version, so
 //! a reader never sees a half-written gallery.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
@@ -11,7 +11,8 @@ use bytes::Bytes;
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_store::{Root, decode_parquet, encode_parquet, layout};
 
-use crate::gallery::{Entry, Gallery, GalleryManifest, chrono_now_ms};
+use crate::gallery::{Gallery, GalleryManifest, chrono_now_ms};
+use crate::ids::IdMap;
 use crate::vectors::VectorStore;
 
 fn index_key(gallery: &str, version: &str) -> String {
@@ -51,15 +52,15 @@ impl Gallery {
         };
         root.put(&index_key(&name, &version), index_bytes).await?;
 
-        let mut ids: Vec<i64> = self.entries.keys().chain(self.hidden.iter()).copied().collect();
+        let mut ids: Vec<i64> = self.ids.live_ids().chain(self.hidden.iter().copied()).collect();
         ids.sort_unstable();
-        let entry = |id: &i64| self.entries.get(id);
+        let names = |id: &i64| self.ids.get(*id);
         let batch = RecordBatch::try_new(
             ids_schema(),
             vec![
                 Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(ids.iter().map(|i| entry(i).map(|e| e.template_id.as_str())).collect::<StringArray>()),
-                Arc::new(ids.iter().map(|i| entry(i).map(|e| e.subject_id.as_str())).collect::<StringArray>()),
+                Arc::new(ids.iter().map(|i| names(i).map(|(template, _)| template)).collect::<StringArray>()),
+                Arc::new(ids.iter().map(|i| names(i).map(|(_, subject)| subject)).collect::<StringArray>()),
                 Arc::new(ids.iter().map(|i| Some(self.hidden.contains(i))).collect::<BooleanArray>()),
             ],
         )
@@ -74,7 +75,7 @@ impl Gallery {
             }
             store.save(root, &name).await?;
         }
-        self.manifest.vector_rows = self.vectors.as_ref().map(|_| self.next_id as usize);
+        self.manifest.vector_rows = self.vectors.as_ref().map(|_| self.ids.next_id() as usize);
         let previous = self.manifest.snapshot.replace(version);
         let manifest = serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes");
         root.put(&layout::gallery_manifest(&name), Bytes::from(manifest)).await?;
@@ -103,10 +104,8 @@ impl Gallery {
         };
         let ids_name = ids_key(name, &version);
         let (_, batches) = decode_parquet(root.get(&ids_name).await?, &root.url_of(&ids_name))?;
-        let mut entries = HashMap::new();
-        let mut by_subject: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut ids = IdMap::default();
         let mut hidden = HashSet::new();
-        let mut next_id = 0;
         for b in &batches {
             if b.num_columns() != 4 {
                 return Err(corrupt(&ids_name, "unexpected columns"));
@@ -116,16 +115,22 @@ impl Gallery {
             let sid = b.column(2).as_string::<i32>();
             let hid = b.column(3).as_boolean();
             for r in 0..b.num_rows() {
+                // Snapshots list ids ascending; the ids removed before the
+                // snapshot are the gaps.
                 let id = fid.value(r);
-                next_id = next_id.max(id + 1);
-                if hid.value(r) {
-                    hidden.insert(id);
-                } else if tid.is_valid(r) && sid.is_valid(r) {
-                    by_subject.entry(sid.value(r).to_string()).or_default().push(id);
-                    entries.insert(
-                        id,
-                        Entry { template_id: tid.value(r).to_string(), subject_id: sid.value(r).to_string() },
-                    );
+                if id < ids.next_id() {
+                    return Err(corrupt(&ids_name, format!("FAISS id {id} is out of order or repeated")));
+                }
+                while ids.next_id() < id {
+                    ids.push_gap();
+                }
+                if !hid.value(r) && tid.is_valid(r) && sid.is_valid(r) {
+                    ids.push(tid.value(r), sid.value(r)).map_err(|e| corrupt(&ids_name, e))?;
+                } else {
+                    ids.push_gap();
+                    if hid.value(r) {
+                        hidden.insert(id);
+                    }
                 }
             }
         }
@@ -136,7 +141,7 @@ impl Gallery {
             (Some(_), None) => return Err(corrupt(name, "manifest keeps vectors but does not count them")),
             _ => None,
         };
-        let mut gallery = Gallery { manifest, index, entries, by_subject, hidden, next_id, vectors };
+        let mut gallery = Gallery { manifest, index, ids, hidden, vectors };
         gallery.apply_search_params()?;
         Ok(gallery)
     }

@@ -279,7 +279,7 @@ async fn delete_subject(
     if loaded.is_empty() {
         return Err(ApiError::not_found(format!("no gallery `{name}`")));
     }
-    if !loaded.iter().any(|g| g.subjects().any(|s| s == subject_id)) {
+    if !loaded.iter().any(|g| g.has_subject(&subject_id)) {
         return Err(ApiError::not_found(format!("gallery `{name}` has no subject `{subject_id}`")));
     }
     // Erasure works on the stored snapshots: enrolled batches not in them
