@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn osprey(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_osprey")).args(args).env_remove("OSPREY_ROOT").output().expect("osprey runs")
 }
@@ -74,22 +76,8 @@ fn import_search_sql_and_erase() {
     let rs = root.to_str().unwrap();
     let p = |name: &str| d.join(name).to_str().unwrap().to_string();
 
-    ok(&[
-        "bench",
-        "gen",
-        "--n",
-        "10000",
-        "--dim",
-        "64",
-        "--clusters",
-        "500",
-        "--spread",
-        "0.3",
-        "--out",
-        &p("g.npy"),
-        "--subjects-out",
-        &p("g.txt"),
-    ]);
+    // (seed 42: `bench gen`'s default)
+    common::generate_vectors(10_000, 64, 500, 0.3, 42, &d.join("g.npy"), &d.join("g.txt"));
     let log = osprey(&[
         "gallery",
         "import",
@@ -238,24 +226,7 @@ fn import_search_sql_and_erase() {
     assert_eq!(show["nprobe"], 8);
 
     // Open-set search: probes from enrolled clusters match, others are unknown.
-    ok(&[
-        "bench",
-        "gen",
-        "--n",
-        "400",
-        "--dim",
-        "64",
-        "--clusters",
-        "1000",
-        "--spread",
-        "0.3",
-        "--seed",
-        "9",
-        "--out",
-        &p("q.npy"),
-        "--subjects-out",
-        &p("q.txt"),
-    ]);
+    common::generate_vectors(400, 64, 1000, 0.3, 9, &d.join("q.npy"), &d.join("q.txt"));
     let csv = ok(&[
         "search",
         "--root",
@@ -366,28 +337,11 @@ fn schema_files_match_the_code() {
 fn bench_search_reports_recall_and_memory_per_template() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let generate = |n: &str, seed: &str, out: &str, subjects: &str| {
-        ok(&[
-            "bench",
-            "gen",
-            "--n",
-            n,
-            "--dim",
-            "32",
-            "--clusters",
-            "200",
-            "--spread",
-            "0.5",
-            "--seed",
-            seed,
-            "--out",
-            &p(out),
-            "--subjects-out",
-            &p(subjects),
-        ])
+    let generate = |n, seed, out: &str, subjects: &str| {
+        common::generate_vectors(n, 32, 200, 0.5, seed, &dir.path().join(out), &dir.path().join(subjects))
     };
-    generate("4000", "1", "g.npy", "g.txt");
-    generate("200", "2", "q.npy", "q.txt");
+    generate(4000, 1, "g.npy", "g.txt");
+    generate(200, 2, "q.npy", "q.txt");
     let search = |extra: &[&str]| {
         let (g, q) = (p("g.npy"), p("q.npy"));
         let mut args = vec![

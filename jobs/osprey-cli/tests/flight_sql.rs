@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const ADMIN: &str = "admin-key-0123456789";
 const READER: &str = "reader-key-0123456789";
 
@@ -107,27 +109,10 @@ fn adbc_flight_sql_client_reads_what_osprey_sql_reads() {
     let p = |name: &str| d.join(name).to_str().unwrap().to_string();
 
     // A small gallery and one search job: templates and results on the root.
-    let generate = |n: &str, clusters: &str, seed: &str, out: &str, subjects: &str| {
-        ok(&[
-            "bench",
-            "gen",
-            "--n",
-            n,
-            "--dim",
-            "32",
-            "--clusters",
-            clusters,
-            "--spread",
-            "0.3",
-            "--seed",
-            seed,
-            "--out",
-            &p(out),
-            "--subjects-out",
-            &p(subjects),
-        ]);
+    let generate = |n, clusters, seed, out: &str, subjects: &str| {
+        common::generate_vectors(n, 32, clusters, 0.3, seed, &d.join(out), &d.join(subjects))
     };
-    generate("600", "60", "1", "g.npy", "g.txt");
+    generate(600, 60, 1, "g.npy", "g.txt");
     ok(&[
         "gallery",
         "import",
@@ -142,7 +127,7 @@ fn adbc_flight_sql_client_reads_what_osprey_sql_reads() {
         "--model",
         "vec32",
     ]);
-    generate("50", "120", "9", "q.npy", "q.txt");
+    generate(50, 120, 9, "q.npy", "q.txt");
     ok(&[
         "search",
         "--root",

@@ -355,10 +355,13 @@ impl Gallery {
         for (i, row) in vectors.chunks_exact(dim).enumerate() {
             osprey_core::validate_embedding(row, dim, &format!("template `{}`", ids[i].0))?;
         }
-        if let Some((template, _)) = ids.iter().find(|(t, s)| t.len().max(s.len()) > MAX_ID_BYTES) {
+        // Checked before FAISS is touched, so that a refused batch adds nothing.
+        if let Some((template, subject)) = ids.iter().find(|(t, s)| t.len().max(s.len()) > MAX_ID_BYTES) {
+            let which = if template.len() > MAX_ID_BYTES { "template" } else { "subject" };
             return Err(Error::invalid(format!(
-                "template `{}…` has an id longer than {MAX_ID_BYTES} bytes",
-                template.chars().take(40).collect::<String>()
+                "template `{}…`: its {which} id is longer than {MAX_ID_BYTES} bytes ({} bytes)",
+                template.chars().take(40).collect::<String>(),
+                template.len().max(subject.len())
             )));
         }
         self.train_if_needed(vectors)?;

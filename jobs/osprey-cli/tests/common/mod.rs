@@ -47,3 +47,29 @@ pub fn ok(args: &[&str]) -> (String, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Clustered unit vectors from `osprey bench gen`: `n` of `dim` floats
+/// around `clusters` centres (`spread` relative to their distance), written
+/// to `out` (`.npy`) with each vector's cluster as its subject in `subjects`.
+pub fn generate_vectors(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64, out: &Path, subjects: &Path) {
+    let (n, dim, clusters, spread, seed) =
+        (n.to_string(), dim.to_string(), clusters.to_string(), spread.to_string(), seed.to_string());
+    ok(&[
+        "bench",
+        "gen",
+        "--n",
+        &n,
+        "--dim",
+        &dim,
+        "--clusters",
+        &clusters,
+        "--spread",
+        &spread,
+        "--seed",
+        &seed,
+        "--out",
+        s(out),
+        "--subjects-out",
+        s(subjects),
+    ]);
+}
