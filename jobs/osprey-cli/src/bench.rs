@@ -349,11 +349,14 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // Template ids are short numbers; subjects are the file's or, without
-    // one, each template its own.
+    // Template ids are UUIDs, as Osprey's own are; subjects are the file's
+    // or, without one, each template its own.
     let ids = |n: usize| {
         (0..n)
-            .map(|i| (i.to_string(), subjects.as_ref().map(|s| s[i].clone()).unwrap_or_else(|| i.to_string())))
+            .map(|i| {
+                let template = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &(i as u64).to_le_bytes()).to_string();
+                (template, subjects.as_ref().map(|s| s[i].clone()).unwrap_or_else(|| i.to_string()))
+            })
             .collect::<Vec<_>>()
     };
 
@@ -372,6 +375,7 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
     let memory_per_template = per_template(rss_before, rss_anon_bytes(), g.len());
     let bytes_per_vector = index.index_bytes()? as f64 / g.len() as f64;
     let id_map_per_template = index.id_map_bytes() as f64 / g.len() as f64;
+    let id_file_per_template = index.id_file_bytes() as f64 / g.len() as f64;
     // Searched as served: reloaded from its snapshot.
     let (mut index, loaded_memory_per_template) = reloaded(index, g.len())?;
 
@@ -416,7 +420,7 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
                 "memory_bytes_per_template": memory_per_template,
                 "loaded_memory_bytes_per_template": loaded_memory_per_template,
                 "id_map_bytes_per_template": id_map_per_template,
-                "disk_bytes_per_template": if keep.unwrap_or(0) > 0 { 4 * g.dim } else { 0 },
+                "disk_bytes_per_template": id_file_per_template + if keep.unwrap_or(0) > 0 { 4 * g.dim } else { 0 } as f64,
             });
             if args.json {
                 println!("{report}");

@@ -240,15 +240,36 @@ impl Gallery {
         let mut gallery = Gallery {
             manifest,
             index,
-            ids: IdMap::default(),
+            ids: IdMap::new()?,
             hidden: HashSet::new(),
             vectors: vector_chunk_rows.map(|rows| VectorStore::new(dim, rows)).transpose()?,
         };
         gallery.apply_search_params()?;
         if !ids.is_empty() {
             gallery.add(ids, vectors)?;
+            if ivf_lists(&gallery.manifest.index_factory).is_some() {
+                gallery.compact_lists()?;
+            }
         }
         Ok(gallery)
+    }
+
+    /// Reads the index back from its own serialisation. FAISS grows each
+    /// IVF list geometrically as templates are added, which leaves up to
+    /// as much spare capacity as the list holds (20–25 bytes per template
+    /// for IVF4096,PQ32 at a million), and sizes every list exactly when it
+    /// reads one; a bulk build does this once at its end, as loading a
+    /// snapshot does.
+    fn compact_lists(&mut self) -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
+        let path = dir.path().join("index.faiss");
+        let path = path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?;
+        faiss::write_index(&self.index, path).map_err(faiss_err("write"))?;
+        // The old index goes before the copy is read, so the two are never
+        // both resident.
+        self.index = new_index("Flat", self.manifest.dim)?;
+        self.index = faiss::read_index(path).map_err(faiss_err("read"))?;
+        self.apply_search_params()
     }
 
     /// The manifest (counts, index type, operating point).
@@ -266,10 +287,17 @@ impl Gallery {
         self.ids.len() == 0
     }
 
-    /// Bytes of memory the id map (FAISS id → template and subject) uses,
-    /// beside [`Gallery::index_bytes`].
+    /// Heap bytes the id map (FAISS id → template and subject) uses,
+    /// beside [`Gallery::index_bytes`]; the ids themselves are in mapped
+    /// files ([`Gallery::id_file_bytes`]).
     pub fn id_map_bytes(&self) -> usize {
-        self.ids.bytes()
+        self.ids.heap_bytes()
+    }
+
+    /// Bytes of template and subject ids in memory-mapped local files
+    /// (page cache, not the heap).
+    pub fn id_file_bytes(&self) -> usize {
+        self.ids.file_bytes()
     }
 
     /// Ids of the live templates.
@@ -386,7 +414,7 @@ impl Gallery {
 
     /// Removes every template of `subject_id` (right to erasure).
     pub fn remove_subject(&mut self, subject_id: &str) -> Result<Removal> {
-        let Some(ids) = self.ids.remove_subject(subject_id) else {
+        let Some(ids) = self.ids.remove_subject(subject_id)? else {
             return Err(Error::not_found(format!(
                 "subject `{subject_id}` is not enrolled in gallery `{}`",
                 self.manifest.name
@@ -509,7 +537,8 @@ impl Gallery {
     /// Non-mated scores from the gallery itself: each sampled template is
     /// searched and its best score against *other* subjects kept. These are
     /// the scores an unenrolled look-alike would get. Needs an index that can
-    /// reconstruct its vectors (Flat, HNSW); otherwise use
+    /// give its vectors back exactly (Flat, HNSW, IVF with flat codes, or
+    /// one that keeps them for re-ranking); otherwise use
     /// [`Gallery::nonmated_scores_of`] with the templates' embeddings.
     pub fn nonmated_scores(&mut self, max_probes: usize) -> Result<Vec<f32>> {
         let (vectors, subjects, _) = self.sample_enrolled(max_probes)?;
@@ -518,7 +547,11 @@ impl Gallery {
 
     /// An evenly spaced sample of at most `max_probes` enrolled templates,
     /// reconstructed from the index: vectors, subjects, template ids.
-    fn sample_enrolled(&self, max_probes: usize) -> Result<(Vec<f32>, Vec<String>, Vec<String>)> {
+    fn sample_enrolled(&mut self, max_probes: usize) -> Result<(Vec<f32>, Vec<String>, Vec<String>)> {
+        self.with_exact_rows(|g| g.sample_rows(max_probes))
+    }
+
+    fn sample_rows(&self, max_probes: usize) -> Result<(Vec<f32>, Vec<String>, Vec<String>)> {
         let dim = self.manifest.dim;
         let ids: Vec<i64> = self.ids.live_ids().collect();
         let step = ids.len().div_ceil(max_probes.max(1)).max(1);
@@ -538,18 +571,54 @@ impl Gallery {
     /// reconstructed from the index; `None` for a subject with none here.
     /// An error for indexes that cannot reconstruct their vectors and keep
     /// no exact ones (IVF, PQ without re-ranking).
-    pub fn subject_vectors(&self, subjects: &[&str]) -> Result<Vec<Option<Vec<f32>>>> {
-        self.ids
-            .first_ids(subjects)
-            .into_iter()
-            .map(|id| {
-                id.map(|id| {
-                    let mut v = vec![0f32; self.manifest.dim];
-                    self.vector_into(id, &mut v).map(|()| v)
+    pub fn subject_vectors(&mut self, subjects: &[&str]) -> Result<Vec<Option<Vec<f32>>>> {
+        self.with_exact_rows(|g| {
+            g.ids
+                .first_ids(subjects)
+                .into_iter()
+                .map(|id| {
+                    id.map(|id| {
+                        let mut v = vec![0f32; g.manifest.dim];
+                        g.vector_into(id, &mut v).map(|()| v)
+                    })
+                    .transpose()
                 })
-                .transpose()
-            })
-            .collect()
+                .collect()
+        })
+    }
+
+    /// Runs `f` where [`Gallery::vector_into`] can read every template
+    /// exactly. An IVF index with flat codes holds the vectors themselves
+    /// in its lists but finds them by id only through a direct map (8 bytes
+    /// per template), built here for `f` and dropped after. FAISS's C API
+    /// builds only the array kind, which needs the ids dense (`0..ntotal`):
+    /// a gallery that has had templates removed from its index keeps the
+    /// slower ways (see [`crate::calibrate`]). Other indexes are as they are.
+    fn with_exact_rows<T>(&mut self, f: impl FnOnce(&Gallery) -> Result<T>) -> Result<T> {
+        let flat_lists = ivf_lists(&self.manifest.index_factory).is_some()
+            && self.manifest.index_factory.rsplit(',').next().map(str::trim) == Some("Flat");
+        let dense = self.index.ntotal() == self.ids.next_id() as u64;
+        if self.vectors.is_some() || !flat_lists || !dense {
+            return f(self);
+        }
+        // SAFETY: the pointer is this gallery's live index, which `&mut self`
+        // keeps from being used elsewhere while the map is changed; the cast
+        // is FAISS's own checked one (null if not an IVF index).
+        let ivf = unsafe { faiss_sys::faiss_IndexIVF_cast(self.index.inner_ptr()) };
+        if ivf.is_null() {
+            return f(self);
+        }
+        // SAFETY: `ivf` is a live IVF index; FAISS catches its exceptions
+        // and returns non-zero.
+        let set = |on: bool| unsafe { faiss_sys::faiss_IndexIVF_make_direct_map(ivf, i32::from(on)) } == 0;
+        // Without the map `f` meets the usual "cannot reconstruct" error.
+        // A failed build can leave a partial map behind: it is always dropped.
+        set(true);
+        let out = f(self);
+        if !set(false) {
+            return Err(Error::internal("FAISS could not drop the direct map built to read templates"));
+        }
+        out
     }
 
     /// The index's raw score → LLR mapping for a search at `threshold`: the

@@ -4,10 +4,15 @@
 //!
 //! FAISS ids are assigned in order and never reused, so the map is a set of
 //! columns indexed by FAISS id rather than hash maps of owned strings:
-//! template ids are packed into one byte buffer ([`Strings`]), each template
+//! template ids are packed one after another ([`Strings`]), each template
 //! names its subject by number (4 bytes), and subject names are packed the
-//! same way and found through a table of subject numbers. For a million
-//! templates with short ids this is about 35 bytes per template where
+//! same way and found through a table of subject numbers. The packed names
+//! themselves are in memory-mapped local files, like the re-ranking vectors
+//! (a search reads only the names of the candidates it returns), so the
+//! heap holds about 4 bytes of offset per template id and per subject name,
+//! 4 for the subject number and the lookup table's 5–10 per subject:
+//! 12–23 bytes per template at a million, whatever the ids' length (a
+//! 36-character UUID costs what a short number does), where
 //! `HashMap<i64, (String, String)>` and a per-subject `HashMap` cost about
 //! 440. A subject's templates are found by a scan of the subject column,
 //! which only erasure needs.
@@ -17,6 +22,8 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use osprey_core::{Error, Result};
 
+use crate::mapped::MappedFile;
+
 /// Strings per block of [`Strings`]: offsets inside a block are 32-bit.
 const BLOCK: usize = 1 << 16;
 
@@ -24,28 +31,44 @@ const BLOCK: usize = 1 << 16;
 /// fits 32-bit offsets.
 pub(crate) const MAX_ID_BYTES: usize = (u32::MAX as usize) / BLOCK;
 
-/// Append-only packed strings, addressed by position: 4 bytes of offset per
-/// string plus 8 per block of 65,536.
-#[derive(Default)]
+/// Bytes gathered on the heap before they go to the file in one write.
+const TAIL_BYTES: usize = 16 << 10;
+
+/// Append-only packed strings, addressed by position, the bytes in a
+/// memory-mapped local file ([`MappedFile`]): on the heap, 4 bytes of
+/// offset per string plus 8 per block of 65,536, and the last few
+/// kilobytes of strings not yet written out.
 pub(crate) struct Strings {
-    bytes: Vec<u8>,
+    /// Strings before `file.len()`.
+    file: MappedFile,
+    /// Strings from `file.len()` on, written out when it fills.
+    tail: Vec<u8>,
     /// End of each string, relative to its block's base.
     ends: Vec<u32>,
-    /// Start of each block in `bytes`.
+    /// Start of each block (a position in the file then the tail).
     bases: Vec<usize>,
 }
 
 impl Strings {
+    fn new(what: &'static str) -> Result<Strings> {
+        Ok(Strings { file: MappedFile::new(what)?, tail: Vec::new(), ends: Vec::new(), bases: Vec::new() })
+    }
+
     fn push(&mut self, s: &str, what: &str) -> Result<usize> {
         if s.len() > MAX_ID_BYTES {
             return Err(Error::invalid(format!("{what} is {} bytes long; at most {MAX_ID_BYTES} allowed", s.len())));
         }
         let n = self.ends.len();
+        let end = self.file.len() + self.tail.len();
         if n.is_multiple_of(BLOCK) {
-            self.bases.push(self.bytes.len());
+            self.bases.push(end);
         }
-        self.bytes.extend_from_slice(s.as_bytes());
-        self.ends.push((self.bytes.len() - self.bases[n / BLOCK]) as u32);
+        self.tail.extend_from_slice(s.as_bytes());
+        self.ends.push((end + s.len() - self.bases[n / BLOCK]) as u32);
+        if self.tail.len() >= TAIL_BYTES {
+            self.file.append(&self.tail)?;
+            self.tail.clear();
+        }
         Ok(n)
     }
 
@@ -55,20 +78,40 @@ impl Strings {
         base + start..base + self.ends[i] as usize
     }
 
+    /// The bytes of string `i` (whole in the file or whole in the tail: the
+    /// tail is written out whole).
+    fn raw(&self, i: usize) -> &[u8] {
+        let r = self.range(i);
+        let written = self.file.len();
+        if r.start < written { &self.file.bytes()[r] } else { &self.tail[r.start - written..r.end - written] }
+    }
+
     pub(crate) fn get(&self, i: usize) -> &str {
         // Only whole `&str`s are pushed and only zeroes written over them.
-        std::str::from_utf8(&self.bytes[self.range(i)]).expect("packed ids are UTF-8")
+        std::str::from_utf8(self.raw(i)).expect("packed ids are UTF-8")
     }
 
     /// Overwrites string `i` with zero bytes (erasure: the name must not
-    /// stay readable in memory).
-    fn wipe(&mut self, i: usize) {
+    /// stay readable, in memory or in the file).
+    fn wipe(&mut self, i: usize) -> Result<()> {
         let r = self.range(i);
-        self.bytes[r].fill(0);
+        let written = self.file.len();
+        if r.start < written {
+            self.file.write_at(r.start, &vec![0; r.len()])
+        } else {
+            self.tail[r.start - written..r.end - written].fill(0);
+            Ok(())
+        }
     }
 
-    fn bytes(&self) -> usize {
-        self.bytes.len() + 4 * self.ends.len() + 8 * self.bases.len()
+    /// Heap bytes.
+    fn heap_bytes(&self) -> usize {
+        self.tail.capacity() + 4 * self.ends.len() + 8 * self.bases.len()
+    }
+
+    /// Bytes in the file and its tail.
+    fn packed_bytes(&self) -> usize {
+        self.file.len() + self.tail.len()
     }
 }
 
@@ -89,20 +132,18 @@ pub(crate) struct IdMap {
     live: usize,
 }
 
-impl Default for IdMap {
-    fn default() -> Self {
-        IdMap {
-            templates: Strings::default(),
+impl IdMap {
+    pub(crate) fn new() -> Result<IdMap> {
+        Ok(IdMap {
+            templates: Strings::new("template ids")?,
             subject_of: Vec::new(),
-            subjects: Strings::default(),
+            subjects: Strings::new("subject ids")?,
             lookup: HashTable::new(),
             hasher: RandomState::new(),
             live: 0,
-        }
+        })
     }
-}
 
-impl IdMap {
     /// The FAISS id the next template gets.
     pub(crate) fn next_id(&self) -> i64 {
         self.subject_of.len() as i64
@@ -201,10 +242,10 @@ impl IdMap {
         out
     }
 
-    /// Removes every template of `subject` and wipes its names from memory;
-    /// the removed FAISS ids, or `None` if the subject is not enrolled.
-    pub(crate) fn remove_subject(&mut self, subject: &str) -> Option<Vec<i64>> {
-        let number = self.find(subject)?;
+    /// Removes every template of `subject` and wipes its names; the removed
+    /// FAISS ids, or `None` if the subject is not enrolled.
+    pub(crate) fn remove_subject(&mut self, subject: &str) -> Result<Option<Vec<i64>>> {
+        let Some(number) = self.find(subject) else { return Ok(None) };
         let hash = self.hasher.hash_one(subject);
         if let Ok(entry) = self.lookup.find_entry(hash, |&n| n == number) {
             entry.remove();
@@ -216,18 +257,26 @@ impl IdMap {
                 removed.push(id as i64);
             }
         }
-        for &id in &removed {
-            self.templates.wipe(id as usize);
-        }
-        self.subjects.wipe(number as usize);
         self.live -= removed.len();
-        Some(removed)
+        for &id in &removed {
+            self.templates.wipe(id as usize)?;
+        }
+        self.subjects.wipe(number as usize)?;
+        Ok(Some(removed))
     }
 
-    /// Bytes in use (a vector's unused capacity is never touched, so not
-    /// resident; the lookup table counts whole).
-    pub(crate) fn bytes(&self) -> usize {
-        self.templates.bytes() + self.subjects.bytes() + 4 * self.subject_of.len() + self.lookup.allocation_size()
+    /// Heap bytes in use (a vector's unused capacity is never touched, so
+    /// not resident; the lookup table counts whole).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.templates.heap_bytes()
+            + self.subjects.heap_bytes()
+            + 4 * self.subject_of.len()
+            + self.lookup.allocation_size()
+    }
+
+    /// Bytes of ids in the mapped local files.
+    pub(crate) fn file_bytes(&self) -> usize {
+        self.templates.packed_bytes() + self.subjects.packed_bytes()
     }
 }
 
@@ -237,7 +286,7 @@ mod tests {
 
     #[test]
     fn strings_cross_blocks() {
-        let mut s = Strings::default();
+        let mut s = Strings::new("test").unwrap();
         for i in 0..(BLOCK * 2 + 10) {
             assert_eq!(s.push(&format!("t{i}"), "id").unwrap(), i);
         }
@@ -246,12 +295,19 @@ mod tests {
         }
         s.push("", "id").unwrap();
         assert_eq!(s.get(2 * BLOCK + 10), "");
+        // Most strings went out to the file; the newest are still on the heap.
+        assert!(s.file.len() > 0 && !s.tail.is_empty());
+        s.wipe(1).unwrap();
+        s.wipe(2 * BLOCK + 9).unwrap();
+        assert_eq!(s.get(1), "\0\0");
+        assert_eq!(s.get(2 * BLOCK + 9), "\0".repeat(format!("t{}", 2 * BLOCK + 9).len()));
+        assert_eq!(s.get(2), "t2");
         assert!(s.push(&"x".repeat(MAX_ID_BYTES + 1), "template id").is_err());
     }
 
     #[test]
     fn map_adds_finds_and_erases() {
-        let mut m = IdMap::default();
+        let mut m = IdMap::new().unwrap();
         assert_eq!(m.push("a1", "alice").unwrap(), 0);
         assert_eq!(m.push("b1", "bob").unwrap(), 1);
         m.push_gap();
@@ -264,15 +320,16 @@ mod tests {
         assert_eq!(m.subject_number(0), m.subject_number(3));
         assert_eq!(m.first_ids(&["bob", "carol", "alice"]), vec![Some(1), None, Some(0)]);
 
-        assert_eq!(m.remove_subject("alice"), Some(vec![0, 3]));
-        assert_eq!(m.remove_subject("alice"), None);
+        assert_eq!(m.remove_subject("alice").unwrap(), Some(vec![0, 3]));
+        assert_eq!(m.remove_subject("alice").unwrap(), None);
         assert!(!m.contains_subject("alice"));
         assert_eq!((m.len(), m.num_subjects()), (1, 1));
         assert_eq!(m.live_ids().collect::<Vec<_>>(), vec![1]);
         assert_eq!(m.subjects().collect::<Vec<_>>(), vec!["bob"]);
         // The erased names are gone from memory, not only unreachable.
-        assert!(!m.templates.bytes.windows(2).any(|w| w == b"a1" || w == b"a2"));
-        assert!(!m.subjects.bytes.windows(5).any(|w| w == b"alice"));
+        let packed = |s: &Strings| [s.file.bytes(), &s.tail].concat();
+        assert!(!packed(&m.templates).windows(2).any(|w| w == b"a1" || w == b"a2"));
+        assert!(!packed(&m.subjects).windows(5).any(|w| w == b"alice"));
 
         // Enrolled again, the subject is a new one.
         assert_eq!(m.push("a3", "alice").unwrap(), 4);

@@ -14,6 +14,7 @@ mod enroll;
 mod erase;
 mod gallery;
 mod ids;
+mod mapped;
 mod search;
 mod snapshot;
 mod vectors;

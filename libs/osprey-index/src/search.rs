@@ -209,8 +209,9 @@ pub const FUSION_CALIBRATION_SUBJECTS: usize = 4000;
 /// [`osprey_core::MIN_ALARMS_FOR_CALIBRATION`] alarms support it; sets with
 /// fewer persons are left out (their persons are decided by the
 /// per-modality thresholds, see [`fuse_persons`]). `indexes`: each
-/// modality's gallery and calibration. Indexes that cannot reconstruct
-/// their vectors (IVF, PQ) give an error.
+/// modality's gallery and calibration. Indexes that cannot give their
+/// enrolled vectors back exactly (PQ without re-ranking, IVF with flat
+/// codes once templates were removed from it) give an error.
 pub fn calibrate_fusion(
     indexes: &mut [(Modality, &mut Gallery, ScoreCalibration)],
     rule: FusionRule,

@@ -104,7 +104,7 @@ impl Gallery {
         };
         let ids_name = ids_key(name, &version);
         let (_, batches) = decode_parquet(root.get(&ids_name).await?, &root.url_of(&ids_name))?;
-        let mut ids = IdMap::default();
+        let mut ids = IdMap::new()?;
         let mut hidden = HashSet::new();
         for b in &batches {
             if b.num_columns() != 4 {

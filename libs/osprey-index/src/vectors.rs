@@ -16,11 +16,12 @@
 //! right to erasure).
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_store::{Root, layout};
+
+use crate::mapped::MappedFile;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the vector store maps little-endian f32 rows directly");
@@ -37,27 +38,28 @@ fn chunk_key(gallery: &str, chunk: usize) -> String {
     format!("{}/vectors/{chunk:06}.f32", layout::gallery_dir(gallery))
 }
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::internal(format!("vector store: {what}: {e}"))
-}
-
 /// Float vectors by FAISS id in a memory-mapped local file.
 pub(crate) struct VectorStore {
     dim: usize,
     chunk_rows: usize,
-    /// An unlinked temporary file: it goes away with the process.
-    file: std::fs::File,
-    map: Option<memmap2::Mmap>,
+    /// Row-major little-endian `f32`s.
+    file: MappedFile,
     /// Rows in the file (the next FAISS id).
     rows: usize,
     /// Chunks changed since the last save.
     dirty: BTreeSet<usize>,
 }
 
+/// The bytes of `floats` (the store is little-endian, as checked above).
+fn as_bytes(floats: &[f32]) -> &[u8] {
+    // SAFETY: any f32 memory is valid as bytes; u8 has no alignment.
+    unsafe { std::slice::from_raw_parts(floats.as_ptr().cast::<u8>(), std::mem::size_of_val(floats)) }
+}
+
 impl VectorStore {
     pub(crate) fn new(dim: usize, chunk_rows: usize) -> Result<VectorStore> {
-        let file = tempfile::tempfile().map_err(io("creating the local file"))?;
-        Ok(VectorStore { dim, chunk_rows: chunk_rows.max(1), file, map: None, rows: 0, dirty: BTreeSet::new() })
+        let file = MappedFile::new("vector store")?;
+        Ok(VectorStore { dim, chunk_rows: chunk_rows.max(1), file, rows: 0, dirty: BTreeSet::new() })
     }
 
     /// Writes `vectors` (rows of `dim`) as ids `first..`.
@@ -67,26 +69,16 @@ impl VectorStore {
         if n == 0 {
             return Ok(());
         }
-        let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.file.write_all_at(&bytes, (first * self.dim * 4) as u64).map_err(io("writing"))?;
+        self.file.write_at(first * self.dim * 4, as_bytes(vectors))?;
         self.rows = self.rows.max(first + n);
         self.dirty.extend(first / self.chunk_rows..=(first + n - 1) / self.chunk_rows);
-        self.remap()
-    }
-
-    fn remap(&mut self) -> Result<()> {
-        // SAFETY: the file is private to this store (unlinked, never shared)
-        // and only written through `put`/`zero`, which remap afterwards; no
-        // slice handed out by `row` outlives a `&mut self` call.
-        self.map = Some(unsafe { memmap2::Mmap::map(&self.file) }.map_err(io("mapping"))?);
         Ok(())
     }
 
     /// The row of id `id`, if stored.
     pub(crate) fn row(&self, id: i64) -> Option<&[f32]> {
         let id = usize::try_from(id).ok().filter(|id| *id < self.rows)?;
-        let map = self.map.as_ref()?;
-        let bytes = map.get(id * self.dim * 4..(id + 1) * self.dim * 4)?;
+        let bytes = self.file.bytes().get(id * self.dim * 4..(id + 1) * self.dim * 4)?;
         // SAFETY: the map is page-aligned and rows start at multiples of 4
         // bytes, so the cast is aligned; every bit pattern is a valid f32.
         let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
@@ -99,11 +91,11 @@ impl VectorStore {
         for &id in ids {
             let Ok(id) = usize::try_from(id) else { continue };
             if id < self.rows {
-                self.file.write_all_at(&zeros, (id * self.dim * 4) as u64).map_err(io("erasing"))?;
+                self.file.write_at(id * self.dim * 4, &zeros)?;
                 self.dirty.insert(id / self.chunk_rows);
             }
         }
-        self.remap()
+        Ok(())
     }
 
     /// Writes the chunks changed since the last save under gallery `name`.
@@ -116,10 +108,8 @@ impl VectorStore {
             if start >= end {
                 continue;
             }
-            let bytes = match &self.map {
-                Some(map) => Bytes::copy_from_slice(&map[start * row_bytes..end * row_bytes]),
-                None => continue,
-            };
+            let Some(bytes) = self.file.bytes().get(start * row_bytes..end * row_bytes) else { continue };
+            let bytes = Bytes::copy_from_slice(bytes);
             root.put(&chunk_key(name, chunk), bytes).await?;
         }
         self.dirty.clear();
@@ -154,12 +144,9 @@ impl VectorStore {
                     ),
                 ));
             }
-            store.file.write_all_at(&bytes[..want * row_bytes], (start * row_bytes) as u64).map_err(io("writing"))?;
+            store.file.write_at(start * row_bytes, &bytes[..want * row_bytes])?;
         }
         store.rows = rows;
-        if rows > 0 {
-            store.remap()?;
-        }
         Ok(store)
     }
 

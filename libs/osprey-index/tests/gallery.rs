@@ -47,6 +47,15 @@ fn conformance(factory: &str) {
     assert_eq!(subjects.len(), 5);
     assert!(res[0].windows(2).all(|w| w[0].score >= w[1].score));
 
+    // Enrolled vectors read back exactly (calibration's probes): the IVF
+    // lists' own rows, the stored vectors of a compressed index, FAISS's id
+    // map for the others.
+    let v = g.subject_vectors(&["s11", "nobody"]).unwrap();
+    assert_eq!((v[0].as_deref(), v[1].as_deref()), (Some(row(&data, 44)), None), "{factory}");
+    let t = g.calibrate(0.05, 200).unwrap();
+    assert!(t > 0.0 && t < 1.0, "{factory}: {t}");
+    assert_eq!(g.search(row(&data, 44), 1).unwrap()[0][0].subject_id, "s11");
+
     // Erasure: the subject never comes back, whatever the index type.
     let removal = g.remove_subject("s10").unwrap();
     assert!(matches!(removal, Removal::Removed(4) | Removal::Hidden(4)), "{removal:?}");
@@ -206,14 +215,16 @@ fn fused_thresholds_hold_their_fpir_on_strangers() {
         osprey_core::l2_normalize(&mut v);
         v
     };
-    // A face index (48-d) and a body index (24-d) of the same people.
-    let dims = [(Modality::Face, 48usize), (Modality::Body, 24usize)];
+    // A face index (48-d) and a body index (24-d) of the same people; the
+    // body's an IVF index (every list probed), whose enrolled vectors the
+    // calibration reads back from its lists.
+    let dims = [(Modality::Face, 48usize, "Flat"), (Modality::Body, 24usize, "IVF16,Flat")];
     let mut indexes = Vec::new();
     let mut enrolled: Vec<Vec<Vec<f32>>> = Vec::new();
-    for (m, dim) in dims {
+    for (m, dim, factory) in dims {
         let vectors: Vec<Vec<f32>> = (0..PEOPLE).map(|_| unit(dim, None, 1.0)).collect();
         let ids = (0..PEOPLE).map(|p| (format!("{m}-{p}"), format!("p{p}"))).collect();
-        let g = Gallery::build(&format!("g.{m}"), "m", dim, Some("Flat"), ids, &vectors.concat()).unwrap();
+        let g = Gallery::build(&format!("g.{m}"), "m", dim, Some(factory), ids, &vectors.concat()).unwrap();
         indexes.push((m, g));
         enrolled.push(vectors);
     }
@@ -282,7 +293,7 @@ fn fused_thresholds_hold_their_fpir_on_strangers() {
         (matched, right)
     };
     let strangers: Vec<Vec<Vec<f32>>> =
-        dims.iter().map(|(_, dim)| (0..PEOPLE).map(|_| unit(*dim, None, 1.0)).collect()).collect();
+        dims.iter().map(|(_, dim, _)| (0..PEOPLE).map(|_| unit(*dim, None, 1.0)).collect()).collect();
     let (false_alarms, _) = decide(&mut indexes, strangers);
     let observed = false_alarms as f64 / PEOPLE as f64;
     assert!((0.005..=0.045).contains(&observed), "FPIR {observed} on strangers, calibrated for {fpir}");

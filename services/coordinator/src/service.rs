@@ -848,8 +848,14 @@ impl Coordinator {
             let Some(g) = guard.as_mut() else { continue };
             let mut calibrated = Ok(false);
             if g.manifest().num_subjects >= 2 {
-                let fpir = spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR);
-                calibrated = osprey_index::calibrate(&self.root, g, fpir).await.map(|_| true);
+                let (fpir, t0) = (spec.fpir.unwrap_or(osprey_index::DEFAULT_FPIR), std::time::Instant::now());
+                calibrated = osprey_index::calibrate(&self.root, g, fpir).await.map(|threshold| {
+                    tracing::info!(
+                        "gallery `{name}`: threshold {threshold:.4} calibrated for FPIR {fpir} in {:.2} s",
+                        t0.elapsed().as_secs_f64()
+                    );
+                    true
+                });
             }
             // Committed even if calibration failed: the job's batches go in.
             self.commit_locked(&name, g, matches!(calibrated, Ok(true))).await?;
