@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A real-media enrol job through the services (a coordinator and a worker
 # process) into a large existing gallery: 2 photos each of 39 subjects of the
-# AT&T (ORL) faces, 78 tasks, into gallery `big` of a copy of ROOT, with one
-# snapshot per task (`enrol_commit_templates = 1`, as before group commits)
+# AT&T (ORL) faces, 78 tasks, into gallery `big` of a copy of ROOT, with a
+# commit due after every task (`enrol_commit_templates = 1`; one snapshot per
+# task before background commits, which now coalesce the tasks staged meanwhile)
 # or the defaults (`grouped`). Prints the job's time, the snapshots written,
-# their total seconds and the job-end calibration's (from the coordinator's log).
+# their total seconds (and of those, the seconds background commits held the
+# gallery's lock) and the job-end calibration's (from the coordinator's log).
 # Usage: OSPREY=target/release/osprey infra/scripts/bench-enrol.sh per-task|grouped ROOT [DATA_DIR]
 # ROOT holds gallery `big` of dlib-resnet-v1 templates, e.g. made with
 #   osprey bench gen --n 1000000 --dim 128 --clusters 100000 --out g.npy --subjects-out g.txt
@@ -43,6 +45,7 @@ kill "$wpid" "$cpid"; wait "$wpid" "$cpid" 2>/dev/null || true
 log="$(sed 's/\x1b\[[0-9;]*m//g' "$run/coordinator.log")"
 snapshots="$(echo "$log" | grep -c 'snapshot of' || true)"
 snapshot_s="$(echo "$log" | grep -o 'batches in [0-9.]* s' | awk '{s += $3} END {printf "%.1f", s}')"
+locked_s="$(echo "$log" | grep -o 'locked for [0-9.]* s' | awk '{s += $3} END {printf "%.1f", s}')"
 calibration_s="$(echo "$log" | grep -o 'calibrated for FPIR [0-9.]* in [0-9.]* s' | awk '{s += $6} END {printf "%.1f", s}')"
-echo "{\"mode\": \"$mode\", \"state\": $(echo "$status" | jq .state), \"tasks\": $(echo "$status" | jq .tasks.done), \"seconds\": $(awk "BEGIN{printf \"%.1f\", $end - $start}"), \"snapshots\": $snapshots, \"snapshot_seconds\": $snapshot_s, \"calibration_seconds\": $calibration_s, \"gallery_templates\": $(echo "$gallery" | jq .templates)}"
+echo "{\"mode\": \"$mode\", \"state\": $(echo "$status" | jq .state), \"tasks\": $(echo "$status" | jq .tasks.done), \"seconds\": $(awk "BEGIN{printf \"%.1f\", $end - $start}"), \"snapshots\": $snapshots, \"snapshot_seconds\": $snapshot_s, \"snapshot_seconds_gallery_locked\": $locked_s, \"calibration_seconds\": $calibration_s, \"gallery_templates\": $(echo "$gallery" | jq .templates)}"
 rm -rf "$run"

@@ -37,4 +37,4 @@ pub use search::{
     DEFAULT_FPIR, FUSION_CALIBRATION_SUBJECTS, FusedThresholds, FusionInput, OperatingPoint, calibrate_fusion,
     count_decisions, fuse_persons, operating_point, person_of, result_rows, search_probes, store_results, store_search,
 };
-pub use snapshot::list_galleries;
+pub use snapshot::{SnapshotWrite, list_galleries};

@@ -36,21 +36,43 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Corrupt, format!("gallery snapshot `{what}` is unreadable: {e}"))
 }
 
+/// A gallery snapshot taken in memory and on local disk, to be written to
+/// the object store ([`SnapshotWrite::write`]) without the gallery: what
+/// [`Gallery::prepare_save`] leaves to do, so that a caller holding the
+/// gallery behind a lock can release it before the slow part (the uploads).
+/// Snapshots of one gallery must be written in the order they were
+/// prepared; the caller serialises them.
+pub struct SnapshotWrite {
+    name: String,
+    version: String,
+    /// The serialised FAISS index, in a temporary folder.
+    index_dir: tempfile::TempDir,
+    ids: RecordBatch,
+    manifest: Bytes,
+    /// The snapshot the manifest named before (deleted once the new one is
+    /// in place).
+    previous: Option<String>,
+}
+
 impl Gallery {
     /// Writes the index, its id map and then the manifest under the root,
     /// and removes the snapshot the manifest pointed at before.
     pub async fn save(&mut self, root: &Root) -> Result<()> {
+        self.prepare_save(root).await?.write(root).await
+    }
+
+    /// The part of [`Gallery::save`] that reads the gallery: serialises the
+    /// index to a local file, takes the id map, writes the re-ranking
+    /// vectors' changed chunks (they are read from the gallery's mapped
+    /// file) and names the new snapshot in the manifest. The rest is
+    /// [`SnapshotWrite::write`].
+    pub async fn prepare_save(&mut self, root: &Root) -> Result<SnapshotWrite> {
         let name = self.manifest.name.clone();
         let version = format!("{:013}-{:08x}", chrono_now_ms(), rand_u32());
-        let index_bytes = {
-            let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
-            let path = dir.path().join("index.faiss");
-            let path_str = path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?;
-            faiss::write_index(&self.index, path_str)
-                .map_err(|e| Error::internal(format!("FAISS write failed: {e}")))?;
-            Bytes::from(std::fs::read(&path).map_err(|e| Error::internal(format!("cannot read FAISS snapshot: {e}")))?)
-        };
-        root.put(&index_key(&name, &version), index_bytes).await?;
+        let index_dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
+        let path = index_dir.path().join("index.faiss");
+        let path_str = path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?;
+        faiss::write_index(&self.index, path_str).map_err(|e| Error::internal(format!("FAISS write failed: {e}")))?;
 
         let mut ids: Vec<i64> = self.ids.live_ids().chain(self.hidden.iter().copied()).collect();
         ids.sort_unstable();
@@ -65,7 +87,6 @@ impl Gallery {
             ],
         )
         .map_err(|e| Error::internal(format!("cannot build id map: {e}")))?;
-        root.put(&ids_key(&name, &version), encode_parquet(ids_schema(), &[batch])?).await?;
 
         if let (Some(store), Some(rows)) = (&mut self.vectors, self.manifest.vector_chunk_rows) {
             if self.manifest.snapshot.is_none() {
@@ -76,16 +97,32 @@ impl Gallery {
             store.save(root, &name).await?;
         }
         self.manifest.vector_rows = self.vectors.as_ref().map(|_| self.ids.next_id() as usize);
-        let previous = self.manifest.snapshot.replace(version);
-        let manifest = serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes");
-        root.put(&layout::gallery_manifest(&name), Bytes::from(manifest)).await?;
+        let previous = self.manifest.snapshot.replace(version.clone());
+        let manifest = Bytes::from(serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes"));
+        Ok(SnapshotWrite { name, version, index_dir, ids: batch, manifest, previous })
+    }
+}
+
+impl SnapshotWrite {
+    /// Writes the index and its id map, then the manifest that names them,
+    /// and deletes the snapshot named before.
+    pub async fn write(self, root: &Root) -> Result<()> {
+        let SnapshotWrite { name, version, index_dir, ids, manifest, previous } = self;
+        let path = index_dir.path().join("index.faiss");
+        let index = std::fs::read(&path).map_err(|e| Error::internal(format!("cannot read FAISS snapshot: {e}")))?;
+        drop(index_dir);
+        root.put(&index_key(&name, &version), Bytes::from(index)).await?;
+        root.put(&ids_key(&name, &version), encode_parquet(ids_schema(), &[ids])?).await?;
+        root.put(&layout::gallery_manifest(&name), manifest).await?;
         if let Some(old) = previous {
             root.delete(&index_key(&name, &old)).await?;
             root.delete(&ids_key(&name, &old)).await?;
         }
         Ok(())
     }
+}
 
+impl Gallery {
     /// Loads gallery `name` from the root.
     pub async fn load(root: &Root, name: &str) -> Result<Gallery> {
         layout::check_name("gallery", name)?;

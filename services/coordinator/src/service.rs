@@ -547,7 +547,7 @@ impl Coordinator {
     /// searches them and stores probes and results (search); their
     /// observations go beside them. Every write is keyed by the task, so
     /// ingesting twice changes nothing.
-    async fn ingest(&self, spec: &TaskSpec) -> Result<u64> {
+    async fn ingest(self: &Arc<Self>, spec: &TaskSpec) -> Result<u64> {
         let staged = output_key(spec);
         let templates = match read_staged_templates(&self.root, &staged, &COMPANION_MODALITIES).await {
             Err(e) if e.kind() == ErrorKind::NotFound => {
