@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 use osprey_core::Modality;
+pub use osprey_pipeline::MediaSettings;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -636,95 +637,6 @@ pub struct LeaseRequest {
     pub worker_id: String,
 }
 
-/// How a task turns media into templates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct MediaSpec {
-    /// Frames per second, `every:N` or `all`.
-    pub sample_fps: String,
-    /// Image doublings before detection.
-    pub upsample: u32,
-    /// Detector budget per frame.
-    pub max_detect_megapixels: f64,
-    /// Segment length for whole videos.
-    pub segment_seconds: u64,
-    /// Face model id.
-    #[serde(default = "default_face_model")]
-    pub model: String,
-    /// The model's checkpoint URL, for models whose weights users bring.
-    #[serde(default)]
-    pub weights: Option<String>,
-    /// Face detector (`mmod` or `mtcnn`; none: the model's own).
-    #[serde(default)]
-    pub detector: Option<String>,
-    /// Where MMOD searches video frames (`every-frame` or `cascade`; none:
-    /// the default).
-    #[serde(default)]
-    pub detect: Option<String>,
-    /// Track aggregator (`mean` or `caface`).
-    #[serde(default = "default_aggregator")]
-    pub aggregator: String,
-    /// The aggregator's checkpoint URL (`caface`).
-    #[serde(default)]
-    pub aggregator_weights: Option<String>,
-    /// What is found and embedded (tasks recorded before jobs named
-    /// modalities are face tasks).
-    #[serde(default = "default_modalities")]
-    #[schema(value_type = Vec<String>)]
-    pub modalities: Vec<Modality>,
-    /// The body model id (`null`: the appearance model).
-    #[serde(default)]
-    pub body_model: Option<String>,
-    /// The body recogniser's checkpoint URL.
-    #[serde(default)]
-    pub body_weights: Option<String>,
-    /// The gait model id (with `gait` among the modalities).
-    #[serde(default)]
-    pub gait_model: Option<String>,
-    /// The gait model's checkpoint URL.
-    #[serde(default)]
-    pub gait_weights: Option<String>,
-}
-
-/// The analysis settings a task's media spec stands for (unvalidated: see
-/// [`osprey_pipeline::MediaSettings::validate`]).
-impl From<&MediaSpec> for osprey_pipeline::MediaSettings {
-    fn from(m: &MediaSpec) -> Self {
-        Self {
-            sample_fps: m.sample_fps.clone(),
-            upsample: m.upsample,
-            max_detect_megapixels: m.max_detect_megapixels,
-            segment_seconds: m.segment_seconds,
-            model: m.model.clone(),
-            weights: m.weights.clone(),
-            detector: m.detector.clone(),
-            detect: m.detect.clone(),
-            aggregator: m.aggregator.clone(),
-            aggregator_weights: m.aggregator_weights.clone(),
-            modalities: m.modalities.clone(),
-            body_model: m.body_model.clone(),
-            body_weights: m.body_weights.clone(),
-            gait_model: m.gait_model.clone(),
-            gait_weights: m.gait_weights.clone(),
-        }
-    }
-}
-
-/// The modalities of tasks recorded before jobs named them.
-fn default_modalities() -> Vec<Modality> {
-    vec![Modality::Face]
-}
-
-/// The aggregator of tasks recorded before jobs named one.
-fn default_aggregator() -> String {
-    "mean".into()
-}
-
-/// The face model of tasks recorded before jobs named one (the registry's
-/// default in osprey-models).
-fn default_face_model() -> String {
-    "dlib-resnet-v1".into()
-}
-
 /// A time segment of a video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TaskSegment {
@@ -754,7 +666,7 @@ pub struct TaskSpec {
     /// A segment of a video (`null`: the whole input).
     pub segment: Option<TaskSegment>,
     /// Analysis settings.
-    pub media: MediaSpec,
+    pub media: MediaSettings,
 }
 
 /// A leased task: do it, heartbeat, then complete or fail it.
@@ -814,4 +726,29 @@ pub struct TaskFailure {
 pub struct TaskAck {
     /// `false` when the job was cancelled: stop working on it.
     pub keep_going: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Task specs stored before a media field existed (here: before
+    /// modalities, body and gait models, `detect`) still read, with the
+    /// defaults; a misspelt field is refused.
+    #[test]
+    fn stored_task_specs_read_with_defaults() {
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "task_id": "t0", "job_id": "j", "kind": "search", "gallery": "g", "input": "file:///a.jpg",
+            "subject_id": null, "segment": null,
+            "media": {"sample_fps": "2", "upsample": 0, "max_detect_megapixels": 4.0, "segment_seconds": 300,
+                      "model": "dlib-resnet-v1", "aggregator": "mean"}
+        }))
+        .unwrap();
+        assert_eq!(spec.media.sample_fps, "2");
+        assert_eq!(spec.media.upsample, 0);
+        assert_eq!(spec.media.modalities, vec![Modality::Face]);
+        assert_eq!(spec.media.detect, None);
+        let misspelt = serde_json::json!({"sample_fsp": "2"});
+        assert!(serde_json::from_value::<MediaSettings>(misspelt).is_err());
+    }
 }

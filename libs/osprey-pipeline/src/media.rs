@@ -25,9 +25,11 @@ use crate::{
     still_templates,
 };
 
-/// How media are turned into templates (the same knobs as `osprey run`'s
-/// flags and a job's spec).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// How media are turned into templates: the same knobs as `osprey run`'s
+/// flags and a job's spec, and what a job's tasks carry to the workers
+/// (unset fields take the defaults, so task specs stored before a field
+/// existed still read).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaSettings {
     /// Video frames analysed: frames per second (`"5"`), `"every:N"` or `"all"`.
@@ -48,8 +50,8 @@ pub struct MediaSettings {
     pub detector: Option<String>,
     /// Where MMOD searches video frames (`--detect`): `every-frame` (the
     /// whole frame) or `cascade` (crops around MTCNN's proposals and the
-    /// tracks' expected boxes); none: [`DEFAULT_FACE_DETECT`]. Still images
-    /// are always searched whole.
+    /// tracks' expected boxes); none: `every-frame`
+    /// ([`DEFAULT_FACE_DETECT`]). Still images are always searched whole.
     pub detect: Option<String>,
     /// How a video track's observations become its template: `mean` (the
     /// quality-weighted mean of unit embeddings; AdaFace's norm-weighted
@@ -60,6 +62,7 @@ pub struct MediaSettings {
     pub aggregator_weights: Option<String>,
     /// What to find and embed: `face`, `body`, `gait` (which needs `body`:
     /// gait templates come from body tracks), or several (default: `face`).
+    #[schema(value_type = Vec<String>)]
     pub modalities: Vec<Modality>,
     /// The body model: the out-of-the-box appearance model (default,
     /// `dinov2-vits14-imgfocus-0.1.1`) or a body recogniser whose weights

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use osprey_api::{
-    JobError, JobKind, JobSpec, JobState, JobStatus, Lease, MediaSpec, Role, TaskCounts, TaskSegment, TaskSpec,
+    JobError, JobKind, JobSpec, JobState, JobStatus, Lease, MediaSettings, Role, TaskCounts, TaskSegment, TaskSpec,
 };
 use osprey_core::Modality;
 use osprey_index::OperatingPoint;
@@ -584,7 +584,7 @@ pub fn make_tasks(
     job_id: &str,
     kind: JobKind,
     gallery: &str,
-    media: &MediaSpec,
+    media: &MediaSettings,
     inputs: Vec<(String, Option<String>, Vec<TaskSegment>)>,
 ) -> Vec<TaskSpec> {
     let mut out = Vec::new();
@@ -616,23 +616,7 @@ mod tests {
     }
 
     fn table(n: usize) -> JobTable {
-        let media = MediaSpec {
-            sample_fps: "5".into(),
-            upsample: 1,
-            max_detect_megapixels: 4.0,
-            segment_seconds: 300,
-            model: "dlib-resnet-v1".into(),
-            weights: None,
-            detector: None,
-            detect: None,
-            aggregator: "mean".into(),
-            aggregator_weights: None,
-            modalities: vec![osprey_core::Modality::Face],
-            body_model: None,
-            body_weights: None,
-            gait_model: None,
-            gait_weights: None,
-        };
+        let media = MediaSettings::default();
         let inputs = (0..n).map(|i| (format!("file:///m/{i}.jpg"), None, Vec::new())).collect();
         let tasks = make_tasks("j1", JobKind::Search, "g", &media, inputs);
         let record =

@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use api::{ApiDoc, erasure_report, gallery_detail, gallery_summary, openapi_json, router};
 pub use config::{ApiKey, Config};
 pub use flight::serve_flight_sql;
-pub use service::{Coordinator, media_settings};
+pub use service::{Coordinator, MediaSettingsOf};
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops
 /// taking requests and lets those in flight finish.

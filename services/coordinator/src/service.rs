@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use osprey_api::{JobKind, JobSpec, JobState, MediaSpec, Role, TaskSegment, TaskSpec};
+use osprey_api::{JobKind, JobSpec, JobState, Role, TaskSegment, TaskSpec};
 use osprey_core::fusion::{FusionRule, ScoreCalibration};
 use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_index::{
@@ -242,7 +242,7 @@ impl Coordinator {
         spec.aggregator_weights = spec.aggregator_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         spec.body_weights = spec.body_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
         spec.gait_weights = spec.gait_weights.as_deref().map(|w| self.resolve_input(w)).transpose()?;
-        media_settings(&spec.media_spec())?;
+        spec.media_settings().validate()?;
         match spec.kind {
             JobKind::Enroll if spec.subjects_from.is_none() => {
                 return Err(ApiError::bad_request(
@@ -250,10 +250,10 @@ impl Coordinator {
                 ));
             }
             JobKind::Search => {
-                let media = spec.media_spec();
+                let media = spec.media_settings();
                 for &modality in &media.modalities {
                     let name = modality_gallery(&spec.gallery, modality);
-                    let model = MediaSettings::from(&media).model_of(modality);
+                    let model = media.model_of(modality);
                     let option = match modality {
                         Modality::Face => "model",
                         Modality::Body => "body_model",
@@ -359,7 +359,7 @@ impl Coordinator {
 
     async fn list_tasks(&self, record: &JobRecord) -> Result<Vec<TaskSpec>> {
         let spec = &record.spec;
-        let media = spec.media_spec();
+        let media = spec.media_settings();
         let mut inputs = Vec::new();
         match spec.kind {
             JobKind::Enroll => {
@@ -842,7 +842,7 @@ impl Coordinator {
     /// Calibrates each of the job's modality indexes of its gallery and
     /// commits it: the snapshot holds every batch enrolled so far.
     async fn calibrate(&self, spec: &JobSpec) -> Result<()> {
-        for modality in spec.media_spec().modalities {
+        for modality in spec.media_settings().modalities {
             let name = modality_gallery(&spec.gallery, modality);
             let mut guard = self.lock_gallery(&name).await?;
             let Some(g) = guard.as_mut() else { continue };
@@ -948,22 +948,16 @@ fn lease_answer(check: LeaseCheck, task_id: &str) -> ApiResult<bool> {
     }
 }
 
-/// The analysis settings of a media spec.
-pub fn media_settings(m: &MediaSpec) -> Result<MediaSettings> {
-    let s = MediaSettings::from(m);
-    s.validate()?;
-    Ok(s)
+/// A job spec's media settings (what its tasks carry to the workers),
+/// defaults filled in.
+pub trait MediaSettingsOf {
+    fn media_settings(&self) -> MediaSettings;
 }
 
-/// A job spec's media settings, defaults filled in.
-pub trait MediaSpecOf {
-    fn media_spec(&self) -> MediaSpec;
-}
-
-impl MediaSpecOf for JobSpec {
-    fn media_spec(&self) -> MediaSpec {
+impl MediaSettingsOf for JobSpec {
+    fn media_settings(&self) -> MediaSettings {
         let d = MediaSettings::default();
-        MediaSpec {
+        MediaSettings {
             sample_fps: self.sample_fps.clone().unwrap_or(d.sample_fps),
             upsample: self.upsample.unwrap_or(d.upsample),
             max_detect_megapixels: self.max_detect_megapixels.unwrap_or(d.max_detect_megapixels),

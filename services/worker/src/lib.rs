@@ -17,7 +17,7 @@ use osprey_core::{Error, ErrorKind, Modality, Result};
 use osprey_index::COMPANION_MODALITIES;
 use osprey_media::video::Segment;
 use osprey_pipeline::media::{media_template_id, observation_rows, put_thumbnails, subject_tracks, template_row};
-use osprey_pipeline::{MediaAnalysis, MediaSettings, VideoPlan};
+use osprey_pipeline::{MediaAnalysis, VideoPlan};
 use osprey_store::{
     ObservationRow, Root, Template, layout, modality_part, read_staged_templates, write_observations, write_templates,
 };
@@ -216,7 +216,7 @@ async fn run_task(
         return Ok(n);
     }
     let spec = lease.task.clone();
-    let settings = MediaSettings::from(&spec.media);
+    let settings = spec.media.clone();
     let rt = tokio::runtime::Handle::current();
     let counter = Arc::clone(frames);
     let task_root = root.clone();
