@@ -30,7 +30,7 @@ use osprey_store::{Root, layout, read_templates};
 use serde::{Deserialize, Serialize};
 
 use crate::enroll::{EnrollTimes, add_missing, check_fits, check_rows};
-use crate::{EnrollOptions, Gallery};
+use crate::{EnrollOptions, Gallery, SnapshotWrite};
 
 /// The folder of gallery `gallery`'s markers.
 fn markers_dir(gallery: &str) -> String {
@@ -146,7 +146,14 @@ pub async fn load_with_uncommitted(
 /// Writes `gallery`'s snapshot, then deletes the `markers` of the batches
 /// staged into it (they are in the snapshot now).
 pub async fn commit(root: &Root, gallery: &mut Gallery, markers: &[String]) -> Result<()> {
-    gallery.save(root).await?;
+    commit_prepared(root, gallery.prepare_save(root).await?, markers).await
+}
+
+/// [`commit`] of a snapshot already taken ([`Gallery::prepare_save`]), so
+/// that the gallery need not be held while it is written: `markers` name
+/// the batches staged before it was taken.
+pub async fn commit_prepared(root: &Root, snapshot: SnapshotWrite, markers: &[String]) -> Result<()> {
+    snapshot.write(root).await?;
     for key in markers {
         root.delete(key).await?;
     }

@@ -166,6 +166,44 @@ fn faiss_err(what: &str) -> impl Fn(faiss::error::Error) -> Error + '_ {
     move |e| Error::internal(format!("FAISS {what} failed: {e}"))
 }
 
+/// A serialised FAISS index in a new temporary folder (deleted with this
+/// value): FAISS reads and writes indexes only by file name.
+pub(crate) struct IndexFile {
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+impl IndexFile {
+    /// An empty folder to write an index file into ([`IndexFile::path`]).
+    pub(crate) fn new() -> Result<IndexFile> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
+        let path = dir
+            .path()
+            .join("index.faiss")
+            .to_str()
+            .ok_or_else(|| Error::internal("temp path is not UTF-8"))?
+            .to_string();
+        Ok(IndexFile { _dir: dir, path })
+    }
+
+    /// `index` serialised.
+    pub(crate) fn write(index: &IndexImpl) -> Result<IndexFile> {
+        let file = IndexFile::new()?;
+        faiss::write_index(index, &file.path).map_err(faiss_err("write"))?;
+        Ok(file)
+    }
+
+    /// Where the index file is (or goes).
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The index the file holds.
+    pub(crate) fn read(&self) -> std::result::Result<IndexImpl, faiss::error::Error> {
+        faiss::read_index(&self.path)
+    }
+}
+
 /// IVF indexes keep the ids they are given; the others need FAISS's id map
 /// (`IDMap2`, which can also reconstruct vectors by id for rebuilds).
 fn native_ids(factory: &str) -> bool {
@@ -261,14 +299,11 @@ impl Gallery {
     /// reads one; a bulk build does this once at its end, as loading a
     /// snapshot does.
     fn compact_lists(&mut self) -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
-        let path = dir.path().join("index.faiss");
-        let path = path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?;
-        faiss::write_index(&self.index, path).map_err(faiss_err("write"))?;
+        let file = IndexFile::write(&self.index)?;
         // The old index goes before the copy is read, so the two are never
         // both resident.
         self.index = new_index("Flat", self.manifest.dim)?;
-        self.index = faiss::read_index(path).map_err(faiss_err("read"))?;
+        self.index = file.read().map_err(faiss_err("read"))?;
         self.apply_search_params()
     }
 
@@ -569,8 +604,9 @@ impl Gallery {
 
     /// One enrolled template of each of `subjects` (its first),
     /// reconstructed from the index; `None` for a subject with none here.
-    /// An error for indexes that cannot reconstruct their vectors and keep
-    /// no exact ones (IVF, PQ without re-ranking).
+    /// An error for indexes that cannot give their vectors back exactly
+    /// (PQ without re-ranking, IVF with flat codes once templates were
+    /// removed from it).
     pub fn subject_vectors(&mut self, subjects: &[&str]) -> Result<Vec<Option<Vec<f32>>>> {
         self.with_exact_rows(|g| {
             g.ids
@@ -816,10 +852,7 @@ impl Gallery {
 
     /// Bytes of the serialized FAISS index (what a snapshot stores).
     pub fn index_bytes(&self) -> Result<usize> {
-        let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
-        let path = dir.path().join("index.faiss");
-        faiss::write_index(&self.index, path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?)
-            .map_err(faiss_err("write"))?;
-        Ok(std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0))
+        let file = IndexFile::write(&self.index)?;
+        Ok(std::fs::metadata(file.path()).map(|m| m.len() as usize).unwrap_or(0))
     }
 }

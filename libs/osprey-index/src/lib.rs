@@ -24,8 +24,8 @@ pub use choice::{
     default_rerank, is_compressed,
 };
 pub use commit::{
-    commit, galleries_with_uncommitted, load_with_uncommitted, mark_uncommitted, replay_uncommitted, uncommitted_key,
-    uncommitted_markers,
+    commit, commit_prepared, galleries_with_uncommitted, load_with_uncommitted, mark_uncommitted, replay_uncommitted,
+    uncommitted_key, uncommitted_markers,
 };
 pub use enroll::{EnrollOptions, EnrollTimes, calibrate, enroll, enroll_into, enroll_timed, stage_into};
 pub use erase::{Erasure, erase_subject};

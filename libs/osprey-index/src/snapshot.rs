@@ -11,7 +11,7 @@ use bytes::Bytes;
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_store::{Root, decode_parquet, encode_parquet, layout};
 
-use crate::gallery::{Gallery, GalleryManifest, chrono_now_ms};
+use crate::gallery::{Gallery, GalleryManifest, IndexFile, chrono_now_ms};
 use crate::ids::IdMap;
 use crate::vectors::VectorStore;
 
@@ -45,8 +45,8 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
 pub struct SnapshotWrite {
     name: String,
     version: String,
-    /// The serialised FAISS index, in a temporary folder.
-    index_dir: tempfile::TempDir,
+    /// The serialised FAISS index.
+    index_file: IndexFile,
     ids: RecordBatch,
     manifest: Bytes,
     /// The snapshot the manifest named before (deleted once the new one is
@@ -69,10 +69,7 @@ impl Gallery {
     pub async fn prepare_save(&mut self, root: &Root) -> Result<SnapshotWrite> {
         let name = self.manifest.name.clone();
         let version = format!("{:013}-{:08x}", chrono_now_ms(), rand_u32());
-        let index_dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
-        let path = index_dir.path().join("index.faiss");
-        let path_str = path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?;
-        faiss::write_index(&self.index, path_str).map_err(|e| Error::internal(format!("FAISS write failed: {e}")))?;
+        let index_file = IndexFile::write(&self.index)?;
 
         let mut ids: Vec<i64> = self.ids.live_ids().chain(self.hidden.iter().copied()).collect();
         ids.sort_unstable();
@@ -99,7 +96,7 @@ impl Gallery {
         self.manifest.vector_rows = self.vectors.as_ref().map(|_| self.ids.next_id() as usize);
         let previous = self.manifest.snapshot.replace(version.clone());
         let manifest = Bytes::from(serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes"));
-        Ok(SnapshotWrite { name, version, index_dir, ids: batch, manifest, previous })
+        Ok(SnapshotWrite { name, version, index_file, ids: batch, manifest, previous })
     }
 }
 
@@ -107,10 +104,10 @@ impl SnapshotWrite {
     /// Writes the index and its id map, then the manifest that names them,
     /// and deletes the snapshot named before.
     pub async fn write(self, root: &Root) -> Result<()> {
-        let SnapshotWrite { name, version, index_dir, ids, manifest, previous } = self;
-        let path = index_dir.path().join("index.faiss");
-        let index = std::fs::read(&path).map_err(|e| Error::internal(format!("cannot read FAISS snapshot: {e}")))?;
-        drop(index_dir);
+        let SnapshotWrite { name, version, index_file, ids, manifest, previous } = self;
+        let index = std::fs::read(index_file.path())
+            .map_err(|e| Error::internal(format!("cannot read FAISS snapshot: {e}")))?;
+        drop(index_file);
         root.put(&index_key(&name, &version), Bytes::from(index)).await?;
         root.put(&ids_key(&name, &version), encode_parquet(ids_schema(), &[ids])?).await?;
         root.put(&layout::gallery_manifest(&name), manifest).await?;
@@ -132,12 +129,10 @@ impl Gallery {
         };
         let index_bytes = root.get(&index_key(name, &version)).await?;
         let index = {
-            let dir = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot create temp dir: {e}")))?;
-            let path = dir.path().join("index.faiss");
-            std::fs::write(&path, &index_bytes)
+            let file = IndexFile::new()?;
+            std::fs::write(file.path(), &index_bytes)
                 .map_err(|e| Error::internal(format!("cannot stage FAISS snapshot: {e}")))?;
-            faiss::read_index(path.to_str().ok_or_else(|| Error::internal("temp path is not UTF-8"))?)
-                .map_err(|e| corrupt(&index_key(name, &version), e))?
+            file.read().map_err(|e| corrupt(&index_key(name, &version), e))?
         };
         let ids_name = ids_key(name, &version);
         let (_, batches) = decode_parquet(root.get(&ids_name).await?, &root.url_of(&ids_name))?;

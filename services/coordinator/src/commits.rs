@@ -265,10 +265,7 @@ impl Coordinator {
         let size = gallery.len();
         drop(guard);
         let held = t0.elapsed().as_secs_f64();
-        snapshot.write(&self.root).await?;
-        for key in &markers {
-            self.root.delete(key).await?;
-        }
+        osprey_index::commit_prepared(&self.root, snapshot, &markers).await?;
         self.uncommitted.committed(name, &markers);
         tracing::info!(
             "gallery `{name}`: snapshot of {size} templates written with {templates} new templates of {} batches in {:.2} s (the gallery locked for {held:.2} s of it)",
@@ -299,6 +296,8 @@ impl Coordinator {
         }
     }
 
+    /// At start: loads (so replays and commits) every gallery with batches
+    /// staged but not committed when the last coordinator stopped.
     pub(crate) async fn recover_uncommitted(&self) -> Result<()> {
         for name in osprey_index::galleries_with_uncommitted(&self.root).await? {
             if let Err(e) = self.lock_gallery(&name).await {
