@@ -181,6 +181,18 @@ pub struct RestBench {
     /// round, under the same load as the batched pass.
     #[arg(long)]
     compare_unbatched: bool,
+    /// Also time the REST floor in each round: the same requests from the
+    /// same clients, answered after authentication and JSON parsing but
+    /// before any search or audit (`k` 0, refused with 400). What the
+    /// HTTP path alone costs on this machine, and so the most REST could
+    /// serve here.
+    #[arg(long)]
+    compare_floor: bool,
+    /// The coordinator's `audit_flush_seconds` (0: no audit journal, each
+    /// group of searches a file in the store before they are answered;
+    /// default: the coordinator's default, a journal).
+    #[arg(long)]
+    audit_flush_seconds: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -1187,7 +1199,7 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         }
         let in_process = args.queries as f64 / t.elapsed().as_secs_f64();
         drop(g);
-        let batched = rest_pass(&root, &queries, dim, &args, wait_us, max).await?;
+        let batched = rest_pass(&root, &queries, dim, &args, wait_us, max, false).await?;
         let mut r = serde_json::json!({
             "in_process_searches_per_s": in_process,
             "in_process_latency_ms_p50": percentile(&mut latency, 0.5) * 1e3,
@@ -1199,12 +1211,19 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
             "rest_errors": batched.errors,
         });
         if args.compare_unbatched {
-            let one = rest_pass(&root, &queries, dim, &args, 0, 1).await?;
+            let one = rest_pass(&root, &queries, dim, &args, 0, 1, false).await?;
             r["unbatched_rest_searches_per_s"] = one.searches_per_s.into();
             r["unbatched_rest_latency_ms_p50"] = one.p50_ms.into();
             r["unbatched_rest_latency_ms_p99"] = one.p99_ms.into();
             r["unbatched_rest_over_in_process"] = (one.searches_per_s / in_process).into();
             r["unbatched_rest_errors"] = one.errors.into();
+        }
+        if args.compare_floor {
+            let floor = rest_pass(&root, &queries, dim, &args, wait_us, max, true).await?;
+            r["floor_requests_per_s"] = floor.searches_per_s.into();
+            r["floor_latency_ms_p50"] = floor.p50_ms.into();
+            r["floor_over_in_process"] = (floor.searches_per_s / in_process).into();
+            r["floor_errors"] = floor.errors.into();
         }
         eprintln!("round {}: {r}", round + 1);
         rounds.push(r);
@@ -1219,6 +1238,7 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         "search_batch_wait_us": wait_us,
         "search_batch_max": max,
         "search_threads": args.search_threads.unwrap_or(defaults.search_threads),
+        "audit_flush_seconds": args.audit_flush_seconds.unwrap_or(defaults.audit_flush_seconds),
     });
     // Each measure's median over the rounds (errors: the total).
     for (field, value) in rounds[0].as_object().expect("an object").clone() {
@@ -1248,7 +1268,9 @@ struct RestPass {
 /// Starts a coordinator over `root` with the given batching and times
 /// `args.clients` concurrent clients searching all `queries` through
 /// `POST /v1/search`, one probe per request (after one warm-up search that
-/// loads the gallery).
+/// loads the gallery). `floor`: every request asks for `k` 0, which the
+/// coordinator refuses (400) after authentication and parsing, before
+/// searching or auditing; a pass counts those refusals as answered.
 async fn rest_pass(
     root: &osprey_store::Root,
     queries: &std::sync::Arc<Vec<f32>>,
@@ -1256,6 +1278,7 @@ async fn rest_pass(
     args: &RestBench,
     wait_us: u64,
     max: usize,
+    floor: bool,
 ) -> anyhow::Result<RestPass> {
     let key = "bench-admin-key-0123";
     let config = osprey_coordinator::Config {
@@ -1264,6 +1287,9 @@ async fn rest_pass(
         search_batch_wait_us: wait_us,
         search_batch_max: max,
         search_threads: args.search_threads.unwrap_or(osprey_coordinator::Config::default().search_threads),
+        audit_flush_seconds: args
+            .audit_flush_seconds
+            .unwrap_or(osprey_coordinator::Config::default().audit_flush_seconds),
         ..Default::default()
     };
     let coordinator = osprey_coordinator::Coordinator::start(config).await?;
@@ -1282,8 +1308,9 @@ async fn rest_pass(
     let t = Instant::now();
     let mut clients = Vec::new();
     for c in 0..args.clients {
-        let (http, url, queries, k, n) =
-            (http.clone(), url.clone(), std::sync::Arc::clone(queries), args.k, args.clients);
+        let k = if floor { 0 } else { args.k };
+        let answered = if floor { reqwest::StatusCode::BAD_REQUEST } else { reqwest::StatusCode::OK };
+        let (http, url, queries, n) = (http.clone(), url.clone(), std::sync::Arc::clone(queries), args.clients);
         clients.push(tokio::spawn(async move {
             let mut errors = 0usize;
             let mut latency = Vec::new();
@@ -1291,7 +1318,7 @@ async fn rest_pass(
                 let body = serde_json::json!({"gallery": "bench", "embedding": q, "k": k, "threshold": 0.5});
                 let one = Instant::now();
                 let ok = match http.post(&url).bearer_auth(key).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    Ok(r) if r.status() == answered => r.bytes().await.is_ok(),
                     _ => false,
                 };
                 latency.push(one.elapsed().as_secs_f64());

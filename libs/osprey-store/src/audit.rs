@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMi
 use osprey_core::{Error, OpenSetDecision, Result, schema};
 
 /// One search as the audit table records it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
     /// When, in ms since the Unix epoch (UTC).
     pub at_ms: i64,

@@ -25,7 +25,7 @@ pub use observations::{
     Keypoint, ObservationRow, observations_from_batch, observations_of, observations_to_batch, read_observations,
     write_observations,
 };
-pub use parquet_io::{decode_parquet, encode_parquet};
+pub use parquet_io::{decode_parquet, encode_parquet, encode_parquet_uncompressed};
 pub use results::{ModalityColumns, SearchResultRow, results_to_batch};
 pub use root::{ObjectInfo, PutOutcome, Root};
 pub use templates::{

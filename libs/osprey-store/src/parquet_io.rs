@@ -9,8 +9,19 @@ use parquet::file::properties::WriterProperties;
 
 /// Encodes `batches` as one zstd-compressed Parquet file.
 pub fn encode_parquet(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Bytes> {
+    encode_parquet_with(schema, batches, Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+}
+
+/// Encodes `batches` as one uncompressed Parquet file: for small files
+/// written often (the audit table's group commits), where setting up a
+/// compressor for every column costs more than the bytes it saves.
+pub fn encode_parquet_uncompressed(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Bytes> {
+    encode_parquet_with(schema, batches, Compression::UNCOMPRESSED)
+}
+
+fn encode_parquet_with(schema: SchemaRef, batches: &[RecordBatch], compression: Compression) -> Result<Bytes> {
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(compression)
         .set_created_by(format!("osprey {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut buf = Vec::new();

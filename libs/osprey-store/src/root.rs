@@ -155,6 +155,11 @@ impl Root {
         &self.display
     }
 
+    /// The folder of a root on the local file system (none for S3 and memory roots).
+    pub fn local_dir(&self) -> Option<std::path::PathBuf> {
+        (self.base_url.scheme() == "file").then(|| std::path::PathBuf::from(format!("/{}", self.prefix)))
+    }
+
     /// The unprefixed store and the `scheme://authority/` URL to register it
     /// under (for DataFusion's object store registry).
     pub fn store(&self) -> (Url, Arc<dyn ObjectStore>) {

@@ -923,7 +923,7 @@ async fn sql(
     if req.query.trim().is_empty() {
         return Err(ApiError::bad_request("query is empty"));
     }
-    let session = SqlSession::open_with(&c.root, caller.role == Role::Admin).await?;
+    let session = c.sql_session(&caller).await?;
     let batches = session.query(&req.query).await?;
     c.metrics.sql_queries.inc();
     c.metrics.sql_latency.observe(started.elapsed());

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::search_batch::BatchLimits;
 
+/// The audit journal's folder inside a local root.
+pub const AUDIT_JOURNAL_DIR: &str = "audit-journal";
+
 /// Everything the coordinator needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -66,6 +69,18 @@ pub struct Config {
     /// seconds old. Either way a snapshot is written when an enrol job
     /// ends. 0: only by count and at job end.
     pub enrol_commit_seconds: u64,
+    /// REST searches' audit rows are appended to a local journal before
+    /// the searches are answered, and become one file of the audit table
+    /// once the journal's segment is this many seconds old (or when an
+    /// admin's SQL reads the table through the coordinator, or it stops).
+    /// 0: no journal, each group of searches is a file in the store before
+    /// they are answered (slower: docs/benchmarks.md).
+    pub audit_flush_seconds: u64,
+    /// The journal's local folder. Default: `audit-journal/` inside the
+    /// root when the root is a local folder (as durable as the table's own
+    /// files). An S3 root has no journal unless this names a folder on a
+    /// disk that outlives the coordinator.
+    pub audit_journal: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -88,6 +103,8 @@ impl Default for Config {
             search_threads: 1,
             enrol_commit_templates: 10_000,
             enrol_commit_seconds: 60,
+            audit_flush_seconds: 5,
+            audit_journal: None,
         }
     }
 }
@@ -120,6 +137,15 @@ impl Config {
             config.allowed_prefixes = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
         Ok(config)
+    }
+
+    /// Where REST audit rows wait before they are a table file, if anywhere.
+    pub fn audit_journal(&self, root: &osprey_store::Root) -> Option<crate::audit::AuditJournal> {
+        if self.audit_flush_seconds == 0 {
+            return None;
+        }
+        let dir = self.audit_journal.clone().or_else(|| root.local_dir().map(|d| d.join(AUDIT_JOURNAL_DIR)))?;
+        Some(crate::audit::AuditJournal { dir, flush_after: std::time::Duration::from_secs(self.audit_flush_seconds) })
     }
 
     /// The search batching limits, checked.

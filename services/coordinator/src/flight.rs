@@ -32,7 +32,6 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket};
 use futures::{Stream, StreamExt, TryStreamExt};
-use osprey_api::Role;
 use osprey_core::ErrorKind;
 use osprey_sql::SqlSession;
 use prost::Message;
@@ -125,7 +124,7 @@ impl FlightSql {
 
     /// The session `/v1/sql` would open for `caller`.
     async fn session(&self, caller: &Caller) -> Result<SqlSession, Status> {
-        SqlSession::open_with(&self.coordinator.root, caller.role == Role::Admin).await.map_err(status)
+        self.coordinator.sql_session(caller).await.map_err(status)
     }
 
     /// Plans `sql` and answers with its schema and one endpoint whose ticket

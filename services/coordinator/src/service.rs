@@ -124,7 +124,7 @@ impl Coordinator {
         let root = Root::open(&config.root)?;
         let mut allowed = vec![with_slash(root.url_of(""))];
         allowed.extend(config.allowed_prefixes.iter().map(|p| with_slash(as_url(p))));
-        let audit = AuditLog::start(root.clone());
+        let audit = AuditLog::start(root.clone(), config.audit_journal(&root)).await?;
         let searches = SearchBatcher::new(config.search_batching()?, config.search_threads);
         let c = Arc::new(Coordinator {
             config,
@@ -144,6 +144,17 @@ impl Coordinator {
         let reaper = Arc::clone(&c);
         tokio::spawn(async move { reaper.reap_forever().await });
         Ok(c)
+    }
+
+    /// The SQL session `caller` may query: with the `audit` table for
+    /// admins, after the audit journal's rows were moved into it (so an
+    /// admin reads every search answered so far).
+    pub async fn sql_session(&self, caller: &Caller) -> Result<osprey_sql::SqlSession> {
+        let admin = caller.role == Role::Admin;
+        if admin {
+            self.audit.flush().await?;
+        }
+        osprey_sql::SqlSession::open_with(&self.root, admin).await
     }
 
     /// The caller of a bearer key, if it is one of ours.
