@@ -221,7 +221,16 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
         port: free_port(),
         logs: tempfile::tempdir().unwrap(),
     };
-    let mut coordinator = cluster.start_coordinator("coordinator-1.log");
+    // REST audit rows go through a local journal (an S3 root has none
+    // unless configured), kept long so a SIGKILL finds rows in it.
+    let config = cluster.logs.path().join("osprey.toml");
+    let journal = cluster.logs.path().join("audit-journal");
+    std::fs::write(
+        &config,
+        format!("audit_journal = {:?}\naudit_flush_seconds = 3600\n", journal.display().to_string()),
+    )
+    .unwrap();
+    let mut coordinator = cluster.start_coordinator_with("coordinator-1.log", Some(&config));
     let api = Api::new(cluster.port);
 
     // ---- keys and roles, malformed requests
@@ -283,10 +292,18 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
     w2.0.kill().unwrap(); // a worker dies holding a lease
     w2.0.wait().unwrap();
     api.wait(&job_id, Duration::from_secs(300), |j| j["tasks"]["done"].as_u64() >= Some(2));
+    // A REST search answered just before the kill is in the journal only.
+    let obama = api.sql(READER, "SELECT embedding FROM templates WHERE subject_id = 'obama'")[0]["embedding"].clone();
+    let (status, answer) =
+        api.call("POST", "/v1/search", Some(READER), Some(json!({"gallery": "people", "embedding": obama})));
+    assert_eq!(status, 200, "{answer}");
+    let segments = || std::fs::read_dir(&journal).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(segments(), 1, "the search's audit row waits in the journal");
     coordinator.0.kill().unwrap(); // the coordinator dies mid-job
     coordinator.0.wait().unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let _coordinator = cluster.start_coordinator("coordinator-2.log");
+    let _coordinator = cluster.start_coordinator_with("coordinator-2.log", Some(&config));
+    assert_eq!(segments(), 0, "the next coordinator stored the journal's rows");
     let _w3 = cluster.start_worker("worker-3.log");
     let done = api.wait(&job_id, Duration::from_secs(600), |_| false);
     assert_eq!(done["state"], "completed_with_errors", "{done}\n{}", cluster.all_logs());
@@ -411,7 +428,7 @@ fn distributed_jobs_survive_killed_workers_and_coordinator() {
     let audit = api.sql(ADMIN, "SELECT source, count(*) AS n FROM audit GROUP BY source ORDER BY source");
     let counts: BTreeMap<String, u64> =
         audit.iter().map(|r| (r["source"].as_str().unwrap().to_string(), r["n"].as_u64().unwrap())).collect();
-    assert!(counts.get("rest").copied().unwrap_or(0) >= 51, "{counts:?}");
+    assert_eq!(counts.get("rest").copied(), Some(52), "1 before the kill, an upload and 50 embeddings: {counts:?}");
     assert!(counts.get("job").copied().unwrap_or(0) >= 5, "{counts:?}");
     let (status, _) = api.call("POST", "/v1/sql", Some(READER), Some(json!({"query": "SELECT * FROM audit"})));
     assert!((400..500).contains(&status), "readers cannot read the audit table");
