@@ -54,9 +54,13 @@ const MAX_ROWS_PER_FILE: usize = 10_000;
 pub const MAX_SEGMENT_ROWS: usize = 100_000;
 
 impl AuditLog {
-    /// Stores what a previous coordinator left in `journal` (if any), then
-    /// starts the writer task.
-    pub async fn start(root: Root, journal: Option<AuditJournal>) -> Result<AuditLog> {
+    /// Stores what a previous coordinator left in the journal folder
+    /// `leftovers` (if it exists: also when this one runs without a
+    /// journal), then starts the writer task, journalling into `journal`.
+    pub async fn start(root: Root, journal: Option<AuditJournal>, leftovers: Option<&Path>) -> Result<AuditLog> {
+        if let Some(dir) = leftovers.filter(|d| d.is_dir()) {
+            recover(&root, dir).await?;
+        }
         if let Some(j) = &journal {
             std::fs::create_dir_all(&j.dir).map_err(|e| {
                 Error::new(ErrorKind::Storage, format!("cannot create audit journal {}: {e}", j.dir.display()))
@@ -330,7 +334,7 @@ mod tests {
     async fn journal_rows_reach_the_table_on_flush_and_when_due() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::open(&dir.path().join("root").display().to_string()).unwrap();
-        let log = AuditLog::start(root.clone(), Some(journal(dir.path(), 3600))).await.unwrap();
+        let log = AuditLog::start(root.clone(), Some(journal(dir.path(), 3600)), None).await.unwrap();
         log.append(vec![row("a"), row("b")]).await.unwrap();
         log.append(vec![row("c")]).await.unwrap();
         assert!(table_rows(&root).await.is_empty(), "journal rows wait for the flush");
@@ -344,7 +348,7 @@ mod tests {
         // Due by age: a short flush_after stores without being asked.
         let root2 = Root::open(&dir.path().join("root2").display().to_string()).unwrap();
         let j = AuditJournal { dir: dir.path().join("journal2"), flush_after: Duration::from_millis(50) };
-        let log2 = AuditLog::start(root2.clone(), Some(j)).await.unwrap();
+        let log2 = AuditLog::start(root2.clone(), Some(j), None).await.unwrap();
         log2.append(vec![row("d")]).await.unwrap();
         for _ in 0..100 {
             if !table_rows(&root2).await.is_empty() {
@@ -359,7 +363,7 @@ mod tests {
     async fn without_a_journal_each_group_is_in_the_table_before_the_answer() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::open(&dir.path().display().to_string()).unwrap();
-        let log = AuditLog::start(root.clone(), None).await.unwrap();
+        let log = AuditLog::start(root.clone(), None, None).await.unwrap();
         log.append(vec![row("a")]).await.unwrap();
         assert_eq!(table_rows(&root).await, vec![row("a")]);
     }
@@ -381,12 +385,18 @@ mod tests {
         // The same segment stored once already (the crash came after the
         // put): nothing twice.
         let again = j.dir.join(format!("{name}.jsonl"));
-        let _log = AuditLog::start(root.clone(), Some(j.clone())).await.unwrap();
+        let _log = AuditLog::start(root.clone(), Some(j.clone()), None).await.unwrap();
         assert_eq!(table_rows(&root).await, vec![row("a"), row("b")]);
         assert!(!again.exists(), "segment deleted once stored");
         std::fs::write(&again, &text).unwrap();
-        let _log = AuditLog::start(root.clone(), Some(j)).await.unwrap();
+        let _log = AuditLog::start(root.clone(), Some(j.clone()), None).await.unwrap();
         assert_eq!(table_rows(&root).await, vec![row("a"), row("b")], "stored under the same name, once");
+        assert!(!again.exists());
+        // A coordinator started without a journal still stores what one left.
+        let root3 = Root::open(&dir.path().join("root3").display().to_string()).unwrap();
+        std::fs::write(&again, &text).unwrap();
+        let _log = AuditLog::start(root3.clone(), None, Some(&j.dir)).await.unwrap();
+        assert_eq!(table_rows(&root3).await, vec![row("a"), row("b")]);
         assert!(!again.exists());
     }
 }

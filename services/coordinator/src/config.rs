@@ -139,12 +139,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The audit journal's folder, configured or in a local root (also
+    /// when `audit_flush_seconds` is 0: what an earlier run left there is
+    /// still stored).
+    pub fn audit_journal_dir(&self, root: &osprey_store::Root) -> Option<PathBuf> {
+        self.audit_journal.clone().or_else(|| root.local_dir().map(|d| d.join(AUDIT_JOURNAL_DIR)))
+    }
+
     /// Where REST audit rows wait before they are a table file, if anywhere.
     pub fn audit_journal(&self, root: &osprey_store::Root) -> Option<crate::audit::AuditJournal> {
         if self.audit_flush_seconds == 0 {
             return None;
         }
-        let dir = self.audit_journal.clone().or_else(|| root.local_dir().map(|d| d.join(AUDIT_JOURNAL_DIR)))?;
+        let dir = self.audit_journal_dir(root)?;
         Some(crate::audit::AuditJournal { dir, flush_after: std::time::Duration::from_secs(self.audit_flush_seconds) })
     }
 

@@ -124,7 +124,8 @@ impl Coordinator {
         let root = Root::open(&config.root)?;
         let mut allowed = vec![with_slash(root.url_of(""))];
         allowed.extend(config.allowed_prefixes.iter().map(|p| with_slash(as_url(p))));
-        let audit = AuditLog::start(root.clone(), config.audit_journal(&root)).await?;
+        let leftovers = config.audit_journal_dir(&root);
+        let audit = AuditLog::start(root.clone(), config.audit_journal(&root), leftovers.as_deref()).await?;
         let searches = SearchBatcher::new(config.search_batching()?, config.search_threads);
         let c = Arc::new(Coordinator {
             config,
