@@ -333,8 +333,7 @@ fn sample_rows(
     dim: usize,
     max: usize,
 ) -> (Vec<f32>, Vec<String>, Vec<String>) {
-    let step = subjects.len().div_ceil(max.max(1)).max(1);
-    let rows: Vec<usize> = (0..subjects.len()).step_by(step).collect();
+    let rows: Vec<usize> = crate::gallery::evenly_spaced(subjects.len(), max).collect();
     let sample = rows.iter().flat_map(|r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
     let pick = |v: &[String]| rows.iter().map(|r| v[*r].clone()).collect();
     (sample, pick(subjects), pick(templates))

@@ -589,8 +589,7 @@ impl Gallery {
     fn sample_rows(&self, max_probes: usize) -> Result<(Vec<f32>, Vec<String>, Vec<String>)> {
         let dim = self.manifest.dim;
         let ids: Vec<i64> = self.ids.live_ids().collect();
-        let step = ids.len().div_ceil(max_probes.max(1)).max(1);
-        let probes: Vec<i64> = ids.into_iter().step_by(step).collect();
+        let probes: Vec<i64> = evenly_spaced(ids.len(), max_probes).map(|i| ids[i]).collect();
         let mut vectors = vec![0f32; probes.len() * dim];
         for (i, id) in probes.iter().enumerate() {
             self.vector_into(*id, &mut vectors[i * dim..(i + 1) * dim])
@@ -855,4 +854,12 @@ impl Gallery {
         let file = IndexFile::write(&self.index)?;
         Ok(std::fs::metadata(file.path()).map(|m| m.len() as usize).unwrap_or(0))
     }
+}
+
+/// At most `max` of the row numbers `0..len`, evenly spaced from the first:
+/// the calibration sample, the same rows whether they are read from the
+/// index (`Gallery::sample_rows`) or from the template tables
+/// (`enroll::calibrate`).
+pub(crate) fn evenly_spaced(len: usize, max: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
+    (0..len).step_by(len.div_ceil(max.max(1)).max(1))
 }
