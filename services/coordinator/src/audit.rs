@@ -58,7 +58,9 @@ impl AuditLog {
     /// `leftovers` (if it exists: also when this one runs without a
     /// journal), then starts the writer task, journalling into `journal`.
     pub async fn start(root: Root, journal: Option<AuditJournal>, leftovers: Option<&Path>) -> Result<AuditLog> {
-        if let Some(dir) = leftovers.filter(|d| d.is_dir()) {
+        // The journal's own folder is read below: not twice.
+        let journal_dir = journal.as_ref().map(|j| j.dir.as_path());
+        if let Some(dir) = leftovers.filter(|d| d.is_dir() && Some(*d) != journal_dir) {
             recover(&root, dir).await?;
         }
         if let Some(j) = &journal {

@@ -37,11 +37,11 @@ pub async fn serve(
 ) -> osprey_core::Result<()> {
     let addr = listener.local_addr().map_err(|e| osprey_core::Error::internal(e.to_string()))?;
     tracing::info!("coordinator listening on http://{addr} over {}", coordinator.root.url());
-    let audit = Arc::clone(&coordinator);
+    let c = Arc::clone(&coordinator);
     axum::serve(listener, router(coordinator))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| osprey_core::Error::internal(format!("server: {e}")))?;
     // The journal's last rows into the audit table before the process ends.
-    audit.audit.flush().await
+    c.audit.flush().await
 }
