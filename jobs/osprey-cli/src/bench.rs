@@ -173,12 +173,17 @@ pub struct RestBench {
     /// every core; default: the coordinator's default).
     #[arg(long)]
     search_threads: Option<usize>,
+    /// The coordinator's `search_concurrency`: batches of the gallery
+    /// searched at once (0: four per core; default: the coordinator's
+    /// default).
+    #[arg(long)]
+    search_concurrency: Option<usize>,
     /// Rounds on the same gallery (each: in process, then REST); the report
     /// gives each measure's median and every round under `runs`.
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Also time REST one search at a time (`search_batch_max` 1) in each
-    /// round, under the same load as the batched pass.
+    /// Also time REST one search per FAISS call (`search_batch_max` 1; still
+    /// `search_concurrency` at once) in each round, under the same load.
     #[arg(long)]
     compare_unbatched: bool,
     /// Also time the REST floor in each round: the same requests from the
@@ -392,7 +397,7 @@ fn search(args: SearchBench) -> anyhow::Result<()> {
     let (mut index, loaded_memory_per_template) = reloaded(index, g.len())?;
 
     // Ground truth: exact inner-product search on the same vectors.
-    let mut exact = Gallery::build("exact", "bench", g.dim, Some("Flat"), ids(g.len()), &g.data)?;
+    let exact = Gallery::build("exact", "bench", g.dim, Some("Flat"), ids(g.len()), &g.data)?;
     let truth = exact.search_templates(&q.data, args.k)?.1;
     drop(exact);
 
@@ -1146,7 +1151,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
 /// `osprey bench rest`: the same single-probe searches in process (the
 /// reference) and through `POST /v1/search` from concurrent clients over
 /// loopback HTTP, which adds JSON, authentication, batching with the
-/// concurrent searches (one FAISS call per batch, under the gallery lock)
+/// concurrent searches (one FAISS call per batch, several batches at once)
 /// and an audit row per search. Reports searches/s and per-request latency
 /// (p50, p99; REST: client side, until the whole answer is read).
 pub async fn rest(args: RestBench) -> anyhow::Result<()> {
@@ -1182,14 +1187,14 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
 
     // Each round: the reference (one probe per call, in process, on a
     // gallery loaded from the root), then REST with the configured
-    // batching, then (if asked) REST one search at a time.
+    // batching, then (if asked) REST one search per FAISS call.
     let defaults = osprey_coordinator::Config::default();
     let wait_us = args.batch_wait_us.unwrap_or(defaults.search_batch_wait_us);
     let max = args.batch_max.unwrap_or(defaults.search_batch_max);
     let queries = std::sync::Arc::new(queries);
     let mut rounds = Vec::new();
     for round in 0..args.runs.max(1) {
-        let mut g = Gallery::load(&root, "bench").await?;
+        let g = Gallery::load(&root, "bench").await?;
         let mut latency = Vec::with_capacity(args.queries);
         let t = Instant::now();
         for q in queries.chunks(dim) {
@@ -1238,6 +1243,7 @@ pub async fn rest(args: RestBench) -> anyhow::Result<()> {
         "search_batch_wait_us": wait_us,
         "search_batch_max": max,
         "search_threads": args.search_threads.unwrap_or(defaults.search_threads),
+        "search_concurrency": args.search_concurrency.unwrap_or(defaults.search_concurrency),
         "audit_flush_seconds": args.audit_flush_seconds.unwrap_or(defaults.audit_flush_seconds),
     });
     // Each measure's median over the rounds (errors: the total).
@@ -1287,6 +1293,7 @@ async fn rest_pass(
         search_batch_wait_us: wait_us,
         search_batch_max: max,
         search_threads: args.search_threads.unwrap_or(osprey_coordinator::Config::default().search_threads),
+        search_concurrency: args.search_concurrency.unwrap_or(osprey_coordinator::Config::default().search_concurrency),
         audit_flush_seconds: args
             .audit_flush_seconds
             .unwrap_or(osprey_coordinator::Config::default().audit_flush_seconds),

@@ -17,7 +17,8 @@ pub struct CoordinatorArgs {
     /// lease_seconds, max_attempts, max_body_bytes, max_upload_bytes, models,
     /// flight_listen, max_finished_jobs_in_memory, finished_jobs_memory_seconds,
     /// enrol_commit_templates, enrol_commit_seconds, search_batch_wait_us,
-    /// search_batch_max, search_threads, audit_flush_seconds, audit_journal).
+    /// search_batch_max, search_threads, search_concurrency,
+    /// audit_flush_seconds, audit_journal).
     #[arg(long, env = "OSPREY_CONFIG")]
     config: Option<PathBuf>,
     /// Root URL (overrides the file and OSPREY_ROOT).

@@ -162,6 +162,17 @@ impl std::fmt::Debug for Gallery {
     }
 }
 
+/// The message of the calling thread's last FAISS C API error.
+fn faiss_last_error() -> String {
+    // SAFETY: FAISS returns null or a NUL-terminated string that stays valid
+    // until this thread's next FAISS call; it is copied at once.
+    let ptr = unsafe { faiss_sys::faiss_get_last_error() };
+    if ptr.is_null() {
+        return "unknown error".into();
+    }
+    unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+}
+
 fn faiss_err(what: &str) -> impl Fn(faiss::error::Error) -> Error + '_ {
     move |e| Error::internal(format!("FAISS {what} failed: {e}"))
 }
@@ -497,7 +508,9 @@ impl Gallery {
 
     /// Top-`k` subjects for each query row (`queries.len() / dim` of them),
     /// a subject scoring the maximum over its templates, best first.
-    pub fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<SubjectCandidate>>> {
+    /// Concurrent searches of one gallery are safe (`&self`; see
+    /// [`Gallery::index_search`]).
+    pub fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SubjectCandidate>>> {
         let dim = self.manifest.dim;
         if queries.is_empty() || queries.len() % dim != 0 {
             return Err(Error::invalid(format!(
@@ -781,7 +794,7 @@ impl Gallery {
     /// and their inner products, `-1` where fewer exist. No subject grouping;
     /// this is what benchmarks compare with FAISS itself. Re-ranked like
     /// [`Gallery::search`] when the gallery re-ranks.
-    pub fn search_templates(&mut self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+    pub fn search_templates(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
         self.nearest(queries, k)
     }
 
@@ -789,27 +802,23 @@ impl Gallery {
     /// −∞) where fewer exist. A re-ranking gallery asks the index for its
     /// `rerank` best (or `k`, if more) by approximate score, scores those
     /// exactly against the stored vectors and keeps the best `k`.
-    fn nearest(&mut self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+    fn nearest(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
         let dim = self.manifest.dim;
         let nq = queries.len() / dim;
         let total = self.index.ntotal() as usize;
         let (Some(depth), Some(store)) = (self.manifest.rerank, self.vectors.as_ref()) else {
-            let res = self.index.search(queries, k).map_err(faiss_err("search"))?;
-            let ids = res.labels.iter().map(|l| l.get().map(|v| v as i64).unwrap_or(-1)).collect();
-            return Ok((res.distances, ids));
+            return self.index_search(queries, k);
         };
         let depth = depth.max(k).min(total.max(1));
-        let res = self.index.search(queries, depth).map_err(faiss_err("search"))?;
+        let (_, labels) = self.index_search(queries, depth)?;
         let mut scores = vec![f32::NEG_INFINITY; nq * k];
         let mut ids = vec![-1i64; nq * k];
         let rerank_query = |q: usize, scores: &mut [f32], ids: &mut [i64]| {
             let query = &queries[q * dim..(q + 1) * dim];
-            let mut exact: Vec<(f32, i64)> = res.labels[q * depth..(q + 1) * depth]
+            let mut exact: Vec<(f32, i64)> = labels[q * depth..(q + 1) * depth]
                 .iter()
-                .filter_map(|l| {
-                    let id = l.get()? as i64;
-                    Some((dot(query, store.row(id)?), id))
-                })
+                .filter(|&&id| id >= 0)
+                .filter_map(|&id| Some((dot(query, store.row(id)?), id)))
                 .collect();
             exact.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             for (i, (s, id)) in exact.into_iter().take(k).enumerate() {
@@ -831,6 +840,42 @@ impl Gallery {
             }
         });
         Ok((scores, ids))
+    }
+
+    /// The index's own `k` nearest ids of each query (`-1` where fewer
+    /// exist) and their scores, through FAISS's C API on a shared reference:
+    /// the `faiss` crate's `Index::search` takes `&mut self` because some
+    /// index types (GPU ones) cannot search concurrently, but every gallery
+    /// index is a CPU index made by `index_factory` or read from a file, and
+    /// FAISS's CPU indexes are safe to search from several threads at once
+    /// (a search only reads the index; IVF and HNSW keep their per-search
+    /// state on the caller's stack). What does change an index (adding,
+    /// removing, the IVF direct map, search parameters) takes `&mut self`.
+    fn index_search(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        let dim = self.manifest.dim;
+        if queries.len() % dim != 0 {
+            return Err(Error::invalid(format!("query has {} values, not a multiple of {dim}", queries.len())));
+        }
+        let nq = queries.len() / dim;
+        let mut distances = vec![0f32; nq * k];
+        let mut labels = vec![-1i64; nq * k];
+        // SAFETY: the pointer is this gallery's live CPU index, borrowed
+        // shared for the call (see above); `queries` holds `nq * dim` values
+        // and both outputs `nq * k`, as FAISS reads and writes them.
+        let code = unsafe {
+            faiss_sys::faiss_Index_search(
+                self.index.inner_ptr(),
+                nq as faiss_sys::idx_t,
+                queries.as_ptr(),
+                k as faiss_sys::idx_t,
+                distances.as_mut_ptr(),
+                labels.as_mut_ptr(),
+            )
+        };
+        if code != 0 {
+            return Err(Error::internal(format!("FAISS search failed: {}", faiss_last_error())));
+        }
+        Ok((distances, labels))
     }
 
     /// Template `id`'s vector into `out`: the stored exact vector of a

@@ -35,6 +35,7 @@ pub use gallery::{
 };
 pub use search::{
     DEFAULT_FPIR, FUSION_CALIBRATION_SUBJECTS, FusedThresholds, FusionInput, OperatingPoint, calibrate_fusion,
-    count_decisions, fuse_persons, operating_point, person_of, result_rows, search_probes, store_results, store_search,
+    count_decisions, fuse_persons, known_operating_point, operating_point, person_of, result_rows, search_probes,
+    store_results, store_search,
 };
 pub use snapshot::{SnapshotWrite, list_galleries};

@@ -33,11 +33,30 @@ pub async fn operating_point(
     threshold: Option<f32>,
     fpir: Option<f64>,
 ) -> Result<OperatingPoint> {
+    if let Some(op) = known_operating_point(gallery, threshold, fpir)? {
+        return Ok(op);
+    }
+    if let Some(f) = fpir {
+        let t = calibrate(root, gallery, f).await?;
+        return Ok(OperatingPoint { threshold: t, source: format!("calibrated now for FPIR {f}") });
+    }
+    let t = calibrate(root, gallery, DEFAULT_FPIR).await?;
+    Ok(OperatingPoint { threshold: t, source: format!("calibrated now for the default FPIR {DEFAULT_FPIR}") })
+}
+
+/// [`operating_point`] where it needs no calibration (a given threshold,
+/// the gallery's own, or the model's for a one-subject gallery), which
+/// only reads the gallery; `Ok(None)`: it must calibrate now.
+pub fn known_operating_point(
+    gallery: &Gallery,
+    threshold: Option<f32>,
+    fpir: Option<f64>,
+) -> Result<Option<OperatingPoint>> {
     if let Some(t) = threshold {
         if !t.is_finite() {
             return Err(Error::invalid(format!("threshold {t} is not a number")));
         }
-        return Ok(OperatingPoint { threshold: t, source: "given".into() });
+        return Ok(Some(OperatingPoint { threshold: t, source: "given".into() }));
     }
     if let Some(f) = fpir {
         if !(f > 0.0 && f < 1.0) {
@@ -46,28 +65,25 @@ pub async fn operating_point(
     }
     // One subject gives no non-mated scores to calibrate from: the model's
     // own operating threshold, where it has one, stands in.
-    if gallery.manifest().num_subjects < 2 && gallery.manifest().threshold.is_none() {
-        if let Some(t) = osprey_core::model_operating_threshold(&gallery.manifest().model) {
-            return Ok(OperatingPoint {
+    let m = gallery.manifest();
+    if m.num_subjects < 2 && m.threshold.is_none() {
+        if let Some(t) = osprey_core::model_operating_threshold(&m.model) {
+            return Ok(Some(OperatingPoint {
                 threshold: t,
                 source: format!(
                     "`{}`'s operating threshold: the gallery has {} subject(s), too few to calibrate",
-                    gallery.manifest().model,
-                    gallery.manifest().num_subjects
+                    m.model, m.num_subjects
                 ),
-            });
+            }));
         }
     }
-    if let Some(f) = fpir {
-        let t = calibrate(root, gallery, f).await?;
-        return Ok(OperatingPoint { threshold: t, source: format!("calibrated now for FPIR {f}") });
+    match (fpir, m.threshold) {
+        (None, Some(t)) => {
+            let f = m.threshold_fpir.unwrap_or(f64::NAN);
+            Ok(Some(OperatingPoint { threshold: t, source: format!("gallery's, calibrated for FPIR {f}") }))
+        }
+        _ => Ok(None),
     }
-    if let Some(t) = gallery.manifest().threshold {
-        let f = gallery.manifest().threshold_fpir.unwrap_or(f64::NAN);
-        return Ok(OperatingPoint { threshold: t, source: format!("gallery's, calibrated for FPIR {f}") });
-    }
-    let t = calibrate(root, gallery, DEFAULT_FPIR).await?;
-    Ok(OperatingPoint { threshold: t, source: format!("calibrated now for the default FPIR {DEFAULT_FPIR}") })
 }
 
 /// Searches every probe (templates with an embedding) and returns the result

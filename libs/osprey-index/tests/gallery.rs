@@ -47,6 +47,18 @@ fn conformance(factory: &str) {
     assert_eq!(subjects.len(), 5);
     assert!(res[0].windows(2).all(|w| w[0].score >= w[1].score));
 
+    // Searches share the gallery (`&self`): from several threads at once
+    // they give exactly what one thread alone gets.
+    let queries: Vec<f32> = (0..64).flat_map(|i| row(&data, i * 17).to_vec()).collect();
+    let alone = g.search(&queries, 5).unwrap();
+    std::thread::scope(|s| {
+        let threads: Vec<_> =
+            (0..4).map(|_| s.spawn(|| (0..25).map(|_| g.search(&queries, 5).unwrap()).collect::<Vec<_>>())).collect();
+        for t in threads {
+            assert!(t.join().unwrap().iter().all(|r| *r == alone), "{factory}: a concurrent search differed");
+        }
+    });
+
     // Enrolled vectors read back exactly (calibration's probes): the IVF
     // lists' own rows, the stored vectors of a compressed index, FAISS's id
     // map for the others.
@@ -169,7 +181,7 @@ async fn snapshot_round_trip() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().all(|k| !k.contains(&first)));
 
-    let mut back = Gallery::load(&root, "faces").await.unwrap();
+    let back = Gallery::load(&root, "faces").await.unwrap();
     assert_eq!(back.manifest(), g.manifest());
     let q = row(&data, 7 * 3);
     assert_eq!(back.search(q, 3).unwrap(), g.search(q, 3).unwrap());
@@ -326,9 +338,9 @@ async fn reranking_gives_exact_scores_and_keeps_its_vectors_through_snapshots_an
     let (ids, data) = clustered(500, 4, 5);
     let queries: Vec<f32> = (0..200).flat_map(|i| row(&data, i * 10).to_vec()).collect();
     let k = 10;
-    let mut exact = Gallery::build("exact", "m", DIM, Some("Flat"), ids.clone(), &data).unwrap();
+    let exact = Gallery::build("exact", "m", DIM, Some("Flat"), ids.clone(), &data).unwrap();
     let (_, truth) = exact.search_templates(&queries, k).unwrap();
-    let mut coarse = Gallery::build_reranked("g", "m", DIM, Some(factory), Some(0), ids.clone(), &data).unwrap();
+    let coarse = Gallery::build_reranked("g", "m", DIM, Some(factory), Some(0), ids.clone(), &data).unwrap();
     let (_, rough) = coarse.search_templates(&queries, k).unwrap();
     let mut g = Gallery::build("g", "m", DIM, Some(factory), ids.clone(), &data).unwrap();
     assert_eq!(g.manifest().rerank, Some(osprey_index::DEFAULT_RERANK));
@@ -371,7 +383,7 @@ async fn reranking_gives_exact_scores_and_keeps_its_vectors_through_snapshots_an
         more_ids.into_iter().map(|(t, s)| (format!("new-{t}"), format!("new-{s}"))).collect();
     again.add(more_ids, &more).unwrap();
     again.save(&root).await.unwrap();
-    let mut last = Gallery::load(&root, "g").await.unwrap();
+    let last = Gallery::load(&root, "g").await.unwrap();
     let top = &last.search(row(&more, 7), 1).unwrap()[0][0];
     assert_eq!((top.subject_id.as_str(), top.score > 0.9999), ("new-s7", true), "{top:?}");
 }

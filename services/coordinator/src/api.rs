@@ -250,7 +250,7 @@ async fn show_gallery(
     Path(name): Path<String>,
 ) -> ApiResult<Json<GalleryDetail>> {
     caller.require(ALL, "reading a gallery")?;
-    let guard = c.lock_gallery(&name).await?;
+    let guard = c.read_gallery(&name).await?;
     let g = guard.as_ref().ok_or_else(|| ApiError::not_found(format!("no gallery `{name}`")))?;
     Ok(Json(gallery_detail(g)))
 }
@@ -806,7 +806,7 @@ async fn upload_probes(c: &Arc<Coordinator>, mut form: Multipart) -> ApiResult<S
     for &modality in &modalities {
         let name = modality_gallery(&gallery, modality);
         let model = {
-            let guard = c.lock_gallery(&name).await?;
+            let guard = c.read_gallery(&name).await?;
             match (guard.as_ref(), modality) {
                 (Some(g), _) => g.manifest().model.clone(),
                 (None, Modality::Face) => return Err(ApiError::not_found(format!("no gallery `{gallery}`"))),

@@ -11,17 +11,21 @@
 //!   adds latency);
 //! * the oldest waiting search has waited `max_wait`.
 //!
-//! Searches that arrive while a batch runs wait for it and form the next
-//! batch, so under load batching happens without any deliberate wait, and no
-//! search is held back longer than `max_wait` plus the batch before it.
+//! Up to `max_in_flight` batches of one index run at once (by default four
+//! per core, each on one FAISS thread). Searches that arrive while that many
+//! run wait for one to end and form the next batch, so under load batching
+//! happens without any deliberate wait, and no search is held back longer
+//! than `max_wait` plus the batch before it.
 //!
-//! Lock order: the drainer holds no lock of its own while it waits for the
-//! gallery's lock, takes that lock once per batch (validation, the operating
-//! point and the FAISS call all happen under it) and releases it before
-//! answering. The gallery's lock is fair (first come, first served), so an
-//! enrolment that asks for it while a batch runs writes right after that
-//! batch, and a search never waits behind an index write longer than one
-//! batch plus that write.
+//! Lock order: a batch holds no lock of its own while it waits for the
+//! gallery's lock, takes it once (validation, the operating point and the
+//! FAISS call all happen under it) and releases it before answering.
+//! Batches share the lock (FAISS searches a CPU index from several threads
+//! at once); one that must calibrate a threshold first takes it alone for
+//! that. The gallery's lock is fair (first come, first served), so an
+//! enrolment that asks for it while batches run writes right after them,
+//! and a search never waits behind an index write longer than one batch
+//! plus that write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -31,7 +35,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use osprey_core::fusion::ScoreCalibration;
 use osprey_core::{Error, Modality};
-use osprey_index::{OperatingPoint, SubjectCandidate, operating_point};
+use osprey_index::{OperatingPoint, SubjectCandidate, known_operating_point, operating_point};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
@@ -46,6 +50,8 @@ pub struct BatchLimits {
     pub max_wait: Duration,
     /// Most searches in one batch (at least 1).
     pub max_batch: usize,
+    /// Most batches of one key running at once (at least 1).
+    pub max_in_flight: usize,
 }
 
 /// A drainer with nothing to do waits this long for more work before it
@@ -83,7 +89,8 @@ pub struct Gatherer<Q, A> {
 
 impl<Q: Send + 'static, A: Send + 'static> Gatherer<Q, A> {
     pub fn new(limits: BatchLimits) -> Self {
-        let limits = BatchLimits { max_batch: limits.max_batch.max(1), ..limits };
+        let limits =
+            BatchLimits { max_batch: limits.max_batch.max(1), max_in_flight: limits.max_in_flight.max(1), ..limits };
         Gatherer { limits, queues: Mutex::new(HashMap::new()) }
     }
 
@@ -120,35 +127,46 @@ impl<Q: Send + 'static, A: Send + 'static> Gatherer<Q, A> {
         answer.await.ok()
     }
 
-    /// Runs batches of `queue` until it stays empty for [`LINGER`].
+    /// Runs batches of `queue`, up to `max_in_flight` at once, until it
+    /// stays empty for [`LINGER`] with none running.
     async fn drain<F, Fut>(self: Arc<Self>, key: String, queue: Arc<Queue<Q, A>>, run: F)
     where
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<A>> + Send + 'static,
     {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.max_in_flight));
         loop {
-            let Some(batch) = self.gather(&key, &queue).await else { return };
+            // A slot first: what arrives meanwhile joins the next batch.
+            let slot = Arc::clone(&slots).acquire_owned().await.expect("the drainer's semaphore is never closed");
+            let idle = || slots.available_permits() + 1 == self.limits.max_in_flight;
+            let Some(batch) = self.gather(&key, &queue, idle).await else { return };
             let n = batch.len();
             let (asks, replies): (Vec<Q>, Vec<oneshot::Sender<A>>) =
                 batch.into_iter().map(|w| (w.ask, w.reply)).unzip();
-            // A runner that panics fails its batch, not the queue: its
-            // callers get no answer (an error) and the drainer goes on.
-            let answers = std::panic::AssertUnwindSafe(run(asks)).catch_unwind().await.unwrap_or_else(|_| {
-                tracing::error!("a search batch of `{key}` panicked");
-                Vec::new()
+            let answering = run(asks);
+            let (key, queue) = (key.clone(), Arc::clone(&queue));
+            tokio::spawn(async move {
+                // A runner that panics fails its batch, not the queue: its
+                // callers get no answer (an error) and the drainer goes on.
+                let answers = std::panic::AssertUnwindSafe(answering).catch_unwind().await.unwrap_or_else(|_| {
+                    tracing::error!("a search batch of `{key}` panicked");
+                    Vec::new()
+                });
+                // Learnt before answering: the callers may come back at once.
+                queue.state.lock().expect("batch queue").last_batch = n;
+                drop(slot);
+                // A caller that went away (client disconnected) just misses its answer.
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
             });
-            // Learnt before answering: the callers may come back at once.
-            queue.state.lock().expect("batch queue").last_batch = n;
-            // A caller that went away (client disconnected) just misses its answer.
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer);
-            }
         }
     }
 
     /// Waits for the next batch; `None` when the queue stayed empty for
-    /// [`LINGER`] and the drainer has been retired.
-    async fn gather(&self, key: &str, queue: &Queue<Q, A>) -> Option<Vec<Waiting<Q, A>>> {
+    /// [`LINGER`] while `idle` (no batch running) and the drainer has been
+    /// retired.
+    async fn gather(&self, key: &str, queue: &Queue<Q, A>, idle: impl Fn() -> bool) -> Option<Vec<Waiting<Q, A>>> {
         loop {
             let wake_at = {
                 let mut state = queue.state.lock().expect("batch queue");
@@ -168,7 +186,7 @@ impl<Q: Send + 'static, A: Send + 'static> Gatherer<Q, A> {
             // A notification sent since the state was read is kept as a
             // permit, so an arrival between the two is not missed.
             let timed_out = tokio::time::timeout_at(wake_at, queue.arrived.notified()).await.is_err();
-            if timed_out && self.retire_if_idle(key, queue) {
+            if timed_out && idle() && self.retire_if_idle(key, queue) {
                 return None;
             }
         }
@@ -250,24 +268,54 @@ impl SearchBatcher {
 /// A search's threshold options, bit for bit: (threshold, FPIR).
 type OpKey = (Option<u32>, Option<u64>);
 
+fn op_key(ask: &SearchAsk) -> OpKey {
+    (ask.threshold.map(f32::to_bits), ask.fpir.map(f64::to_bits))
+}
+
 /// Answers one batch of searches of index `name`: each ask is checked
 /// (width, finite values) and given its operating point on its own, so a
 /// bad one fails alone; the others are searched together, one FAISS call
-/// per distinct `k`.
+/// per distinct `k`, under a shared lock of the gallery (batches of one
+/// index run at once). An ask that needs its threshold calibrated now (an
+/// FPIR given, or an uncalibrated gallery) has the batch take the lock
+/// alone while it calibrates.
 async fn search_batch(c: &Coordinator, name: &str, asks: Vec<SearchAsk>, threads: usize) -> Vec<SearchOutcome> {
     let n = asks.len();
-    let mut guard = match c.lock_gallery(name).await {
+    let fail = |e: Error| (0..n).map(|_| Err(ApiError::from(e.clone()))).collect();
+    let guard = match c.read_gallery(name).await {
         Ok(g) => g,
-        Err(e) => return (0..n).map(|_| Err(ApiError::from(e.clone()))).collect(),
+        Err(e) => return fail(e),
     };
-    let Some(g) = guard.as_mut() else {
+    // Operating points calibrated now, by threshold options.
+    let mut calibrated: Vec<(OpKey, Result<OperatingPoint, Error>)> = Vec::new();
+    let must_calibrate = |g: &osprey_index::Gallery, ask: &SearchAsk| {
+        matches!(known_operating_point(g, ask.threshold, ask.fpir), Ok(None))
+    };
+    let guard = match guard.as_ref() {
+        Some(g) if asks.iter().any(|a| must_calibrate(g, a)) => {
+            drop(guard);
+            let mut write = match c.lock_gallery(name).await {
+                Ok(g) => g,
+                Err(e) => return fail(e),
+            };
+            if let Some(g) = write.as_mut() {
+                for ask in &asks {
+                    let key = op_key(ask);
+                    if must_calibrate(g, ask) && !calibrated.iter().any(|(k, _)| *k == key) {
+                        let op = operating_point(&c.root, g, ask.threshold, ask.fpir).await;
+                        calibrated.push((key, op));
+                    }
+                }
+            }
+            write.downgrade()
+        }
+        _ => guard,
+    };
+    let Some(g) = guard.as_ref() else {
         return (0..n).map(|_| Ok(None)).collect();
     };
     let dim = g.manifest().dim;
     let mut out: Vec<Option<SearchOutcome>> = (0..n).map(|_| None).collect();
-    // Operating points by (threshold, FPIR): the gallery does not change
-    // within the batch, so asks with the same options share one.
-    let mut ops: Vec<(OpKey, OperatingPoint)> = Vec::new();
     let mut answers: Vec<Option<(OperatingPoint, ScoreCalibration)>> = (0..n).map(|_| None).collect();
     for (i, ask) in asks.iter().enumerate() {
         if let Some(e) = ask.embeddings.iter().find(|e| e.len() != dim) {
@@ -282,22 +330,19 @@ async fn search_batch(c: &Coordinator, name: &str, asks: Vec<SearchAsk>, threads
             out[i] = Some(Err(e.into()));
             continue;
         }
-        let key = (ask.threshold.map(f32::to_bits), ask.fpir.map(f64::to_bits));
-        let op = match ops.iter().find(|(k, _)| *k == key) {
+        let op = match calibrated.iter().find(|(k, _)| *k == op_key(ask)) {
             Some((_, op)) => op.clone(),
-            None => match operating_point(&c.root, g, ask.threshold, ask.fpir).await {
-                Ok(op) => {
-                    ops.push((key, op.clone()));
-                    op
-                }
-                Err(e) => {
-                    out[i] = Some(Err(e.into()));
-                    continue;
-                }
-            },
+            None => known_operating_point(g, ask.threshold, ask.fpir).and_then(|op| {
+                op.ok_or_else(|| Error::internal("the gallery's threshold was not calibrated for this search"))
+            }),
         };
-        let calibration = g.score_calibration_at(op.threshold);
-        answers[i] = Some((op, calibration));
+        match op {
+            Ok(op) => {
+                let calibration = g.score_calibration_at(op.threshold);
+                answers[i] = Some((op, calibration));
+            }
+            Err(e) => out[i] = Some(Err(e.into())),
+        }
     }
     // The valid asks with probes, by k: one FAISS call each.
     let mut by_k: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -314,10 +359,10 @@ async fn search_batch(c: &Coordinator, name: &str, asks: Vec<SearchAsk>, threads
         })
         .collect();
     // FAISS runs off the async workers (they keep serving HTTP meanwhile),
-    // with the gallery's lock held across, on `threads` threads.
+    // with the gallery's shared lock held across, on `threads` threads.
     let searched = tokio::task::spawn_blocking(move || {
         let _threads = (threads > 0).then(|| osprey_index::scoped_faiss_threads(threads));
-        let g = guard.as_mut().expect("checked above");
+        let g = guard.as_ref().expect("checked above");
         let results: Vec<_> =
             groups.into_iter().map(|(k, members, queries)| (members, g.search(&queries, k))).collect();
         drop(guard);
@@ -427,7 +472,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_asks_are_gathered_and_each_gets_its_own_answer() {
-        let limits = BatchLimits { max_wait: Duration::from_millis(200), max_batch: 64 };
+        let limits = BatchLimits { max_wait: Duration::from_millis(200), max_batch: 64, max_in_flight: 1 };
         let (g, batches, gate, run) = recorder(limits, Duration::ZERO);
         // The first ask runs alone (nothing was learnt yet); the 20 asked
         // while it runs are answered by the next batch, together.
@@ -449,8 +494,37 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn up_to_max_in_flight_batches_run_at_once() {
+        let limits = BatchLimits { max_wait: Duration::ZERO, max_batch: 64, max_in_flight: 2 };
+        let (g, batches, gate, run) = recorder(limits, Duration::ZERO);
+        // Two gated batches run side by side: the second does not wait
+        // for the first.
+        let first = spawn_ask(&g, "a", GATED, run.clone());
+        until(|| batches.lock().unwrap().len() == 1).await;
+        let second = spawn_ask(&g, "a", GATED, run.clone());
+        until(|| batches.lock().unwrap().len() == 2).await;
+        // With both slots taken the next asks wait, and go together as
+        // soon as one batch ends.
+        let asks: Vec<_> = (0..5).map(|i| spawn_ask(&g, "a", i, run.clone())).collect();
+        until(|| waiting(&g, "a") == 5).await;
+        assert_eq!(batches.lock().unwrap().len(), 2, "a third batch ran while two were running");
+        gate.add_permits(1);
+        for (i, a) in asks.into_iter().enumerate() {
+            assert_eq!(a.await.unwrap(), Some(i * 10));
+        }
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), Some(GATED * 10));
+        assert_eq!(second.await.unwrap(), Some(GATED * 10));
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 3, "{batches:?}");
+        let mut third = batches[2].clone();
+        third.sort();
+        assert_eq!(third, (0..5).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_hold_at_most_max_batch() {
-        let limits = BatchLimits { max_wait: Duration::from_millis(200), max_batch: 4 };
+        let limits = BatchLimits { max_wait: Duration::from_millis(200), max_batch: 4, max_in_flight: 1 };
         let (g, batches, _, run) = recorder(limits, Duration::from_millis(20));
         let asks: Vec<_> = (0..15)
             .map(|i| {
@@ -471,7 +545,7 @@ mod tests {
     async fn a_lone_ask_waits_no_longer_than_max_wait() {
         // After a batch of 8 the drainer expects 8 callers back; a lone
         // caller waits for them, but at most max_wait.
-        let limits = BatchLimits { max_wait: Duration::from_millis(30), max_batch: 64 };
+        let limits = BatchLimits { max_wait: Duration::from_millis(30), max_batch: 64, max_in_flight: 1 };
         let (g, batches, gate, run) = recorder(limits, Duration::ZERO);
         let first = spawn_ask(&g, "a", GATED, run.clone());
         until(|| batches.lock().unwrap().len() == 1).await;
@@ -490,7 +564,7 @@ mod tests {
         // Bounded (the slack is for a loaded machine's scheduling).
         assert!(waited <= Duration::from_millis(30 + 500), "waited {waited:?}");
         // With a zero wait a lone ask goes at once.
-        let limits = BatchLimits { max_wait: Duration::ZERO, max_batch: 64 };
+        let limits = BatchLimits { max_wait: Duration::ZERO, max_batch: 64, max_in_flight: 1 };
         let (g, _, _, run) = recorder(limits, Duration::ZERO);
         let t = Instant::now();
         assert_eq!(g.submit("b", 3, run).await, Some(30));
@@ -499,7 +573,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_are_batched_apart_and_idle_drainers_retire() {
-        let limits = BatchLimits { max_wait: Duration::from_millis(5), max_batch: 64 };
+        let limits = BatchLimits { max_wait: Duration::from_millis(5), max_batch: 64, max_in_flight: 1 };
         let (g, batches, _, run) = recorder(limits, Duration::from_millis(5));
         let asks: Vec<_> = (0..10)
             .map(|i| {
@@ -527,7 +601,10 @@ mod tests {
     fn the_config_bounds_batching() {
         let config = crate::config::Config::default();
         let limits = config.search_batching().unwrap();
-        assert_eq!(limits, BatchLimits { max_wait: Duration::ZERO, max_batch: 64 });
+        assert_eq!((limits.max_wait, limits.max_batch), (Duration::ZERO, 64));
+        assert!(limits.max_in_flight >= 4, "four batches per core by default");
+        let two = crate::config::Config { search_concurrency: 2, ..Default::default() };
+        assert_eq!(two.search_batching().unwrap().max_in_flight, 2);
         let zero = crate::config::Config { search_batch_max: 0, ..Default::default() };
         assert!(zero.search_batching().unwrap_err().message().contains("at least 1"));
         let long = crate::config::Config { search_batch_wait_us: 2_000_000, ..Default::default() };
@@ -539,7 +616,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_batch_fails_alone_and_the_queue_goes_on() {
         let g: Arc<Gatherer<usize, usize>> =
-            Arc::new(Gatherer::new(BatchLimits { max_wait: Duration::ZERO, max_batch: 8 }));
+            Arc::new(Gatherer::new(BatchLimits { max_wait: Duration::ZERO, max_batch: 8, max_in_flight: 1 }));
         let run = |asks: Vec<usize>| async move {
             assert!(!asks.contains(&13), "unlucky");
             asks
@@ -551,7 +628,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_runner_short_of_answers_gives_none() {
         let g: Arc<Gatherer<usize, usize>> =
-            Arc::new(Gatherer::new(BatchLimits { max_wait: Duration::ZERO, max_batch: 8 }));
+            Arc::new(Gatherer::new(BatchLimits { max_wait: Duration::ZERO, max_batch: 8, max_in_flight: 1 }));
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
         let run = move |_: Vec<usize>| {

@@ -19,6 +19,7 @@ use osprey_pipeline::{MediaAnalysis, MediaSettings};
 use osprey_store::{
     AuditRow, PutOutcome, Root, layout, modality_part, observations_of, read_observations, read_staged_templates,
 };
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use crate::audit::AuditLog;
 use crate::config::{ApiKey, Config};
@@ -64,7 +65,11 @@ impl Caller {
 
 /// A gallery held in memory, loaded on first use (`None`: not created yet
 /// or not loaded).
-pub type GallerySlot = Arc<tokio::sync::Mutex<Option<Gallery>>>;
+/// Searches share it (FAISS searches a CPU index from several threads at
+/// once); what changes the gallery holds it alone. The lock is fair: a
+/// writer waits for the searches already running, and searches that come
+/// after it wait for its write.
+pub type GallerySlot = Arc<tokio::sync::RwLock<Option<Gallery>>>;
 
 /// The coordinator.
 pub struct Coordinator {
@@ -170,16 +175,28 @@ impl Coordinator {
         Arc::clone(map.entry(name.to_string()).or_default())
     }
 
-    /// Locks gallery `name`, loading it if needed (its snapshot and the
-    /// enrolled batches not in it yet, see [`crate::commits`]); `None`
-    /// inside when it does not exist.
-    pub async fn lock_gallery(&self, name: &str) -> Result<tokio::sync::OwnedMutexGuard<Option<Gallery>>> {
+    /// Locks gallery `name` for changing it, loading it if needed (its
+    /// snapshot and the enrolled batches not in it yet, see
+    /// [`crate::commits`]); `None` inside when it does not exist.
+    pub async fn lock_gallery(&self, name: &str) -> Result<OwnedRwLockWriteGuard<Option<Gallery>>> {
         layout::check_name("gallery", name)?;
-        let mut guard = self.gallery_slot(name).lock_owned().await;
+        let mut guard = self.gallery_slot(name).write_owned().await;
         if guard.is_none() {
             *guard = self.load_gallery(name).await?;
         }
         Ok(guard)
+    }
+
+    /// Locks gallery `name` for reading (searches of it run at once),
+    /// loading it first if needed; `None` inside when it does not exist.
+    pub async fn read_gallery(&self, name: &str) -> Result<OwnedRwLockReadGuard<Option<Gallery>>> {
+        layout::check_name("gallery", name)?;
+        let guard = self.gallery_slot(name).read_owned().await;
+        if guard.is_some() {
+            return Ok(guard);
+        }
+        drop(guard);
+        Ok(self.lock_gallery(name).await?.downgrade())
     }
 
     /// Forgets a gallery's in-memory copy (it is read again on next use).
@@ -271,11 +288,11 @@ impl Coordinator {
                         Modality::Body => "body_model",
                         Modality::Gait => "gait_model",
                     };
-                    let found = self.lock_gallery(&name).await?.is_some();
-                    if !found && (modality == Modality::Face || self.lock_gallery(&spec.gallery).await?.is_none()) {
+                    let found = self.read_gallery(&name).await?.is_some();
+                    if !found && (modality == Modality::Face || self.read_gallery(&spec.gallery).await?.is_none()) {
                         return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery)));
                     }
-                    match self.lock_gallery(&name).await?.as_ref() {
+                    match self.read_gallery(&name).await?.as_ref() {
                         None => {
                             return Err(ApiError::not_found(format!(
                                 "gallery `{}` has no {modality} index (`{name}`): enrol it with `modalities` naming {modality}",
