@@ -72,7 +72,7 @@ impl Drop for Proc {
 fn models() -> PathBuf {
     std::env::var_os("OSPREY_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models"))
 }
 
 /// Runs [`CLIENT`] with `key` and `query` through the DB-API cursor:

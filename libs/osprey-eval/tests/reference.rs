@@ -128,7 +128,7 @@ fn fixture() -> &'static Fixture {
 }
 
 fn run_reference(input: &Value) -> Value {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
     let dir = std::env::temp_dir().join(format!("osprey-eval-reference-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (in_path, out_path) = (dir.join("in.json"), dir.join("out.json"));

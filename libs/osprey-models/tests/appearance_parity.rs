@@ -21,7 +21,7 @@ use std::time::Instant;
 fn models_dir() -> PathBuf {
     std::env::var_os("OSPREY_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models"))
 }
 
 fn model_path() -> PathBuf {

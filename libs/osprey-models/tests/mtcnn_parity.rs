@@ -47,7 +47,7 @@ struct RefFace {
 fn weights_dir() -> PathBuf {
     let dir = std::env::var_os("OSPREY_MTCNN_WEIGHTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/mtcnn"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models/mtcnn"));
     assert!(
         dir.join("onet.pt").is_file(),
         "MTCNN weights (pnet.pt, rnet.pt, onet.pt) not found in {} (set OSPREY_MTCNN_WEIGHTS)",
@@ -57,7 +57,7 @@ fn weights_dir() -> PathBuf {
 }
 
 fn reference() -> Reference {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mtcnn_reference.json");
+    let path = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/data/mtcnn_reference.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

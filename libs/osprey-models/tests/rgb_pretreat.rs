@@ -18,7 +18,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn shared_data() -> PathBuf {
     let dir = std::env::var_os("OSPREY_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/data"));
     assert!(dir.is_dir(), "shared data not found at {} (set OSPREY_SHARED_DATA)", dir.display());
     dir
 }

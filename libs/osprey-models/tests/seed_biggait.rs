@@ -155,7 +155,7 @@ fn opengait_checkpoint_loads_as_published() {
     // from another manifest directory.
     let rel = "infra/scripts/write_torch_checkpoint.py";
     let script = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel),
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..").join(rel),
         Path::new(file!()).parent().unwrap_or(Path::new(".")).join("../../..").join(rel),
     ]
     .into_iter()

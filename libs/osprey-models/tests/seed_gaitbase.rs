@@ -151,7 +151,8 @@ fn loader_names_what_is_wrong() {
 #[test]
 fn opengait_checkpoint_loads_as_published() {
     let dir = temp_dir("gaitbase-torch");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/scripts/write_torch_checkpoint.py");
+    let script = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("../../infra/scripts/write_torch_checkpoint.py");
     let out = dir.join("GaitBase_DA-60000.pt");
     let status = std::process::Command::new("python3")
         .arg(&script)
@@ -191,7 +192,7 @@ struct PretreatFrame {
 }
 
 fn data_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/data")
 }
 
 /// A grey PNG as (pixels, width, height), without its first `columns_from` columns.
@@ -209,7 +210,7 @@ fn read_grey(path: &Path, columns_from: usize) -> (Vec<u8>, usize, usize) {
 fn pretreatment_matches_opencv_byte_for_byte() {
     use osprey_models::gait_pretreat::{SIZE, WIDTH, cut, pretreat_frame, pretreat_sequence, to_tensor};
     let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/gait_pretreat_reference.json"),
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/data/gait_pretreat_reference.json"),
     )
     .unwrap();
     let reference: PretreatReference = serde_json::from_str(&text).unwrap();

@@ -19,7 +19,7 @@ use osprey_pipeline::{BodyAnalyzer, BodyOptions, VideoOptions, process_video};
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("OSPREY_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/data"));
     assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
     dir
 }
@@ -27,7 +27,7 @@ fn data_dir() -> PathBuf {
 fn models() -> PathBuf {
     std::env::var_os("OSPREY_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models"))
 }
 
 #[test]

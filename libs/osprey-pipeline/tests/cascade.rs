@@ -10,7 +10,7 @@ use osprey_models::{FaceModels, FaceOptions};
 use osprey_pipeline::{FaceAnalyzer, FaceDetect, MediaTemplate, VideoOptions, process_video};
 
 fn repo_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..").join(rel)
 }
 
 fn model_dir() -> PathBuf {

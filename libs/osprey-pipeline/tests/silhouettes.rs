@@ -38,7 +38,7 @@ const ALL: Segment = Segment { start_ms: 0, end_ms: i64::MAX };
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("OSPREY_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/data"));
     assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
     dir
 }
@@ -70,7 +70,7 @@ fn fnv1a64(bytes: &[u8]) -> String {
 
 #[test]
 fn background_masks_agree_with_opencv_mog2_on_vtest() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let data = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/data");
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(data.join("silhouette_vtest_reference.json")).unwrap()).unwrap();
     let masks = image::open(data.join(&reference.masks_png)).unwrap().to_luma8();
@@ -127,7 +127,7 @@ fn background_masks_agree_with_opencv_mog2_on_vtest() {
 fn models() -> PathBuf {
     std::env::var_os("OSPREY_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models"))
 }
 
 fn body() -> &'static BodyAnalyzer {

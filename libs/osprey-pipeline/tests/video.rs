@@ -12,7 +12,7 @@ use osprey_pipeline::{FaceAnalyzer, VideoOptions, process_video};
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("OSPREY_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/data"));
     assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
     dir
 }
@@ -22,7 +22,7 @@ fn analyzer() -> &'static FaceAnalyzer {
     A.get_or_init(|| {
         let dir = std::env::var_os("OSPREY_MODELS")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+            .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models"));
         let models = FaceModels::load(&dir, &candle_core::Device::Cpu).expect("dlib models (run fetch-models.sh)");
         // The detection budget `osprey run` uses.
         FaceAnalyzer::new(models, FaceOptions { max_detect_pixels: 4_000_000, ..FaceOptions::default() })

@@ -14,7 +14,7 @@ pub mod seed;
 pub fn data_dir() -> PathBuf {
     let dir = std::env::var_os("OSPREY_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/data"));
     assert!(dir.is_dir(), "test data not found at {} (set OSPREY_DATA)", dir.display());
     dir
 }
@@ -23,7 +23,7 @@ pub fn data_dir() -> PathBuf {
 pub fn model_root() -> PathBuf {
     std::env::var_os("OSPREY_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../models"))
 }
 
 /// [`model_root`], checked to hold dlib's models.
@@ -93,7 +93,7 @@ pub struct Reference {
 pub fn reference() -> &'static Reference {
     static REF: OnceLock<Reference> = OnceLock::new();
     REF.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/dlib_reference.json");
+        let path = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/data/dlib_reference.json");
         let text = std::fs::read_to_string(&path).expect("read dlib_reference.json");
         serde_json::from_str(&text).expect("parse dlib_reference.json")
     })

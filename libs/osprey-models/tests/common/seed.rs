@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 /// The fixtures folder: `$OSPREY_SEED_FIXTURES`, else `shared/fixtures/seed-models`
 /// beside the repository.
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("OSPREY_SEED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed-models"));
+    let dir = std::env::var_os("OSPREY_SEED_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../../shared/fixtures/seed-models")
+    });
     assert!(dir.is_dir(), "seed fixtures not found at {} (set OSPREY_SEED_FIXTURES)", dir.display());
     dir
 }
