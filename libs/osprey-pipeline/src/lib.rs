@@ -203,11 +203,52 @@ pub fn still_templates(
 /// contain it.
 const FACE_INSIDE_BODY: f32 = 0.8;
 
-/// Links each face template to the body template that contains it: the
-/// body whose box holds at least 80 % of the face's box, with the face in
-/// the body's upper half, in the most frames both were seen in (ties: the
-/// smaller body). Sets the faces' [`MediaTemplate::person_track`]; faces
-/// without such a body keep `None` (they are their own person track).
+/// Largest gap, in face heights, between a face's bottom and the top of a
+/// body box it sits on. The person detector's box of a close, cut-off
+/// person (a portrait, a head-and-shoulders shot) often starts at the
+/// shoulders: in face_recognition's `obama.jpg` the body box begins 0.6
+/// face heights under the chin.
+const HEAD_ABOVE_BODY_GAP: f32 = 0.75;
+
+/// How a face box relates to a body box in one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FaceOnBody {
+    /// Neither of the below.
+    Apart,
+    /// The face is the head at the box's top edge: it starts above the
+    /// box, its centre horizontally within the box and not below the box's
+    /// upper half, no wider than the box, its bottom at most
+    /// [`HEAD_ABOVE_BODY_GAP`] face heights above the box (straddling the
+    /// edge or just over it).
+    OnTop,
+    /// At least [`FACE_INSIDE_BODY`] of the face inside the box, the face's
+    /// centre in the box's upper half.
+    Inside,
+}
+
+fn face_on_body(f: BoxF, b: BoxF) -> FaceOnBody {
+    let (cx, cy) = f.center();
+    let inter_w = (f.x + f.w).min(b.x + b.w) - f.x.max(b.x);
+    let inter_h = (f.y + f.h).min(b.y + b.h) - f.y.max(b.y);
+    let upper = cy <= b.y + b.h / 2.0;
+    if inter_w > 0.0 && inter_h > 0.0 && inter_w * inter_h >= FACE_INSIDE_BODY * f.area() && upper {
+        return FaceOnBody::Inside;
+    }
+    let within = cx >= b.x && cx <= b.x + b.w && f.w <= b.w;
+    if within && f.y < b.y && upper && f.y + f.h >= b.y - HEAD_ABOVE_BODY_GAP * f.h {
+        return FaceOnBody::OnTop;
+    }
+    FaceOnBody::Apart
+}
+
+/// Links each face template to the body template it belongs to: the body
+/// that contains the face (at least 80 % of its box, in the body's upper
+/// half) in the most frames both were seen in; failing that, the body whose
+/// top edge the face sits on in the most frames (the detector's box of a
+/// close, cut-off person often starts at the neck or shoulders), nearer
+/// the middle of the body's top edge breaking ties (overlapping boxes of
+/// one person); remaining ties go to the smaller body. Sets the faces' [`MediaTemplate::person_track`]; faces without
+/// such a body keep `None` (they are their own person track).
 pub fn link_people(templates: &mut [MediaTemplate]) {
     let bodies: Vec<(i64, &str, std::collections::HashMap<i64, BoxF>)> = templates
         .iter()
@@ -219,34 +260,31 @@ pub fn link_people(templates: &mut [MediaTemplate]) {
         return;
     }
     for (fi, face) in templates.iter().enumerate().filter(|(_, t)| t.modality == Modality::Face) {
-        let mut best: Option<(usize, f32, i64, &str)> = None;
+        // (frames inside, frames on top, −off-centre, −area): the greatest wins.
+        let mut best: Option<((usize, usize, f32, f32), i64, &str)> = None;
         for (id, model, boxes) in &bodies {
-            let mut hits = 0;
-            let mut area = 0.0;
+            let (mut inside, mut on_top, mut off_centre, mut area) = (0, 0, 0.0, 0.0);
             for p in &face.points {
-                let Some(b) = boxes.get(&p.frame) else { continue };
-                let f = p.bbox;
-                let inter = BoxF {
-                    x: f.x.max(b.x),
-                    y: f.y.max(b.y),
-                    w: (f.x + f.w).min(b.x + b.w) - f.x.max(b.x),
-                    h: (f.y + f.h).min(b.y + b.h) - f.y.max(b.y),
-                };
-                let upper = f.center().1 <= b.y + b.h / 2.0;
-                if inter.w > 0.0 && inter.h > 0.0 && inter.area() >= FACE_INSIDE_BODY * f.area() && upper {
-                    hits += 1;
-                    area = b.area();
+                let Some(&b) = boxes.get(&p.frame) else { continue };
+                match face_on_body(p.bbox, b) {
+                    FaceOnBody::Inside => inside += 1,
+                    FaceOnBody::OnTop => {
+                        on_top += 1;
+                        off_centre += (p.bbox.center().0 - b.center().0).abs() / b.w;
+                    }
+                    FaceOnBody::Apart => continue,
                 }
+                area = b.area();
             }
-            let better = match best {
-                None => hits > 0,
-                Some((h, a, _, _)) => hits > h || (hits == h && area < a),
-            };
-            if better {
-                best = Some((hits, area, *id, model));
+            if inside + on_top == 0 {
+                continue;
+            }
+            let rank = (inside, on_top, -off_centre, -area);
+            if best.as_ref().is_none_or(|(r, _, _)| rank.partial_cmp(r) == Some(std::cmp::Ordering::Greater)) {
+                best = Some((rank, *id, model));
             }
         }
-        links.push((fi, best.map(|(_, _, id, model)| (id, model.to_string()))));
+        links.push((fi, best.map(|(_, id, model)| (id, model.to_string()))));
     }
     for (fi, link) in links {
         templates[fi].person_track = link;
@@ -312,6 +350,48 @@ mod tests {
         assert_eq!(ts[2].person_track, Some((1, "m".to_string())));
         assert_eq!(ts[3].person_track, None);
         assert_eq!(ts[4].person_track, None);
+    }
+
+    #[test]
+    fn a_face_on_top_of_a_cut_off_body_is_its_head() {
+        // The boxes of face_recognition's obama.jpg (720 × 1137): the
+        // person detector's box starts at the shoulders, 148 px under the
+        // chin.
+        let b = |x: f32, y: f32, w: f32, h: f32| BoxF { x, y, w, h };
+        let obama_body = b(9.5, 520.4, 601.3, 616.6);
+        let mut ts = vec![
+            template(Modality::Body, 0, &[(0, obama_body)]),
+            template(Modality::Face, 0, &[(0, b(349.0, 122.0, 250.0, 250.0))]),
+            // Too far above the shoulders (a gap of 4 face heights).
+            template(Modality::Face, 1, &[(0, b(349.0, 20.0, 100.0, 100.0))]),
+            // Beside the body, not above it.
+            template(Modality::Face, 2, &[(0, b(650.0, 300.0, 60.0, 60.0))]),
+        ];
+        link_people(&mut ts);
+        assert_eq!(ts[1].person_track, Some((0, "m".to_string())));
+        assert_eq!(ts[2].person_track, None);
+        assert_eq!(ts[3].person_track, None);
+
+        // lin-manuel-miranda.png: the face straddles the top edges of the
+        // detector's two overlapping boxes of him (72 % inside the one it
+        // is centred on); the one it is centred on wins, though larger.
+        let mut ts = vec![
+            template(Modality::Body, 0, &[(0, b(0.0, 247.0, 388.8, 364.0))]),
+            template(Modality::Body, 1, &[(0, b(222.9, 242.2, 405.7, 369.8))]),
+            template(Modality::Face, 0, &[(0, b(228.0, 158.0, 295.0, 295.0))]),
+        ];
+        link_people(&mut ts);
+        assert_eq!(ts[2].person_track, Some((1, "m".to_string())));
+
+        // A face inside one body outranks sitting on another: a person
+        // standing behind another, whose head is above the front one's box.
+        let mut ts = vec![
+            template(Modality::Body, 0, &[(0, b(100.0, 200.0, 100.0, 300.0))]),
+            template(Modality::Body, 1, &[(0, b(90.0, 60.0, 120.0, 400.0))]),
+            template(Modality::Face, 0, &[(0, b(130.0, 150.0, 40.0, 40.0))]),
+        ];
+        link_people(&mut ts);
+        assert_eq!(ts[2].person_track, Some((1, "m".to_string())));
     }
 
     #[test]
