@@ -96,7 +96,8 @@ echo "$job"
 echo "export DEMO_SEARCH_JOB=$job" >>"$out/env"
 show osprey job watch "$job"
 echo
-echo "Who was found, and where (one row per face or person in a photo, or per face or person track in the clip):"
+echo "Who was found, and where (one row per face or person in a photo, or per face or person track in the clip;"
+echo "a \`fused (quality)\` row decides for one person from their face and body together, each weighted by its quality):"
 show osprey job results "$job"
 echo
 echo "The pedestrians in the street clip are far too small for faces; they come back as person tracks:"
@@ -105,8 +106,11 @@ show osprey sql "SELECT t.track_id, t.t_start_ms, t.t_end_ms, t.num_frames, roun
 
 step "5. the same gallery through REST and SQL"
 show osprey search --gallery people "$root/media/probes/obama3.jpg"
-show osprey sql "SELECT r.decision, count(*) AS faces, round(min(r.score), 3) AS min_score, round(max(r.score), 3) AS max_score
-  FROM results r WHERE r.job_id = '$job' AND r.rank = 1 GROUP BY 1 ORDER BY 1"
+echo "Decisions by kind (face and body scores are cosine similarities; fused ones are quality-weighted means of log-likelihood ratios):"
+show osprey sql "SELECT CASE WHEN r.fusion IS NOT NULL THEN 'fused (' || r.fusion || ')' ELSE t.modality END AS kind, r.decision,
+  count(*) AS probes, round(min(r.score), 3) AS min_score, round(max(r.score), 3) AS max_score
+  FROM results r JOIN templates t ON t.template_id = r.probe_template_id
+  WHERE r.job_id = '$job' AND r.rank = 1 GROUP BY 1, 2 ORDER BY 1, 2"
 
 cat <<NEXT
 

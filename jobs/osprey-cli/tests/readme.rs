@@ -114,6 +114,26 @@ fn demo_and_readme_examples_run_as_written() {
     let walkers =
         bodies.iter().filter(|r| r[0].ends_with("street-clip.mp4") && r[4].parse::<f64>().unwrap() <= 4.1).count();
     assert!(walkers >= 3, "the street clip's pedestrians are not person tracks:\n{stdout}");
+    // Fused rows (`fused (quality)`: one more column), one per person.
+    let fused: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.len() == 10 && c[1] == "fused" && c[2] == "(quality)")
+        .collect();
+    let fused_find = |media: &str, decision: &str, subject: &str| {
+        fused.iter().filter(|c| c[0].ends_with(media) && c[6] == decision && c[7] == subject).count()
+    };
+    // Obama's face and body decide together: one fused match, whatever
+    // his body alone says.
+    assert_eq!(fused_find("obama3.jpg", "match", "obama"), 1, "obama3.jpg has no fused match:\n{stdout}");
+    assert_eq!(
+        fused_find("Tom_Hanks_54745.png", "match", "obama") + fused_find("Tom_Hanks_54745.png", "match", "biden"),
+        0
+    );
+    assert!(
+        fused.iter().filter(|c| c[0].ends_with("t1.jpg")).all(|c| c[6] == "unknown"),
+        "a stranger in t1.jpg was matched by fusion:\n{stdout}"
+    );
     assert!(stdout.contains("The demo server is still running"), "{stdout}");
 
     // Every README example, in order, in the demo's folder.
