@@ -48,13 +48,18 @@ impl BoxF {
         self.w.max(0.0) * self.h.max(0.0)
     }
 
-    /// Intersection over union.
-    pub fn iou(&self, other: &BoxF) -> f32 {
+    /// Area of the overlap with `other` (0 when they do not overlap).
+    pub fn intersection_area(&self, other: &BoxF) -> f32 {
         let x0 = self.x.max(other.x);
         let y0 = self.y.max(other.y);
         let x1 = (self.x + self.w).min(other.x + other.w);
         let y1 = (self.y + self.h).min(other.y + other.h);
-        let inter = (x1 - x0).max(0.0) * (y1 - y0).max(0.0);
+        (x1 - x0).max(0.0) * (y1 - y0).max(0.0)
+    }
+
+    /// Intersection over union.
+    pub fn iou(&self, other: &BoxF) -> f32 {
+        let inter = self.intersection_area(other);
         let union = self.area() + other.area() - inter;
         if union > 0.0 { inter / union } else { 0.0 }
     }
@@ -211,7 +216,7 @@ const FACE_INSIDE_BODY: f32 = 0.8;
 const HEAD_ABOVE_BODY_GAP: f32 = 0.75;
 
 /// How a face box relates to a body box in one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FaceOnBody {
     /// Neither of the below.
     Apart,
@@ -228,10 +233,9 @@ enum FaceOnBody {
 
 fn face_on_body(f: BoxF, b: BoxF) -> FaceOnBody {
     let (cx, cy) = f.center();
-    let inter_w = (f.x + f.w).min(b.x + b.w) - f.x.max(b.x);
-    let inter_h = (f.y + f.h).min(b.y + b.h) - f.y.max(b.y);
+    let inter = f.intersection_area(&b);
     let upper = cy <= b.y + b.h / 2.0;
-    if inter_w > 0.0 && inter_h > 0.0 && inter_w * inter_h >= FACE_INSIDE_BODY * f.area() && upper {
+    if inter > 0.0 && inter >= FACE_INSIDE_BODY * f.area() && upper {
         return FaceOnBody::Inside;
     }
     let within = cx >= b.x && cx <= b.x + b.w && f.w <= b.w;
@@ -247,8 +251,9 @@ fn face_on_body(f: BoxF, b: BoxF) -> FaceOnBody {
 /// top edge the face sits on in the most frames (the detector's box of a
 /// close, cut-off person often starts at the neck or shoulders), nearer
 /// the middle of the body's top edge breaking ties (overlapping boxes of
-/// one person); remaining ties go to the smaller body. Sets the faces' [`MediaTemplate::person_track`]; faces without
-/// such a body keep `None` (they are their own person track).
+/// one person); remaining ties go to the smaller body. Sets the faces'
+/// [`MediaTemplate::person_track`]; faces without such a body keep `None`
+/// (they are their own person track).
 pub fn link_people(templates: &mut [MediaTemplate]) {
     let bodies: Vec<(i64, &str, std::collections::HashMap<i64, BoxF>)> = templates
         .iter()
