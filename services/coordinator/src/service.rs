@@ -288,26 +288,25 @@ impl Coordinator {
                         Modality::Body => "body_model",
                         Modality::Gait => "gait_model",
                     };
-                    let found = self.read_gallery(&name).await?.is_some();
-                    if !found && (modality == Modality::Face || self.read_gallery(&spec.gallery).await?.is_none()) {
-                        return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery)));
-                    }
-                    match self.read_gallery(&name).await?.as_ref() {
-                        None => {
-                            return Err(ApiError::not_found(format!(
-                                "gallery `{}` has no {modality} index (`{name}`): enrol it with `modalities` naming {modality}",
-                                spec.gallery
-                            )));
+                    let guard = self.read_gallery(&name).await?;
+                    let Some(g) = guard.as_ref() else {
+                        // Released first: erasure takes the base gallery's lock before its companions'.
+                        drop(guard);
+                        if modality == Modality::Face || self.read_gallery(&spec.gallery).await?.is_none() {
+                            return Err(ApiError::not_found(format!("no gallery `{}`", spec.gallery)));
                         }
-                        Some(g) if g.manifest().model != model => {
-                            let what = if modality == Modality::Face { String::new() } else { format!("{modality} ") };
-                            return Err(ApiError::bad_request(format!(
-                                "gallery `{name}` holds `{}` {what}templates; this job would make `{model}` probes (set `{option}` to `{}`)",
-                                g.manifest().model,
-                                g.manifest().model
-                            )));
-                        }
-                        Some(_) => {}
+                        return Err(ApiError::not_found(format!(
+                            "gallery `{}` has no {modality} index (`{name}`): enrol it with `modalities` naming {modality}",
+                            spec.gallery
+                        )));
+                    };
+                    if g.manifest().model != model {
+                        let what = if modality == Modality::Face { String::new() } else { format!("{modality} ") };
+                        return Err(ApiError::bad_request(format!(
+                            "gallery `{name}` holds `{}` {what}templates; this job would make `{model}` probes (set `{option}` to `{}`)",
+                            g.manifest().model,
+                            g.manifest().model
+                        )));
                     }
                 }
                 if let Some(k) = spec.top_k {
