@@ -311,6 +311,20 @@ impl Tracker {
         for t in &mut self.live {
             t.predict_to(t_ms);
         }
+        // So do tracks expected to have walked out of the picture (the
+        // predicted centre outside it): whoever comes in next, even in the
+        // same clothes, is someone else until the appearance says otherwise
+        // on a track of its own.
+        let (w, h) = (image.width() as f32, image.height() as f32);
+        let (keep, exited): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.live).into_iter().partition(|t| {
+            let (cx, cy) = t.predicted_box().center();
+            (0.0..=w).contains(&cx) && (0.0..=h).contains(&cy)
+        });
+        for t in &exited {
+            tracing::debug!(t_ms, track = t.id, "left the picture");
+        }
+        self.live = keep;
+        self.finished.extend(exited);
         let mut pairs = Vec::new();
         for (ti, t) in self.live.iter().enumerate() {
             let pred = t.predicted_box();
@@ -482,6 +496,29 @@ mod tests {
         tracker.cut();
         let ids = tracker.update(2, 400, &img, &[obs(300.0, 30.0, 245.0, [1.0, 0.05])]);
         assert_eq!(ids, vec![2], "nothing continues across a cut");
+    }
+
+    #[test]
+    fn a_track_that_walked_out_of_the_picture_ends() {
+        // demo1.mp4 of All-in-One-Gait, at 5 frames/s: one person walks out
+        // on the left at ~250 px/s; 0.6 s later another, in look close
+        // enough for the far gate, walks in on the right.
+        let img = RgbImage::new(720, 1280);
+        let config = TrackerConfig { appearance_gate_far: 0.9, max_distance: 6.0, ..TrackerConfig::default() };
+        let mut tracker = Tracker::new(config);
+        let walker = |x: f32| {
+            let mut o = obs(x, 600.0, 100.0, [1.0, 0.05]);
+            o.bbox.h = 340.0;
+            o
+        };
+        for f in 0..8 {
+            assert_eq!(tracker.update(f, f * 200, &img, &[walker(420.0 - 50.0 * f as f32)]), vec![0]);
+        }
+        for f in 8..11 {
+            tracker.update(f, f * 200, &img, &[]);
+        }
+        let ids = tracker.update(11, 2200, &img, &[walker(600.0)]);
+        assert_eq!(ids, vec![1], "the track that left on the left does not jump to the right edge");
     }
 
     #[test]
