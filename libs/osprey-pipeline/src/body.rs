@@ -127,14 +127,16 @@ impl BodyAnalyzer {
     }
 }
 
-/// Least height over width of an image taken for a person crop.
-const CROP_ASPECT: f32 = 1.5;
+/// Least height over width of an image taken for a person crop (a
+/// re-identification crop is about 2; a walking person cut off at the knees
+/// by the frame, about 1.2).
+const CROP_ASPECT: f32 = 1.15;
 
 impl BodyAnalyzer {
-    /// A still image that is itself a person crop (at least 1.5× taller than
-    /// wide, as re-identification crops are, where the detector finds no
-    /// one because the person fills the frame): the whole image as the
-    /// person, with confidence 1. `None` for other images.
+    /// A still image that is itself a person crop (at least 1.15× taller
+    /// than wide): the whole image as the person, with confidence 1. `None`
+    /// for other images. (For crops in which the detector finds no one who
+    /// fills most of the frame.)
     pub fn whole_crop(&self, image: &RgbImage) -> Result<Option<Observation>> {
         let (w, h) = (image.width() as f32, image.height() as f32);
         if w < 1.0 || h < CROP_ASPECT * w || h < self.options.min_height {

@@ -247,6 +247,11 @@ fn check_recogniser(id: &str, has_weights: bool, modality: Modality) -> Result<(
     Ok(())
 }
 
+/// Least share of a crop-shaped still (see `BodyAnalyzer::whole_crop`) the
+/// largest person found must cover to be taken as its person; below it the
+/// whole image is the person.
+const CROP_PERSON_AREA: f32 = 0.5;
+
 /// The face models loaded once, with the settings they run at.
 pub struct MediaAnalysis {
     analyzer: FaceAnalyzer,
@@ -538,9 +543,14 @@ impl MediaAnalysis {
         }
         if let Some(body) = &self.body {
             let mut found = body.analyze(&image)?;
-            if found.is_empty() {
-                // An enrolment or probe photo that is itself a person crop.
-                found.extend(body.whole_crop(&image)?);
+            // An enrolment or probe photo that is itself a person crop: the
+            // detector finds no one when the person fills the frame, or only
+            // part of them, or a neighbour cut in at the edge.
+            let area = image.width() as f32 * image.height() as f32;
+            if found.iter().all(|o| o.bbox.area() < CROP_PERSON_AREA * area)
+                && let Some(whole) = body.whole_crop(&image)?
+            {
+                found = vec![whole];
             }
             if largest_only {
                 found.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
