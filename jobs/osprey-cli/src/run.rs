@@ -261,6 +261,35 @@ fn load_analysis(args: &MediaArgs) -> anyhow::Result<(MediaAnalysis, MediaSettin
     Ok((analysis, settings))
 }
 
+/// Leaves `gait` out of the modalities, with a warning, when no gait model
+/// is named: no package registry ships gait weights, so gait templates need
+/// the user's own checkpoint. (Without `body`, or with a checkpoint but no
+/// model, validation says what is wrong instead.)
+fn drop_gait_without_model(media: &mut MediaArgs) {
+    let has = |m| media.modalities.contains(&m);
+    if has(Modality::Gait) && has(Modality::Body) && media.gait_model.is_none() && media.gait_weights.is_none() {
+        media.modalities.retain(|m| *m != Modality::Gait);
+        eprintln!(
+            "warning: gait is skipped: no gait model given (no package registry ships gait weights; bring OpenGait's checkpoint with --gait-model gaitbase|biggait --gait-weights FILE)"
+        );
+    }
+}
+
+/// Creates face gallery `name` empty (a flat index), for `model`, unless it
+/// exists.
+async fn create_empty_face_gallery(root: &Root, name: &str, model: &str) -> anyhow::Result<()> {
+    match Gallery::load(root, name).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dim = osprey_models::face_model(model)?.dim;
+    let mut gallery = Gallery::build_reranked(name, model, dim, None, None, Vec::new(), &[])?;
+    gallery.save(root).await?;
+    eprintln!("gallery `{name}` created empty: face searches against it answer `unknown`");
+    Ok(())
+}
+
 /// The analysis settings the flags stand for (unvalidated).
 fn media_settings(args: &MediaArgs) -> MediaSettings {
     MediaSettings {
@@ -338,8 +367,9 @@ fn process_all(
 
 // ---------------------------------------------------------------- enroll
 
-async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
+async fn run_enroll(mut args: EnrollArgs) -> anyhow::Result<()> {
     layout::check_name("gallery", &args.gallery)?;
+    drop_gait_without_model(&mut args.media);
     let root = Root::open(&args.root.root)?;
     media_settings(&args.media).validate()?;
     let inputs = media::subject_inputs(&args.subjects_from_dirs, &|w| eprintln!("warning: {w}")).await?;
@@ -410,6 +440,11 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
         let these = modality_part(&templates, modality, false);
         if these.is_empty() {
             eprintln!("no {modality} template to enrol into `{name}`");
+            if modality == Modality::Face {
+                // The gallery itself holds the faces: it exists even when
+                // nobody's face was seen, so face searches answer `unknown`.
+                create_empty_face_gallery(&root, &name, &args.media.model).await?;
+            }
             continue;
         }
         let these_obs = observations_of(&observations, &these);
@@ -451,25 +486,34 @@ async fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- search
 
-async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
+async fn run_search(mut args: SearchArgs) -> anyhow::Result<()> {
     let root = Root::open(&args.root.root)?;
     let job_id = args.search.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     layout::check_name("job", &job_id)?;
+    drop_gait_without_model(&mut args.media);
     media_settings(&args.media).validate()?;
-    // One index per modality: load each before any media work.
+    // One index per modality: load each before any media work. A modality
+    // the gallery has no index of is left out (with a warning) when another
+    // one can be searched.
     let mut galleries = Vec::new();
+    let mut missing = Vec::new();
     for &modality in &args.media.modalities {
         let name = modality_gallery(&args.search.gallery, modality);
         let gallery = match Gallery::load(&root, &name).await {
             Ok(g) => g,
-            Err(e) if e.kind() == osprey_core::ErrorKind::NotFound && modality != Modality::Face => {
-                bail!(Error::new(
-                    osprey_core::ErrorKind::NotFound,
-                    format!(
-                        "gallery `{}` has no {modality} index (`{name}`): enrol it with --modalities {modality} (e.g. face,{modality})",
-                        args.search.gallery
-                    )
-                ));
+            Err(e) if e.kind() == osprey_core::ErrorKind::NotFound => {
+                let e = match modality {
+                    Modality::Face => e,
+                    _ => Error::new(
+                        osprey_core::ErrorKind::NotFound,
+                        format!(
+                            "gallery `{}` has no {modality} index (`{name}`): enrol it with --modalities {modality} (e.g. face,{modality})",
+                            args.search.gallery
+                        ),
+                    ),
+                };
+                missing.push((modality, e));
+                continue;
             }
             Err(e) => return Err(e.into()),
         };
@@ -484,6 +528,13 @@ async fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         }
         galleries.push((modality, gallery));
     }
+    if galleries.is_empty() && !missing.is_empty() {
+        bail!(missing.swap_remove(0).1);
+    }
+    for (modality, e) in &missing {
+        eprintln!("warning: {modality} is not searched: {e}");
+    }
+    args.media.modalities.retain(|m| !missing.iter().any(|(gone, _)| gone == m));
     let mut thresholds = Vec::new();
     for (modality, gallery) in &mut galleries {
         let op = operating_point(&root, gallery, args.search.threshold, args.search.fpir).await?;

@@ -185,7 +185,7 @@ fn body_options_are_checked_before_any_work() {
     let cases: [(&[&str], &str); 7] = [
         (&["--modalities", "body"], "has no body index (`faces.body`)"),
         (&["--modalities", "gait"], "modality `gait` needs `body` too"),
-        (&["--modalities", "body,gait"], "needs a gait model: pass --gait-model gaitbase"),
+        (&["--modalities", "body,gait"], "gait is skipped: no gait model given"),
         (&["--modalities", "body,gait", "--gait-model", "gaitbase"], "needs its checkpoint: pass --gait-weights"),
         (&["--modalities", "body,gait", "--gait-model", "osnet-x1_0", "--gait-weights", "w.pt"], "not a gait model"),
         (&["--modalities", "body", "--gait-model", "gaitbase"], "need `gait` in --modalities"),
