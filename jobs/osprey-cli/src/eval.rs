@@ -121,8 +121,9 @@ fn read_truth(path: &Path) -> anyhow::Result<Vec<TruthRow>> {
 }
 
 /// The job's searched probes of every modality (from `results` joined to
-/// `templates`) and its templates that were never searched.
-async fn load_job(root: &Root, job: &str) -> anyhow::Result<JobResults> {
+/// `templates`) and its templates that were never searched; with `boxes`,
+/// also its templates' boxes (for truth given by points).
+async fn load_job(root: &Root, job: &str, boxes: bool) -> anyhow::Result<JobResults> {
     layout::check_name("job", job)?;
     let session = SqlSession::open(root).await?;
     let batches = session.query(&load::results_query(job)?).await?;
@@ -143,7 +144,11 @@ async fn load_job(root: &Root, job: &str) -> anyhow::Result<JobResults> {
         );
     }
     let failures = load::failures_from_batches(&session.query(&load::failures_query(job)?).await?)?;
-    Ok(JobResults { job_id: job.to_string(), root: root.url().to_string(), probes, failures })
+    let boxes = match boxes {
+        true => load::boxes_from_batches(&session.query(&load::boxes_query(job)?).await?)?,
+        false => Default::default(),
+    };
+    Ok(JobResults { job_id: job.to_string(), root: root.url().to_string(), probes, failures, boxes })
 }
 
 async fn search(args: SearchEvalArgs) -> anyhow::Result<()> {
@@ -155,7 +160,7 @@ async fn search(args: SearchEvalArgs) -> anyhow::Result<()> {
     }
     let truth = read_truth(&args.truth)?;
     let root = Root::open(&args.root)?;
-    let job = load_job(&root, &args.job).await?;
+    let job = load_job(&root, &args.job, truth.iter().any(|r| r.at.is_some())).await?;
     let options = SearchEvalOptions { fpir: args.fpir.clone(), max_rank: args.max_rank };
     let mut report = evaluate_search(&job, &truth, &args.truth.display().to_string(), &options)?;
     for w in &report.warnings {

@@ -1022,7 +1022,7 @@ const REPORT_GALLERY_LIMIT: usize = 100;
 /// report (charts and thumbnails inline), per modality and fused; with
 /// `Accept: application/json`, its numbers (the CLI's `metrics.json`).
 #[utoipa::path(post, path = "/v1/jobs/{id}/report", params(("id" = String, Path, description = "job id")),
-    request_body(content = String, content_type = "text/csv", description = "truth CSV with the header `media,subject`"),
+    request_body(content = String, content_type = "text/csv", description = "truth CSV with the header `media,subject` (and optionally `time_s,x,y`: a point on each person)"),
     responses((status = 200, content_type = "text/html", body = String, description = "the report (JSON with Accept: application/json)"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn job_report(
     State(c): AppState,
@@ -1042,7 +1042,11 @@ async fn job_report(
         return Err(ApiError::not_found(format!("job `{id}` has no search results")));
     }
     let failures = load::failures_from_batches(&session.query(&load::failures_query(&id)?).await?)?;
-    let job = eval::JobResults { job_id: id.clone(), root: c.root.url().to_string(), probes, failures };
+    let boxes = match truth.iter().any(|r| r.at.is_some()) {
+        true => load::boxes_from_batches(&session.query(&load::boxes_query(&id)?).await?)?,
+        false => Default::default(),
+    };
+    let job = eval::JobResults { job_id: id.clone(), root: c.root.url().to_string(), probes, failures, boxes };
     let mut report = eval::evaluate_search(&job, &truth, "the truth CSV", &eval::SearchEvalOptions::default())?;
     let wants_json =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));

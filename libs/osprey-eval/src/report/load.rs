@@ -8,7 +8,9 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use osprey_core::{Error, Result};
 
-use super::search::{Contribution, Failure, ProbeRecord, RankedCandidate};
+use std::collections::HashMap;
+
+use super::search::{Contribution, Failure, ProbeRecord, RankedCandidate, TimedBox};
 
 /// Checks a job id before it goes into a query (letters, digits, `-`, `_`
 /// and `.`, as job ids are).
@@ -35,6 +37,36 @@ pub fn results_query(job: &str) -> Result<String> {
          FROM results r LEFT JOIN templates t ON t.template_id = r.probe_template_id \
          WHERE r.job_id = '{job}' ORDER BY kind, r.probe_template_id, r.rank"
     ))
+}
+
+/// The query for the boxes of a job's templates (the `observations` of its
+/// probes and persons), for truth given by points; ordered by template and
+/// time.
+pub fn boxes_query(job: &str) -> Result<String> {
+    check_job(job)?;
+    Ok(format!(
+        "SELECT o.template_id AS id, o.t_ms AS t, o.bbox['x'] AS x, o.bbox['y'] AS y, o.bbox['w'] AS w, \
+         o.bbox['h'] AS h FROM observations o \
+         WHERE o.template_id IN (SELECT template_id FROM templates WHERE job_id = '{job}') ORDER BY id, t"
+    ))
+}
+
+/// The boxes in [`boxes_query`]'s rows, by template id.
+pub fn boxes_from_batches(batches: &[RecordBatch]) -> Result<HashMap<String, Vec<TimedBox>>> {
+    let mut boxes: HashMap<String, Vec<TimedBox>> = HashMap::new();
+    for b in batches {
+        let (ids, ts) = (strings(b, "id")?, ints(b, "t")?);
+        let (xs, ys, ws, hs) = (floats(b, "x")?, floats(b, "y")?, floats(b, "w")?, floats(b, "h")?);
+        for i in 0..b.num_rows() {
+            let (Some(id), Some(t_ms), Some(x), Some(y), Some(w), Some(h)) =
+                (ids[i].clone(), ts[i], xs[i], ys[i], ws[i], hs[i])
+            else {
+                continue;
+            };
+            boxes.entry(id).or_default().push(TimedBox { t_ms, x, y, w, h });
+        }
+    }
+    Ok(boxes)
 }
 
 /// The query for a job's templates that were not searched (inputs that

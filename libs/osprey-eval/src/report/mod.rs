@@ -15,6 +15,8 @@ pub use html::{
 pub use search::{
     CmcPoint, Contribution, Counts, DirAtFar, Failure, FnirAtFpir, Galleries, JobOperatingPoint, JobResults,
     MODALITIES, ModalityEvaluation, NotDetected, NotInJob, ProbeOutcome, ProbeRecord, RankedCandidate,
-    SearchEvalOptions, SearchReport, evaluate_search,
+    SearchEvalOptions, SearchReport, TimedBox, evaluate_search,
 };
-pub use truth::{MediaIndex, TruthRow, csv_error, file_name, parse_truth, record_line};
+pub use truth::{
+    MediaIndex, TRUTH_POINT_TOLERANCE_MS, TruthPoint, TruthRow, csv_error, file_name, parse_truth, record_line,
+};

@@ -5,10 +5,12 @@
 //! image's face) for `face`, a body track for `body`, a gait template (of a
 //! body track) for `gait`, and a person (the fused rows, one set per
 //! `person_track_id`) for `fused`. Every probe takes the subject of the
-//! truth row naming its media file. A truth row whose media is in the job but
-//! gave no probe of a modality counts, for that modality, as *not detected*:
-//! a miss when it is mated, and no search at all when it is not (it could
-//! not alarm). So every modality is scored against the same truth rows.
+//! truth row naming its media file, or, where the truth places people by a
+//! point (`time_s,x,y`), of the row whose point lies in the probe's box (or
+//! its person's) nearest that time. A truth row that no probe of a modality
+//! takes counts, for that modality, as *not detected*: a miss when it is
+//! mated, and no search at all when it is not (it could not alarm). So every
+//! modality is scored against the same truth rows.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,7 +18,7 @@ use osprey_core::{Error, OpenSetDecision, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::truth::{MediaIndex, TruthRow};
+use super::truth::{MediaIndex, TRUTH_POINT_TOLERANCE_MS, TruthPoint, TruthRow};
 use crate::{Candidate, IdentificationDetPoint, Search};
 
 /// The kinds of probe a job's results can hold, in report order.
@@ -93,6 +95,27 @@ pub struct Failure {
     pub error: Option<String>,
 }
 
+/// Where a template's face or body was in one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimedBox {
+    /// The frame's time, in milliseconds.
+    pub t_ms: i64,
+    /// Left edge, in pixels.
+    pub x: f32,
+    /// Top edge.
+    pub y: f32,
+    /// Width.
+    pub w: f32,
+    /// Height.
+    pub h: f32,
+}
+
+impl TimedBox {
+    fn holds(&self, p: &TruthPoint) -> bool {
+        (self.x..=self.x + self.w).contains(&p.x) && (self.y..=self.y + self.h).contains(&p.y)
+    }
+}
+
 /// A search job's stored results, as the evaluation needs them.
 #[derive(Debug, Clone, Default)]
 pub struct JobResults {
@@ -104,6 +127,9 @@ pub struct JobResults {
     pub probes: Vec<ProbeRecord>,
     /// Its templates that were not searched.
     pub failures: Vec<Failure>,
+    /// The boxes of its templates by template id, in time order (needed
+    /// only for truth given by points).
+    pub boxes: HashMap<String, Vec<TimedBox>>,
 }
 
 /// What to measure.
@@ -132,13 +158,13 @@ pub struct Counts {
     pub truth_nonmated: usize,
     /// Truth rows naming no media of the job.
     pub truth_not_in_job: usize,
-    /// Mated truth rows whose media gave no probe of this modality.
+    /// Mated truth rows no probe of this modality took.
     pub not_detected_mated: usize,
-    /// Non-mated truth rows whose media gave no probe of this modality.
+    /// Non-mated truth rows no probe of this modality took.
     pub not_detected_nonmated: usize,
     /// The job's probes of this modality.
     pub job_probe_templates: usize,
-    /// Of them, in media without a truth row (ignored).
+    /// Of them, without a truth row (in media without one, or in no truth point's box; ignored).
     pub probes_without_truth: usize,
     /// Mated searches: probes plus mated media not detected.
     pub mated_searches: usize,
@@ -250,7 +276,7 @@ pub struct Galleries {
     pub false_matches: Vec<ProbeOutcome>,
 }
 
-/// A truth row whose media gave no probe of a modality.
+/// A truth row no probe of a modality took.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotDetected {
     /// Its line in the truth file.
@@ -387,6 +413,7 @@ pub fn evaluate_search(
         job.probes.iter().map(|p| &p.media).chain(job.failures.iter().map(|f| &f.media)).collect();
     let index = MediaIndex::new(job_media.iter().copied());
     let mut truth_of: HashMap<&str, &TruthRow> = HashMap::new();
+    let mut points_of: HashMap<&str, Vec<&TruthRow>> = HashMap::new();
     let mut resolved: Vec<(&TruthRow, Option<&str>)> = Vec::new();
     for row in truth {
         let media = index.resolve(&row.media).map_err(|(rule, found)| {
@@ -401,17 +428,24 @@ pub fn evaluate_search(
                 if found.len() > 5 { ", …" } else { "" }
             ))
         })?;
-        if let Some(m) = media
-            && let Some(other) = truth_of.insert(m, row)
-        {
-            return Err(Error::invalid(format!(
-                "{truth_name} lines {} and {} both name media `{m}`: one subject per media file",
-                other.line, row.line
-            )));
+        if let Some(m) = media {
+            let other = match row.at {
+                None => truth_of.insert(m, row).or_else(|| points_of.get(m).map(|p| p[0])),
+                Some(_) => {
+                    points_of.entry(m).or_default().push(row);
+                    truth_of.get(m).copied()
+                }
+            };
+            if let Some(other) = other {
+                return Err(Error::invalid(format!(
+                    "{truth_name} lines {} and {} both name media `{m}`: one subject per media file, or points for each person in it",
+                    other.line, row.line
+                )));
+            }
         }
         resolved.push((row, media));
     }
-    if truth_of.is_empty() {
+    if truth_of.is_empty() && points_of.is_empty() {
         let example = job_media.first().map_or(String::new(), |m| format!(", e.g. `{m}`"));
         return Err(Error::invalid(format!(
             "none of the {} media in {truth_name} (e.g. `{}`) is a media file of job `{}` ({} media{example}): \
@@ -447,7 +481,15 @@ pub fn evaluate_search(
         kinds.push("face");
     }
     let multi = kinds.len() > 1;
-    let context = Context { truth, resolved: &resolved, truth_of: &truth_of, failure_of: &failure_of, options };
+    let context = Context {
+        truth,
+        resolved: &resolved,
+        truth_of: &truth_of,
+        points_of: &points_of,
+        boxes: &job.boxes,
+        failure_of: &failure_of,
+        options,
+    };
     let mut modalities = Vec::new();
     for kind in kinds {
         let probes: Vec<&ProbeRecord> = job.probes.iter().filter(|p| p.modality == kind).collect();
@@ -479,8 +521,36 @@ struct Context<'a> {
     truth: &'a [TruthRow],
     resolved: &'a [(&'a TruthRow, Option<&'a str>)],
     truth_of: &'a HashMap<&'a str, &'a TruthRow>,
+    points_of: &'a HashMap<&'a str, Vec<&'a TruthRow>>,
+    boxes: &'a HashMap<String, Vec<TimedBox>>,
     failure_of: &'a HashMap<&'a str, &'a Failure>,
     options: &'a SearchEvalOptions,
+}
+
+impl Context<'_> {
+    /// The truth row `p` takes: its media's, else the point row whose point
+    /// lies in the box of `p` (or of its person) nearest the point's time,
+    /// within [`TRUTH_POINT_TOLERANCE_MS`]; the row nearest in time when
+    /// several do.
+    fn row_of(&self, p: &ProbeRecord) -> Option<&TruthRow> {
+        if let Some(row) = self.truth_of.get(p.media.as_str()) {
+            return Some(row);
+        }
+        let points = self.points_of.get(p.media.as_str())?;
+        let own = self.boxes.get(&p.template_id).into_iter().flatten();
+        let person = p.person_track_id.as_ref().filter(|id| **id != p.template_id);
+        let boxes: Vec<&TimedBox> = own.chain(person.and_then(|id| self.boxes.get(id)).into_iter().flatten()).collect();
+        points
+            .iter()
+            .filter_map(|row| {
+                let at = row.at.as_ref()?;
+                let gap = |b: &&TimedBox| (b.t_ms - at.t_ms).abs();
+                let nearest = boxes.iter().map(gap).min().filter(|g| *g <= TRUTH_POINT_TOLERANCE_MS)?;
+                boxes.iter().any(|b| gap(b) == nearest && b.holds(at)).then_some((nearest, row.line, *row))
+            })
+            .min_by_key(|(gap, line, _)| (*gap, *line))
+            .map(|(_, _, row)| row)
+    }
 }
 
 fn outcome(p: &ProbeRecord, truth: Option<&str>) -> ProbeOutcome {
@@ -511,18 +581,19 @@ fn evaluate_modality(
     warnings: &mut Vec<String>,
 ) -> Result<Option<ModalityEvaluation>> {
     let options = cx.options;
-    let searched: BTreeSet<&str> = probes.iter().map(|p| p.media.as_str()).collect();
-    // Searches: every probe with truth, and a miss for each mated media
-    // without a probe. Non-mated media without one are not searches: they
+    // Searches: every probe with truth, and a miss for each mated truth row
+    // no probe took. Non-mated rows without one are not searches: they
     // could not alarm, and counting them would lower FPIR.
     let mut searches = Vec::new();
     let mut evaluated: Vec<(&ProbeRecord, Option<&str>)> = Vec::new();
     let mut without_truth = 0;
+    let mut taken: BTreeSet<u64> = BTreeSet::new();
     for &p in probes {
-        let Some(row) = cx.truth_of.get(p.media.as_str()) else {
+        let Some(row) = cx.row_of(p) else {
             without_truth += 1;
             continue;
         };
+        taken.insert(row.line);
         searches.push(Search {
             mate: row.subject.clone(),
             candidates: p
@@ -536,7 +607,7 @@ fn evaluate_modality(
     let mut not_detected = Vec::new();
     for &(row, media) in cx.resolved {
         let Some(m) = media else { continue };
-        if searched.contains(m) {
+        if taken.contains(&row.line) {
             continue;
         }
         if let Some(s) = &row.subject {
@@ -695,6 +766,7 @@ mod tests {
                 fused_d,
             ],
             failures: vec![],
+            boxes: HashMap::new(),
         }
     }
 
@@ -749,6 +821,49 @@ mod tests {
         assert_eq!(m["modalities"]["fused"]["rank1"], 1.0);
         assert_eq!(m["modality_order"], serde_json::json!(["face", "body", "fused"]));
         assert_eq!(m["modalities"]["fused"]["galleries"]["hits"][2]["contributions"][0]["score"], 0.800000011920929);
+    }
+
+    #[test]
+    fn truth_points_pick_the_person_in_whose_box_they_lie() {
+        // One clip: Amy (face track linked to her body track), a stranger
+        // (body only), and Bea, listed in the truth but never tracked.
+        let b = |t_ms, x, y| TimedBox { t_ms, x, y, w: 100.0, h: 300.0 };
+        let mut face = probe("face", "clip.mp4", "unknown", 0.9, &[("amy", 0.5)]);
+        face.template_id = "f1".into();
+        face.person_track_id = Some("b1".into());
+        let mut amy = probe("body", "clip.mp4", "match", 0.9, &[("amy", 0.95)]);
+        amy.template_id = "b1".into();
+        let mut stranger = probe("body", "clip.mp4", "match", 0.9, &[("amy", 0.92)]);
+        stranger.template_id = "b2".into();
+        let mut job = JobResults { job_id: "j".into(), probes: vec![face, amy, stranger], ..Default::default() };
+        // The face track's own box is 1.5 s after the truth's time: its
+        // person's body box at 0.6 s places it.
+        job.boxes.insert("f1".into(), vec![TimedBox { t_ms: 2100, x: 20.0, y: 10.0, w: 40.0, h: 40.0 }]);
+        job.boxes.insert("b1".into(), vec![b(400, 0.0, 0.0), b(800, 10.0, 0.0)]);
+        job.boxes.insert("b2".into(), vec![b(600, 500.0, 0.0)]);
+        let text =
+            "media,subject,time_s,x,y\nclip.mp4,amy,0.6,50,20\nclip.mp4,unknown,0.6,550,20\nclip.mp4,bea,0.6,900,20\n";
+        let truth = parse_truth(text, "t.csv").unwrap();
+        let report = evaluate_search(&job, &truth, "t.csv", &SearchEvalOptions::default()).unwrap();
+        let face = &report.modalities[0];
+        assert_eq!((face.counts.mated_searches, face.counts.nonmated_searches, face.counts.misses), (2, 0, 1));
+        assert_eq!(face.galleries.misses[0].template_id, "f1");
+        let body = &report.modalities[1];
+        let c = &body.counts;
+        assert_eq!((c.hits, c.false_matches, c.not_detected_mated, c.probes_without_truth), (1, 1, 1, 0));
+        assert_eq!(body.galleries.false_matches[0].template_id, "b2");
+        assert_eq!(body.not_detected[0].line, 4);
+
+        // A point too far in time from every box of a track is not its.
+        let far = parse_truth("media,subject,time_s,x,y\nclip.mp4,amy,3,50,20\n", "t.csv").unwrap();
+        let report = evaluate_search(&job, &far, "t.csv", &SearchEvalOptions::default()).unwrap();
+        assert_eq!(report.modalities[0].counts.probes_without_truth, 0, "f1's own box at 2.1 s is within 1 s of 3 s");
+        assert_eq!(report.modalities[1].counts.probes_without_truth, 2);
+
+        // A whole-media row and points for the same media under two names.
+        let mixed = parse_truth("media,subject,time_s,x,y\nclip.mp4,amy,,,\n/clip.mp4,bea,1,2,3\n", "t.csv");
+        let err = evaluate_search(&job, &mixed.unwrap(), "t.csv", &SearchEvalOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("lines 2 and 3 both name media"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Ground truth for search evaluation: a `media,subject` CSV, and the rules
-//! that match its media names to the media of a job.
+//! Ground truth for search evaluation: a `media,subject` CSV (optionally
+//! `time_s,x,y`: who is where, when), and the rules that match its media
+//! names to the media of a job.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -14,12 +15,35 @@ pub struct TruthRow {
     pub media: String,
     /// The gallery subject in it; `None`: not enrolled (`unknown`).
     pub subject: Option<String>,
+    /// Where the subject is: a point on the person (best their head) at a
+    /// time of the video. `None`: every person in the media is the subject.
+    pub at: Option<TruthPoint>,
 }
+
+/// A point on one person at one time of a video (or of an image, at 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TruthPoint {
+    /// The time, in milliseconds.
+    pub t_ms: i64,
+    /// Pixel column, in the frame as decoded.
+    pub x: f32,
+    /// Pixel row.
+    pub y: f32,
+}
+
+/// How far from a truth point's time a track's nearest box may be and still
+/// be compared with the point, in milliseconds.
+pub const TRUTH_POINT_TOLERANCE_MS: i64 = 1000;
 
 /// Parses a `media,subject` CSV (other columns are ignored; `#` starts a
 /// comment line; a leading `./` of a media name is dropped; `unknown`, in
 /// any case, is a person not enrolled). `name` names the file in errors,
 /// which give its line.
+///
+/// With the columns `time_s,x,y` too, a row filled in all three names one
+/// person: the one whose track has a box around pixel (x, y) at `time_s`
+/// (see [`TruthPoint`]); a row with the three empty names the whole media. A
+/// media file has either one whole-media row or point rows.
 pub fn parse_truth(text: &str, name: &str) -> Result<Vec<TruthRow>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let bad = |line: u64, what: String| Error::invalid(format!("{name} line {line}: {what}"));
@@ -31,8 +55,17 @@ pub fn parse_truth(text: &str, name: &str) -> Result<Vec<TruthRow>> {
         let found = header.iter().collect::<Vec<_>>().join(",");
         return Err(bad(line, format!("the header must name the columns `media,subject`, found `{found}`")));
     };
+    let point_cols = match (column("time_s"), column("x"), column("y")) {
+        (Some(t), Some(x), Some(y)) => Some((t, x, y)),
+        (None, None, None) => None,
+        _ => {
+            let line = header.position().map_or(1, |p| p.line());
+            return Err(bad(line, "a point needs all three columns `time_s,x,y`".into()));
+        }
+    };
     let mut rows = Vec::new();
-    let mut first_line: HashMap<String, u64> = HashMap::new();
+    // Per media: the line of its whole-media row, or of its first point row.
+    let mut first_line: HashMap<String, (u64, bool)> = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(name, &e))?;
         let line = record_line(text, &record, true);
@@ -44,16 +77,50 @@ pub fn parse_truth(text: &str, name: &str) -> Result<Vec<TruthRow>> {
         if subject.is_empty() {
             return Err(bad(line, "empty `subject` (write `unknown` for a person not enrolled)".into()));
         }
-        if let Some(first) = first_line.insert(media.clone(), line) {
-            return Err(bad(line, format!("media `{media}` is listed again (first at line {first})")));
+        let at = match point_cols {
+            None => None,
+            Some((t, x, y)) => parse_point([&record[t], &record[x], &record[y]]).map_err(|what| bad(line, what))?,
+        };
+        match first_line.get(&media) {
+            Some(&(first, false)) => {
+                return Err(bad(line, format!("media `{media}` is listed again (first at line {first})")));
+            }
+            Some(&(first, true)) if at.is_none() => {
+                return Err(bad(
+                    line,
+                    format!(
+                        "media `{media}` has point rows (first at line {first}); a whole-media row cannot join them"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                first_line.insert(media.clone(), (line, at.is_some()));
+            }
         }
         let subject = (!subject.eq_ignore_ascii_case("unknown")).then_some(subject);
-        rows.push(TruthRow { line, media, subject });
+        rows.push(TruthRow { line, media, subject, at });
     }
     if rows.is_empty() {
         return Err(Error::invalid(format!("{name} has no truth rows under its `media,subject` header")));
     }
     Ok(rows)
+}
+
+/// A row's `time_s,x,y`: all three numbers, or all three empty (`None`).
+fn parse_point(fields: [&str; 3]) -> std::result::Result<Option<TruthPoint>, String> {
+    if fields.iter().all(|f| f.is_empty()) {
+        return Ok(None);
+    }
+    let mut v = [0f64; 3];
+    for ((slot, field), col) in v.iter_mut().zip(fields).zip(["time_s", "x", "y"]) {
+        *slot = field
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| format!("`{col}` must be a number ≥ 0 (or `time_s,x,y` all empty), found `{field}`"))?;
+    }
+    Ok(Some(TruthPoint { t_ms: (v[0] * 1000.0).round() as i64, x: v[1] as f32, y: v[2] as f32 }))
 }
 
 /// The 1-based line a CSV record starts on. (The csv crate positions a
@@ -166,6 +233,28 @@ mod tests {
                 .contains("line 3: media `x.jpg` is listed again (first at line 2)")
         );
         assert!(err("media,subject\n").contains("no truth rows"));
+    }
+
+    #[test]
+    fn truth_points_name_one_person() {
+        let text = "media,subject,time_s,x,y\nclip.mp4,amy,1.5,100,200\nclip.mp4,unknown,2,300.5,40\nphoto.jpg,bo,,,\n";
+        let rows = parse_truth(text, "t.csv").unwrap();
+        assert_eq!(rows[0].at, Some(TruthPoint { t_ms: 1500, x: 100.0, y: 200.0 }));
+        assert_eq!((rows[1].subject.as_deref(), rows[1].at.map(|p| p.x)), (None, Some(300.5)));
+        assert_eq!(rows[2].at, None);
+
+        let err = |text: &str| parse_truth(text, "t.csv").unwrap_err().to_string();
+        assert!(err("media,subject,time_s,x\nc.mp4,a,1,2\n").contains("line 1: a point needs all three columns"));
+        assert!(err("media,subject,time_s,x,y\nc.mp4,a,1,,3\n").contains("line 2: `x` must be a number"));
+        assert!(err("media,subject,time_s,x,y\nc.mp4,a,-1,2,3\n").contains("`time_s` must be a number ≥ 0"));
+        assert!(
+            err("media,subject,time_s,x,y\nc.mp4,a,1,2,3\nc.mp4,b,,,\n")
+                .contains("line 3: media `c.mp4` has point rows (first at line 2)")
+        );
+        assert!(
+            err("media,subject,time_s,x,y\nc.mp4,b,,,\nc.mp4,a,1,2,3\n")
+                .contains("line 3: media `c.mp4` is listed again")
+        );
     }
 
     #[test]
