@@ -506,7 +506,7 @@ fn faces(args: FacesBench) -> anyhow::Result<()> {
         .iter()
         .map(|p| osprey_media::read_image(std::path::Path::new(p)).map(|d| d.image))
         .collect::<osprey_core::Result<Vec<_>>>()?;
-    let models = FaceModels::load(&model_dir(args.models.as_deref()), &default_device())?;
+    let models = FaceModels::load(&model_dir(args.models.as_deref()), &default_device()?)?;
     // The same search as dlib: no pixel budget.
     let options = FaceOptions { upsample: args.upsample, max_detect_pixels: u64::MAX, ..Default::default() };
     let threads: usize = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
@@ -744,7 +744,7 @@ fn face_model(args: FaceModelBench) -> anyhow::Result<()> {
         bail!("--batch must be positive");
     }
     let manifest = recognizer::manifest(&spec)?;
-    let device = osprey_models::default_device();
+    let device = osprey_models::default_device()?;
     let started = Instant::now();
     let (model, params, weights) = match &args.weights {
         Some(path) => {
@@ -882,7 +882,7 @@ fn save_sapiensid_inputs(
     }
     let mut crops = decode_crops(&args.inputs)?;
     crops.truncate(args.batch.max(1));
-    let device = osprey_models::default_device();
+    let device = osprey_models::default_device()?;
     let keypointer = osprey_models::sapiensid_input::BodyKeypointer::load(&osprey_models::model_dir(None), &device)?;
     let started = Instant::now();
     let prepared = keypointer.prepare(&crops, &device)?;
@@ -962,7 +962,7 @@ fn person_model(args: PersonModelBench) -> anyhow::Result<()> {
     let sapiens = spec.architecture == osprey_models::registry::PersonArchitecture::SapiensId;
     let started = Instant::now();
     let model =
-        PersonRecognizer::load(&spec, weights, &osprey_models::model_dir(None), &osprey_models::default_device())?;
+        PersonRecognizer::load(&spec, weights, &osprey_models::model_dir(None), &osprey_models::default_device()?)?;
     let load_s = started.elapsed().as_secs_f64();
 
     // Decoding is not timed: both sides start from decoded pixels.

@@ -49,7 +49,7 @@ pub fn people(args: PeopleBench) -> anyhow::Result<()> {
     }
     let frames: Vec<&[u8]> = bytes.chunks_exact(frame_bytes).collect();
     let dir = osprey_models::model_dir(args.models.as_deref());
-    let detector = PersonDetector::load(&dir, &osprey_models::default_device())?;
+    let detector = PersonDetector::load(&dir, &osprey_models::default_device()?)?;
     let mut opts = PersonOptions { stretch: args.stretch, ..PersonOptions::default() };
     if let Some(side) = args.input {
         opts.input_long_side = Some(side);

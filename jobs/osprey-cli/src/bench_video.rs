@@ -63,7 +63,7 @@ pub fn video(args: VideoBench) -> anyhow::Result<()> {
     let end_ms = args.max_frames.map_or(i64::MAX, |n| (n as f64 * 1000.0 / info.fps - 1.0).ceil() as i64);
     let segment = Segment { start_ms: 0, end_ms };
     let dir = osprey_models::model_dir(args.models.as_deref());
-    let models = osprey_models::FaceModels::load(&dir, &osprey_models::default_device())?;
+    let models = osprey_models::FaceModels::load(&dir, &osprey_models::default_device()?)?;
     let options = osprey_models::FaceOptions {
         upsample: args.upsample,
         max_detect_pixels: (args.max_detect_megapixels * 1e6) as u64,

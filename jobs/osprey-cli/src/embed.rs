@@ -386,7 +386,7 @@ enum CropEmbedder {
 
 /// One template per crop, embedded in batches.
 fn embed_aligned(args: &EmbedArgs, spec: &FaceModelSpec, inputs: &[String]) -> anyhow::Result<Vec<Template>> {
-    let device = default_device();
+    let device = default_device()?;
     let embedder = match (&spec.architecture, &args.weights) {
         (Architecture::DlibResnet, None) => {
             CropEmbedder::Dlib(FaceModels::load(&model_dir(args.models.as_deref()), &device)?)
@@ -464,7 +464,7 @@ fn embed_person(args: &EmbedArgs, chosen: &ChosenModel) -> anyhow::Result<()> {
         )));
     }
     let started = Instant::now();
-    let device = default_device();
+    let device = default_device()?;
     // Gait reads sequences through the recogniser; bodies read crops
     // through any body embedder.
     let embedder = match chosen {

@@ -59,12 +59,55 @@ pub use face::{Face, FaceModels, FaceOptions, FaceSelection, MODEL_NAME, model_d
 pub use recognizer::{CropEmbedding, FaceRecognizer};
 pub use registry::{FaceModelSpec, face_model, face_models};
 
-/// The device models run on: the first CUDA GPU when built with `cuda` and
-/// one is present, else the CPU.
-pub fn default_device() -> candle_core::Device {
+/// The device models run on, as `OSPREY_DEVICE` says: `auto` (or unset) the
+/// first CUDA GPU when built with `cuda` and one is present, else the CPU;
+/// `cpu`; `cuda` or `cuda:N` that GPU, an error when there is none or the
+/// build has no CUDA support.
+pub fn default_device() -> osprey_core::Result<candle_core::Device> {
+    device_named(std::env::var("OSPREY_DEVICE").ok().as_deref().unwrap_or("auto"))
+}
+
+fn device_named(name: &str) -> osprey_core::Result<candle_core::Device> {
+    use osprey_core::Error;
+    let cuda_index = match name.trim() {
+        "" | "auto" => {
+            #[cfg(feature = "cuda")]
+            if let Ok(d) = candle_core::Device::new_cuda(0) {
+                return Ok(d);
+            }
+            return Ok(candle_core::Device::Cpu);
+        }
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" => 0,
+        other => other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).ok_or_else(|| {
+            Error::invalid(format!("OSPREY_DEVICE=`{other}`: name `auto`, `cpu`, `cuda` or `cuda:N`"))
+        })?,
+    };
     #[cfg(feature = "cuda")]
-    if let Ok(d) = candle_core::Device::new_cuda(0) {
-        return d;
+    {
+        candle_core::Device::new_cuda(cuda_index)
+            .map_err(|e| Error::invalid(format!("OSPREY_DEVICE=`{name}`: no CUDA device {cuda_index}: {e}")))
     }
-    candle_core::Device::Cpu
+    #[cfg(not(feature = "cuda"))]
+    Err(Error::invalid(format!(
+        "OSPREY_DEVICE=`{name}` (GPU {cuda_index}): this build has no CUDA support; build with `make build-cuda` (--features cuda)"
+    )))
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::device_named;
+
+    #[test]
+    fn devices_are_named_or_refused_with_the_reason() {
+        assert!(device_named("cpu").unwrap().is_cpu());
+        assert!(device_named("auto").is_ok());
+        let err = device_named("gpu").unwrap_err().to_string();
+        assert!(err.contains("name `auto`, `cpu`, `cuda` or `cuda:N`"), "{err}");
+        #[cfg(not(feature = "cuda"))]
+        {
+            let err = device_named("cuda:1").unwrap_err().to_string();
+            assert!(err.contains("this build has no CUDA support"), "{err}");
+        }
+    }
 }

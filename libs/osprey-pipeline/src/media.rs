@@ -358,7 +358,7 @@ impl MediaAnalysis {
     pub fn load(settings: &MediaSettings, models: Option<&Path>) -> Result<MediaAnalysis> {
         let sampling = settings.validate()?;
         let dir = model_dir(models);
-        let device = default_device();
+        let device = default_device()?;
         let options = face_options(settings);
         let mmod = settings.detector_kind()? == FaceDetectorKind::Mmod;
         let analyzer = match &settings.weights {
