@@ -19,7 +19,7 @@ ifeq ($(OSPREY_FAISS_SIMD),avx512)
 export CXXFLAGS_x86_64_unknown_linux_gnu ?= -mavx2 -mfma -mf16c -mpopcnt -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw
 endif
 
-.PHONY: setup models build test demo demo-stop bench bench-faces bench-face-models bench-person-models bench-people bench-video bench-jobs schemas fmt
+.PHONY: setup models build build-cuda test demo demo-stop bench bench-faces bench-face-models bench-person-models bench-people bench-video bench-jobs schemas fmt
 
 setup:
 	infra/scripts/setup.sh
@@ -32,6 +32,15 @@ models:
 build:
 	infra/scripts/setup.sh --no-python --no-s3
 	cargo build --release --workspace --all-targets
+
+# The `cuda` build (GPU workers' models on candle's CUDA backend): nvcc and
+# CUDA's headers from PyPI (infra/scripts/cuda-toolchain.sh), no GPU needed
+# to build; its own target directory, so the CPU build is left alone. CI
+# does not run it. CUDA_COMPUTE_CAP=90 targets H100/H200 only (default 80).
+build-cuda:
+	infra/scripts/setup.sh --no-python --no-s3
+	eval "$$(infra/scripts/cuda-toolchain.sh --env)" && \
+	  CARGO_TARGET_DIR=$(HOME)/.cache/osprey/target-cuda cargo build --release -p osprey-cli --features cuda
 
 test: setup models
 	cargo build --release --workspace --all-targets
