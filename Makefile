@@ -33,10 +33,11 @@ build:
 	infra/scripts/setup.sh --no-python --no-s3
 	cargo build --release --workspace --all-targets
 
-# The `cuda` build (GPU workers' models on candle's CUDA backend): nvcc and
-# CUDA's headers from PyPI (infra/scripts/cuda-toolchain.sh), no GPU needed
-# to build; its own target directory, so the CPU build is left alone. CI
-# does not run it. CUDA_COMPUTE_CAP=90 targets H100/H200 only (default 80).
+# The `cuda` build (GPU workers' models on candle's CUDA backend): nvcc,
+# CUDA's headers and libraries from PyPI (infra/scripts/cuda-toolchain.sh),
+# no GPU needed to build; its own target directory, so the CPU build is left
+# alone. CI does not run it. CUDA_COMPUTE_CAP=90 targets H100/H200 only
+# (default 80). Runs where the NVIDIA driver is (libcuda.so.1).
 build-cuda:
 	infra/scripts/setup.sh --no-python --no-s3
 	eval "$$(infra/scripts/cuda-toolchain.sh --env)" && \

@@ -20,7 +20,10 @@ set -euo pipefail
 # headers kernels include (the runtime's, and CCCL's libcu++ for <nv/target>),
 # all of one CUDA release: pip would otherwise pull the newest nvvm and crt.
 CUDA_RELEASE="${OSPREY_CUDA_RELEASE:-13.0}"
-PACKAGES=(nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-crt nvidia-nvvm nvidia-cuda-cccl)
+# and the libraries the binary links against (cudarc, candle's CUDA layer,
+# links them rather than loading them): NVRTC, cuBLAS, cuRAND of that release.
+PACKAGES=(nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-crt nvidia-nvvm nvidia-cuda-cccl nvidia-cuda-nvrtc)
+LIBRARIES=("nvidia-cublas==$CUDA_RELEASE.*" "nvidia-curand==10.4.0.*")
 CACHE="${OSPREY_CACHE:-$HOME/.cache/osprey}"
 VENV="$CACHE/cuda/venv"
 
@@ -28,14 +31,34 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   python3 -m venv "$VENV" >&2
 fi
 installed=$("$VENV/bin/pip" show "${PACKAGES[@]}" 2>/dev/null | grep -c "^Version: $CUDA_RELEASE\." || true)
-if [[ "$installed" != "${#PACKAGES[@]}" ]]; then
-  "$VENV/bin/pip" install -q "${PACKAGES[@]/%/==$CUDA_RELEASE.*}" >&2
+if [[ "$installed" != "${#PACKAGES[@]}" ]] || ! "$VENV/bin/pip" show nvidia-cublas nvidia-curand >/dev/null 2>&1; then
+  "$VENV/bin/pip" install -q "${PACKAGES[@]/%/==$CUDA_RELEASE.*}" "${LIBRARIES[@]}" >&2
 fi
 ROOT="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')"
 if [[ ! -x "$ROOT/bin/nvcc" ]]; then
   echo "cuda-toolchain: no nvcc under $ROOT" >&2
   exit 1
 fi
+# For the linker: the wheels' libraries under their unversioned names, and a
+# link-only stub of the driver's libcuda (NVIDIA ships the driver library
+# with the driver, and its stub in the toolkit, not on PyPI): every driver
+# function cuda.h declares, doing nothing. At run time the driver's own
+# libcuda.so.1 is loaded instead; the stub is never shipped or loaded.
+lib="$ROOT/lib"
+for so in libcudart.so.13 libnvrtc.so.13 libcurand.so.10 libcublas.so.13 libcublasLt.so.13; do
+  [[ -e "$lib/${so%%.so*}.so" ]] || ln -s "$so" "$lib/${so%%.so*}.so"
+done
+if [[ ! -e "$lib/libcuda.so" ]]; then
+  stub="$(mktemp -d)"
+  { printf '#include <cuda.h>\n' | cc -E -P -I"$ROOT/include" - | tr '\n' ' ' \
+      | grep -oE "CUresult +cu[A-Za-z0-9_]+ *\(" | sed -E 's/CUresult +//; s/ *\($//'
+    # (cudaProfiler.h, not in the wheels)
+    printf '%s\n' cuProfilerInitialize cuProfilerStart cuProfilerStop
+  } | sort -u | awk '{print "void " $1 "(void) {}"}' > "$stub/cuda_stub.c"
+  cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so" "$stub/cuda_stub.c"
+  rm -rf "$stub"
+fi
+
 if [[ "${1:-}" == "--env" ]]; then
   # candle-kernels compiles its kernels to PTX for this compute capability
   # (8.0: A100 and newer; PTX is compiled onward for newer GPUs when loaded).

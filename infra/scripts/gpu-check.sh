@@ -16,6 +16,12 @@
 # itself on a machine without a GPU).
 set -euo pipefail
 gpu="${GPU_DEVICE:-cuda}"
+# The CUDA 13 libraries the cuda build links (cuBLAS, cuRAND, NVRTC, cudart),
+# from the toolchain's wheels when they are here; libcuda.so.1 comes with the
+# driver. (Without libcuda.so.1 the cuda build does not start at all.)
+if [[ "$gpu" != cpu && -d "${OSPREY_CACHE:-$HOME/.cache/osprey}/cuda/venv" ]]; then
+  export LD_LIBRARY_PATH="$("$(dirname "$0")/cuda-toolchain.sh")/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 osprey="${OSPREY:-$HOME/.cache/osprey/target-cuda/release/osprey}"
 python="${OSPREY_PYTHON:-$HOME/.cache/osprey/venv/bin/python}"
 here="$(cd "$(dirname "$0")" && pwd)"
