@@ -303,28 +303,21 @@ impl Tracker {
     /// Adds one frame's observations; returns the track id given to each.
     pub fn update(&mut self, frame: i64, t_ms: i64, image: &RgbImage, observations: &[Observation]) -> Vec<i64> {
         let cfg = &self.config;
-        // Tracks unseen for too long end before they can claim anything.
-        let (keep, gone): (Vec<Track>, Vec<Track>) =
-            std::mem::take(&mut self.live).into_iter().partition(|t| t_ms - t.last_t_ms <= cfg.max_age_ms);
-        self.live = keep;
-        self.finished.extend(gone);
-        for t in &mut self.live {
-            t.predict_to(t_ms);
-        }
-        // So do tracks expected to have walked out of the picture (the
+        // Tracks end before they can claim anything when unseen for too
+        // long, or when expected to have walked out of the picture (the
         // predicted centre outside it): whoever comes in next, even in the
         // same clothes, is someone else until the appearance says otherwise
         // on a track of its own.
         let (w, h) = (image.width() as f32, image.height() as f32);
-        let (keep, exited): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.live).into_iter().partition(|t| {
-            let (cx, cy) = t.predicted_box().center();
-            (0.0..=w).contains(&cx) && (0.0..=h).contains(&cy)
-        });
-        for t in &exited {
-            tracing::debug!(t_ms, track = t.id, "left the picture");
+        for t in &mut self.live {
+            t.predict_to(t_ms);
         }
+        let (keep, ended): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.live).into_iter().partition(|t| {
+            let (cx, cy) = t.predicted_box().center();
+            t_ms - t.last_t_ms <= cfg.max_age_ms && (0.0..=w).contains(&cx) && (0.0..=h).contains(&cy)
+        });
         self.live = keep;
-        self.finished.extend(exited);
+        self.finished.extend(ended);
         let mut pairs = Vec::new();
         for (ti, t) in self.live.iter().enumerate() {
             let pred = t.predicted_box();

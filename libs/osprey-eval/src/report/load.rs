@@ -3,12 +3,12 @@
 //! return turned into [`ProbeRecord`]s and [`Failure`]s. Whoever holds a SQL
 //! session (the CLI, the coordinator) runs the queries.
 
+use std::collections::HashMap;
+
 use arrow::array::{Array, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use osprey_core::{Error, Result};
-
-use std::collections::HashMap;
 
 use super::search::{Contribution, Failure, ProbeRecord, RankedCandidate, TimedBox};
 
