@@ -152,36 +152,52 @@ pub fn video(args: VideoBench) -> anyhow::Result<()> {
 /// strategy's tracks hold too (same frame, IoU >= [`SAME_FACE_IOU`], each
 /// face matched at most once), how many of its tracks have at least one
 /// such face, and how many faces the fast strategy found that the exact
-/// path did not.
+/// path did not; the faces missed and the extra ones are listed by frame
+/// and box.
 pub fn compare(exact: &[MediaTemplate], fast: &[MediaTemplate]) -> serde_json::Value {
     let mut fast_faces: std::collections::HashMap<i64, Vec<(osprey_pipeline::BoxF, bool)>> = Default::default();
     for p in fast.iter().flat_map(|t| &t.points) {
         fast_faces.entry(p.frame).or_default().push((p.bbox, false));
     }
     let (mut faces, mut matched, mut tracks, mut tracks_found) = (0usize, 0usize, 0usize, 0usize);
+    let mut missed = Vec::new();
     for t in exact {
         tracks += 1;
         let mut any = false;
         for p in &t.points {
             faces += 1;
-            let Some(cands) = fast_faces.get_mut(&p.frame) else { continue };
+            let Some(cands) = fast_faces.get_mut(&p.frame) else {
+                missed.push(face_json(p.frame, &p.bbox));
+                continue;
+            };
             let best = cands
                 .iter_mut()
                 .filter(|(b, used)| !used && b.iou(&p.bbox) >= SAME_FACE_IOU)
                 .max_by(|a, b| a.0.iou(&p.bbox).total_cmp(&b.0.iou(&p.bbox)));
-            if let Some(c) = best {
-                c.1 = true;
-                matched += 1;
-                any = true;
+            match best {
+                Some(c) => {
+                    c.1 = true;
+                    matched += 1;
+                    any = true;
+                }
+                None => missed.push(face_json(p.frame, &p.bbox)),
             }
         }
         tracks_found += usize::from(any);
     }
-    let extra = fast_faces.values().flatten().filter(|(_, used)| !used).count();
+    let mut extra: Vec<(i64, osprey_pipeline::BoxF)> =
+        fast_faces.iter().flat_map(|(f, c)| c.iter().filter(|(_, used)| !used).map(|(b, _)| (*f, *b))).collect();
+    extra.sort_by_key(|(f, _)| *f);
     let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     serde_json::json!({
         "faces": faces, "faces_found": matched, "face_recall": ratio(matched, faces),
         "tracks": tracks, "tracks_found": tracks_found, "track_recall": ratio(tracks_found, tracks),
-        "extra_faces": extra,
+        "extra_faces": extra.len(),
+        "missed": missed, "extra": extra.iter().map(|(f, b)| face_json(*f, b)).collect::<Vec<_>>(),
     })
+}
+
+/// A face as `{frame, x, y, w, h}` (pixels, rounded).
+fn face_json(frame: i64, b: &osprey_pipeline::BoxF) -> serde_json::Value {
+    serde_json::json!({"frame": frame, "x": b.x.round(), "y": b.y.round(), "w": b.w.round(), "h": b.h.round()})
 }

@@ -296,31 +296,40 @@ impl FaceModels {
             if x1 <= x0 || y1 <= y0 {
                 continue;
             }
-            let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
-            let (cw, ch) = (crop.width() as f64, crop.height() as f64);
             // Level 0 repeats the whole-image search's own resize and
             // doublings; a skipped level is one resize.
             let (factor, doublings) =
                 if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
-            let dets = if factor == 1.0 {
-                self.detector
-                    .detect_levels(&crop, doublings, levels)?
-                    .into_iter()
-                    .map(|d| (d, 1.0, 1.0))
-                    .collect::<Vec<_>>()
-            } else {
-                let (w, h) = (((cw * factor) as usize).max(1), ((ch * factor) as usize).max(1));
-                let resized = crate::dlib::imgproc::resize_rgb(&crop, w, h);
-                let (sx, sy) = (cw / w as f64, ch / h as f64);
-                self.detector.detect_levels(&resized, doublings, levels)?.into_iter().map(|d| (d, sx, sy)).collect()
+            let exact = match level {
+                0 => self.search_window_exactly(img, [x0, y0, x1, y1], (upsample, scale), levels)?,
+                _ => None,
             };
-            for (d, sx, sy) in dets {
-                let rect = Rect::new(
-                    (d.rect.left as f64 * sx).round() as i64 + x0 as i64,
-                    (d.rect.top as f64 * sy).round() as i64 + y0 as i64,
-                    (d.rect.right as f64 * sx).round() as i64 + x0 as i64,
-                    (d.rect.bottom as f64 * sy).round() as i64 + y0 as i64,
-                );
+            let found_here = match exact {
+                Some(found) => found,
+                None => {
+                    let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+                    let (cw, ch) = (crop.width() as f64, crop.height() as f64);
+                    let (searched, step) = if factor == 1.0 {
+                        (crop, [1.0; 2])
+                    } else {
+                        let (w, h) = (((cw * factor) as usize).max(1), ((ch * factor) as usize).max(1));
+                        (crate::dlib::imgproc::resize_rgb(&crop, w, h), [cw / w as f64, ch / h as f64])
+                    };
+                    let at = |p: i64, axis: usize| (p as f64 * step[axis]).round() as i64;
+                    self.detector
+                        .detect_levels(&searched, doublings, levels)?
+                        .into_iter()
+                        .map(|d| {
+                            let r = d.rect;
+                            let rect = Rect::new(at(r.left, 0), at(r.top, 1), at(r.right, 0), at(r.bottom, 1))
+                                .translate(i64::from(x0), i64::from(y0));
+                            Detection { rect, confidence: d.confidence }
+                        })
+                        .collect()
+                }
+            };
+            for d in found_here {
+                let rect = d.rect;
                 // A face cut by a crop edge inside the image is some other
                 // crop's (or no) face: its box here is a guess.
                 let slack = (rect.width() as f64 * CUT_SLACK) as i64;
@@ -341,6 +350,63 @@ impl FaceModels {
             }
         }
         Ok(kept)
+    }
+
+    /// The faces of the whole image's search (resize by `scale`, then
+    /// `upsample` doublings) within the crop `[x0, y0, x1, y1]`, computed on
+    /// the very pixels that search sees (a window of its input, starting on
+    /// the grid the detector scores), so that a face at the edge of the
+    /// threshold scores as it does there; the first `levels` pyramid levels.
+    /// `None` where the search input cannot be cut exactly (a resize
+    /// followed by doublings, or more than one doubling).
+    fn search_window_exactly(
+        &self,
+        img: &RgbImage,
+        [x0, y0, x1, y1]: [u32; 4],
+        (upsample, scale): (u32, f64),
+        levels: usize,
+    ) -> Result<Option<Vec<Detection>>> {
+        let (iw, ih) = (img.width() as usize, img.height() as usize);
+        let (w, h) = match (upsample, scale == 1.0) {
+            (0, true) => (iw, ih),
+            (0, false) => (((iw as f64 * scale) as usize).max(1), ((ih as f64 * scale) as usize).max(1)),
+            (1, true) => crate::dlib::imgproc::pyramid_up2_size(iw, ih),
+            _ => return Ok(None),
+        };
+        let (fx, fy) = (w as f64 / iw as f64, h as f64 / ih as f64);
+        let grid = self.detector.stride().max(1);
+        let on_grid = |v: f64| (v.floor() as usize) / grid * grid;
+        let (wx0, wy0) = (on_grid(f64::from(x0) * fx), on_grid(f64::from(y0) * fy));
+        let (wx1, wy1) = (((f64::from(x1) * fx).ceil() as usize).min(w), ((f64::from(y1) * fy).ceil() as usize).min(h));
+        if wx1 <= wx0 || wy1 <= wy0 {
+            return Ok(Some(Vec::new()));
+        }
+        let window = match (w, h) == (iw, ih) {
+            true => image::imageops::crop_imm(img, wx0 as u32, wy0 as u32, (wx1 - wx0) as u32, (wy1 - wy0) as u32)
+                .to_image(),
+            false => crate::dlib::imgproc::resize_rgb_window(img, w, h, [wx0, wy0, wx1 - wx0, wy1 - wy0]),
+        };
+        let (sx, sy) = (iw as f64 / w as f64, ih as f64 / h as f64);
+        Ok(Some(
+            self.detector
+                .detect_levels(&window, 0, levels)?
+                .into_iter()
+                .map(|d| {
+                    // Back the way the whole image's search maps its boxes.
+                    let r = d.rect.translate(wx0 as i64, wy0 as i64);
+                    let rect = match upsample {
+                        0 => Rect::new(
+                            (r.left as f64 * sx).round() as i64,
+                            (r.top as f64 * sy).round() as i64,
+                            (r.right as f64 * sx).round() as i64,
+                            (r.bottom as f64 * sy).round() as i64,
+                        ),
+                        _ => crate::dlib::imgproc::rect_down2(r.to_drect(), upsample).round(),
+                    };
+                    Detection { rect, confidence: d.confidence }
+                })
+                .collect(),
+        ))
     }
 
     /// Detect, align and describe every selected face of `img`.

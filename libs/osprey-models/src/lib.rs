@@ -32,6 +32,7 @@ pub mod caface;
 pub mod centernet;
 pub mod checkpoint;
 pub mod clip3dreid;
+mod conv;
 pub mod dinov2;
 pub mod dlib;
 pub mod face;

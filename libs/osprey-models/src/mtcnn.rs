@@ -11,6 +11,7 @@
 //! facenet returns them: fractional, and not clipped to the image (a face
 //! cut by the border may have a negative `x1`).
 
+use crate::conv::Activation;
 use crate::torch_legacy;
 use candle_core::{DType, Device, Error, Result, Tensor};
 use image::RgbImage;
@@ -26,6 +27,8 @@ const THRESHOLDS: [f32; 3] = [0.6, 0.7, 0.7];
 /// Crops go through RNet and ONet this many at a time, as facenet does, to
 /// bound memory on images with many candidates.
 const CROP_BATCH: usize = 512;
+/// Source windows from which resampling runs in parallel.
+const PARALLEL_RESAMPLE_PIXELS: usize = 1 << 16;
 
 /// One detected face, in the input image's pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,22 +244,31 @@ impl Planes {
     /// count and then by the column count, in `f32`), then normalises to
     /// `(v - 127.5) / 128`; appends the three planes to `out`.
     fn resample_into(&self, src: Rect, out_w: usize, out_h: usize, out: &mut Vec<f32>) {
+        use rayon::prelude::*;
         let span = |i: usize, out: usize, inp: usize| (i * inp / out, ((i + 1) * inp).div_ceil(out));
-        for c in 0..3 {
+        let start = out.len();
+        out.resize(start + 3 * out_h * out_w, 0.0);
+        // Output row `r` of the three planes, one after another.
+        let row = |(r, dst): (usize, &mut [f32])| {
+            let (c, oy) = (r / out_h, r % out_h);
             let plane = &self.data[c * self.width * self.height..(c + 1) * self.width * self.height];
-            for oy in 0..out_h {
-                let (y0, y1) = span(oy, out_h, src.h);
-                for ox in 0..out_w {
-                    let (x0, x1) = span(ox, out_w, src.w);
-                    let mut sum = 0f32;
-                    for y in src.y + y0..src.y + y1 {
-                        let row = &plane[y * self.width..(y + 1) * self.width];
-                        sum += row[src.x + x0..src.x + x1].iter().sum::<f32>();
-                    }
-                    let mean = sum / (y1 - y0) as f32 / (x1 - x0) as f32;
-                    out.push((mean - 127.5) * 0.0078125);
+            let (y0, y1) = span(oy, out_h, src.h);
+            for (ox, v) in dst.iter_mut().enumerate() {
+                let (x0, x1) = span(ox, out_w, src.w);
+                let mut sum = 0f32;
+                for y in src.y + y0..src.y + y1 {
+                    let line = &plane[y * self.width..(y + 1) * self.width];
+                    sum += line[src.x + x0..src.x + x1].iter().sum::<f32>();
                 }
+                let mean = sum / (y1 - y0) as f32 / (x1 - x0) as f32;
+                *v = (mean - 127.5) * 0.0078125;
             }
+        };
+        // Pyramid levels in parallel; small crops (RNet's, ONet's) are not
+        // worth the split.
+        match src.w * src.h >= PARALLEL_RESAMPLE_PIXELS {
+            true => out[start..].par_chunks_mut(out_w.max(1)).enumerate().for_each(row),
+            false => out[start..].chunks_mut(out_w.max(1)).enumerate().for_each(row),
         }
     }
 }
@@ -434,18 +446,46 @@ impl Params<'_> {
 struct Conv {
     weight: Tensor,
     bias: Tensor,
+    /// Host copies of the filters and bias for the CPU's direct convolution
+    /// ([`crate::conv`]); `None` on a GPU, where candle's runs.
+    host: Option<(Vec<f32>, Vec<f32>)>,
+    kernel: usize,
 }
 
 impl Conv {
     fn new(p: &Params, name: &str, c_in: usize, c_out: usize, k: usize) -> Result<Conv> {
-        Ok(Conv {
-            weight: p.get(&format!("{name}.weight"), &[c_out, c_in, k, k])?,
-            bias: p.get(&format!("{name}.bias"), &[c_out])?.reshape((1, c_out, 1, 1))?,
-        })
+        let weight = p.get(&format!("{name}.weight"), &[c_out, c_in, k, k])?;
+        let bias = p.get(&format!("{name}.bias"), &[c_out])?;
+        let host = match weight.device().is_cpu() {
+            true => Some((weight.flatten_all()?.to_vec1()?, bias.to_vec1()?)),
+            false => None,
+        };
+        Ok(Conv { weight, bias: bias.reshape((1, c_out, 1, 1))?, host, kernel: k })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias)
+        match self.direct(x, Activation::Linear)? {
+            Some(y) => Ok(y),
+            None => x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias),
+        }
+    }
+
+    /// The convolution followed by `prelu` (fused into it on the CPU).
+    fn forward_prelu(&self, x: &Tensor, prelu: &PRelu) -> Result<Tensor> {
+        match self.direct(x, Activation::PRelu(&prelu.host))? {
+            Some(y) => Ok(y),
+            None => prelu.forward(&self.forward(x)?),
+        }
+    }
+
+    /// The CPU's direct convolution, where it is the better path.
+    fn direct(&self, x: &Tensor, activation: Activation<'_>) -> Result<Option<Tensor>> {
+        let Some((w, b)) = &self.host else { return Ok(None) };
+        let out_width = x.dim(3)?.saturating_sub(self.kernel) + 1;
+        if !crate::conv::prefers_direct(b.len(), out_width) {
+            return Ok(None);
+        }
+        crate::conv::conv2d(x, w, b, self.kernel, 0, 1, activation).map(Some).map_err(|e| Error::Msg(e.to_string()))
     }
 }
 
@@ -471,6 +511,8 @@ impl Linear {
 /// PReLU with one slope per channel (dimension 1 of the input).
 struct PRelu {
     slope: Tensor,
+    /// The slopes on the host, for fusing into a convolution.
+    host: Vec<f32>,
 }
 
 impl PRelu {
@@ -479,7 +521,8 @@ impl PRelu {
     fn new(p: &Params, name: &str, channels: usize, rank: usize) -> Result<PRelu> {
         let mut shape = vec![1; rank];
         shape[1] = channels;
-        Ok(PRelu { slope: p.get(&format!("{name}.weight"), &[channels])?.reshape(shape)? })
+        let slope = p.get(&format!("{name}.weight"), &[channels])?;
+        Ok(PRelu { host: slope.to_vec1()?, slope: slope.reshape(shape)? })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -488,21 +531,40 @@ impl PRelu {
 }
 
 /// Max pooling with torch's `ceil_mode=True`: a last, partial window covers
-/// the tail of the input (here by padding bottom and right with -inf).
+/// the tail of the input (the maximum of what it covers).
 fn max_pool_ceil(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
     let (n, c, h, w) = x.dims4()?;
-    let padded = |len: usize| (len.saturating_sub(k).div_ceil(stride)) * stride + k;
-    let (ph, pw) = (padded(h), padded(w));
-    let mut x = x.clone();
-    if ph > h {
-        let fill = Tensor::full(f32::NEG_INFINITY, (n, c, ph - h, w), x.device())?;
-        x = Tensor::cat(&[&x, &fill], 2)?;
+    let cells = |len: usize| len.saturating_sub(k).div_ceil(stride) + 1;
+    let (oh, ow) = (cells(h), cells(w));
+    if !x.device().is_cpu() {
+        // On a GPU: pad bottom and right with -inf, then candle's pooling.
+        let mut x = x.clone();
+        let (ph, pw) = ((oh - 1) * stride + k, (ow - 1) * stride + k);
+        if ph > h {
+            x = Tensor::cat(&[&x, &Tensor::full(f32::NEG_INFINITY, (n, c, ph - h, w), x.device())?], 2)?;
+        }
+        if pw > w {
+            x = Tensor::cat(&[&x, &Tensor::full(f32::NEG_INFINITY, (n, c, ph, pw - w), x.device())?], 3)?;
+        }
+        return x.max_pool2d_with_stride(k, stride);
     }
-    if pw > w {
-        let fill = Tensor::full(f32::NEG_INFINITY, (n, c, ph, pw - w), x.device())?;
-        x = Tensor::cat(&[&x, &fill], 3)?;
-    }
-    x.max_pool2d_with_stride(k, stride)
+    let input: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let mut out = vec![0f32; n * c * oh * ow];
+    out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(dst, src)| {
+        for oy in 0..oh {
+            let (y0, y1) = (oy * stride, (oy * stride + k).min(h));
+            for ox in 0..ow {
+                let (x0, x1) = (ox * stride, (ox * stride + k).min(w));
+                let mut m = f32::NEG_INFINITY;
+                for line in src[y0 * w..y1 * w].chunks(w) {
+                    m = line[x0..x1].iter().fold(m, |m, v| m.max(*v));
+                }
+                dst[oy * ow + ox] = m;
+            }
+        }
+    });
+    Tensor::from_vec(out, (n, c, oh, ow), x.device())
 }
 
 /// Softmax over dimension 1 (the class scores: background, face).
@@ -546,10 +608,10 @@ impl PNet {
     /// `[1, 3, H, W]` -> (box regression `[1, 4, h, w]`, class
     /// probabilities `[1, 2, h, w]`).
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
+        let x = self.conv1.forward_prelu(x, &self.prelu1)?;
         let x = max_pool_ceil(&x, 2, 2)?;
-        let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
-        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
+        let x = self.conv2.forward_prelu(&x, &self.prelu2)?;
+        let x = self.conv3.forward_prelu(&x, &self.prelu3)?;
         Ok((self.conv4_2.forward(&x)?, softmax_classes(&self.conv4_1.forward(&x)?)?))
     }
 }
@@ -586,9 +648,9 @@ impl RNet {
 
     /// `[N, 3, 24, 24]` -> (box regression `[N, 4]`, probabilities `[N, 2]`).
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.prelu1.forward(&self.conv1.forward(x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.prelu2.forward(&self.conv2.forward(&x)?)?, 3, 2)?;
-        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
+        let x = max_pool_ceil(&self.conv1.forward_prelu(x, &self.prelu1)?, 3, 2)?;
+        let x = max_pool_ceil(&self.conv2.forward_prelu(&x, &self.prelu2)?, 3, 2)?;
+        let x = self.conv3.forward_prelu(&x, &self.prelu3)?;
         let x = self.prelu4.forward(&self.dense4.forward(&flatten_whc(&x)?)?)?;
         Ok((self.dense5_2.forward(&x)?, softmax_classes(&self.dense5_1.forward(&x)?)?))
     }
@@ -634,10 +696,10 @@ impl ONet {
     /// (five x fractions, then five y fractions of the crop), probabilities
     /// `[N, 2]`).
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.prelu1.forward(&self.conv1.forward(x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.prelu2.forward(&self.conv2.forward(&x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.prelu3.forward(&self.conv3.forward(&x)?)?, 2, 2)?;
-        let x = self.prelu4.forward(&self.conv4.forward(&x)?)?;
+        let x = max_pool_ceil(&self.conv1.forward_prelu(x, &self.prelu1)?, 3, 2)?;
+        let x = max_pool_ceil(&self.conv2.forward_prelu(&x, &self.prelu2)?, 3, 2)?;
+        let x = max_pool_ceil(&self.conv3.forward_prelu(&x, &self.prelu3)?, 2, 2)?;
+        let x = self.conv4.forward_prelu(&x, &self.prelu4)?;
         let x = self.prelu5.forward(&self.dense5.forward(&flatten_whc(&x)?)?)?;
         Ok((self.dense6_2.forward(&x)?, self.dense6_3.forward(&x)?, softmax_classes(&self.dense6_1.forward(&x)?)?))
     }

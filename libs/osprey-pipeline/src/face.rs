@@ -190,13 +190,22 @@ impl Near<'_> {
         let net_per_px = scale * f64::from(1u32 << upsample);
         // MMOD's boxes are its 80-px window at the search scale or larger.
         let min_face = (PROPOSAL_MIN_FACE * 80.0 / net_per_px).max(12.0);
+        let started = std::time::Instant::now();
         let mut boxes = self
             .proposer
             .propose(image, min_face, PROPOSAL_THRESHOLDS)
             .map_err(|e| osprey_core::Error::internal(format!("MTCNN proposals failed: {e}")))?;
+        let proposed = started.elapsed();
         boxes.extend(self.hints.iter().map(|b| [b.x, b.y, b.x + b.w, b.y + b.h]));
         let dets = mmod.detect_near(image, options, &boxes)?;
-        tracing::debug!(proposals = boxes.len(), hints = self.hints.len(), faces = dets.len(), "cascade");
+        tracing::debug!(
+            proposals = boxes.len(),
+            hints = self.hints.len(),
+            faces = dets.len(),
+            propose_ms = proposed.as_secs_f64() * 1e3,
+            mmod_ms = (started.elapsed() - proposed).as_secs_f64() * 1e3,
+            "cascade"
+        );
         Ok(dets)
     }
 }

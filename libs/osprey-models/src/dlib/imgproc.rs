@@ -62,14 +62,21 @@ fn dlib_rows(in_h: usize, out_h: usize) -> impl Iterator<Item = (usize, usize, f
 /// dlib's `resize_image(in, out)` for RGB images: SSE groups in f32 with
 /// truncation, the remainder in f64.
 pub fn resize_rgb(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+    resize_rgb_window(src, out_w, out_h, [0, 0, out_w, out_h])
+}
+
+/// The window `[x, y, w, h]` of `resize_rgb(src, out_w, out_h)`, computed
+/// alone (the same pixels, for a fraction of the work); the window must lie
+/// inside the resized image.
+pub fn resize_rgb_window(src: &RgbImage, out_w: usize, out_h: usize, [x0, y0, w, h]: [usize; 4]) -> RgbImage {
     let (in_w, in_h) = (src.width() as usize, src.height() as usize);
-    let mut out = RgbImage::new(out_w as u32, out_h as u32);
-    if out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
+    let mut out = RgbImage::new(w as u32, h as u32);
+    if w == 0 || h == 0 || in_w == 0 || in_h == 0 || x0 + w > out_w || y0 + h > out_h {
         return out;
     }
     let s = src.as_raw();
-    let cols = dlib_columns(in_w, out_w);
-    for ((top, bottom, tb), row) in dlib_rows(in_h, out_h).zip(out.as_mut().chunks_exact_mut(out_w * 3)) {
+    let cols = &dlib_columns(in_w, out_w)[x0..x0 + w];
+    for ((top, bottom, tb), row) in dlib_rows(in_h, out_h).skip(y0).zip(out.as_mut().chunks_exact_mut(w * 3)) {
         let (tbf, itbf) = (tb as f32, (1.0 - tb) as f32);
         let (t, b) = (&s[top * in_w * 3..], &s[bottom * in_w * 3..]);
         for (c, col) in cols.iter().enumerate() {
@@ -96,11 +103,16 @@ pub fn resize_rgb(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
 /// dlib's `pyramid_up(img, pyramid_down<2>)`: the image doubled (the output
 /// size follows from mapping the corners through `pyramid_down<2>`).
 pub fn pyramid_up2(src: &RgbImage) -> RgbImage {
-    let (w, h) = (src.width() as f64, src.height() as f64);
+    let (w, h) = pyramid_up2_size(src.width() as usize, src.height() as usize);
+    resize_rgb(src, w, h)
+}
+
+/// The size [`pyramid_up2`] gives a `w` × `h` image.
+pub fn pyramid_up2_size(w: usize, h: usize) -> (usize, usize) {
     // rect_up of (0, 0, w−1, h−1): point_up(p) = (p + (1.25, 0.75))·2, then lround.
-    let right = (((w - 1.0) + 1.25) * 2.0).round() as usize;
-    let bottom = (((h - 1.0) + 0.75) * 2.0).round() as usize;
-    resize_rgb(src, right + 1, bottom + 1)
+    let right = (((w as f64 - 1.0) + 1.25) * 2.0).round() as usize;
+    let bottom = (((h as f64 - 1.0) + 0.75) * 2.0).round() as usize;
+    (right + 1, bottom + 1)
 }
 
 /// Maps a rectangle in a `pyramid_up2`'d image back to the original
@@ -226,6 +238,17 @@ pub fn resize_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_of_a_resize_is_the_resize_cut() {
+        let img = RgbImage::from_fn(97, 61, |x, y| image::Rgb([(x * 7 + y) as u8, (x * y) as u8, (x + 3 * y) as u8]));
+        let (w, h) = (135, 84);
+        let whole = resize_rgb(&img, w, h);
+        for win in [[0, 0, w, h], [13, 7, 40, 30], [w - 9, h - 5, 9, 5], [1, 2, 1, 1]] {
+            let cut = image::imageops::crop_imm(&whole, win[0] as u32, win[1] as u32, win[2] as u32, win[3] as u32);
+            assert_eq!(resize_rgb_window(&img, w, h, win).as_raw(), cut.to_image().as_raw(), "{win:?}");
+        }
+    }
 
     #[test]
     fn pyramid_up_matches_dlibs_size_rule() {

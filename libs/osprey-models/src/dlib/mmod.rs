@@ -83,6 +83,13 @@ impl FaceDetector {
         self.detect_levels(img, upsample, usize::MAX)
     }
 
+    /// The network's total stride: canvas pixels between neighbouring
+    /// scores. A crop whose origin is a multiple of it is scored on the same
+    /// grid as the whole image.
+    pub fn stride(&self) -> usize {
+        self.convs.iter().map(|(c, _)| c.stride()).product()
+    }
+
     /// [`FaceDetector::detect`] searching at most `max_levels` pyramid
     /// levels (the image and its 5/6 reductions): faces up to about
     /// 80 × 1.2^(max_levels - 1) pixels after the doublings. For a crop
@@ -128,10 +135,10 @@ impl FaceDetector {
             if h < conv.kernel || w < conv.kernel {
                 return Ok(Vec::new());
             }
-            x = conv.forward(&x)?;
-            if *relu {
-                x = x.relu().map_err(cerr)?;
-            }
+            x = match relu {
+                true => conv.forward_relu(&x)?,
+                false => conv.forward(&x)?,
+            };
             tracing::debug!(layer, kernel = conv.kernel, stride = conv.stride(), shape = ?x.dims(),
                 ms = started.elapsed().as_secs_f64() * 1e3, "mmod conv");
         }

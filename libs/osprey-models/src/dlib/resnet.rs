@@ -128,16 +128,16 @@ impl FaceDescriptor {
             }
         }
         let x = Tensor::from_vec(data, (chips.len(), 3, CHIP_SIZE, CHIP_SIZE), &self.device).map_err(cerr)?;
-        let mut x = self.stem.forward(&x)?.relu().map_err(cerr)?;
+        let mut x = self.stem.forward_relu(&x)?;
         x = x.max_pool2d_with_stride(self.pool.0[0], self.pool.1[0]).map_err(cerr)?;
         for b in &self.blocks {
             x = match b {
                 Block::Residual { c1, c2 } => {
-                    let y = c2.forward(&c1.forward(&x)?.relu().map_err(cerr)?)?;
+                    let y = c2.forward(&c1.forward_relu(&x)?)?;
                     (y + &x).map_err(cerr)?
                 }
                 Block::Down { c1, c2, pool } => {
-                    let y = c2.forward(&c1.forward(&x)?.relu().map_err(cerr)?)?;
+                    let y = c2.forward(&c1.forward_relu(&x)?)?;
                     let p = x.avg_pool2d_with_stride(pool[0], pool[0]).map_err(cerr)?;
                     add_zero_filled(&p, &y)?
                 }
