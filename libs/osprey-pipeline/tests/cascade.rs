@@ -81,12 +81,12 @@ fn cascade_finds_the_faces_the_exact_path_finds() {
 }
 
 #[test]
-fn detect_setting_is_checked_and_defaults_to_the_exact_path() {
+fn detect_setting_is_checked_and_defaults_to_the_cascade() {
     use osprey_pipeline::MediaSettings;
     let s = MediaSettings::default();
-    assert_eq!(s.face_detect().unwrap(), FaceDetect::EveryFrame);
-    let s = MediaSettings { detect: Some("cascade".into()), ..MediaSettings::default() };
     assert_eq!(s.face_detect().unwrap(), FaceDetect::Cascade);
+    let s = MediaSettings { detect: Some("every-frame".into()), ..MediaSettings::default() };
+    assert_eq!(s.face_detect().unwrap(), FaceDetect::EveryFrame);
     let s = MediaSettings { detect: Some("sometimes".into()), ..MediaSettings::default() };
     let e = s.validate().unwrap_err().to_string();
     assert!(e.contains("sometimes") && e.contains("every-frame") && e.contains("cascade"), "{e}");
