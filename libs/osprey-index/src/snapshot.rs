@@ -119,11 +119,36 @@ impl SnapshotWrite {
     }
 }
 
+/// How many times a load follows the manifest to a newer snapshot when the
+/// one it read was replaced (and deleted) by a commit meanwhile.
+const SNAPSHOT_RETRIES: usize = 5;
+
 impl Gallery {
-    /// Loads gallery `name` from the root.
+    /// Loads gallery `name` from the root. A commit that replaces the
+    /// snapshot while it is read (the old files are deleted once the new
+    /// manifest is written) makes the load read the new manifest and start
+    /// again.
     pub async fn load(root: &Root, name: &str) -> Result<Gallery> {
         layout::check_name("gallery", name)?;
-        let manifest = read_manifest(root, name).await?;
+        let mut manifest = read_manifest(root, name).await?;
+        for _ in 0..SNAPSHOT_RETRIES {
+            match Gallery::load_snapshot(root, name, manifest.clone()).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let now = read_manifest(root, name).await?;
+                    if now.snapshot == manifest.snapshot {
+                        return Err(e);
+                    }
+                    tracing::debug!(gallery = name, "the snapshot was replaced while loading; loading the new one");
+                    manifest = now;
+                }
+                loaded => return loaded,
+            }
+        }
+        Gallery::load_snapshot(root, name, manifest).await
+    }
+
+    /// Loads the snapshot `manifest` names.
+    async fn load_snapshot(root: &Root, name: &str, manifest: GalleryManifest) -> Result<Gallery> {
         let Some(version) = manifest.snapshot.clone() else {
             return Err(corrupt(name, "manifest names no snapshot"));
         };
