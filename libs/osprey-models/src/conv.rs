@@ -9,11 +9,15 @@
 //! reads a contiguous run of component (ky mod s, kx mod s), shifted by
 //! (ky/s, kx/s). Output rows are then computed in parallel:
 //!
-//! * with AVX2 and FMA, four output channels × 24 output columns at a time,
-//!   kept in twelve vector registers while every tap adds to them (each
-//!   input load feeds four multiply-adds, each weight broadcast three);
+//! * with AVX2 and FMA, a block of output channels × a run of output columns
+//!   at a time, kept in vector registers while every tap adds to them (8 ×
+//!   24 with AVX-512's 32 registers, 4 × 16 with AVX2's 16; see [`WIDE`]);
 //! * otherwise, and for fewer than four output channels, one output row at a
 //!   time as multiply-adds along the row.
+//!
+//! The activation that follows (ReLU, PReLU) is applied as the results are
+//! stored. Planes too narrow to fill the registers are left to candle
+//! ([`conv2d`] answers `None`).
 //!
 //! Results differ from candle's convolution only by float rounding (the sum
 //! runs in another order).
@@ -72,16 +76,12 @@ pub(crate) enum Activation<'a> {
 /// and the cascade: 16 and 24 were alike, 48 and 1 slower.
 const MIN_DIRECT_WIDTH: usize = 16;
 
-/// Whether [`conv2d`] is the better path for a layer with `out_channels`
-/// whose output is `out_width` wide.
-pub(crate) fn prefers_direct(out_channels: usize, out_width: usize) -> bool {
-    out_channels < BLOCK_OUT || out_width >= MIN_DIRECT_WIDTH
-}
-
 /// `out = activation(conv(x, w) + b)`, with `w` in
 /// (out, in, k, k) order, square `k`, the same `pad` on every side and the
 /// same `stride` in both directions. `x` is (N, C, H, W) f32; the result is
-/// on `x`'s device.
+/// on `x`'s device. `None` where candle's GEMM is the better path (at
+/// least [`BLOCK_OUT`] output channels in a plane narrower than
+/// [`MIN_DIRECT_WIDTH`]).
 pub(crate) fn conv2d(
     x: &Tensor,
     w: &[f32],
@@ -90,8 +90,12 @@ pub(crate) fn conv2d(
     pad: usize,
     stride: usize,
     activation: Activation<'_>,
-) -> Result<Tensor> {
-    convolve(x, w, b, [k, pad, stride], activation, Tiles::detect())
+) -> Result<Option<Tensor>> {
+    let out_width = (x.dim(3).map_err(cerr)? + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
+    if b.len() >= BLOCK_OUT && out_width < MIN_DIRECT_WIDTH {
+        return Ok(None);
+    }
+    convolve(x, w, b, [k, pad, stride], activation, Tiles::detect()).map(Some)
 }
 
 /// [`conv2d`] with the register tiles given (`None`: rows of multiply-adds).

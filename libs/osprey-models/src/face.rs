@@ -104,6 +104,20 @@ const MIN_CROP_CONTEXT: f64 = 48.0;
 /// and still count.
 const CUT_SLACK: f64 = 0.2;
 
+/// The size `img` is resized to at `scale` (at least 1 × 1): one rule for
+/// the whole-image search and the crops that must match its pixels.
+fn resized_size(img: &RgbImage, scale: f64) -> (usize, usize) {
+    let side = |v: u32| ((f64::from(v) * scale) as usize).max(1);
+    (side(img.width()), side(img.height()))
+}
+
+/// `r`'s corners multiplied by `[sx, sy]` and rounded: a box found in a
+/// resized image, back in the image's pixels.
+fn scale_rect(r: Rect, [sx, sy]: [f64; 2]) -> Rect {
+    let at = |p: i64, s: f64| (p as f64 * s).round() as i64;
+    Rect::new(at(r.left, sx), at(r.top, sy), at(r.right, sx), at(r.bottom, sy))
+}
+
 /// One face found in an image.
 #[derive(Debug, Clone)]
 pub struct Face {
@@ -190,22 +204,13 @@ impl FaceModels {
         if scale == 1.0 {
             return self.detect(img, upsample);
         }
-        let (w, h) = ((img.width() as f64 * scale) as usize, (img.height() as f64 * scale) as usize);
-        let resized = crate::dlib::imgproc::resize_rgb(img, w.max(1), h.max(1));
-        let (sx, sy) = (img.width() as f64 / w.max(1) as f64, img.height() as f64 / h.max(1) as f64);
+        let (w, h) = resized_size(img, scale);
+        let resized = crate::dlib::imgproc::resize_rgb(img, w, h);
+        let step = [f64::from(img.width()) / w as f64, f64::from(img.height()) / h as f64];
         Ok(self
             .detect(&resized, upsample)?
             .into_iter()
-            .map(|d| {
-                let r = d.rect;
-                let rect = Rect::new(
-                    (r.left as f64 * sx).round() as i64,
-                    (r.top as f64 * sy).round() as i64,
-                    (r.right as f64 * sx).round() as i64,
-                    (r.bottom as f64 * sy).round() as i64,
-                );
-                Detection { rect, confidence: d.confidence }
-            })
+            .map(|d| Detection { rect: scale_rect(d.rect, step), confidence: d.confidence })
             .collect())
     }
 
@@ -296,10 +301,6 @@ impl FaceModels {
             if x1 <= x0 || y1 <= y0 {
                 continue;
             }
-            // Level 0 repeats the whole-image search's own resize and
-            // doublings; a skipped level is one resize.
-            let (factor, doublings) =
-                if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
             let exact = match level {
                 0 => self.search_window_exactly(img, [x0, y0, x1, y1], (upsample, scale), levels)?,
                 _ => None,
@@ -307,22 +308,23 @@ impl FaceModels {
             let found_here = match exact {
                 Some(found) => found,
                 None => {
+                    // Level 0 repeats the whole-image search's own resize
+                    // and doublings; a skipped level is one resize.
+                    let (factor, doublings) =
+                        if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
                     let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
-                    let (cw, ch) = (crop.width() as f64, crop.height() as f64);
                     let (searched, step) = if factor == 1.0 {
                         (crop, [1.0; 2])
                     } else {
-                        let (w, h) = (((cw * factor) as usize).max(1), ((ch * factor) as usize).max(1));
-                        (crate::dlib::imgproc::resize_rgb(&crop, w, h), [cw / w as f64, ch / h as f64])
+                        let (w, h) = resized_size(&crop, factor);
+                        let step = [f64::from(crop.width()) / w as f64, f64::from(crop.height()) / h as f64];
+                        (crate::dlib::imgproc::resize_rgb(&crop, w, h), step)
                     };
-                    let at = |p: i64, axis: usize| (p as f64 * step[axis]).round() as i64;
                     self.detector
                         .detect_levels(&searched, doublings, levels)?
                         .into_iter()
                         .map(|d| {
-                            let r = d.rect;
-                            let rect = Rect::new(at(r.left, 0), at(r.top, 1), at(r.right, 0), at(r.bottom, 1))
-                                .translate(i64::from(x0), i64::from(y0));
+                            let rect = scale_rect(d.rect, step).translate(i64::from(x0), i64::from(y0));
                             Detection { rect, confidence: d.confidence }
                         })
                         .collect()
@@ -369,7 +371,7 @@ impl FaceModels {
         let (iw, ih) = (img.width() as usize, img.height() as usize);
         let (w, h) = match (upsample, scale == 1.0) {
             (0, true) => (iw, ih),
-            (0, false) => (((iw as f64 * scale) as usize).max(1), ((ih as f64 * scale) as usize).max(1)),
+            (0, false) => resized_size(img, scale),
             (1, true) => crate::dlib::imgproc::pyramid_up2_size(iw, ih),
             _ => return Ok(None),
         };
@@ -386,7 +388,7 @@ impl FaceModels {
                 .to_image(),
             false => crate::dlib::imgproc::resize_rgb_window(img, w, h, [wx0, wy0, wx1 - wx0, wy1 - wy0]),
         };
-        let (sx, sy) = (iw as f64 / w as f64, ih as f64 / h as f64);
+        let step = [iw as f64 / w as f64, ih as f64 / h as f64];
         Ok(Some(
             self.detector
                 .detect_levels(&window, 0, levels)?
@@ -395,12 +397,7 @@ impl FaceModels {
                     // Back the way the whole image's search maps its boxes.
                     let r = d.rect.translate(wx0 as i64, wy0 as i64);
                     let rect = match upsample {
-                        0 => Rect::new(
-                            (r.left as f64 * sx).round() as i64,
-                            (r.top as f64 * sy).round() as i64,
-                            (r.right as f64 * sx).round() as i64,
-                            (r.bottom as f64 * sy).round() as i64,
-                        ),
+                        0 => scale_rect(r, step),
                         _ => crate::dlib::imgproc::rect_down2(r.to_drect(), upsample).round(),
                     };
                     Detection { rect, confidence: d.confidence }

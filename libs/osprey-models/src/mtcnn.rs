@@ -481,11 +481,7 @@ impl Conv {
     /// The CPU's direct convolution, where it is the better path.
     fn direct(&self, x: &Tensor, activation: Activation<'_>) -> Result<Option<Tensor>> {
         let Some((w, b)) = &self.host else { return Ok(None) };
-        let out_width = x.dim(3)?.saturating_sub(self.kernel) + 1;
-        if !crate::conv::prefers_direct(b.len(), out_width) {
-            return Ok(None);
-        }
-        crate::conv::conv2d(x, w, b, self.kernel, 0, 1, activation).map(Some).map_err(|e| Error::Msg(e.to_string()))
+        crate::conv::conv2d(x, w, b, self.kernel, 0, 1, activation).map_err(|e| Error::Msg(e.to_string()))
     }
 }
 

@@ -77,11 +77,9 @@ impl Conv {
 
     fn run(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         if let Some((w, b)) = &self.host {
-            let width = x.dim(3).map_err(cerr)?;
-            let out_width = (width + 2 * self.pad).saturating_sub(self.kernel) / self.stride + 1;
-            if crate::conv::prefers_direct(b.len(), out_width) {
-                let activation = if relu { Activation::Relu } else { Activation::Linear };
-                return crate::conv::conv2d(x, w, b, self.kernel, self.pad, self.stride, activation);
+            let activation = if relu { Activation::Relu } else { Activation::Linear };
+            if let Some(y) = crate::conv::conv2d(x, w, b, self.kernel, self.pad, self.stride, activation)? {
+                return Ok(y);
             }
         }
         let y = x.conv2d(&self.weight, self.pad, self.stride, 1, 1).and_then(|y| y.broadcast_add(&self.bias));
