@@ -121,7 +121,25 @@ struct SchemaArgs {
     write: Option<std::path::PathBuf>,
 }
 
+/// glibc's allocator returns every block over its mmap threshold (at most
+/// 32 MiB, reached only after such blocks were freed) to the kernel, so the
+/// detectors' per-frame buffers (decoded frames, feature maps, batches of
+/// crops: tens of MB each) were mapped and zero-filled afresh on every frame:
+/// on the 1080p clip, 330 000 page faults and a seventh of the CPU time.
+/// Blocks up to 32 MiB now always come from the heap, and freed memory is
+/// kept for the next frame.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's thresholds; called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     // Inference threads: candle and rayon read this when they first start, so
     // it is set here, before any other thread exists.

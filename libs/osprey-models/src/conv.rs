@@ -71,17 +71,16 @@ pub(crate) enum Activation<'a> {
 
 /// Output width from which the direct convolution is used for layers with
 /// at least [`BLOCK_OUT`] output channels; narrower planes (a face
-/// descriptor's last stages, MTCNN's RNet) fill too few lanes of a register
-/// block, and candle's GEMM runs them better. Measured on dlib's descriptor
-/// and the cascade: 16 and 24 were alike, 48 and 1 slower.
+/// descriptor's last stages, MTCNN's RNet and ONet) fill too few lanes of a
+/// register block and run as one matrix product over the whole batch
+/// instead ([`Path::Gemm`]). Measured on dlib's descriptor and the cascade:
+/// 16 and 24 were alike, 48 and 1 slower.
 const MIN_DIRECT_WIDTH: usize = 16;
 
 /// `out = activation(conv(x, w) + b)`, with `w` in
 /// (out, in, k, k) order, square `k`, the same `pad` on every side and the
 /// same `stride` in both directions. `x` is (N, C, H, W) f32; the result is
-/// on `x`'s device. `None` where candle's GEMM is the better path (at
-/// least [`BLOCK_OUT`] output channels in a plane narrower than
-/// [`MIN_DIRECT_WIDTH`]).
+/// on `x`'s device.
 pub(crate) fn conv2d(
     x: &Tensor,
     w: &[f32],
@@ -90,22 +89,34 @@ pub(crate) fn conv2d(
     pad: usize,
     stride: usize,
     activation: Activation<'_>,
-) -> Result<Option<Tensor>> {
+) -> Result<Tensor> {
     let out_width = (x.dim(3).map_err(cerr)? + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
-    if b.len() >= BLOCK_OUT && out_width < MIN_DIRECT_WIDTH {
-        return Ok(None);
-    }
-    convolve(x, w, b, [k, pad, stride], activation, Tiles::detect()).map(Some)
+    let path = match Tiles::detect() {
+        _ if b.len() >= BLOCK_OUT && out_width < MIN_DIRECT_WIDTH => Path::Gemm,
+        Some(tiles) if b.len() >= BLOCK_OUT => Path::Tiles(tiles),
+        _ => Path::Rows,
+    };
+    convolve(x, w, b, [k, pad, stride], activation, path)
 }
 
-/// [`conv2d`] with the register tiles given (`None`: rows of multiply-adds).
+/// How [`convolve`] computes: register tiles, rows of multiply-adds, or
+/// (for narrow planes) the patches of every sample as one matrix times the
+/// filters.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Tiles(Tiles),
+    Rows,
+    Gemm,
+}
+
+/// [`conv2d`] along `path`.
 fn convolve(
     x: &Tensor,
     w: &[f32],
     b: &[f32],
     [k, pad, stride]: [usize; 3],
     activation: Activation<'_>,
-    tiles: Option<Tiles>,
+    path: Path,
 ) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4().map_err(cerr)?;
     let o = b.len();
@@ -143,6 +154,23 @@ fn convolve(
             &host
         }
     };
+    let negative = match activation {
+        Activation::Linear => vec![1.0; o],
+        Activation::Relu => vec![0.0; o],
+        Activation::PRelu(slopes) if slopes.len() == o => slopes.to_vec(),
+        Activation::PRelu(slopes) => {
+            return Err(Error::internal(format!("{} PReLU slopes for {o} channels", slopes.len())));
+        }
+    };
+    let tiles = match path {
+        Path::Gemm => {
+            let out = patch_gemm(input, [n, c, h, wd], w, b, [k, pad, st], &negative)?;
+            drop(storage);
+            return Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr);
+        }
+        Path::Tiles(tiles) => Some(tiles),
+        Path::Rows => None,
+    };
     let plane = c * channel;
     // The register blocks read up to a block's width past a row's last
     // output; the tail keeps those reads inside the buffer (their results
@@ -160,14 +188,6 @@ fn convolve(
             }
         }
     });
-    let negative = match activation {
-        Activation::Linear => vec![1.0; o],
-        Activation::Relu => vec![0.0; o],
-        Activation::PRelu(slopes) if slopes.len() == o => slopes.to_vec(),
-        Activation::PRelu(slopes) => {
-            return Err(Error::internal(format!("{} PReLU slopes for {o} channels", slopes.len())));
-        }
-    };
     let geometry = Geometry { oh, ow, row: hw, plane, taps, negative };
     let mut out = vec![0f32; n * o * oh * ow];
     match tiles.filter(|_| o >= BLOCK_OUT) {
@@ -176,6 +196,63 @@ fn convolve(
     }
     drop(storage);
     Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr)
+}
+
+/// The convolution as one matrix product, for planes too narrow for the
+/// register tiles (where candle's convolution would run one small product
+/// per sample): the filters (O × C·k·k) times the input patches laid out as
+/// columns (C·k·k × N·OH·OW: one row per tap, each a run of the input rows
+/// it reads, so that filling it is mostly copies). Returns the output in
+/// (N, O, OH, OW) order, activation applied.
+fn patch_gemm(
+    input: &[f32],
+    [n, c, h, wd]: [usize; 4],
+    w: &[f32],
+    b: &[f32],
+    [k, pad, st]: [usize; 3],
+    negative: &[f32],
+) -> Result<Vec<f32>> {
+    let o = b.len();
+    let (oh, ow) = ((h + 2 * pad - k) / st + 1, (wd + 2 * pad - k) / st + 1);
+    let (per, positions) = (c * k * k, oh * ow);
+    let mut patches = vec![0f32; per * n * positions];
+    // One tap (channel, ky, kx) of one sample per task.
+    patches.par_chunks_mut(positions).enumerate().for_each(|(i, dst)| {
+        let (tap, s) = (i / n, i % n);
+        let (ch, ky, kx) = (tap / (k * k), (tap / k) % k, tap % k);
+        let channel = &input[(s * c + ch) * h * wd..][..h * wd];
+        // Output columns whose input column is inside the row.
+        let first = pad.saturating_sub(kx).div_ceil(st);
+        let last = ((wd + pad).saturating_sub(kx)).div_ceil(st).min(ow);
+        for (y, row) in dst.chunks_mut(ow).enumerate() {
+            let iy = (y * st + ky).wrapping_sub(pad);
+            if iy >= h || first >= last {
+                continue;
+            }
+            let line = &channel[iy * wd..][..wd];
+            let from = first * st + kx - pad;
+            match st {
+                1 => row[first..last].copy_from_slice(&line[from..from + last - first]),
+                _ => row[first..last].iter_mut().zip(line[from..].iter().step_by(st)).for_each(|(d, v)| *d = *v),
+            }
+        }
+    });
+    let dev = candle_core::Device::Cpu;
+    let patches = Tensor::from_vec(patches, (per, n * positions), &dev).map_err(cerr)?;
+    let filters = Tensor::from_slice(w, (o, per), &dev).map_err(cerr)?;
+    let product: Vec<f32> = filters.matmul(&patches).and_then(|p| p.flatten_all()?.to_vec1()).map_err(cerr)?;
+    // (channel, sample, position) → (sample, channel, position), biased and
+    // activated.
+    let mut out = vec![0f32; n * o * positions];
+    out.par_chunks_mut(positions).enumerate().for_each(|(i, dst)| {
+        let (s, oc) = (i / o, i % o);
+        let (bias, a) = (b[oc], negative[oc]);
+        for (v, z) in dst.iter_mut().zip(&product[(oc * n + s) * positions..]) {
+            let z = z + bias;
+            *v = z.max(0.0) + a * z.min(0.0);
+        }
+    });
+    Ok(out)
 }
 
 fn has_avx2_fma() -> bool {
@@ -427,7 +504,8 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Every path (each register tile, and rows) against candle's convolution,
+    /// Every path (each register tile, rows, the matrix product) against
+    /// candle's convolution,
     /// over strides 1 and 2, padding, widths that do and do not fill a
     /// block, channel counts that do and do not fill one, a batch of 2, and
     /// each activation.
@@ -467,10 +545,10 @@ mod tests {
                 }
             };
             let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
-            for tiles in available_tiles() {
-                let got = convolve(&xt, &wt, &b, [k, pad, stride], activation, tiles).unwrap();
+            for path in available_paths() {
+                let got = convolve(&xt, &wt, &b, [k, pad, stride], activation, path).unwrap();
                 let case =
-                    format!("{n}×{c}×{h}×{w} → {o}, k {k}, pad {pad}, stride {stride}, {activation:?}, {tiles:?}");
+                    format!("{n}×{c}×{h}×{w} → {o}, k {k}, pad {pad}, stride {stride}, {activation:?}, {path:?}");
                 assert_eq!(got.dims(), want.dims(), "{case}");
                 let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                 assert!(diff < 1e-5 * scale, "{case}: max difference {diff} (values up to {scale})");
@@ -478,17 +556,18 @@ mod tests {
         }
     }
 
-    /// Every path this CPU can run: each register tile it has, and rows.
-    fn available_tiles() -> Vec<Option<Tiles>> {
-        let mut all = vec![None];
+    /// Every path this CPU can run: each register tile it has, rows, and
+    /// the matrix product.
+    fn available_paths() -> Vec<Path> {
+        let mut all = vec![Path::Rows, Path::Gemm];
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
             if has_avx2_fma() {
-                all.push(Some(Tiles::Avx2));
+                all.push(Path::Tiles(Tiles::Avx2));
             }
             if has_avx2_fma() && has!("avx512f") && has!("avx512vl") {
-                all.push(Some(Tiles::Avx512));
+                all.push(Path::Tiles(Tiles::Avx512));
             }
         }
         all

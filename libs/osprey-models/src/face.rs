@@ -10,6 +10,7 @@ use crate::dlib::shape::ShapePredictor;
 use candle_core::Device;
 use image::RgbImage;
 use osprey_core::{Error, ErrorKind, Result, l2_normalize};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// The model name written to templates (`model` column).
@@ -93,6 +94,11 @@ const PYRAMID_STEP: f64 = 1.2;
 /// must still show at 80-px-window size or more (its largest proposal at
 /// 2/3 of a window).
 const MIN_LAST_LEVEL_FACE: f64 = 80.0 * 2.0 / 3.0;
+/// The most a cluster's largest proposal may exceed its smallest (two
+/// pyramid steps).
+const MAX_CLUSTER_SPREAD: f64 = PYRAMID_STEP * PYRAMID_STEP;
+/// A pyramid level's area over the one above it.
+const PYRAMID_AREA_STEP: f64 = 1.0 / (PYRAMID_STEP * PYRAMID_STEP);
 /// The fewest pyramid levels a crop is searched at.
 const MIN_CROP_LEVELS: usize = 3;
 /// Context around a proposal, as a fraction of its side, on each side: the
@@ -243,8 +249,13 @@ impl FaceModels {
         for b in boxes {
             let side = (b.r - b.l).max(b.b - b.t);
             let c = b.center();
-            match clusters.iter_mut().find(|(k, _, _)| {
-                k.l <= c[0] && c[0] <= k.r && k.t <= c[1] && c[1] <= k.b && {
+            // Boxes come largest first: a box joins a cluster of boxes at
+            // most MAX_CLUSTER_SPREAD larger, so that a cluster's crop and
+            // its pyramid stay sized for one face (a large false proposal
+            // would otherwise pull every small box inside it down to the
+            // first level, at its size).
+            match clusters.iter_mut().find(|(k, _, large)| {
+                side * MAX_CLUSTER_SPREAD >= *large && k.l <= c[0] && c[0] <= k.r && k.t <= c[1] && c[1] <= k.b && {
                     let inner = k.intersect(&b);
                     !inner.is_empty() && inner.area() >= 0.3 * b.area().min(k.area())
                 }
@@ -277,16 +288,23 @@ impl FaceModels {
                 regions.push((level, levels.max(MIN_CROP_LEVELS), r));
             }
         }
-        // Merge overlapping crops of one level until none overlap.
+        // Overlapping crops of one level become their bounding crop where
+        // that costs less than searching both (the cost of a crop: its area
+        // over all its pyramid levels), until no pair is worth merging.
+        let cost = |levels: usize, r: &DRect| r.area() * (1.0 - PYRAMID_AREA_STEP.powi(levels as i32));
         let mut merged = true;
         while merged {
             merged = false;
             'outer: for i in 0..regions.len() {
                 for j in i + 1..regions.len() {
-                    if regions[i].0 == regions[j].0 && !regions[i].2.intersect(&regions[j].2).is_empty() {
-                        let (a, b) = (regions[i].2, regions[j].2);
-                        regions[i].2 = DRect::new(a.l.min(b.l), a.t.min(b.t), a.r.max(b.r), a.b.max(b.b));
-                        regions[i].1 = regions[i].1.max(regions[j].1);
+                    let ((li, ni, a), (lj, nj, b)) = (regions[i], regions[j]);
+                    if li != lj || a.intersect(&b).is_empty() {
+                        continue;
+                    }
+                    let both = DRect::new(a.l.min(b.l), a.t.min(b.t), a.r.max(b.r), a.b.max(b.b));
+                    let n = ni.max(nj);
+                    if cost(n, &both) <= cost(ni, &a) + cost(nj, &b) {
+                        regions[i] = (li, n, both);
                         regions.swap_remove(j);
                         merged = true;
                         break 'outer;
@@ -294,56 +312,14 @@ impl FaceModels {
                 }
             }
         }
-        let mut found: Vec<Detection> = Vec::new();
-        for (level, levels, r) in regions {
-            let (x0, y0) = (r.l.floor().max(0.0) as u32, r.t.floor().max(0.0) as u32);
-            let (x1, y1) = ((r.r.ceil() as u32).min(img.width()), (r.b.ceil() as u32).min(img.height()));
-            if x1 <= x0 || y1 <= y0 {
-                continue;
-            }
-            let exact = match level {
-                0 => self.search_window_exactly(img, [x0, y0, x1, y1], (upsample, scale), levels)?,
-                _ => None,
-            };
-            let found_here = match exact {
-                Some(found) => found,
-                None => {
-                    // Level 0 repeats the whole-image search's own resize
-                    // and doublings; a skipped level is one resize.
-                    let (factor, doublings) =
-                        if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
-                    let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
-                    let (searched, step) = if factor == 1.0 {
-                        (crop, [1.0; 2])
-                    } else {
-                        let (w, h) = resized_size(&crop, factor);
-                        let step = [f64::from(crop.width()) / w as f64, f64::from(crop.height()) / h as f64];
-                        (crate::dlib::imgproc::resize_rgb(&crop, w, h), step)
-                    };
-                    self.detector
-                        .detect_levels(&searched, doublings, levels)?
-                        .into_iter()
-                        .map(|d| {
-                            let rect = scale_rect(d.rect, step).translate(i64::from(x0), i64::from(y0));
-                            Detection { rect, confidence: d.confidence }
-                        })
-                        .collect()
-                }
-            };
-            for d in found_here {
-                let rect = d.rect;
-                // A face cut by a crop edge inside the image is some other
-                // crop's (or no) face: its box here is a guess.
-                let slack = (rect.width() as f64 * CUT_SLACK) as i64;
-                let cut = (x0 > 0 && rect.left < x0 as i64 - slack)
-                    || (y0 > 0 && rect.top < y0 as i64 - slack)
-                    || (x1 < img.width() && rect.right > x1 as i64 + slack)
-                    || (y1 < img.height() && rect.bottom > y1 as i64 + slack);
-                if !cut {
-                    found.push(Detection { rect, confidence: d.confidence });
-                }
-            }
-        }
+        // The crops in parallel (each one's layers are too small to keep
+        // every core busy), largest first.
+        regions.sort_by(|a, b| b.2.area().total_cmp(&a.2.area()));
+        let searched: Vec<Vec<Detection>> = regions
+            .par_iter()
+            .map(|&(level, levels, r)| self.search_crop(img, r, level, levels, (upsample, scale)))
+            .collect::<Result<_>>()?;
+        let mut found: Vec<Detection> = searched.into_iter().flatten().collect();
         found.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         let mut kept: Vec<Detection> = Vec::new();
         for d in found {
@@ -352,6 +328,65 @@ impl FaceModels {
             }
         }
         Ok(kept)
+    }
+
+    /// [`FaceModels::detect_near`]'s search of one crop `r` (image pixels)
+    /// from pyramid level `level`, `levels` levels deep, under the whole
+    /// image's `(upsample, scale)`: its faces in image pixels, less those cut
+    /// by a crop edge inside the image.
+    fn search_crop(
+        &self,
+        img: &RgbImage,
+        r: DRect,
+        level: i32,
+        levels: usize,
+        (upsample, scale): (u32, f64),
+    ) -> Result<Vec<Detection>> {
+        let net_per_px = scale * f64::from(1u32 << upsample);
+        let (x0, y0) = (r.l.floor().max(0.0) as u32, r.t.floor().max(0.0) as u32);
+        let (x1, y1) = ((r.r.ceil() as u32).min(img.width()), (r.b.ceil() as u32).min(img.height()));
+        if x1 <= x0 || y1 <= y0 {
+            return Ok(Vec::new());
+        }
+        let exact = match level {
+            0 => self.search_window_exactly(img, [x0, y0, x1, y1], (upsample, scale), levels)?,
+            _ => None,
+        };
+        let found = match exact {
+            Some(found) => found,
+            None => {
+                // Level 0 repeats the whole-image search's own resize and
+                // doublings; a skipped level is one resize.
+                let (factor, doublings) =
+                    if level == 0 { (scale, upsample) } else { (net_per_px / PYRAMID_STEP.powi(level), 0) };
+                let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+                let (searched, step) = if factor == 1.0 {
+                    (crop, [1.0; 2])
+                } else {
+                    let (w, h) = resized_size(&crop, factor);
+                    let step = [f64::from(crop.width()) / w as f64, f64::from(crop.height()) / h as f64];
+                    (crate::dlib::imgproc::resize_rgb(&crop, w, h), step)
+                };
+                self.detector
+                    .detect_levels(&searched, doublings, levels)?
+                    .into_iter()
+                    .map(|d| {
+                        let rect = scale_rect(d.rect, step).translate(i64::from(x0), i64::from(y0));
+                        Detection { rect, confidence: d.confidence }
+                    })
+                    .collect()
+            }
+        };
+        // A face cut by a crop edge inside the image is some other crop's
+        // (or no) face: its box here is a guess.
+        let cut = |rect: &Rect| {
+            let slack = (rect.width() as f64 * CUT_SLACK) as i64;
+            (x0 > 0 && rect.left < x0 as i64 - slack)
+                || (y0 > 0 && rect.top < y0 as i64 - slack)
+                || (x1 < img.width() && rect.right > x1 as i64 + slack)
+                || (y1 < img.height() && rect.bottom > y1 as i64 + slack)
+        };
+        Ok(found.into_iter().filter(|d| !cut(&d.rect)).collect())
     }
 
     /// The faces of the whole image's search (resize by `scale`, then
@@ -424,13 +459,13 @@ impl FaceModels {
             dets.sort_by_key(|d| std::cmp::Reverse(d.rect.area()));
             dets.truncate(1);
         }
-        let mut parts = Vec::with_capacity(dets.len());
-        let mut chips = Vec::with_capacity(dets.len());
-        for d in &dets {
-            let lm = self.landmarks(img, d.rect);
-            chips.push(self.chip(img, &lm));
-            parts.push(lm);
-        }
+        let (parts, chips): (Vec<_>, Vec<_>) = dets
+            .par_iter()
+            .map(|d| {
+                let lm = self.landmarks(img, d.rect);
+                (lm, self.chip(img, &lm))
+            })
+            .unzip();
         let descriptors = self.describe(&chips)?;
         Ok(dets
             .into_iter()

@@ -26,7 +26,7 @@ const PYRAMID_FACTOR: f64 = 0.709;
 const THRESHOLDS: [f32; 3] = [0.6, 0.7, 0.7];
 /// Crops go through RNet and ONet this many at a time, as facenet does, to
 /// bound memory on images with many candidates.
-const CROP_BATCH: usize = 512;
+const CROP_BATCH: usize = 128;
 /// Source windows from which resampling runs in parallel.
 const PARALLEL_RESAMPLE_PIXELS: usize = 1 << 16;
 
@@ -79,9 +79,9 @@ impl Mtcnn {
     /// facenet-pytorch's `detect` returns them.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<MtcnnFace>> {
         let img = Planes::from_rgb(img);
-        let boxes = self.proposals(&img, MIN_FACE_SIZE, THRESHOLDS[0])?;
+        let boxes = self.proposals(&img, MIN_FACE_SIZE, THRESHOLDS[0], false)?;
         let boxes = self.refine(&img, boxes, THRESHOLDS[1])?;
-        let mut faces = self.output(&img, boxes)?;
+        let mut faces = self.output(&img, boxes, THRESHOLDS[2])?;
         // facenet: np.argsort(area)[::-1]; a stable ascending sort reversed
         // matches it (ties aside, which numpy's quicksort leaves unspecified).
         let area = |f: &MtcnnFace| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
@@ -116,36 +116,58 @@ impl Mtcnn {
         Ok(out)
     }
 
-    /// Candidate face windows from the first two stages only (PNet over the
-    /// pyramid, RNet on its windows), for another detector to confirm: faces
-    /// from `min_face` pixels up, kept when PNet's and RNet's face
-    /// probabilities reach `thresholds` (lower than the cascade's own
-    /// 0.6/0.7 to miss fewer faces). Square boxes `[x1, y1, x2, y2]` in the
-    /// image's pixels, not clipped to it.
-    pub fn propose(&self, img: &RgbImage, min_face: f64, thresholds: [f32; 2]) -> Result<Vec<[f32; 4]>> {
+    /// Candidate faces for another detector to confirm: the three stages
+    /// with thresholds of their own (lower than the cascade's 0.6/0.7/0.7, to
+    /// miss fewer faces), faces from `min_face` pixels up. Square boxes
+    /// `[x1, y1, x2, y2]` (ONet's, squared) in the image's pixels, not
+    /// clipped to it.
+    pub fn propose(&self, img: &RgbImage, min_face: f64, thresholds: [f32; 3]) -> Result<Vec<[f32; 4]>> {
         if !(min_face >= 12.0) {
             return Err(Error::Msg(format!("MTCNN proposals: min_face must be at least 12 px, got {min_face}")));
         }
+        let started = std::time::Instant::now();
         let img = Planes::from_rgb(img);
-        let boxes = self.proposals(&img, min_face, thresholds[0])?;
-        if boxes.is_empty() {
-            return Ok(boxes);
-        }
-        self.refine(&img, boxes, thresholds[1])
+        let windows = self.proposals(&img, min_face, thresholds[0], true)?;
+        let pnet = started.elapsed();
+        let (count, refined) = (windows.len(), self.refine(&img, windows, thresholds[1])?);
+        let rnet = started.elapsed();
+        let refined_count = refined.len();
+        let faces = self.output(&img, refined, thresholds[2])?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            windows = count,
+            refined = refined_count,
+            faces = faces.len(),
+            pnet_ms = ms(pnet),
+            rnet_ms = ms(rnet - pnet),
+            onet_ms = ms(started.elapsed() - rnet),
+            "mtcnn proposals"
+        );
+        Ok(faces.into_iter().map(|f| square(f.bbox)).collect())
     }
 
     /// Stage 1: PNet over the image pyramid (faces from `min_face` pixels);
     /// candidate windows, regressed and squared.
-    fn proposals(&self, img: &Planes, min_face: f64, threshold: f32) -> Result<Vec<[f32; 4]>> {
+    /// With `from_first`, levels after the first are resized from the first
+    /// rather than from the image (several times less to read on a large
+    /// frame; values differ from facenet's by the rounding of two area
+    /// averages instead of one).
+    fn proposals(&self, img: &Planes, min_face: f64, threshold: f32, from_first: bool) -> Result<Vec<[f32; 4]>> {
         let (w, h) = (img.width, img.height);
         let m = 12.0 / min_face;
         let mut min_side = h.min(w) as f64 * m;
         let mut scale = m;
         let mut all = Vec::new();
+        let mut first: Option<Planes> = None;
         while min_side >= 12.0 {
             let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
             let mut data = Vec::with_capacity(3 * sh * sw);
-            img.resample_into(Rect { x: 0, y: 0, w, h }, sw, sh, &mut data);
+            let source = match (from_first, &first) {
+                (false, _) => img,
+                (true, Some(first)) => first,
+                (true, None) => first.insert(img.resized(sw.min(w), sh.min(h))),
+            };
+            source.resample_into(Rect { x: 0, y: 0, w: source.width, h: source.height }, sw, sh, &mut data);
             let input = Tensor::from_vec(data, (1, 3, sh, sw), &self.device)?;
             let (reg, prob) = self.pnet.forward(&input)?;
             let cands = pnet_candidates(&reg, &prob, scale as f32, threshold)?;
@@ -184,8 +206,12 @@ impl Mtcnn {
         Ok(keep.into_iter().map(|i| square(regress(cands[i].b, cands[i].reg))).collect())
     }
 
-    /// Stage 3: ONet on 48x48 crops; scores, landmarks and final boxes.
-    fn output(&self, img: &Planes, boxes: Vec<[f32; 4]>) -> Result<Vec<MtcnnFace>> {
+    /// Stage 3: ONet on 48x48 crops; scores, landmarks and final boxes of
+    /// faces scored above `threshold`.
+    fn output(&self, img: &Planes, boxes: Vec<[f32; 4]>, threshold: f32) -> Result<Vec<MtcnnFace>> {
+        if boxes.is_empty() {
+            return Ok(Vec::new());
+        }
         let (boxes, input) = crops(img, boxes, 48, &self.device)?;
         let mut faces = Vec::new();
         for (chunk, range) in batches(&input)? {
@@ -193,7 +219,7 @@ impl Mtcnn {
             let (reg, points, prob) = (reg.to_vec2::<f32>()?, points.to_vec2::<f32>()?, prob.to_vec2::<f32>()?);
             for (k, i) in range.enumerate() {
                 let score = prob[k][1];
-                if score <= THRESHOLDS[2] {
+                if score <= threshold {
                     continue;
                 }
                 // Landmarks are fractions of the box ONet saw (before this
@@ -244,10 +270,19 @@ impl Planes {
     /// count and then by the column count, in `f32`), then normalises to
     /// `(v - 127.5) / 128`; appends the three planes to `out`.
     fn resample_into(&self, src: Rect, out_w: usize, out_h: usize, out: &mut Vec<f32>) {
-        use rayon::prelude::*;
-        let span = |i: usize, out: usize, inp: usize| (i * inp / out, ((i + 1) * inp).div_ceil(out));
         let start = out.len();
         out.resize(start + 3 * out_h * out_w, 0.0);
+        // Pyramid levels in parallel; small crops (RNet's, ONet's) are not
+        // worth the split.
+        let parallel = src.w * src.h >= PARALLEL_RESAMPLE_PIXELS;
+        self.resample_to(src, out_w, out_h, &mut out[start..], true, parallel);
+    }
+
+    /// [`Planes::resample_into`] into `dst` (three planes of `out_w` x
+    /// `out_h`), normalised or not, its rows in parallel or not.
+    fn resample_to(&self, src: Rect, out_w: usize, out_h: usize, dst: &mut [f32], normalise: bool, parallel: bool) {
+        use rayon::prelude::*;
+        let span = |i: usize, out: usize, inp: usize| (i * inp / out, ((i + 1) * inp).div_ceil(out));
         // Output row `r` of the three planes, one after another.
         let row = |(r, dst): (usize, &mut [f32])| {
             let (c, oy) = (r / out_h, r % out_h);
@@ -261,15 +296,22 @@ impl Planes {
                     sum += line[src.x + x0..src.x + x1].iter().sum::<f32>();
                 }
                 let mean = sum / (y1 - y0) as f32 / (x1 - x0) as f32;
-                *v = (mean - 127.5) * 0.0078125;
+                *v = if normalise { (mean - 127.5) * 0.0078125 } else { mean };
             }
         };
-        // Pyramid levels in parallel; small crops (RNet's, ONet's) are not
-        // worth the split.
-        match src.w * src.h >= PARALLEL_RESAMPLE_PIXELS {
-            true => out[start..].par_chunks_mut(out_w.max(1)).enumerate().for_each(row),
-            false => out[start..].chunks_mut(out_w.max(1)).enumerate().for_each(row),
+        match parallel {
+            true => dst.par_chunks_mut(out_w.max(1)).enumerate().for_each(row),
+            false => dst.chunks_mut(out_w.max(1)).enumerate().for_each(row),
         }
+    }
+
+    /// The whole image resized (area) to `out_w` x `out_h`, not normalised:
+    /// a smaller source for the pyramid's other levels.
+    fn resized(&self, out_w: usize, out_h: usize) -> Planes {
+        let mut data = vec![0f32; 3 * out_w * out_h];
+        let all = Rect { x: 0, y: 0, w: self.width, h: self.height };
+        self.resample_to(all, out_w, out_h, &mut data, false, true);
+        Planes { width: out_w, height: out_h, data }
     }
 }
 
@@ -295,14 +337,14 @@ fn crop_window(b: &[f32; 4], width: usize, height: usize) -> Option<Rect> {
 /// normalised batch; returns the boxes kept (those with a non-empty window)
 /// in batch order.
 fn crops(img: &Planes, boxes: Vec<[f32; 4]>, size: usize, device: &Device) -> Result<(Vec<[f32; 4]>, Tensor)> {
-    let mut kept = Vec::with_capacity(boxes.len());
-    let mut data = Vec::with_capacity(boxes.len() * 3 * size * size);
-    for b in boxes {
-        if let Some(win) = crop_window(&b, img.width, img.height) {
-            img.resample_into(win, size, size, &mut data);
-            kept.push(b);
-        }
-    }
+    use rayon::prelude::*;
+    let (kept, windows): (Vec<[f32; 4]>, Vec<Rect>) =
+        boxes.into_iter().filter_map(|b| Some((b, crop_window(&b, img.width, img.height)?))).unzip();
+    let mut data = vec![0f32; windows.len() * 3 * size * size];
+    // One crop per task.
+    data.par_chunks_mut(3 * size * size)
+        .zip(&windows)
+        .for_each(|(dst, win)| img.resample_to(*win, size, size, dst, true, false));
     let input = Tensor::from_vec(data, (kept.len(), 3, size, size), device)?;
     Ok((kept, input))
 }
@@ -464,7 +506,7 @@ impl Conv {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self.direct(x, Activation::Linear)? {
+        match self.host(x, Activation::Linear)? {
             Some(y) => Ok(y),
             None => x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias),
         }
@@ -472,16 +514,16 @@ impl Conv {
 
     /// The convolution followed by `prelu` (fused into it on the CPU).
     fn forward_prelu(&self, x: &Tensor, prelu: &PRelu) -> Result<Tensor> {
-        match self.direct(x, Activation::PRelu(&prelu.host))? {
+        match self.host(x, Activation::PRelu(&prelu.host))? {
             Some(y) => Ok(y),
             None => prelu.forward(&self.forward(x)?),
         }
     }
 
-    /// The CPU's direct convolution, where it is the better path.
-    fn direct(&self, x: &Tensor, activation: Activation<'_>) -> Result<Option<Tensor>> {
+    /// The CPU's own convolution ([`crate::conv`]); `None` on a GPU.
+    fn host(&self, x: &Tensor, activation: Activation<'_>) -> Result<Option<Tensor>> {
         let Some((w, b)) = &self.host else { return Ok(None) };
-        crate::conv::conv2d(x, w, b, self.kernel, 0, 1, activation).map_err(|e| Error::Msg(e.to_string()))
+        crate::conv::conv2d(x, w, b, self.kernel, 0, 1, activation).map(Some).map_err(|e| Error::Msg(e.to_string()))
     }
 }
 
@@ -545,21 +587,35 @@ fn max_pool_ceil(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
         }
         return x.max_pool2d_with_stride(k, stride);
     }
-    let input: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::Msg("max pooling: a CPU tensor on another device".into()));
+    };
+    let Some((from, to)) = layout.contiguous_offsets() else {
+        return Err(Error::Msg("max pooling: a contiguous tensor without offsets".into()));
+    };
+    let input = &cpu.as_slice::<f32>()?[from..to];
     let mut out = vec![0f32; n * c * oh * ow];
+    // Separable: each input row's maxima over the windows' columns, then
+    // the maxima of those over the windows' rows.
     out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(dst, src)| {
-        for oy in 0..oh {
-            let (y0, y1) = (oy * stride, (oy * stride + k).min(h));
-            for ox in 0..ow {
-                let (x0, x1) = (ox * stride, (ox * stride + k).min(w));
-                let mut m = f32::NEG_INFINITY;
-                for line in src[y0 * w..y1 * w].chunks(w) {
-                    m = line[x0..x1].iter().fold(m, |m, v| m.max(*v));
-                }
-                dst[oy * ow + ox] = m;
+        let mut across = vec![f32::NEG_INFINITY; h * ow];
+        for (line, maxima) in src.chunks(w).zip(across.chunks_mut(ow)) {
+            for (ox, m) in maxima.iter_mut().enumerate() {
+                let x0 = ox * stride;
+                *m = line[x0..(x0 + k).min(w)].iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            }
+        }
+        for (oy, row) in dst.chunks_mut(ow).enumerate() {
+            let y0 = oy * stride;
+            row.copy_from_slice(&across[y0 * ow..][..ow]);
+            for maxima in across[(y0 + 1) * ow..(y0 + k).min(h) * ow].chunks(ow) {
+                row.iter_mut().zip(maxima).for_each(|(m, v)| *m = m.max(*v));
             }
         }
     });
+    drop(storage);
     Tensor::from_vec(out, (n, c, oh, ow), x.device())
 }
 

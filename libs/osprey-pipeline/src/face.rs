@@ -80,10 +80,13 @@ impl FaceDetect {
     }
 }
 
-/// MTCNN proposals for [`FaceDetect::Cascade`]: PNet's and RNet's face
-/// probability thresholds (the full cascade's are 0.6 and 0.7; lower ones
-/// miss fewer of the faces MMOD finds, at the cost of more crops).
-const PROPOSAL_THRESHOLDS: [f32; 2] = [0.5, 0.5];
+/// MTCNN proposals for [`FaceDetect::Cascade`]: PNet's, RNet's and ONet's
+/// face probability thresholds. The first two are MTCNN's own; ONet's is
+/// lower than its 0.7, which lost a 58-px face MMOD finds on the 1080p test
+/// clip. ONet removes most false proposals (on Hamilton, 20-50 of RNet's a
+/// frame for 1-4 faces), each of which would cost MMOD a crop; see
+/// `docs/benchmarks.md` for the thresholds tried.
+const PROPOSAL_THRESHOLDS: [f32; 3] = [0.6, 0.7, 0.4];
 /// The smallest face proposed, as a fraction of the smallest face box MMOD
 /// reports at the frame's search scale (its 80-px window).
 const PROPOSAL_MIN_FACE: f64 = 0.7;
