@@ -15,6 +15,7 @@ use crate::conv::Activation;
 use crate::torch_legacy;
 use candle_core::{DType, Device, Error, Result, Tensor};
 use image::RgbImage;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -157,25 +158,31 @@ impl Mtcnn {
         let m = 12.0 / min_face;
         let mut min_side = h.min(w) as f64 * m;
         let mut scale = m;
-        let mut all = Vec::new();
-        let mut first: Option<Planes> = None;
+        let mut levels = Vec::new();
         while min_side >= 12.0 {
-            let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
-            let mut data = Vec::with_capacity(3 * sh * sw);
-            let source = match (from_first, &first) {
-                (false, _) => img,
-                (true, Some(first)) => first,
-                (true, None) => first.insert(img.resized(sw.min(w), sh.min(h))),
-            };
-            source.resample_into(Rect { x: 0, y: 0, w: source.width, h: source.height }, sw, sh, &mut data);
-            let input = Tensor::from_vec(data, (1, 3, sh, sw), &self.device)?;
-            let (reg, prob) = self.pnet.forward(&input)?;
-            let cands = pnet_candidates(&reg, &prob, scale as f32, threshold)?;
-            let keep = nms_union(&cands, 0.5);
-            all.extend(keep.into_iter().map(|i| cands[i]));
+            levels.push((scale, (w as f64 * scale + 1.0) as usize, (h as f64 * scale + 1.0) as usize));
             scale *= PYRAMID_FACTOR;
             min_side *= PYRAMID_FACTOR;
         }
+        let first = match (from_first, levels.first()) {
+            (true, Some(&(_, sw, sh))) => Some(img.resized(sw.min(w), sh.min(h))),
+            _ => None,
+        };
+        let source = first.as_ref().unwrap_or(img);
+        // The levels in parallel (the small ones cannot fill the cores on
+        // their own), their candidates in level order.
+        let per_level = levels
+            .par_iter()
+            .map(|&(scale, sw, sh)| {
+                let mut data = Vec::with_capacity(3 * sh * sw);
+                source.resample_into(Rect { x: 0, y: 0, w: source.width, h: source.height }, sw, sh, &mut data);
+                let input = Tensor::from_vec(data, (1, 3, sh, sw), &self.device)?;
+                let cands = pnet_candidates(&self.pnet.forward(&input)?, scale as f32, threshold)?;
+                let keep = nms_union(&cands, 0.5);
+                Ok(keep.into_iter().map(|i| cands[i]).collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let all: Vec<Cand> = per_level.into_iter().flatten().collect();
         let keep = nms_union(&all, 0.7);
         Ok(keep
             .into_iter()
@@ -281,7 +288,6 @@ impl Planes {
     /// [`Planes::resample_into`] into `dst` (three planes of `out_w` x
     /// `out_h`), normalised or not, its rows in parallel or not.
     fn resample_to(&self, src: Rect, out_w: usize, out_h: usize, dst: &mut [f32], normalise: bool, parallel: bool) {
-        use rayon::prelude::*;
         let span = |i: usize, out: usize, inp: usize| (i * inp / out, ((i + 1) * inp).div_ceil(out));
         // Output row `r` of the three planes, one after another.
         let row = |(r, dst): (usize, &mut [f32])| {
@@ -337,7 +343,6 @@ fn crop_window(b: &[f32; 4], width: usize, height: usize) -> Option<Rect> {
 /// normalised batch; returns the boxes kept (those with a non-empty window)
 /// in batch order.
 fn crops(img: &Planes, boxes: Vec<[f32; 4]>, size: usize, device: &Device) -> Result<(Vec<[f32; 4]>, Tensor)> {
-    use rayon::prelude::*;
     let (kept, windows): (Vec<[f32; 4]>, Vec<Rect>) =
         boxes.into_iter().filter_map(|b| Some((b, crop_window(&b, img.width, img.height)?))).unzip();
     let mut data = vec![0f32; windows.len() * 3 * size * size];
@@ -374,15 +379,23 @@ struct Cand {
     reg: [f32; 4],
 }
 
-/// PNet's output map to windows in image pixels: each cell whose face
-/// probability is at least `threshold` stands for a 12x12 window
-/// at stride 2 in the scaled image. Cells in row-major order.
-fn pnet_candidates(reg: &Tensor, prob: &Tensor, scale: f32, threshold: f32) -> Result<Vec<Cand>> {
-    let reg = reg.squeeze(0)?.to_vec3::<f32>()?;
-    let prob = prob.squeeze(0)?.to_vec3::<f32>()?;
+/// PNet's output map ([`PNet::forward`]) to windows in image pixels: each
+/// cell whose face probability is at least `threshold` stands for a 12x12
+/// window at stride 2 in the scaled image. Cells in row-major order.
+fn pnet_candidates(heads: &Tensor, scale: f32, threshold: f32) -> Result<Vec<Cand>> {
+    let (_, _, h, w) = heads.dims4()?;
+    let v: Vec<f32> = heads.flatten_all()?.to_vec1()?;
+    let plane = |c: usize| &v[c * h * w..(c + 1) * h * w];
+    let (background, face) = (plane(0), plane(1));
     let mut out = Vec::new();
-    for (y, row) in prob[1].iter().enumerate() {
-        for (x, &p) in row.iter().enumerate() {
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            // The face class's softmax probability, computed as
+            // `softmax_classes` does.
+            let m = background[i].max(face[i]);
+            let (eb, ef) = ((background[i] - m).exp(), (face[i] - m).exp());
+            let p = ef / (eb + ef);
             if p >= threshold {
                 let (fx, fy) = (x as f32, y as f32);
                 let b = [
@@ -391,7 +404,7 @@ fn pnet_candidates(reg: &Tensor, prob: &Tensor, scale: f32, threshold: f32) -> R
                     ((2.0 * fx + 12.0) / scale).floor(),
                     ((2.0 * fy + 12.0) / scale).floor(),
                 ];
-                out.push(Cand { b, score: p, reg: std::array::from_fn(|k| reg[k][y][x]) });
+                out.push(Cand { b, score: p, reg: std::array::from_fn(|k| plane(2 + k)[i]) });
             }
         }
     }
@@ -505,6 +518,18 @@ impl Conv {
         Ok(Conv { weight, bias: bias.reshape((1, c_out, 1, 1))?, host, kernel: k })
     }
 
+    /// One convolution computing `a`'s output channels then `b`'s (same
+    /// input and kernel).
+    fn stacked(a: &Conv, b: &Conv) -> Result<Conv> {
+        let weight = Tensor::cat(&[&a.weight, &b.weight], 0)?;
+        let bias = Tensor::cat(&[&a.bias, &b.bias], 1)?;
+        let host = match (&a.host, &b.host) {
+            (Some((wa, ba)), Some((wb, bb))) => Some(([&wa[..], wb].concat(), [&ba[..], bb].concat())),
+            _ => None,
+        };
+        Ok(Conv { weight, bias, host, kernel: a.kernel })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self.host(x, Activation::Linear)? {
             Some(y) => Ok(y),
@@ -571,7 +596,6 @@ impl PRelu {
 /// Max pooling with torch's `ceil_mode=True`: a last, partial window covers
 /// the tail of the input (the maximum of what it covers).
 fn max_pool_ceil(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
     let (n, c, h, w) = x.dims4()?;
     let cells = |len: usize| len.saturating_sub(k).div_ceil(stride) + 1;
     let (oh, ow) = (cells(h), cells(w));
@@ -639,8 +663,9 @@ struct PNet {
     prelu2: PRelu,
     conv3: Conv,
     prelu3: PRelu,
-    conv4_1: Conv,
-    conv4_2: Conv,
+    /// The two 1×1 heads in one convolution: class scores (`conv4_1`, 2
+    /// channels) then box regression (`conv4_2`, 4).
+    heads: Conv,
 }
 
 impl PNet {
@@ -652,19 +677,18 @@ impl PNet {
             prelu2: PRelu::new(p, "prelu2", 16, 4)?,
             conv3: Conv::new(p, "conv3", 16, 32, 3)?,
             prelu3: PRelu::new(p, "prelu3", 32, 4)?,
-            conv4_1: Conv::new(p, "conv4_1", 32, 2, 1)?,
-            conv4_2: Conv::new(p, "conv4_2", 32, 4, 1)?,
+            heads: Conv::stacked(&Conv::new(p, "conv4_1", 32, 2, 1)?, &Conv::new(p, "conv4_2", 32, 4, 1)?)?,
         })
     }
 
-    /// `[1, 3, H, W]` -> (box regression `[1, 4, h, w]`, class
-    /// probabilities `[1, 2, h, w]`).
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// `[1, 3, H, W]` -> `[1, 6, h, w]`: the class scores (background,
+    /// face; before the softmax) then the box regression.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.conv1.forward_prelu(x, &self.prelu1)?;
         let x = max_pool_ceil(&x, 2, 2)?;
         let x = self.conv2.forward_prelu(&x, &self.prelu2)?;
         let x = self.conv3.forward_prelu(&x, &self.prelu3)?;
-        Ok((self.conv4_2.forward(&x)?, softmax_classes(&self.conv4_1.forward(&x)?)?))
+        self.heads.forward(&x)
     }
 }
 
