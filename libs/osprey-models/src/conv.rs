@@ -16,8 +16,10 @@
 //!   time as multiply-adds along the row.
 //!
 //! The activation that follows (ReLU, PReLU) is applied as the results are
-//! stored. Planes too narrow to fill the registers are left to candle
-//! ([`conv2d`] answers `None`).
+//! stored. Planes too narrow to fill the registers (RNet's and ONet's later
+//! layers, the descriptor's last stages) run as one matrix product over the
+//! whole batch instead, the patches laid out so that filling them is mostly
+//! copies: candle's convolution would run one small product per sample.
 //!
 //! Results differ from candle's convolution only by float rounding (the sum
 //! runs in another order).
