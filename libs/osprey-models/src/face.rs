@@ -101,9 +101,13 @@ const MAX_CLUSTER_SPREAD: f64 = PYRAMID_STEP * PYRAMID_STEP;
 const PYRAMID_AREA_STEP: f64 = 1.0 / (PYRAMID_STEP * PYRAMID_STEP);
 /// The fewest pyramid levels a crop is searched at.
 const MIN_CROP_LEVELS: usize = 3;
-/// Context around a proposal, as a fraction of its side, on each side: the
-/// detector's field of view reaches about 0.7 of a window beyond it.
-const CROP_CONTEXT: f64 = 0.75;
+/// Context around a proposal, as a fraction of its side, on each side. The
+/// detector's field of view reaches about 0.7 of a window beyond a face, but
+/// its outer taps weigh little: with 0.5 the cascade still found every face
+/// of the whole-frame search on both test clips (0.35 lost one of
+/// Hamilton's 69), and MMOD reads about a third fewer pixels than with
+/// 0.75. Small faces get [`MIN_CROP_CONTEXT`] anyway.
+const CROP_CONTEXT: f64 = 0.5;
 /// The least context around a proposal, in detector input pixels.
 const MIN_CROP_CONTEXT: f64 = 48.0;
 /// How far (fraction of its width) a face may reach past an inner crop edge
