@@ -49,10 +49,10 @@ pub enum FaceBackend {
 pub enum FaceDetect {
     /// The whole frame, every analysed frame (the exact path).
     EveryFrame,
-    /// Padded crops around candidate faces only: MTCNN's first two stages
-    /// (PNet, RNet, at low thresholds) propose them on the whole frame, and
-    /// the tracker adds where its live face tracks are expected. MMOD
-    /// searches each crop at the scale it would search the whole frame.
+    /// Padded crops around candidate faces only: MTCNN's three stages
+    /// (ONet at a lower threshold than its own) propose them on the whole
+    /// frame, and the tracker adds where its live face tracks are expected.
+    /// MMOD searches each crop at the scale it would search the whole frame.
     #[default]
     Cascade,
 }
