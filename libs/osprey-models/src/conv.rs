@@ -131,31 +131,6 @@ fn convolve(
         return Err(Error::invalid(format!("{h}x{wd} input is smaller than the {k}x{k} kernel")));
     }
     let (oh, ow) = ((ph - k) / st + 1, (pw - k) / st + 1);
-    let (hh, hw) = (ph.div_ceil(st), pw.div_ceil(st));
-    // One channel's polyphase components, one after another.
-    let channel = st * st * hh * hw;
-    let mut taps = Vec::with_capacity(c * k * k);
-    for ch in 0..c {
-        for ky in 0..k {
-            for kx in 0..k {
-                taps.push(ch * channel + ((ky % st) * st + kx % st) * hh * hw + (ky / st) * hw + kx / st);
-            }
-        }
-    }
-    let x = x.to_dtype(candle_core::DType::F32).and_then(|x| x.contiguous()).map_err(cerr)?;
-    let host;
-    let (storage, layout) = x.storage_and_layout();
-    let input: &[f32] = match &*storage {
-        candle_core::Storage::Cpu(cpu) => {
-            let (from, to) =
-                layout.contiguous_offsets().ok_or_else(|| Error::internal("contiguous tensor without offsets"))?;
-            &cpu.as_slice::<f32>().map_err(cerr)?[from..to]
-        }
-        _ => {
-            host = x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(cerr)?;
-            &host
-        }
-    };
     let negative = match activation {
         Activation::Linear => vec![1.0; o],
         Activation::Relu => vec![0.0; o],
@@ -164,58 +139,85 @@ fn convolve(
             return Err(Error::internal(format!("{} PReLU slopes for {o} channels", slopes.len())));
         }
     };
-    let tiles = match path {
-        Path::Gemm => {
-            let out = patch_gemm(input, [n, c, h, wd], w, b, [k, pad, st], &negative)?;
-            drop(storage);
-            return Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr);
-        }
-        Path::Tiles(tiles) => Some(tiles),
-        Path::Rows => None,
-    };
-    let plane = c * channel;
-    // The register blocks read up to a block's width past a row's last
-    // output; the tail keeps those reads inside the buffer (their results
-    // are dropped).
-    let mut phases = vec![0f32; n * plane + BLOCK_COLS + 8];
-    phases[..n * plane].par_chunks_mut(channel).enumerate().for_each(|(i, dst)| {
-        // Chunk i is channel i % c of sample i / c, as in the input.
-        for y in 0..h {
-            let row = &input[(i * h + y) * wd..][..wd];
-            let py = y + pad;
-            let line = (py % st) * st * hh * hw + (py / st) * hw;
-            for (xi, v) in row.iter().enumerate() {
-                let px = xi + pad;
-                dst[line + (px % st) * hh * hw + px / st] = *v;
+    let out = with_values(x, |input| {
+        let tiles = match path {
+            Path::Gemm => return patch_gemm(input, [n, c, h, wd], w, b, [k, pad, st], [oh, ow], &negative),
+            Path::Tiles(tiles) => Some(tiles),
+            Path::Rows => None,
+        };
+        let (hh, hw) = (ph.div_ceil(st), pw.div_ceil(st));
+        // One channel's polyphase components, one after another.
+        let channel = st * st * hh * hw;
+        let mut taps = Vec::with_capacity(c * k * k);
+        for ch in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    taps.push(ch * channel + ((ky % st) * st + kx % st) * hh * hw + (ky / st) * hw + kx / st);
+                }
             }
         }
-    });
-    let geometry = Geometry { oh, ow, row: hw, plane, taps, negative };
-    let mut out = vec![0f32; n * o * oh * ow];
-    match tiles.filter(|_| o >= BLOCK_OUT) {
-        Some(tiles) => tiles.run(&mut out, &phases, w, b, &geometry),
-        None => axpy_rows(&mut out, &phases, w, b, &geometry),
-    }
-    drop(storage);
+        let plane = c * channel;
+        // The register blocks read up to a block's width past a row's last
+        // output; the tail keeps those reads inside the buffer (their
+        // results are dropped).
+        let mut phases = vec![0f32; n * plane + BLOCK_COLS + 8];
+        phases[..n * plane].par_chunks_mut(channel).enumerate().for_each(|(i, dst)| {
+            // Chunk i is channel i % c of sample i / c, as in the input.
+            for y in 0..h {
+                let row = &input[(i * h + y) * wd..][..wd];
+                let py = y + pad;
+                let line = (py % st) * st * hh * hw + (py / st) * hw;
+                for (xi, v) in row.iter().enumerate() {
+                    let px = xi + pad;
+                    dst[line + (px % st) * hh * hw + px / st] = *v;
+                }
+            }
+        });
+        let geometry = Geometry { oh, ow, row: hw, plane, taps, negative };
+        let mut out = vec![0f32; n * o * oh * ow];
+        match tiles.filter(|_| o >= BLOCK_OUT) {
+            Some(tiles) => tiles.run(&mut out, &phases, w, b, &geometry),
+            None => axpy_rows(&mut out, &phases, w, b, &geometry),
+        }
+        Ok(out)
+    })?;
     Tensor::from_vec(out, (n, o, oh, ow), x.device()).map_err(cerr)
+}
+
+/// `f` over `x`'s values as one `f32` slice in (N, C, H, W) order: read in
+/// place from a CPU tensor, copied from any other.
+pub(crate) fn with_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let x = x.to_dtype(candle_core::DType::F32).and_then(|x| x.contiguous()).map_err(cerr)?;
+    let (storage, layout) = x.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => {
+            let (from, to) =
+                layout.contiguous_offsets().ok_or_else(|| Error::internal("contiguous tensor without offsets"))?;
+            f(&cpu.as_slice::<f32>().map_err(cerr)?[from..to])
+        }
+        _ => {
+            drop(storage);
+            f(&x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(cerr)?)
+        }
+    }
 }
 
 /// The convolution as one matrix product, for planes too narrow for the
 /// register tiles (where candle's convolution would run one small product
 /// per sample): the filters (O × C·k·k) times the input patches laid out as
 /// columns (C·k·k × N·OH·OW: one row per tap, each a run of the input rows
-/// it reads, so that filling it is mostly copies). Returns the output in
-/// (N, O, OH, OW) order, activation applied.
+/// it reads, so that filling it is mostly copies). Returns the `oh` × `ow`
+/// output in (N, O, OH, OW) order, activation applied.
 fn patch_gemm(
     input: &[f32],
     [n, c, h, wd]: [usize; 4],
     w: &[f32],
     b: &[f32],
     [k, pad, st]: [usize; 3],
+    [oh, ow]: [usize; 2],
     negative: &[f32],
 ) -> Result<Vec<f32>> {
     let o = b.len();
-    let (oh, ow) = ((h + 2 * pad - k) / st + 1, (wd + 2 * pad - k) / st + 1);
     let (per, positions) = (c * k * k, oh * ow);
     let mut patches = vec![0f32; per * n * positions];
     // One tap (channel, ky, kx) of one sample per task.

@@ -611,35 +611,29 @@ fn max_pool_ceil(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
         }
         return x.max_pool2d_with_stride(k, stride);
     }
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Err(Error::Msg("max pooling: a CPU tensor on another device".into()));
-    };
-    let Some((from, to)) = layout.contiguous_offsets() else {
-        return Err(Error::Msg("max pooling: a contiguous tensor without offsets".into()));
-    };
-    let input = &cpu.as_slice::<f32>()?[from..to];
-    let mut out = vec![0f32; n * c * oh * ow];
-    // Separable: each input row's maxima over the windows' columns, then
-    // the maxima of those over the windows' rows.
-    out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(dst, src)| {
-        let mut across = vec![f32::NEG_INFINITY; h * ow];
-        for (line, maxima) in src.chunks(w).zip(across.chunks_mut(ow)) {
-            for (ox, m) in maxima.iter_mut().enumerate() {
-                let x0 = ox * stride;
-                *m = line[x0..(x0 + k).min(w)].iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let out = crate::conv::with_values(x, |input| {
+        let mut out = vec![0f32; n * c * oh * ow];
+        // Separable: each input row's maxima over the windows' columns, then
+        // the maxima of those over the windows' rows.
+        out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(dst, src)| {
+            let mut across = vec![f32::NEG_INFINITY; h * ow];
+            for (line, maxima) in src.chunks(w).zip(across.chunks_mut(ow)) {
+                for (ox, m) in maxima.iter_mut().enumerate() {
+                    let x0 = ox * stride;
+                    *m = line[x0..(x0 + k).min(w)].iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                }
             }
-        }
-        for (oy, row) in dst.chunks_mut(ow).enumerate() {
-            let y0 = oy * stride;
-            row.copy_from_slice(&across[y0 * ow..][..ow]);
-            for maxima in across[(y0 + 1) * ow..(y0 + k).min(h) * ow].chunks(ow) {
-                row.iter_mut().zip(maxima).for_each(|(m, v)| *m = m.max(*v));
+            for (oy, row) in dst.chunks_mut(ow).enumerate() {
+                let y0 = oy * stride;
+                row.copy_from_slice(&across[y0 * ow..][..ow]);
+                for maxima in across[(y0 + 1) * ow..(y0 + k).min(h) * ow].chunks(ow) {
+                    row.iter_mut().zip(maxima).for_each(|(m, v)| *m = m.max(*v));
+                }
             }
-        }
-    });
-    drop(storage);
+        });
+        Ok(out)
+    })
+    .map_err(|e| Error::Msg(e.to_string()))?;
     Tensor::from_vec(out, (n, c, oh, ow), x.device())
 }
 
